@@ -1,0 +1,75 @@
+"""Cost of NoBiasBatchNorm in a full training iteration, against stock BatchNorm, in one run.
+
+One iteration = forward in training mode, SSD multibox loss, backward, SGD step, on
+ssd_300_mobilenet1.0_voc, hybridized with static allocation, on the CPU. The two models are
+timed alternately so that load on a shared machine hits both alike; the median of the per-pair
+ratios is printed.
+
+    python bench/bn_overhead.py [--batch 8] [--repeats 7] [--model ssd_300_mobilenet1.0_voc]
+"""
+import argparse
+import statistics
+import time
+
+import mxnet as mx
+from gluoncv.loss import SSDMultiBoxLoss
+from mxnet import autograd, gluon
+
+from ssd_nobias import get_model
+
+
+def make_step(norm: str, model: str, batch: int):
+    """A closure that runs one training iteration of `model` built with `norm`."""
+    mx.random.seed(0)
+    net = get_model(model, norm=norm)
+    net.initialize()
+    net.hybridize(static_alloc=True, static_shape=True)
+    size = int(model.split("_")[1])
+    x = mx.nd.random.uniform(shape=(batch, 3, size, size))
+    with autograd.train_mode():
+        num_anchors = net(x)[2].shape[1]
+    cls_target = mx.nd.random.randint(0, len(net.classes) + 1, shape=(batch, num_anchors)).astype("float32")
+    box_target = mx.nd.random.normal(shape=(batch, num_anchors, 4))
+    loss_fn = SSDMultiBoxLoss()
+    trainer = gluon.Trainer(net.collect_params(), "sgd",
+                            {"learning_rate": 1e-4, "momentum": 0.9, "wd": 5e-4})
+
+    def step():
+        with autograd.record():
+            cls_pred, box_pred, _ = net(x)
+            total, _, _ = loss_fn([cls_pred], [box_pred], [cls_target], [box_target])
+        autograd.backward(total)
+        trainer.step(batch)
+        mx.nd.waitall()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="ssd_300_mobilenet1.0_voc")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args()
+
+    steps = {norm: make_step(norm, args.model, args.batch) for norm in ("batchnorm", "nobias")}
+    for step in steps.values():
+        for _ in range(args.warmup):
+            step()
+    times = {norm: [] for norm in steps}
+    for _ in range(args.repeats):
+        for norm, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[norm].append(time.perf_counter() - start)
+    ratios = [n / b for n, b in zip(times["nobias"], times["batchnorm"])]
+    print(f"{args.model}, batch {args.batch}, CPU, hybridized, {args.repeats} alternating repeats")
+    for norm, ts in times.items():
+        print(f"  {norm:9s}: median {statistics.median(ts) * 1e3:8.1f} ms/iteration")
+    print(f"  nobias / batchnorm: median ratio {statistics.median(ratios):.3f} "
+          f"(min {min(ratios):.3f}, max {max(ratios):.3f}; target <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,313 @@
+"""Bias-free MobileNet-SSD builders on GluonCV's SSD, and the per-layer bias report."""
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Union
+
+import mxnet as mx
+import numpy as np
+from gluoncv.data import COCODetection, VOCDetection
+from gluoncv.model_zoo.ssd import SSD
+from mxnet.gluon import nn
+
+from .nn import NoBiasBatchNorm, NormLayer, get_norm_layer
+
+# GluonCV's FeatureExpander initializes the extra layers this way (MSRA); from-scratch training
+# needs it on every conv, the base included.
+CONV_INIT = mx.init.Xavier(rnd_type="gaussian", factor_type="out", magnitude=2)
+
+# MobileNet v1 body: (depthwise channels, pointwise channels, stride) at width 1.0.
+_MOBILENET_BLOCKS = ((32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1),
+                     (256, 512, 2)) + ((512, 512, 1),) * 5 + ((512, 1024, 2), (1024, 1024, 1))
+_TAPS = ("pw11", "pw13")  # stride 16 and 32: GluonCV's 'relu22_fwd' and 'relu26_fwd'
+_RATIOS = ((1, 2, 0.5),) + ((1, 2, 0.5, 3, 1.0 / 3),) * 3 + ((1, 2, 0.5),) * 2
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Anchor and extra-layer layout of one SSD variant."""
+
+    base_size: int
+    multiplier: float
+    extra_filters: tuple
+    sizes: tuple
+    steps: tuple
+    ratios: tuple = _RATIOS
+
+
+def _preset(base_size: int, multiplier: float) -> Preset:
+    # Extra widths and anchor sizes are GluonCV's for this family (ssd_512_mobilenet1.0 and
+    # ssd_300_mobilenet0.25). Steps are not: GluonCV's 300 models use VGG's [8, 16, 32, 64, 100,
+    # 300], but MobileNet's maps at 300 are 19/10/5/3/2/1 (stride 16 first), which leaves the
+    # right and bottom halves without anchor centres (gluon-cv#778). These match the maps, as
+    # in GluonCV's ssd_300_mobilenet1.0_lite preset.
+    filters = (512, 512, 256, 256) if multiplier >= 0.75 else (256, 256, 128, 128)
+    if base_size == 300:
+        return Preset(300, multiplier, filters, sizes=(21, 45, 99, 153, 207, 261, 315),
+                      steps=(16, 30, 60, 100, 150, 300))
+    return Preset(512, multiplier, filters, sizes=(51.2, 102.4, 189.4, 276.4, 363.52, 450.6, 492),
+                  steps=(16, 32, 64, 128, 256, 512))
+
+
+_NAME = re.compile(r"ssd_(300|512)_mobilenet(1\.0|0\.75|0\.5|0\.25)_(voc|coco|custom)")
+_VARIANTS = [(300, m) for m in ("1.0", "0.75", "0.5", "0.25")] + [(512, "1.0")]
+MODEL_NAMES = tuple(f"ssd_{size}_mobilenet{mult}_{data}"
+                    for size, mult in _VARIANTS for data in ("voc", "coco", "custom"))
+
+
+class ConvNorm(nn.HybridBlock):
+    """conv (no bias) -> norm -> ReLU: the unit that folds into one deploy convolution."""
+
+    def __init__(self, in_channels: int, channels: int, kernel: int, stride: int,
+                 norm_layer: NormLayer, groups: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.conv = nn.Conv2D(channels, kernel, strides=stride, padding=kernel // 2,
+                                  groups=groups, use_bias=False, in_channels=in_channels,
+                                  weight_initializer=CONV_INIT)
+            self.norm = norm_layer(in_channels=channels)
+
+    def hybrid_forward(self, F, x):
+        return F.Activation(self.norm(self.conv(x)), act_type="relu")
+
+
+def layer_names(num_extras: int = 4) -> list:
+    """Names of the conv+norm pairs of the feature extractor, in order (what `bias_free` globs)."""
+    names = ["conv0"]
+    for i in range(1, len(_MOBILENET_BLOCKS) + 1):
+        names += [f"dw{i}", f"pw{i}"]
+    for i in range(1, num_extras + 1):
+        names += [f"extra{i}_reduce", f"extra{i}_conv"]
+    return names
+
+
+class MobileNetSSDFeatures(nn.HybridBlock):
+    """MobileNet v1 base and SSD extra layers as one Gluon block with six outputs.
+
+    Gluon all the way down (GluonCV's FeatureExpander builds the extra layers as symbols with a
+    hard-coded BatchNorm), so every norm is chosen here and `net.apply` reaches every layer.
+    """
+
+    def __init__(self, multiplier: float, extra_filters: Sequence[int], norm_for,
+                 min_depth: int = 128, **kwargs):
+        super().__init__(**kwargs)
+        self._outputs = _TAPS + tuple(f"extra{i}_conv" for i in range(1, len(extra_filters) + 1))
+        with self.name_scope():
+            width = int(32 * multiplier)
+            self._add("conv0", ConvNorm(3, width, 3, 2, norm_for("conv0")))
+            for i, (dw, pw, stride) in enumerate(_MOBILENET_BLOCKS, start=1):
+                dw, pw = int(dw * multiplier), int(pw * multiplier)
+                self._add(f"dw{i}", ConvNorm(width, dw, 3, stride, norm_for(f"dw{i}"), groups=dw))
+                self._add(f"pw{i}", ConvNorm(dw, pw, 1, 1, norm_for(f"pw{i}")))
+                width = pw
+            for i, filters in enumerate(extra_filters, start=1):
+                reduce = max(min_depth, filters)  # GluonCV: 1x1 transition, reduce_ratio 1.0
+                self._add(f"extra{i}_reduce",
+                          ConvNorm(width, reduce, 1, 1, norm_for(f"extra{i}_reduce")))
+                self._add(f"extra{i}_conv",
+                          ConvNorm(reduce, filters, 3, 2, norm_for(f"extra{i}_conv")))
+                width = filters
+
+    def _add(self, name: str, block: ConvNorm) -> None:
+        setattr(self, name, block)  # registers the child under its name, in order
+
+    def pairs(self) -> Iterator:
+        """(name, ConvNorm) for every conv+norm pair, in order."""
+        return iter(self._children.items())
+
+    def hybrid_forward(self, F, x):
+        outputs = []
+        for name, block in self._children.items():
+            x = block(x)
+            if name in self._outputs:
+                outputs.append(x)
+        return outputs
+
+
+def _classes_for(dataset: str, classes: Optional[Sequence[str]]) -> list:
+    if dataset == "custom":
+        if not classes:
+            raise ValueError("a *_custom model needs a non-empty `classes` list")
+        classes = [str(c) for c in classes]
+        duplicates = sorted({c for c in classes if classes.count(c) > 1})
+        if duplicates:
+            raise ValueError(f"`classes` lists {duplicates} more than once")
+        return classes
+    if classes is not None:
+        raise ValueError(f"the {dataset} classes are fixed; use the *_custom model for your own")
+    return list(VOCDetection.CLASSES if dataset == "voc" else COCODetection.CLASSES)
+
+
+def _norm_selector(norm: Union[str, NormLayer], bias_free: Sequence[str]):
+    """Map a layer name to its norm layer class; every pattern must match some layer."""
+    layer = get_norm_layer(norm)
+    patterns = tuple(bias_free)
+    names = layer_names()
+    if layer is nn.BatchNorm:
+        if patterns != ("*",):
+            raise ValueError("bias_free selects NoBiasBatchNorm layers; with norm='batchnorm' "
+                             "every layer is stock BatchNorm, so leave bias_free at its default")
+        return lambda name: nn.BatchNorm
+    for pattern in patterns:
+        if not fnmatch.filter(names, pattern):
+            raise ValueError(f"bias_free pattern '{pattern}' matches no layer; layers are "
+                             f"{', '.join(names)}")
+    return lambda name: layer if any(fnmatch.fnmatchcase(name, p) for p in patterns) \
+        else nn.BatchNorm
+
+
+def get_model(name: str, classes: Optional[Sequence[str]] = None,
+              norm: Union[str, NormLayer] = "nobias", bias_free: Sequence[str] = ("*",),
+              heads_bias: bool = True, pretrained_base: Optional[Union[str, Path]] = None,
+              **kwargs) -> SSD:
+    """Build a GluonCV `SSD` whose conv+BN pairs fold to weight-only convolutions.
+
+    name: one of MODEL_NAMES. norm: 'nobias' (NoBiasBatchNorm where `bias_free` globs match a
+    layer name from `layer_names()`, stock BatchNorm elsewhere) or 'batchnorm' (the stock
+    baseline). heads_bias=False also drops the bias of the class and box predictors.
+    pretrained_base: a local MobileNet .params file (GluonCV/Gluon model zoo layout) loaded into
+    the base, which is then initialized; everything else waits for `net.initialize()`.
+    kwargs go to GluonCV's SSD (nms_thresh, nms_topk, post_nms, ...).
+    """
+    match = _NAME.fullmatch(name)
+    if match is None or name not in MODEL_NAMES:
+        raise ValueError(f"unknown model '{name}'; choose one of: {', '.join(MODEL_NAMES)}")
+    base_size, multiplier, dataset = int(match[1]), float(match[2]), match[3]
+    preset = _preset(base_size, multiplier)
+    class_names = _classes_for(dataset, classes)
+    norm_for = _norm_selector(norm, bias_free)
+
+    def features(**_ssd_kwargs):  # SSD passes pretrained/ctx/norm_layer: the layout fixes them
+        return MobileNetSSDFeatures(multiplier, preset.extra_filters, norm_for)
+
+    net = SSD(network=None, base_size=base_size, features=features, num_filters=None,
+              sizes=list(preset.sizes), ratios=[list(r) for r in preset.ratios],
+              steps=list(preset.steps), classes=class_names, **kwargs)
+    if not isinstance(net.features, MobileNetSSDFeatures):
+        raise RuntimeError("GluonCV's SSD did not use the MobileNetSSDFeatures it was given")
+    if not heads_bias:
+        _drop_predictor_bias(net)
+    if pretrained_base is not None:
+        load_pretrained_base(net.features, pretrained_base)
+    return net
+
+
+def _drop_predictor_bias(net: SSD) -> None:
+    for head in list(net.class_predictors) + list(net.box_predictors):
+        old = head.predictor
+        with head.name_scope():
+            head.predictor = nn.Conv2D(old._channels, old._kwargs["kernel"],
+                                       padding=old._kwargs["pad"], use_bias=False,
+                                       weight_initializer=mx.init.Xavier(magnitude=2))
+
+
+def load_pretrained_base(features: MobileNetSSDFeatures, path: Union[str, Path]) -> None:
+    """Load ImageNet MobileNet weights saved by Gluon (`features.<i>.weight`, ...) into the base.
+
+    Convolutions take their weights; stock BatchNorm layers take all four arrays; NoBiasBatchNorm
+    layers take gamma only (a pretrained beta or running_mean is a shift, and a centered running
+    variance is not the uncentered second moment they track).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained_base: {path} does not exist")
+    try:
+        saved = {k.split(":", 1)[-1]: v for k, v in mx.nd.load(str(path)).items()}
+    except mx.base.MXNetError as err:
+        raise ValueError(f"pretrained_base: {path} is not an MXNet params file ({err})") from None
+    index = re.compile(r"features\.(\d+)\.weight")
+    conv_keys = sorted((k for k in saved if index.fullmatch(k)),
+                       key=lambda k: int(index.fullmatch(k)[1]))
+    base = [(name, block) for name, block in features.pairs() if not name.startswith("extra")]
+    if len(conv_keys) != len(base):
+        raise ValueError(f"pretrained_base: {path} has {len(conv_keys)} 'features.<i>.weight' "
+                         f"convolutions, a MobileNet base has {len(base)}")
+    for key, (name, block) in zip(conv_keys, base):
+        prefix = f"features.{int(index.fullmatch(key)[1]) + 1}."
+        arrays = {"conv.weight": saved[key]}
+        stats = ("gamma",) if isinstance(block.norm, NoBiasBatchNorm) else \
+            ("gamma", "beta", "running_mean", "running_var")
+        for stat in stats:
+            if prefix + stat not in saved:
+                raise ValueError(f"pretrained_base: {path} has no '{prefix + stat}' for {name}")
+            arrays[f"norm.{stat}"] = saved[prefix + stat]
+        params = block._collect_params_with_prefix()
+        for local, value in arrays.items():
+            if tuple(params[local].shape) != tuple(value.shape):
+                raise ValueError(f"pretrained_base: {path} '{key}' does not match layer {name}: "
+                                 f"shape {tuple(value.shape)}, the model needs "
+                                 f"{tuple(params[local].shape)} (a MobileNet of another width?)")
+        block.initialize(ctx=mx.cpu())
+        for local, value in arrays.items():
+            params[local].set_data(value)
+
+
+@dataclass(frozen=True)
+class LayerBias:
+    """One convolution of the model as it will be once BatchNorm is folded into it."""
+
+    name: str
+    norm: str  # 'NoBiasBatchNorm', 'BatchNorm' or 'none'
+    bias_free: bool  # no bias once folded, whatever the weights
+    max_abs_bias: Optional[float]  # of the folded bias with the current weights, if initialized
+
+
+def _folded_bias(block: ConvNorm) -> Optional[np.ndarray]:
+    norm = block.norm
+    if isinstance(norm, NoBiasBatchNorm):
+        return np.zeros(1)
+    try:
+        gamma, beta, mean, var = (p.data().asnumpy() for p in
+                                  (norm.gamma, norm.beta, norm.running_mean, norm.running_var))
+    except RuntimeError:  # not initialized yet
+        return None
+    if norm._kwargs["fix_gamma"]:
+        gamma = np.ones_like(gamma)
+    return beta - gamma * mean / np.sqrt(var + norm._kwargs["eps"])
+
+
+def _convs(block: nn.Block, prefix: str = "") -> Iterator:
+    for name, child in block._children.items():
+        path = f"{prefix}{name}"
+        if isinstance(child, (ConvNorm, nn.Conv2D)):
+            yield path, child
+        else:
+            yield from _convs(child, path + ".")
+
+
+def bias_report(net: nn.Block) -> list:
+    """Every convolution of `net` and whether it has a bias once BatchNorm is folded into it."""
+    report = []
+    for path, block in _convs(net):
+        if isinstance(block, ConvNorm):
+            bias = _folded_bias(block)
+            norm = type(block.norm).__name__
+            bias_free = isinstance(block.norm, NoBiasBatchNorm)
+        else:
+            norm, bias_free = "none", block.bias is None
+            bias = None if bias_free else _data_or_none(block.bias)
+            bias = np.zeros(1) if bias_free else bias
+        max_abs = None if bias is None else float(np.abs(bias).max())
+        report.append(LayerBias(path, norm, bias_free, max_abs))
+    return report
+
+
+def _data_or_none(param) -> Optional[np.ndarray]:
+    try:
+        return param.data().asnumpy()
+    except RuntimeError:
+        return None
+
+
+def format_bias_report(report: Sequence[LayerBias]) -> str:
+    """The report as a table, with a closing count of bias-free layers."""
+    rows = [f"{'layer':32s} {'norm':16s} {'bias-free':9s} {'max |bias|':>10s}"]
+    for r in report:
+        bias = "-" if r.max_abs_bias is None else f"{r.max_abs_bias:.3g}"
+        rows.append(f"{r.name:32s} {r.norm:16s} {'yes' if r.bias_free else 'NO':9s} {bias:>10s}")
+    free = sum(r.bias_free for r in report)
+    rows.append(f"{free} of {len(report)} convolutions have no bias once BatchNorm is folded")
+    return "\n".join(rows)

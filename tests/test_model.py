@@ -1,0 +1,169 @@
+"""The bias-free MobileNet-SSD builder: shapes, norm placement, anchors, export, bad input."""
+import mxnet as mx
+import numpy as np
+import pytest
+from gluoncv.model_zoo.mobilenet import MobileNet
+from mxnet import autograd, gluon
+
+from ssd_nobias import MODEL_NAMES, NoBiasBatchNorm, bias_report, get_model
+from ssd_nobias.model import layer_names
+
+
+def norms(net):
+    found = []
+    net.apply(lambda block: found.append(block) if isinstance(block, gluon.nn.BatchNorm) else None)
+    return found
+
+
+def is_stock(block):
+    return isinstance(block, gluon.nn.BatchNorm) and not isinstance(block, NoBiasBatchNorm)
+
+
+def build(name="ssd_300_mobilenet0.25_voc", **kwargs):
+    net = get_model(name, **kwargs)
+    net.initialize()
+    return net
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_model_runs_in_train_and_eval_mode(name):
+    classes = ["cat", "dog", "kite"] if name.endswith("custom") else None
+    net = build(name, classes=classes)
+    size = int(name.split("_")[1])
+    x = mx.nd.random.uniform(shape=(1, 3, size, size))
+    num_classes = len(net.classes)
+    with autograd.train_mode():
+        cls_preds, box_preds, anchors = net(x)
+    num_anchors = anchors.shape[1]
+    assert cls_preds.shape == (1, num_anchors, num_classes + 1)
+    assert box_preds.shape == (1, num_anchors, 4)
+    ids, scores, boxes = net(x)
+    assert ids.shape == scores.shape == (1, 100, 1) and boxes.shape == (1, 100, 4)
+    assert {"voc": 20, "coco": 80, "custom": 3}[name.rsplit("_", 1)[1]] == num_classes
+    found = norms(net)
+    assert len(found) == len(layer_names()) and not any(is_stock(b) for b in found)
+
+
+def test_tree_of_gluon_blocks_reaches_every_norm_base_and_extras():
+    net = get_model("ssd_300_mobilenet1.0_voc")
+    kinds = set()
+    net.apply(lambda block: kinds.add(type(block).__name__))
+    assert "SymbolBlock" not in kinds and "FeatureExpander" not in kinds
+    names = [name for name, _ in net.features.pairs()]
+    assert names == layer_names() and names[-1] == "extra4_conv"
+    assert all(isinstance(block.norm, NoBiasBatchNorm) for _, block in net.features.pairs())
+
+
+def test_bias_free_globs_choose_layers():
+    net = get_model("ssd_300_mobilenet0.25_voc", bias_free=("pw*", "extra?_conv"))
+    chosen = {name for name, block in net.features.pairs()
+              if isinstance(block.norm, NoBiasBatchNorm)}
+    assert chosen == {f"pw{i}" for i in range(1, 14)} | {f"extra{i}_conv" for i in range(1, 5)}
+    others = [block.norm for name, block in net.features.pairs() if name not in chosen]
+    assert others and all(is_stock(norm) for norm in others)
+
+
+def test_batchnorm_baseline_has_same_architecture_and_stock_bn():
+    nobias, stock = build(norm="nobias"), build(norm="batchnorm")
+    assert not any(isinstance(b, NoBiasBatchNorm) for b in norms(stock))
+    assert [n for n, _ in stock.features.pairs()] == [n for n, _ in nobias.features.pairs()]
+    x = mx.nd.random.uniform(shape=(1, 3, 300, 300))
+    shapes = [o.shape for o in stock.features(x)]
+    assert shapes == [o.shape for o in nobias.features(x)]
+    assert [s[2] for s in shapes] == [19, 10, 5, 3, 2, 1]
+
+
+def test_bias_report_and_heads_bias():
+    report = bias_report(build())
+    pairs = [r for r in report if r.name.startswith("features.")]
+    heads = [r for r in report if "predictors" in r.name]
+    assert len(pairs) == len(layer_names()) and len(heads) == 12
+    assert all(r.bias_free and r.max_abs_bias == 0.0 for r in pairs)
+    assert not any(r.bias_free for r in heads)
+    no_heads = bias_report(build(heads_bias=False))
+    assert all(r.bias_free and r.max_abs_bias == 0.0 for r in no_heads)
+    stock = bias_report(build(norm="batchnorm"))
+    assert not any(r.bias_free for r in stock if r.name.startswith("features."))
+
+
+def test_stock_bn_report_measures_the_shift_it_would_fold():
+    net = build(norm="batchnorm")
+    block = net.features.pw3
+    block.norm.running_mean.set_data(mx.nd.full(block.norm.running_mean.shape, 2.0))
+    row = next(r for r in bias_report(net) if r.name == "features.pw3")
+    assert row.max_abs_bias == pytest.approx(2.0 / np.sqrt(1 + 1e-5), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ssd_300_mobilenet1.0_voc", "ssd_300_mobilenet0.25_coco",
+                                  "ssd_512_mobilenet1.0_voc"])
+def test_anchor_centres_cover_the_whole_image(name):
+    net = build(name)
+    size = int(name.split("_")[1])
+    x = mx.nd.zeros((1, 3, size, size))
+    features = net.features(x)
+    for feature, generator in zip(features, net.anchor_generators):
+        anchors = generator(feature).reshape((-1, 4)).asnumpy()
+        cx, cy = anchors[:, 0], anchors[:, 1]
+        cells = feature.shape[2]
+        for centres in (cx, cy):
+            # the grid of centres is centred on the image and reaches its last cell
+            assert abs(centres.mean() - size / 2) <= 0.05 * size, (cells, centres.mean())
+            assert centres.max() >= size * (1 - 1 / cells), (cells, centres.max())
+
+
+def test_export_round_trip_gives_same_detections(tmp_path):
+    net = build()
+    x = mx.nd.random.uniform(shape=(2, 3, 300, 300))
+    with autograd.train_mode():  # a forward in training mode moves running_var away from 1
+        net(x)
+    net.hybridize()
+    expected = [o.asnumpy() for o in net(x)]
+    net.export(str(tmp_path / "ssd"))
+    loaded = gluon.SymbolBlock.imports(str(tmp_path / "ssd-symbol.json"), ["data"],
+                                       str(tmp_path / "ssd-0000.params"))
+    for got, want in zip(loaded(x), expected):
+        np.testing.assert_allclose(got.asnumpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_pretrained_base_loads_by_name(tmp_path):
+    zoo = MobileNet(0.25)
+    zoo.initialize(mx.init.Normal(0.5))
+    zoo(mx.nd.zeros((1, 3, 224, 224)))
+    path = tmp_path / "mobilenet0.25.params"
+    zoo.save_parameters(str(path))
+    net = get_model("ssd_300_mobilenet0.25_voc", pretrained_base=path,
+                    bias_free=("dw*",))  # pw*, conv0: stock BN, which takes all four arrays
+    saved = mx.nd.load(str(path))
+    np.testing.assert_array_equal(net.features.conv0.conv.weight.data().asnumpy(),
+                                  saved["features.0.weight"].asnumpy())
+    np.testing.assert_array_equal(net.features.pw13.norm.running_mean.data().asnumpy(),
+                                  saved[f"features.{6 * 13 + 1}.running_mean"].asnumpy())
+    np.testing.assert_array_equal(net.features.dw13.norm.gamma.data().asnumpy(),
+                                  saved[f"features.{6 * 13 - 2}.gamma"].asnumpy())
+    assert not net.features.dw13.norm.running_mean.data().asnumpy().any()
+
+
+def test_bad_input_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown model 'ssd_300_resnet50_voc'"):
+        get_model("ssd_300_resnet50_voc")
+    with pytest.raises(ValueError, match="non-empty `classes`"):
+        get_model("ssd_300_mobilenet1.0_custom", classes=[])
+    with pytest.raises(ValueError, match="more than once"):
+        get_model("ssd_300_mobilenet1.0_custom", classes=["a", "a"])
+    with pytest.raises(ValueError, match="use the \\*_custom model"):
+        get_model("ssd_300_mobilenet1.0_voc", classes=["a"])
+    with pytest.raises(ValueError, match="pattern 'base.\\*' matches no layer"):
+        get_model("ssd_300_mobilenet1.0_voc", bias_free=("base.*",))
+    with pytest.raises(ValueError, match="norm='batchnorm'"):
+        get_model("ssd_300_mobilenet1.0_voc", norm="batchnorm", bias_free=("pw*",))
+    with pytest.raises(FileNotFoundError, match="missing.params does not exist"):
+        get_model("ssd_300_mobilenet1.0_voc", pretrained_base=tmp_path / "missing.params")
+    zoo = MobileNet(0.5)
+    zoo.initialize()
+    zoo(mx.nd.zeros((1, 3, 224, 224)))
+    zoo.save_parameters(str(tmp_path / "half.params"))
+    with pytest.raises(ValueError, match="does not match layer conv0.*another width"):
+        get_model("ssd_300_mobilenet1.0_voc", pretrained_base=tmp_path / "half.params")
+    (tmp_path / "junk.params").write_bytes(b"not a params file")
+    with pytest.raises(ValueError, match="junk.params is not an MXNet params file"):
+        get_model("ssd_300_mobilenet1.0_voc", pretrained_base=tmp_path / "junk.params")

@@ -1,0 +1,222 @@
+"""NoBiasBatchNorm against a NumPy reference, in every mode order, hybridized or not."""
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd, gluon
+
+from ssd_nobias import NoBiasBatchNorm, get_norm_layer
+
+EPS = 1e-5
+
+
+def reference(x, gamma, running_var, train, eps=EPS):
+    """y and the statistic it used, in float64."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    second_moment = (x.astype(np.float64) ** 2).mean(axis=axes) if train else running_var
+    y = gamma.reshape(shape) * x / np.sqrt(second_moment.reshape(shape) + eps)
+    return y, second_moment
+
+
+def make_layer(channels=4, hybridize=True, ctx=mx.cpu(), **kwargs):
+    layer = NoBiasBatchNorm(in_channels=channels, **kwargs)
+    layer.initialize(ctx=ctx)
+    if hybridize:
+        layer.hybridize(static_alloc=True, static_shape=True)
+    return layer
+
+
+def data(shape=(8, 4, 5, 5), mean=5.0, seed=0, dtype="float32"):
+    return np.random.RandomState(seed).normal(mean, 1.0, size=shape).astype(dtype)
+
+
+def train_step(layer, x, trainer):
+    with autograd.record():
+        y = layer(x)
+    y.backward()
+    trainer.step(x.shape[0])
+    return y
+
+
+def test_no_beta_and_center_is_an_error():
+    layer = NoBiasBatchNorm(in_channels=3)
+    assert sorted(p.split("_", 1)[1] for p in layer.collect_params()) == \
+        ["gamma", "running_mean", "running_var"]
+    with pytest.raises(ValueError, match="no beta"):
+        NoBiasBatchNorm(center=True)
+    with pytest.raises(ValueError, match="axis 1"):
+        NoBiasBatchNorm(axis=3)
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+def test_training_forward_matches_reference(hybridize):
+    layer = make_layer(hybridize=hybridize, gamma_initializer=mx.init.Constant(1.5))
+    x = data()
+    with autograd.record():
+        y = layer(mx.nd.array(x))
+    expected, m2 = reference(x, np.full(4, 1.5), None, train=True)
+    np.testing.assert_allclose(y.asnumpy(), expected, rtol=1e-5, atol=1e-6)
+    # running_var follows m2 with MXNet's momentum convention, already after the forward pass
+    np.testing.assert_allclose(layer.running_var.data().asnumpy(), 0.9 * 1 + 0.1 * m2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+def test_inference_forward_is_the_folded_formula(hybridize):
+    layer = make_layer(hybridize=hybridize)
+    running_var = np.array([0.5, 2.0, 4.0, 9.0], dtype=np.float32)
+    gamma = np.array([1.0, -2.0, 0.5, 3.0], dtype=np.float32)
+    layer.running_var.set_data(mx.nd.array(running_var))
+    layer.gamma.set_data(mx.nd.array(gamma))
+    x = data()
+    y = layer(mx.nd.array(x)).asnumpy()
+    np.testing.assert_allclose(y, reference(x, gamma, running_var, train=False)[0], rtol=1e-6)
+    np.testing.assert_array_equal(layer.running_var.data().asnumpy(), running_var)
+
+
+@pytest.mark.parametrize("order", [("train", "eval", "train", "eval"),
+                                   ("eval", "train", "eval", "train")])
+def test_hybridized_mode_switch_in_both_orders(order):
+    layer = make_layer()
+    trainer = gluon.Trainer(layer.collect_params(), "sgd", {"learning_rate": 0.1})
+    x = data()
+    for mode in order:
+        gamma = layer.gamma.data().asnumpy()
+        running_var = layer.running_var.data().asnumpy()
+        if mode == "train":
+            y = train_step(layer, mx.nd.array(x), trainer)
+        else:
+            y = layer(mx.nd.array(x))
+        expected, _ = reference(x, gamma, running_var, train=mode == "train")
+        np.testing.assert_allclose(y.asnumpy(), expected, rtol=1e-5, atol=1e-6, err_msg=mode)
+
+
+def test_running_mean_stays_bitwise_zero_through_training():
+    layer = make_layer()
+    trainer = gluon.Trainer(layer.collect_params(), "sgd", {"learning_rate": 0.1})
+    for step in range(20):
+        train_step(layer, mx.nd.array(data(mean=50.0, seed=step)), trainer)
+        layer(mx.nd.array(data(mean=-30.0, seed=step)))
+    running_mean = layer.running_mean.data().asnumpy()
+    assert running_mean.tobytes() == np.zeros(4, np.float32).tobytes()
+    assert layer.running_var.data().asnumpy().min() > 100  # it did learn something
+
+
+def test_running_var_converges_to_second_moment():
+    layer = make_layer()
+    x = data(mean=3.0)
+    _, m2 = reference(x, np.ones(4), None, train=True)
+    for _ in range(60):
+        with autograd.train_mode():
+            layer(mx.nd.array(x))
+    expected = m2 + 0.9 ** 60 * (1.0 - m2)
+    np.testing.assert_allclose(layer.running_var.data().asnumpy(), expected, rtol=1e-5)
+
+
+def test_use_global_stats_freezes_statistics_in_training():
+    layer = make_layer(use_global_stats=True)
+    layer.running_var.set_data(mx.nd.array([1.0, 2.0, 3.0, 4.0]))
+    trainer = gluon.Trainer(layer.collect_params(), "sgd", {"learning_rate": 0.1})
+    x = data()
+    y = train_step(layer, mx.nd.array(x), trainer)
+    np.testing.assert_allclose(y.asnumpy(), reference(x, np.ones(4), np.arange(1.0, 5.0),
+                                                      train=False)[0], rtol=1e-5)
+    np.testing.assert_array_equal(layer.running_var.data().asnumpy(), [1.0, 2.0, 3.0, 4.0])
+
+
+def test_scale_false_keeps_gamma_one():
+    layer = make_layer(scale=False)
+    assert layer.gamma.grad_req == "null"
+    layer.gamma.set_data(mx.nd.full(4, 7.0))  # ignored, as PyTorch's affine=False
+    x = data()
+    with autograd.record():
+        y = layer(mx.nd.array(x))
+    np.testing.assert_allclose(y.asnumpy(), reference(x, np.ones(4), None, train=True)[0],
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_gradient_matches_finite_differences_in_float64(train):
+    shape = (3, 2, 2, 3)
+    x = data(shape, mean=1.0, dtype="float64")
+    weights = np.random.RandomState(1).normal(size=shape)
+    gamma = np.array([0.7, -1.3])
+    running_var = np.array([1.7, 0.4])
+
+    def loss(values):
+        return float((weights * reference(values, gamma, running_var, train)[0]).sum())
+
+    numeric = np.zeros_like(x)
+    step = 1e-6
+    for index in np.ndindex(shape):
+        up, down = x.copy(), x.copy()
+        up[index] += step
+        down[index] -= step
+        numeric[index] = (loss(up) - loss(down)) / (2 * step)
+
+    layer = NoBiasBatchNorm(in_channels=2)
+    layer.initialize()
+    layer.cast("float64")
+    layer.gamma.set_data(mx.nd.array(gamma, dtype="float64"))
+    layer.running_var.set_data(mx.nd.array(running_var, dtype="float64"))
+    xs = mx.nd.array(x, dtype="float64")
+    xs.attach_grad()
+    with autograd.record(train_mode=train):
+        y = layer(xs)
+    y.backward(mx.nd.array(weights, dtype="float64"))
+    np.testing.assert_allclose(xs.grad.asnumpy(), numeric, rtol=1e-6, atol=1e-8)
+    y_ref = reference(x, gamma, running_var, train)[0] / gamma.reshape(1, -1, 1, 1)
+    np.testing.assert_allclose(layer.gamma.grad().asnumpy(),
+                               (weights * y_ref).sum(axis=(0, 2, 3)), rtol=1e-9)
+
+
+def test_split_and_load_over_two_contexts():
+    ctxs = [mx.cpu(0), mx.cpu(1)]
+    layer = make_layer(ctx=ctxs)
+    x = data(shape=(8, 4, 3, 3))
+    parts = gluon.utils.split_and_load(mx.nd.array(x), ctxs)
+    with autograd.record():
+        outs = [layer(part) for part in parts]
+    autograd.backward(outs)
+    # each context normalizes its own shard and keeps its own statistics, as BatchNorm does
+    for ctx, part, out in zip(ctxs, np.split(x, 2), outs):
+        assert out.context == ctx
+        expected, m2 = reference(part, np.ones(4), None, train=True)
+        np.testing.assert_allclose(out.asnumpy(), expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(layer.running_var.data(ctx).asnumpy(), 0.9 + 0.1 * m2,
+                                   rtol=1e-6)
+        assert not layer.running_mean.data(ctx).asnumpy().any()
+    grads = [layer.gamma.grad(ctx).asnumpy() for ctx in ctxs]
+    assert np.abs(grads[0] - grads[1]).max() > 0  # per-shard gradients, summed by the trainer
+
+
+def test_export_and_symbolblock_imports_round_trip(tmp_path):
+    net = gluon.nn.HybridSequential()
+    net.add(gluon.nn.Conv2D(4, 3, in_channels=3, use_bias=False), NoBiasBatchNorm(in_channels=4))
+    net.initialize()
+    net.hybridize()
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    x = mx.nd.array(data(shape=(2, 3, 6, 6)))
+    train_step(net, x, trainer)
+    expected = net(x).asnumpy()
+    net.export(str(tmp_path / "layer"))
+    saved = mx.nd.load(str(tmp_path / "layer-0000.params"))
+    assert any(k.startswith("aux:") and k.endswith("running_mean") for k in saved)
+    assert not any("beta" in k for k in saved)
+    loaded = gluon.SymbolBlock.imports(str(tmp_path / "layer-symbol.json"), ["data"],
+                                       str(tmp_path / "layer-0000.params"))
+    np.testing.assert_allclose(loaded(x).asnumpy(), expected, rtol=1e-6)
+
+
+def test_unsupported_dtype_is_a_clear_error():
+    layer = make_layer(hybridize=False)
+    layer.cast("float16")
+    with pytest.raises(mx.base.MXNetError, match="float32 and float64"):
+        layer(mx.nd.ones((2, 4, 3, 3), dtype="float16")).wait_to_read()
+
+
+def test_get_norm_layer():
+    assert get_norm_layer("nobias") is NoBiasBatchNorm
+    assert get_norm_layer("batchnorm") is gluon.nn.BatchNorm
+    assert get_norm_layer(NoBiasBatchNorm) is NoBiasBatchNorm
+    with pytest.raises(ValueError, match="unknown norm 'groupnorm'"):
+        get_norm_layer("groupnorm")
