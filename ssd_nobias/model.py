@@ -59,7 +59,11 @@ MODEL_NAMES = tuple(f"ssd_{size}_mobilenet{mult}_{data}"
 
 
 class ConvNorm(nn.HybridBlock):
-    """conv (no bias) -> norm -> ReLU: the unit that folds into one deploy convolution."""
+    """conv (no bias) -> norm -> ReLU: the unit that folds into one deploy convolution.
+
+    A NoBiasBatchNorm applies the ReLU itself (fused); stock BatchNorm is followed by an
+    Activation, as in GluonCV's MobileNet.
+    """
 
     def __init__(self, in_channels: int, channels: int, kernel: int, stride: int,
                  norm_layer: NormLayer, groups: int = 1, **kwargs):
@@ -68,10 +72,14 @@ class ConvNorm(nn.HybridBlock):
             self.conv = nn.Conv2D(channels, kernel, strides=stride, padding=kernel // 2,
                                   groups=groups, use_bias=False, in_channels=in_channels,
                                   weight_initializer=CONV_INIT)
-            self.norm = norm_layer(in_channels=channels)
+            if isinstance(norm_layer, type) and issubclass(norm_layer, NoBiasBatchNorm):
+                self.norm = norm_layer(in_channels=channels, fuse_relu=True)
+            else:
+                self.norm = norm_layer(in_channels=channels)
 
     def hybrid_forward(self, F, x):
-        return F.Activation(self.norm(self.conv(x)), act_type="relu")
+        x = self.norm(self.conv(x))
+        return x if getattr(self.norm, "fuse_relu", False) else F.Activation(x, act_type="relu")
 
 
 def layer_names(num_extras: int = 4) -> list:

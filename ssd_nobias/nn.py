@@ -25,12 +25,15 @@ class NoBiasBatchNorm(nn.BatchNorm):
 
     The train/inference switch happens inside the graph at run time, so a hybridized block follows
     ``autograd`` modes in any order, as MXNet's own BatchNorm does.
+
+    ``fuse_relu=True`` applies ReLU in the same operator (as Gluon's ``BatchNormReLU``), which
+    saves a pass over the activations in each direction.
     """
 
     def __init__(self, axis: int = 1, momentum: float = 0.9, epsilon: float = 1e-5,
                  center: bool = False, scale: bool = True, use_global_stats: bool = False,
                  gamma_initializer="ones", running_variance_initializer="ones",
-                 in_channels: int = 0, **kwargs):
+                 in_channels: int = 0, fuse_relu: bool = False, **kwargs):
         if center:
             raise ValueError("NoBiasBatchNorm has no beta: center=True is not supported")
         if axis != 1:
@@ -46,6 +49,7 @@ class NoBiasBatchNorm(nn.BatchNorm):
         beta = self._reg_params.pop("beta")
         self.params._params.pop(beta.name)
         del self.beta
+        self.fuse_relu = fuse_relu
         native.load()
 
     def hybrid_forward(self, F, x, gamma, running_mean, running_var):
@@ -56,7 +60,8 @@ class NoBiasBatchNorm(nn.BatchNorm):
         out = F.nobias_batch_norm(x, gamma, running_mean, running_var, is_train, name="fwd",
                                   eps=self._kwargs["eps"], momentum=self._kwargs["momentum"],
                                   use_global_stats=int(self._kwargs["use_global_stats"]),
-                                  fix_gamma=int(self._kwargs["fix_gamma"]))
+                                  fix_gamma=int(self._kwargs["fix_gamma"]),
+                                  relu=int(self.fuse_relu))
         return out[0]
 
 

@@ -68,9 +68,12 @@ def test_batchnorm_baseline_has_same_architecture_and_stock_bn():
     assert not any(isinstance(b, NoBiasBatchNorm) for b in norms(stock))
     assert [n for n, _ in stock.features.pairs()] == [n for n, _ in nobias.features.pairs()]
     x = mx.nd.random.uniform(shape=(1, 3, 300, 300))
-    shapes = [o.shape for o in stock.features(x)]
-    assert shapes == [o.shape for o in nobias.features(x)]
-    assert [s[2] for s in shapes] == [19, 10, 5, 3, 2, 1]
+    stock_out, nobias_out = stock.features(x), nobias.features(x)
+    assert [o.shape for o in stock_out] == [o.shape for o in nobias_out]
+    assert [o.shape[2] for o in stock_out] == [19, 10, 5, 3, 2, 1]
+    # both end every pair in a ReLU (fused into NoBiasBatchNorm, an Activation after stock BN)
+    for out in stock_out + nobias_out:
+        assert out.min().asscalar() == 0.0 and out.max().asscalar() > 0
 
 
 def test_bias_report_and_heads_bias():

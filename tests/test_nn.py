@@ -9,13 +9,13 @@ from ssd_nobias import NoBiasBatchNorm, get_norm_layer
 EPS = 1e-5
 
 
-def reference(x, gamma, running_var, train, eps=EPS):
+def reference(x, gamma, running_var, train, eps=EPS, relu=False):
     """y and the statistic it used, in float64."""
     axes = (0,) + tuple(range(2, x.ndim))
     shape = (1, -1) + (1,) * (x.ndim - 2)
     second_moment = (x.astype(np.float64) ** 2).mean(axis=axes) if train else running_var
     y = gamma.reshape(shape) * x / np.sqrt(second_moment.reshape(shape) + eps)
-    return y, second_moment
+    return (np.maximum(y, 0) if relu else y), second_moment
 
 
 def make_layer(channels=4, hybridize=True, ctx=mx.cpu(), **kwargs):
@@ -134,16 +134,18 @@ def test_scale_false_keeps_gamma_one():
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("train", [True, False])
-def test_gradient_matches_finite_differences_in_float64(train):
+def test_gradient_matches_finite_differences_in_float64(train, relu):
     shape = (3, 2, 2, 3)
-    x = data(shape, mean=1.0, dtype="float64")
+    x = data(shape, mean=0.0, dtype="float64")
+    x += np.sign(x) * 0.1  # keep the fused ReLU's kink away from the finite differences
     weights = np.random.RandomState(1).normal(size=shape)
     gamma = np.array([0.7, -1.3])
     running_var = np.array([1.7, 0.4])
 
-    def loss(values):
-        return float((weights * reference(values, gamma, running_var, train)[0]).sum())
+    def forward(values):
+        return reference(values, gamma, running_var, train, relu=relu)[0]
 
     numeric = np.zeros_like(x)
     step = 1e-6
@@ -151,9 +153,9 @@ def test_gradient_matches_finite_differences_in_float64(train):
         up, down = x.copy(), x.copy()
         up[index] += step
         down[index] -= step
-        numeric[index] = (loss(up) - loss(down)) / (2 * step)
+        numeric[index] = ((weights * forward(up)).sum() - (weights * forward(down)).sum()) / (2 * step)
 
-    layer = NoBiasBatchNorm(in_channels=2)
+    layer = NoBiasBatchNorm(in_channels=2, fuse_relu=relu)
     layer.initialize()
     layer.cast("float64")
     layer.gamma.set_data(mx.nd.array(gamma, dtype="float64"))
@@ -163,10 +165,13 @@ def test_gradient_matches_finite_differences_in_float64(train):
     with autograd.record(train_mode=train):
         y = layer(xs)
     y.backward(mx.nd.array(weights, dtype="float64"))
+    np.testing.assert_allclose(y.asnumpy(), forward(x), rtol=1e-12)
     np.testing.assert_allclose(xs.grad.asnumpy(), numeric, rtol=1e-6, atol=1e-8)
-    y_ref = reference(x, gamma, running_var, train)[0] / gamma.reshape(1, -1, 1, 1)
+    # d/dgamma of gamma * x * r is x * r, where the ReLU passes
+    passes = forward(x) > 0 if relu else np.ones(shape, bool)
+    x_r = reference(x, np.ones(2), running_var, train)[0]
     np.testing.assert_allclose(layer.gamma.grad().asnumpy(),
-                               (weights * y_ref).sum(axis=(0, 2, 3)), rtol=1e-9)
+                               (weights * x_r * passes).sum(axis=(0, 2, 3)), rtol=1e-9)
 
 
 def test_split_and_load_over_two_contexts():

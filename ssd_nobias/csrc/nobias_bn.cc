@@ -11,9 +11,11 @@
 //
 // inputs:  data (N, C, ...), gamma (C), running_mean (C), running_var (C), is_train (1)
 // outputs: out (same as data), inv_rms (C): the 1/sqrt(. + eps) that was applied, for backward
-// attrs:   eps, momentum, use_global_stats (0/1), fix_gamma (0/1: treat gamma as 1)
+// attrs:   eps, momentum, use_global_stats (0/1), fix_gamma (0/1: treat gamma as 1),
+//          relu (0/1: out = max(out, 0), fused to save a pass over the data each way)
 // dtypes:  float32 or float64, the same for every input; sums are accumulated in double.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -41,12 +43,14 @@ struct Params {
   double momentum;
   bool use_global_stats;
   bool fix_gamma;
+  bool relu;
 
   explicit Params(const Attrs& attrs)
       : eps(get(attrs, "eps", 1e-5)),
         momentum(get(attrs, "momentum", 0.9)),
         use_global_stats(get(attrs, "use_global_stats", 0) != 0),
-        fix_gamma(get(attrs, "fix_gamma", 0) != 0) {}
+        fix_gamma(get(attrs, "fix_gamma", 0) != 0),
+        relu(get(attrs, "relu", 0) != 0) {}
 
   static double get(const Attrs& attrs, const char* key, double fallback) {
     auto it = attrs.find(key);
@@ -116,10 +120,21 @@ void forward_impl(const Params& p, std::vector<MXTensor>* inputs,
     for (int64_t n = 0; n < l.outer; ++n) {
       const T* px = x + l.offset(n, c);
       T* py = y + l.offset(n, c);
+      if (p.relu) {
 #pragma omp simd
-      for (int64_t i = 0; i < l.inner; ++i) py[i] = scale * px[i];
+        for (int64_t i = 0; i < l.inner; ++i) py[i] = std::max(scale * px[i], T(0));
+      } else {
+#pragma omp simd
+        for (int64_t i = 0; i < l.inner; ++i) py[i] = scale * px[i];
+      }
     }
   }
+}
+
+// d_out where the fused ReLU let the value through
+template <typename T>
+inline T passed(const T* dy, const T* y, int64_t i, bool relu) {
+  return relu ? (y[i] > T(0) ? dy[i] : T(0)) : dy[i];
 }
 
 // inputs: d_out, d_inv_rms, data, gamma, running_mean, running_var, is_train, out, inv_rms
@@ -133,26 +148,34 @@ void backward_impl(const Params& p, std::vector<MXTensor>* inputs,
   const T* x = ptr<T>(data);
   const T* gamma = ptr<T>(inputs->at(kNumOutputs + kGamma));
   const bool train = training_mode<T>(p, inputs->at(kNumOutputs + kIsTrain));
+  const T* y = ptr<T>(inputs->at(kNumOutputs + kNumInputs));
   const T* inv_rms = ptr<T>(inputs->at(kNumOutputs + kNumInputs + 1));
   T* dx = ptr<T>(outputs->at(kData));
   T* dgamma = ptr<T>(outputs->at(kGamma));
+  const bool relu = p.relu;
 
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < l.channels; ++c) {
+    double dot = 0.0;  // sum(d_out * x) over the channel
+    for (int64_t n = 0; n < l.outer; ++n) {
+      const int64_t o = l.offset(n, c);
+      T part = 0;
+#pragma omp simd reduction(+ : part)
+      for (int64_t i = 0; i < l.inner; ++i) part += passed(dy + o, y + o, i, relu) * x[o + i];
+      dot += part;
+    }
     const double r = inv_rms[c];
     const double g = p.fix_gamma ? 1.0 : static_cast<double>(gamma[c]);
-    const double dot = channel_dot(dy, x, l, c);
     dgamma[c] = p.fix_gamma ? T(0) : static_cast<T>(dot * r);
     // y = g * x * r(m2) with m2 = mean(x^2): dx = g*r*dy - g*r^3*sum(dy*x)/count * x.
     // With frozen statistics r is a constant and only the first term remains.
     const T a = static_cast<T>(g * r);
     const T b = train ? static_cast<T>(g * r * r * r * dot / l.count()) : T(0);
     for (int64_t n = 0; n < l.outer; ++n) {
-      const T* pdy = dy + l.offset(n, c);
-      const T* px = x + l.offset(n, c);
-      T* pdx = dx + l.offset(n, c);
+      const int64_t o = l.offset(n, c);
 #pragma omp simd
-      for (int64_t i = 0; i < l.inner; ++i) pdx[i] = a * pdy[i] - b * px[i];
+      for (int64_t i = 0; i < l.inner; ++i)
+        dx[o + i] = a * passed(dy + o, y + o, i, relu) - b * x[o + i];
     }
   }
   for (int k : {kRunningMean, kRunningVar, kIsTrain}) {
