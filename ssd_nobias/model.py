@@ -296,8 +296,7 @@ def bias_report(net: nn.Block) -> list:
             bias_free = isinstance(block.norm, NoBiasBatchNorm)
         else:
             norm, bias_free = "none", block.bias is None
-            bias = None if bias_free else _data_or_none(block.bias)
-            bias = np.zeros(1) if bias_free else bias
+            bias = np.zeros(1) if bias_free else _data_or_none(block.bias)
         max_abs = None if bias is None else float(np.abs(bias).max())
         report.append(LayerBias(path, norm, bias_free, max_abs))
     return report
