@@ -79,16 +79,22 @@ bool training_mode(const Params& p, MXTensor& is_train) {
   return !p.use_global_stats && ptr<T>(is_train)[0] != T(0);
 }
 
-// sum over n and i of a[n, c, i] * b[n, c, i]
+// sum over n and i of a[n, c, i] * b[n, c, i], counting a only where gate > 0 if a gate is given
+// (the fused ReLU's output: the gradient reaches the normalization only where it was positive)
 template <typename T>
-double channel_dot(const T* a, const T* b, const Layout& l, int64_t c) {
+double channel_dot(const T* a, const T* b, const Layout& l, int64_t c,
+                   const T* gate = nullptr) {
   double total = 0.0;
   for (int64_t n = 0; n < l.outer; ++n) {
-    const T* pa = a + l.offset(n, c);
-    const T* pb = b + l.offset(n, c);
+    const int64_t o = l.offset(n, c);
     T part = 0;
+    if (gate == nullptr) {
 #pragma omp simd reduction(+ : part)
-    for (int64_t i = 0; i < l.inner; ++i) part += pa[i] * pb[i];
+      for (int64_t i = o; i < o + l.inner; ++i) part += a[i] * b[i];
+    } else {
+#pragma omp simd reduction(+ : part)
+      for (int64_t i = o; i < o + l.inner; ++i) part += (gate[i] > T(0) ? a[i] : T(0)) * b[i];
+    }
     total += part;
   }
   return total;
@@ -131,12 +137,6 @@ void forward_impl(const Params& p, std::vector<MXTensor>* inputs,
   }
 }
 
-// d_out where the fused ReLU let the value through
-template <typename T>
-inline T passed(const T* dy, const T* y, int64_t i, bool relu) {
-  return relu ? (y[i] > T(0) ? dy[i] : T(0)) : dy[i];
-}
-
 // inputs: d_out, d_inv_rms, data, gamma, running_mean, running_var, is_train, out, inv_rms
 // outputs: d_data, d_gamma, d_running_mean, d_running_var, d_is_train
 template <typename T>
@@ -148,22 +148,15 @@ void backward_impl(const Params& p, std::vector<MXTensor>* inputs,
   const T* x = ptr<T>(data);
   const T* gamma = ptr<T>(inputs->at(kNumOutputs + kGamma));
   const bool train = training_mode<T>(p, inputs->at(kNumOutputs + kIsTrain));
-  const T* y = ptr<T>(inputs->at(kNumOutputs + kNumInputs));
+  // with the fused ReLU, d_out reaches the normalization only where the output is positive
+  const T* gate = p.relu ? ptr<T>(inputs->at(kNumOutputs + kNumInputs)) : nullptr;
   const T* inv_rms = ptr<T>(inputs->at(kNumOutputs + kNumInputs + 1));
   T* dx = ptr<T>(outputs->at(kData));
   T* dgamma = ptr<T>(outputs->at(kGamma));
-  const bool relu = p.relu;
 
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < l.channels; ++c) {
-    double dot = 0.0;  // sum(d_out * x) over the channel
-    for (int64_t n = 0; n < l.outer; ++n) {
-      const int64_t o = l.offset(n, c);
-      T part = 0;
-#pragma omp simd reduction(+ : part)
-      for (int64_t i = 0; i < l.inner; ++i) part += passed(dy + o, y + o, i, relu) * x[o + i];
-      dot += part;
-    }
+    const double dot = channel_dot(dy, x, l, c, gate);
     const double r = inv_rms[c];
     const double g = p.fix_gamma ? 1.0 : static_cast<double>(gamma[c]);
     dgamma[c] = p.fix_gamma ? T(0) : static_cast<T>(dot * r);
@@ -173,9 +166,14 @@ void backward_impl(const Params& p, std::vector<MXTensor>* inputs,
     const T b = train ? static_cast<T>(g * r * r * r * dot / l.count()) : T(0);
     for (int64_t n = 0; n < l.outer; ++n) {
       const int64_t o = l.offset(n, c);
+      if (gate == nullptr) {
 #pragma omp simd
-      for (int64_t i = 0; i < l.inner; ++i)
-        dx[o + i] = a * passed(dy + o, y + o, i, relu) - b * x[o + i];
+        for (int64_t i = o; i < o + l.inner; ++i) dx[i] = a * dy[i] - b * x[i];
+      } else {
+#pragma omp simd
+        for (int64_t i = o; i < o + l.inner; ++i)
+          dx[i] = a * (gate[i] > T(0) ? dy[i] : T(0)) - b * x[i];
+      }
     }
   }
   for (int k : {kRunningMean, kRunningVar, kIsTrain}) {
