@@ -13,6 +13,7 @@ from gluoncv.data import COCODetection, VOCDetection
 from gluoncv.model_zoo.ssd import SSD
 from mxnet.gluon import nn
 
+from .errors import ConfigError
 from .nn import NoBiasBatchNorm, NormLayer, get_norm_layer
 
 # GluonCV's FeatureExpander initializes the extra layers this way (MSRA); from-scratch training
@@ -201,6 +202,22 @@ def get_model(name: str, classes: Optional[Sequence[str]] = None,
     if pretrained_base is not None:
         load_pretrained_base(net.features, pretrained_base)
     return net
+
+
+def build_model(cfg, classes: Sequence[str]) -> SSD:
+    """The SSD a run config describes; `classes` (the dataset's) name a *_custom model's outputs."""
+    m = cfg.model
+    custom = m.name.endswith("_custom")
+    if not custom and list(classes) != _classes_for(m.name.rsplit("_", 1)[1], None):
+        raise ConfigError(f"'model.name' {m.name} predicts the standard classes, but the dataset "
+                          f"has {len(classes)} others; use the *_custom model")
+    try:
+        return get_model(m.name, classes=list(classes) if custom else None, norm=m.norm,
+                         bias_free=list(m.bias_free), heads_bias=m.heads_bias,
+                         pretrained_base=m.pretrained_base or None, nms_thresh=m.nms_thresh,
+                         nms_topk=m.nms_topk, post_nms=m.post_nms)
+    except (ValueError, FileNotFoundError) as err:  # get_model's argument checks
+        raise ConfigError(f"model: {err}") from None
 
 
 def _drop_predictor_bias(net: SSD) -> None:

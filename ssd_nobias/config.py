@@ -1,0 +1,250 @@
+"""The run configuration: YAML + `key.sub=value` overrides -> one validated, frozen CfgNode.
+
+Every key, its type and its default live in `defaults()`; a YAML file may only set keys that
+exist there. Builders (`build_model`, `build_dataset`, ...) are the only readers.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import List, Optional, Sequence
+
+import mxnet as mx
+import yaml
+from yacs.config import CfgNode
+
+from .errors import ConfigError
+from .model import MODEL_NAMES
+from .nn import NORM_LAYERS
+
+
+def defaults() -> CfgNode:
+    """The schema: every key a config may set, with its default and type."""
+    c = CfgNode()
+    c.name = "ssd300_mobilenet1.0_voc_nobias"  # run name: prefix of the params files
+    c.output_dir = ""  # default runs/<name>
+    c.seed = 0
+
+    c.model = CfgNode()
+    c.model.name = "ssd_300_mobilenet1.0_voc"
+    c.model.norm = "nobias"
+    c.model.bias_free = ["*"]
+    c.model.heads_bias = True
+    c.model.pretrained_base = ""  # a local Gluon MobileNet .params file; empty: from scratch
+    c.model.nms_thresh = 0.45
+    c.model.nms_topk = 400
+    c.model.post_nms = 100
+
+    c.data = CfgNode()
+    c.data.dataset = "voc"  # voc | coco | voc_custom
+    c.data.root = "~/.mxnet/datasets/voc"
+    # voc: [[year, name], ...]; voc_custom: ImageSets/Main names; coco: annotation file names
+    c.data.train_splits = [[2007, "trainval"], [2012, "trainval"]]
+    c.data.val_splits = [[2007, "test"]]
+    c.data.classes = []  # voc_custom: the class names, or [path/to/classes.txt]
+    c.data.num_workers = 4
+    c.data.mean = [0.485, 0.456, 0.406]
+    c.data.std = [0.229, 0.224, 0.225]
+
+    c.train = CfgNode()
+    c.train.ctx = ["cpu"]  # ["gpu0", "gpu1", ...] or ["cpu"] / ["cpu0", "cpu1"]
+    c.train.batch_size = 32  # total over all contexts
+    c.train.epochs = 240
+    c.train.lr = 0.001
+    c.train.lr_mode = "cosine"  # cosine | step
+    c.train.lr_steps = [160, 200]  # epochs, for lr_mode step
+    c.train.lr_factor = 0.1
+    c.train.warmup_iters = 0
+    c.train.momentum = 0.9
+    c.train.wd = 5e-4
+    c.train.norm_wd = False  # weight decay on norm gammas
+    c.train.kvstore = "device"
+    c.train.amp = False
+    c.train.log_interval = 20  # iterations
+    c.train.val_interval = 1  # epochs
+    c.train.save_interval = 10  # epochs
+    c.train.resume = ""  # "", "auto" or a checkpoint .params path
+
+    c.eval = CfgNode()
+    c.eval.batch_size = 32
+    c.eval.metric = "auto"  # auto | voc07 | voc | coco
+    c.eval.num_images = 16  # val images drawn in detections.png
+    c.eval.score_thresh = 0.5  # for drawing only; mAP uses every kept detection
+    return c
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> CfgNode:
+    """Read a YAML config, apply `key.sub=value` overrides, validate and freeze."""
+    cfg = defaults()
+    if path:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file '{path}' does not exist")
+        try:
+            with open(path) as f:
+                loaded = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of keys, not {type(loaded).__name__}")
+        _merge(cfg, loaded, source=path)
+    pairs = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' must look like key.sub=value")
+        pairs[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    for key, value in pairs.items():
+        node, leaf = _lookup(cfg, key)
+        _merge(node, {leaf: value}, source="command line", prefix=key[: -len(leaf)])
+    if not cfg.output_dir:
+        cfg.output_dir = os.path.join("runs", cfg.name)
+    validate(cfg)
+    cfg.freeze()
+    return cfg
+
+
+def _lookup(cfg: CfgNode, key: str):
+    node, parts = cfg, key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node.get(part), CfgNode):
+            raise ConfigError(f"unknown config key '{'.'.join(parts[:i + 1])}' (in '{key}')")
+        node = node[part]
+    return node, parts[-1]
+
+
+def _merge(node: CfgNode, values: dict, source: str, prefix: str = "") -> None:
+    """Set values into node, checking that every key exists and every type matches."""
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in node:
+            raise ConfigError(f"unknown config key '{full}' in {source}")
+        old = node[key]
+        if isinstance(old, CfgNode):
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{full}' in {source} must be a mapping of keys")
+            _merge(old, value, source, prefix=full + ".")
+            continue
+        node[key] = _coerce(full, old, value, source)
+
+
+def _coerce(key: str, old, value, source: str):
+    if isinstance(old, (int, float)) and not isinstance(old, bool) and isinstance(value, str):
+        try:  # YAML 1.1 reads 5e-4 (no dot) as a string
+            value = type(old)(value) if isinstance(old, float) else int(value)
+        except ValueError:
+            pass
+    if isinstance(old, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(old, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(old, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(old, str):
+        ok = isinstance(value, str)
+    elif isinstance(old, list):
+        ok = isinstance(value, list)
+    else:
+        ok = type(value) is type(old)
+    if not ok:
+        raise ConfigError(f"'{key}' in {source} must be a {type(old).__name__}, "
+                          f"got {value!r}")
+    return value
+
+
+_CTX = re.compile(r"(cpu|gpu)(\d*)")
+
+
+def validate(cfg: CfgNode) -> None:
+    """Reject values that cannot run, before any work starts."""
+    def need(cond: bool, key: str, why: str) -> None:
+        if not cond:
+            raise ConfigError(f"'{key}' {why}")
+
+    need(bool(re.fullmatch(r"[\w.\-]+", cfg.name)), "name",
+         "must be a file-name-safe word (letters, digits, . _ -)")
+    need(cfg.model.name in MODEL_NAMES, "model.name",
+         f"is '{cfg.model.name}'; choose one of {', '.join(MODEL_NAMES)}")
+    need(cfg.model.norm in NORM_LAYERS, "model.norm", f"must be one of {sorted(NORM_LAYERS)}")
+    need(len(cfg.model.bias_free) > 0, "model.bias_free", "must list at least one layer glob")
+    need(0 < cfg.model.nms_thresh <= 1, "model.nms_thresh", "must be in (0, 1]")
+    need(cfg.model.post_nms > 0, "model.post_nms", "must be positive")
+    need(cfg.data.dataset in ("voc", "coco", "voc_custom"), "data.dataset",
+         "must be one of voc, coco, voc_custom")
+    kind = cfg.model.name.rsplit("_", 1)[1]
+    allowed = {"voc": ("voc",), "coco": ("coco", "custom"), "voc_custom": ("custom",)}
+    want = allowed[cfg.data.dataset]
+    need(kind in want, "model.name", f"must be a {' or '.join('*_' + w for w in want)} model "
+         f"for data.dataset '{cfg.data.dataset}' (got {cfg.model.name})")
+    if cfg.data.dataset == "voc_custom":
+        need(len(cfg.data.classes) > 0, "data.classes",
+             "must list the class names (or one classes.txt path) for voc_custom")
+    need(len(cfg.data.train_splits) > 0, "data.train_splits", "must not be empty")
+    need(len(cfg.data.val_splits) > 0, "data.val_splits", "must not be empty")
+    need(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
+    need(len(cfg.data.mean) == 3 and len(cfg.data.std) == 3 and min(cfg.data.std) > 0,
+         "data.mean/std", "must be 3 values each, std positive")
+
+    t = cfg.train
+    need(len(t.ctx) > 0, "train.ctx", "must list at least one context")
+    for name in t.ctx:
+        need(bool(_CTX.fullmatch(str(name))), "train.ctx", f"entry '{name}' is not cpu, cpuN or gpuN")
+    need(t.batch_size > 0, "train.batch_size", "must be positive")
+    need(t.batch_size % len(t.ctx) == 0, "train.batch_size",
+         f"({t.batch_size}) must be divisible by the number of contexts ({len(t.ctx)})")
+    need(t.epochs > 0, "train.epochs", "must be positive")
+    need(t.lr > 0, "train.lr", f"must be positive, got {t.lr}")
+    need(t.lr_mode in ("cosine", "step"), "train.lr_mode", "must be cosine or step")
+    need(list(t.lr_steps) == sorted(t.lr_steps) and all(s > 0 for s in t.lr_steps),
+         "train.lr_steps", "must be increasing positive epochs")
+    need(0 < t.lr_factor <= 1, "train.lr_factor", "must be in (0, 1]")
+    need(t.warmup_iters >= 0, "train.warmup_iters", "must be >= 0")
+    need(0 <= t.momentum < 1, "train.momentum", "must be in [0, 1)")
+    need(t.wd >= 0, "train.wd", "must be >= 0")
+    need(t.kvstore in ("device", "local", "dist_sync", "dist_async", "dist_device_sync"),
+         "train.kvstore", "must be device, local or a dist_* kvstore")
+    need(t.log_interval > 0, "train.log_interval", "must be positive")
+    need(t.val_interval > 0, "train.val_interval", "must be positive")
+    need(t.save_interval > 0, "train.save_interval", "must be positive")
+    need(t.resume in ("", "auto") or t.resume.endswith(".params"), "train.resume",
+         "must be '', 'auto' or a .params checkpoint path")
+    need(cfg.eval.batch_size > 0, "eval.batch_size", "must be positive")
+    need(cfg.eval.metric in ("auto", "voc07", "voc", "coco"), "eval.metric",
+         "must be auto, voc07, voc or coco")
+    need(cfg.eval.num_images >= 0, "eval.num_images", "must be >= 0")
+
+
+def save_config(cfg: CfgNode, path: str) -> None:
+    """Write the resolved config as YAML, atomically."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(cfg.dump())
+    os.replace(tmp, path)
+
+
+def base_size(cfg: CfgNode) -> int:
+    """The input side of the configured model (300 or 512)."""
+    return int(cfg.model.name.split("_")[1])
+
+
+def contexts(names: Sequence[str]) -> List[mx.Context]:
+    """MXNet contexts for 'cpu', 'cpuN', 'gpuN'; asking for a GPU that is not there is an error."""
+    gpus = mx.context.num_gpus()
+    out = []
+    for name in names:
+        kind, index = re.fullmatch(r"(cpu|gpu)(\d*)", name).groups()
+        index = int(index or 0)
+        if kind == "gpu" and index >= gpus:
+            raise ConfigError(f"'train.ctx' asks for {name}, but this machine has {gpus} GPU(s) "
+                              f"visible to MXNet; use ctx: [cpu]")
+        out.append(mx.gpu(index) if kind == "gpu" else mx.cpu(index))
+    if len(set(out)) != len(out):
+        raise ConfigError(f"'train.ctx' lists a context twice: {list(names)}")
+    return out
+
+
+def eval_metric(cfg: CfgNode) -> str:
+    """The configured metric; 'auto' is COCO AP on COCO data and VOC07 mAP otherwise."""
+    if cfg.eval.metric != "auto":
+        return cfg.eval.metric
+    return "coco" if cfg.data.dataset == "coco" else "voc07"

@@ -1,0 +1,102 @@
+"""Config loading: YAML + overrides -> one validated, frozen config; bad values stop early."""
+import glob
+import os
+
+import mxnet as mx
+import pytest
+
+from ssd_nobias.config import contexts, defaults, eval_metric, load_config, save_config
+from ssd_nobias.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml"))))
+def test_shipped_configs_load(path):
+    cfg = load_config(path, ["train.ctx=[cpu]", "train.batch_size=192"])
+    assert cfg.model.name.startswith("ssd_300_mobilenet")
+    assert cfg.is_frozen()
+
+
+def test_shipped_configs_cover_the_recipes():
+    names = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "configs", "*.yaml"))}
+    assert {"ssd300_mobilenet1.0_voc_nobias.yaml", "ssd300_mobilenet1.0_voc_batchnorm.yaml",
+            "ssd300_mobilenet1.0_coco_nobias.yaml", "ssd300_mobilenet1.0_coco_batchnorm.yaml",
+            "ssd300_mobilenet1.0_custom_nobias.yaml", "demo_synthetic.yaml"} <= names
+
+
+def test_file_then_overrides(tmp_path):
+    path = write(tmp_path, "name: run1\ntrain:\n  lr: 0.1\n  wd: 5e-4\n  ctx: [cpu0, cpu1]\n")
+    cfg = load_config(path, ["train.lr=0.02", "train.batch_size=8", "model.norm=batchnorm"])
+    assert cfg.train.lr == 0.02 and cfg.train.wd == 0.0005  # 5e-4: a string in YAML 1.1
+    assert cfg.train.batch_size == 8 and cfg.model.norm == "batchnorm"
+    assert cfg.output_dir == os.path.join("runs", "run1")
+    with pytest.raises(AttributeError):
+        cfg.train.lr = 1.0  # frozen
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["train.lrr=0.1"], "train.lrr"),
+    (["foo.bar=1"], "foo"),
+    (["train.lr=-0.1"], "train.lr"),
+    (["train.lr=fast"], "train.lr"),
+    (["train.batch_size=7", "train.ctx=[cpu0,cpu1]"], "train.batch_size"),
+    (["train.batch_size=8.5"], "train.batch_size"),
+    (["model.name=ssd_300_resnet50_voc"], "model.name"),
+    (["model.norm=groupnorm"], "model.norm"),
+    (["data.dataset=voc_custom", "model.name=ssd_300_mobilenet1.0_voc",
+      "data.classes=[a]"], "model.name"),
+    (["data.dataset=voc_custom", "model.name=ssd_300_mobilenet1.0_custom"], "data.classes"),
+    (["train.ctx=[tpu0]"], "train.ctx"),
+    (["train.lr_mode=linear"], "train.lr_mode"),
+    (["train.lr_steps=[200,160]"], "train.lr_steps"),
+    (["train.resume=somewhere"], "train.resume"),
+    (["train.amp=yes please"], "train.amp"),
+    (["name=my run"], "name"),
+    (["train.lr"], "train.lr"),
+])
+def test_bad_values_name_the_key(overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, overrides)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "train: [unclosed\n"))
+    with pytest.raises(ConfigError, match="unknown config key 'train.epoch'"):
+        load_config(write(tmp_path, "train:\n  epoch: 3\n"))
+    with pytest.raises(ConfigError, match="'train' .* must be a mapping"):
+        load_config(write(tmp_path, "train: 3\n"))
+
+
+def test_saved_config_reloads_identically(tmp_path):
+    cfg = load_config(None, ["train.lr=0.05", "data.train_splits=[[2007,trainval]]"])
+    save_config(cfg, str(tmp_path / "config.yaml"))
+    again = load_config(str(tmp_path / "config.yaml"))
+    assert again == cfg
+    assert os.listdir(tmp_path) == ["config.yaml"]
+
+
+def test_contexts():
+    assert contexts(["cpu0", "cpu1"]) == [mx.cpu(0), mx.cpu(1)]
+    assert contexts(["cpu"]) == [mx.cpu(0)]
+    if mx.context.num_gpus() == 0:
+        with pytest.raises(ConfigError, match="gpu0.*0 GPU"):
+            contexts(["gpu0"])
+    with pytest.raises(ConfigError, match="twice"):
+        contexts(["cpu", "cpu0"])
+
+
+def test_eval_metric_follows_the_dataset():
+    assert eval_metric(defaults()) == "voc07"
+    assert eval_metric(load_config(None, ["data.dataset=coco",
+                                          "model.name=ssd_300_mobilenet1.0_coco"])) == "coco"
+    assert eval_metric(load_config(None, ["eval.metric=voc"])) == "voc"
