@@ -1,0 +1,366 @@
+"""Datasets (VOC, COCO, VOC-format custom) on GluonCV's, with strict checks, and SSD loaders.
+
+Labels are float arrays of rows `[xmin, ymin, xmax, ymax, class, difficult]` in pixels of the
+original image (0-based, as GluonCV's VOCDetection gives them); COCO rows have no difficult
+column. Training loaders run GluonCV's SSD augmentation and anchor matching in the workers.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import random
+import xml.etree.ElementTree as ET
+from typing import List, Sequence, Tuple
+
+import mxnet as mx
+import numpy as np
+from gluoncv.data import COCODetection, VOCDetection
+from gluoncv.data.batchify import Stack, Tuple as BTuple
+from gluoncv.data.transforms import image as timage
+from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform
+from mxnet import gluon
+from yacs.config import CfgNode
+
+from .errors import DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def read_image(path: str) -> mx.nd.NDArray:
+    """Decode an image file as HxWx3 uint8 RGB (grayscale and PNG included)."""
+    try:
+        return mx.image.imread(path, 1)
+    except mx.base.MXNetError:
+        if not os.path.isfile(path):
+            raise DataError(f"{path}: image file is missing") from None
+        size = os.path.getsize(path)
+        raise DataError(f"{path}: cannot decode image ({'empty file' if size == 0 else 'corrupt'}"
+                        f", {size} bytes)") from None
+
+
+class VOCFormatDetection(VOCDetection):
+    """VOC-format detection data (VOCdevkit years or any Annotations/JPEGImages folder).
+
+    splits: (subfolder, set name) pairs; subfolder is a year (VOC<year>), a folder name under
+    root, or '' for root itself. Every problem is a DataError naming the file: a missing split
+    file or image, malformed XML, a box with xmin >= xmax. Boxes crossing the border are clipped.
+    Object classes not in `classes` are skipped, with one warning naming them. Images with no
+    object are dropped when `skip_empty` (training), with a count logged, and kept otherwise.
+    """
+
+    def __init__(self, root: str, splits: Sequence[Tuple], classes: Sequence[str],
+                 transform=None, skip_empty: bool = False):
+        self._classes = tuple(classes)
+        self._skip_empty = skip_empty
+        root = os.path.expanduser(root)
+        if not os.path.isdir(root):
+            raise DataError(f"dataset root '{root}' does not exist")
+        self._unknown = {}
+        super().__init__(root=root, splits=[tuple(s) for s in splits], transform=transform,
+                         preload_label=True)
+        if self._unknown:
+            names = ", ".join(f"{k} ({v})" for k, v in sorted(self._unknown.items()))
+            log.warning("%s: skipped objects of classes not in the class list: %s", self, names)
+        if skip_empty:
+            keep = [i for i, label in enumerate(self._label_cache) if len(label)]
+            if len(keep) < len(self._items):
+                log.warning("%s: skipped %d of %d images that have no object", self,
+                            len(self._items) - len(keep), len(self._items))
+                self._items = [self._items[i] for i in keep]
+                self._label_cache = [self._label_cache[i] for i in keep]
+                self._paths = [self._paths[i] for i in keep]
+                self._sizes = [self._sizes[i] for i in keep]
+        if not self._items:
+            raise DataError(f"{self}: no images in {root} for splits {list(splits)}")
+
+    @property
+    def classes(self):
+        return self._classes
+
+    def _load_items(self, splits):
+        ids = []
+        for subfolder, name in splits:
+            folder = f"VOC{subfolder}" if isinstance(subfolder, int) else str(subfolder)
+            base = os.path.join(self._root, folder)
+            split_file = os.path.join(base, "ImageSets", "Main", f"{name}.txt")
+            if not os.path.isfile(split_file):
+                raise DataError(f"split file '{split_file}' does not exist")
+            with open(split_file) as f:
+                ids += [(base, line.split()[0]) for line in f if line.strip()]
+        self._paths = [self._image_file(base, image_id) for base, image_id in ids]
+        return ids
+
+    @staticmethod
+    def _image_file(base: str, image_id: str) -> str:
+        stem = os.path.join(base, "JPEGImages", image_id)
+        for ext in IMAGE_EXTENSIONS:
+            if os.path.isfile(stem + ext):
+                return stem + ext
+        raise DataError(f"image '{image_id}' is listed but {stem}.jpg (or .png) does not exist")
+
+    def _preload_labels(self):
+        parsed = [self._parse(i) for i in range(len(self._items))]
+        self._sizes = [size for _, size in parsed]
+        return [label for label, _ in parsed]
+
+    def _load_label(self, idx):
+        return self._parse(idx)[0]
+
+    def _parse(self, idx: int) -> Tuple[np.ndarray, Tuple[float, float]]:
+        """(label rows, (width, height)) of image idx from its XML."""
+        base, image_id = self._items[idx]
+        path = os.path.join(base, "Annotations", f"{image_id}.xml")
+        if not os.path.isfile(path):
+            raise DataError(f"annotation '{path}' does not exist")
+        try:
+            root = ET.parse(path).getroot()
+        except ET.ParseError as err:
+            raise DataError(f"{path}: malformed XML ({err})") from None
+        width, height = self._xml_size(root, idx)
+        rows = []
+        for k, obj in enumerate(root.iter("object")):
+            name = (obj.findtext("name") or "").strip().lower()
+            if name not in self._classes:
+                self._unknown[name] = self._unknown.get(name, 0) + 1
+                continue
+            box = obj.find("bndbox")
+            try:
+                xmin, ymin, xmax, ymax = (float(box.findtext(t)) - 1
+                                          for t in ("xmin", "ymin", "xmax", "ymax"))
+            except (AttributeError, TypeError, ValueError):
+                raise DataError(f"{path}: object {k} ('{name}') has no valid bndbox") from None
+            xmin, xmax = np.clip([xmin, xmax], 0, width)
+            ymin, ymax = np.clip([ymin, ymax], 0, height)
+            if xmin >= xmax or ymin >= ymax:
+                raise DataError(f"{path}: object {k} ('{name}') has an empty box after clipping "
+                                f"to the {width:g}x{height:g} image: xmin={xmin:g} xmax={xmax:g} "
+                                f"ymin={ymin:g} ymax={ymax:g}")
+            difficult = obj.findtext("difficult") or "0"
+            rows.append([xmin, ymin, xmax, ymax, self._classes.index(name),
+                         1.0 if difficult.strip() == "1" else 0.0])
+        return np.array(rows, dtype=np.float32).reshape(-1, 6), (width, height)
+
+    def _xml_size(self, root, idx: int) -> Tuple[float, float]:
+        try:
+            return float(root.findtext("size/width")), float(root.findtext("size/height"))
+        except (TypeError, ValueError):  # no <size>: ask the image itself
+            h, w = read_image(self._paths[idx]).shape[:2]
+            return float(w), float(h)
+
+    def image_path(self, idx: int) -> str:
+        return self._paths[idx]
+
+    def image_size(self, idx: int) -> Tuple[float, float]:
+        """(width, height) of image idx, from its annotation."""
+        return self._sizes[idx]
+
+    def __getitem__(self, idx):
+        img = read_image(self._paths[idx])
+        label = self._label_cache[idx].copy()
+        return self._transform(img, label) if self._transform is not None else (img, label)
+
+
+class COCOFormatDetection(COCODetection):
+    """COCO-format detection data whose classes come from the annotation file's categories."""
+
+    def __init__(self, root: str, splits: Sequence[str], transform=None,
+                 skip_empty: bool = False):
+        root = os.path.expanduser(root)
+        splits = list(splits)
+        first = os.path.join(root, "annotations", f"{splits[0]}.json")
+        for split in splits:
+            path = os.path.join(root, "annotations", f"{split}.json")
+            if not os.path.isfile(path):
+                raise DataError(f"annotation file '{path}' does not exist")
+        from pycocotools.coco import COCO  # the `test` extra; COCO users install it
+
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timings
+            coco = COCO(first)
+        self._classes = [c["name"] for c in coco.loadCats(coco.getCatIds())]
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                super().__init__(root=root, splits=splits, transform=transform,
+                                 skip_empty=skip_empty)
+        except IOError as err:
+            raise DataError(f"{root}: {err}") from None
+        if not self._items:
+            raise DataError(f"{self}: no images with objects in {root}")
+
+    @property
+    def classes(self):
+        return self._classes
+
+    def _parse_image_path(self, entry):
+        if "coco_url" in entry:
+            return super()._parse_image_path(entry)
+        raise DataError(f"{self._root}: image {entry.get('id')} has no coco_url")
+
+    def image_path(self, idx: int) -> str:
+        return self._items[idx]
+
+    def image_size(self, idx: int) -> Tuple[float, float]:
+        entry = self.coco.loadImgs(self.image_id(idx))[0]
+        return float(entry["width"]), float(entry["height"])
+
+    def image_id(self, idx: int) -> int:
+        return self._image_ids[idx]
+
+    def _load_jsons(self):
+        items, labels, ratios = super()._load_jsons()
+        by_path = {}
+        for coco in self._coco:
+            for entry in coco.loadImgs(coco.getImgIds()):
+                by_path[self._parse_image_path(entry)] = entry["id"]
+        self._image_ids = [by_path[p] for p in items]
+        labels = [np.array([r for r in rows if r[4] >= 0], dtype=np.float32).reshape(-1, 5)
+                  for rows in labels]
+        return items, labels, ratios
+
+    def __getitem__(self, idx):
+        img = read_image(self._items[idx])
+        label = self._labels[idx].copy()
+        return self._transform(img, label) if self._transform is not None else (img, label)
+
+
+def build_dataset(cfg: CfgNode, split: str, transform=None):
+    """The configured dataset for split 'train' (objectless images dropped) or 'val'."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', not {split!r}")
+    d = cfg.data
+    splits = d.train_splits if split == "train" else d.val_splits
+    skip_empty = split == "train"
+    if d.dataset == "coco":
+        return COCOFormatDetection(d.root, [str(s) for s in splits], transform, skip_empty)
+    if d.dataset == "voc":
+        pairs = [tuple(s) for s in splits]
+        if any(len(p) != 2 for p in pairs):
+            raise DataError(f"data.{split}_splits must be [year, name] pairs for voc, "
+                            f"got {list(splits)}")
+        classes = VOCDetection.CLASSES
+    else:
+        pairs = [("", str(s)) for s in splits]
+        classes = dataset_classes(cfg)
+    return VOCFormatDetection(d.root, pairs, classes, transform, skip_empty)
+
+
+def dataset_classes(cfg: CfgNode) -> List[str]:
+    """Class names for the configured dataset (voc_custom: the list, or a classes.txt)."""
+    d = cfg.data
+    if d.dataset == "voc":
+        return list(VOCDetection.CLASSES)
+    if d.dataset == "coco":
+        return list(build_dataset(cfg, "val").classes)
+    names = list(d.classes)
+    if len(names) == 1 and names[0].endswith(".txt"):
+        path = os.path.expanduser(names[0])
+        if not os.path.isabs(path):
+            path = os.path.join(os.path.expanduser(d.root), path)
+        if not os.path.isfile(path):
+            raise DataError(f"class list '{path}' (data.classes) does not exist")
+        with open(path) as f:
+            names = [line.strip() for line in f if line.strip()]
+    names = [n.strip().lower() for n in names]
+    if not names:
+        raise DataError("data.classes is empty")
+    return names
+
+
+class ValTransform:
+    """Resize to the network input and normalize; keep the label in original pixels."""
+
+    def __init__(self, width: int, height: int, mean: Sequence[float], std: Sequence[float]):
+        self._size = (width, height)
+        self._mean, self._std = tuple(mean), tuple(std)
+
+    def __call__(self, src, label):
+        h, w = src.shape[:2]
+        img = timage.imresize(src, *self._size, interp=9)
+        img = mx.nd.image.normalize(mx.nd.image.to_tensor(img), mean=self._mean, std=self._std)
+        return img, label.astype(np.float32), np.array([w, h], dtype=np.float32)
+
+
+class EpochSampler(gluon.data.Sampler):
+    """A shuffled epoch of (sample seed, index) pairs, fixed by (seed, epoch), resumable mid-way.
+
+    The per-sample seed makes augmentation independent of worker count and scheduling.
+    """
+
+    def __init__(self, length: int, seed: int):
+        self._length, self._seed = length, seed
+        self._epoch, self._skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Draw epoch `epoch`'s order; leave out its first `skip` samples (already trained on)."""
+        self._epoch, self._skip = epoch, skip
+
+    def __iter__(self):
+        rng = np.random.RandomState([self._seed, self._epoch])
+        order = rng.permutation(self._length)
+        seeds = rng.randint(0, 2 ** 31 - 1, size=self._length)
+        return iter(list(zip(seeds.tolist(), order.tolist()))[self._skip:])
+
+    def __len__(self) -> int:
+        return self._length - self._skip
+
+
+class SeededTransform(gluon.data.Dataset):
+    """dataset[(seed, i)] -> transform(*dataset[i]) with Python's and NumPy's RNGs seeded."""
+
+    def __init__(self, dataset, transform):
+        self._dataset, self._transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self._dataset)
+
+    def __getitem__(self, key):
+        seed, idx = key
+        random.seed(seed)
+        np.random.seed(seed)  # GluonCV's SSD augmentation draws from both
+        return self._transform(*self._dataset[idx])
+
+
+def train_loader(dataset, anchors: mx.nd.NDArray, size: int, batch_size: int,
+                 num_workers: int, mean: Sequence[float], std: Sequence[float],
+                 sampler: EpochSampler) -> gluon.data.DataLoader:
+    """Batches of (image, class targets, box targets) in the sampler's order, last partial dropped.
+
+    Augmentation and anchor matching are GluonCV's SSD training transform, run in the workers.
+    """
+    if len(dataset) < batch_size:
+        raise DataError(f"{dataset} has {len(dataset)} training images, fewer than one batch "
+                        f"of {batch_size}")
+    transform = SSDDefaultTrainTransform(size, size, anchors.as_in_context(mx.cpu()),
+                                         mean=tuple(mean), std=tuple(std))
+    batches = gluon.data.BatchSampler(sampler, batch_size, last_batch="discard")
+    return gluon.data.DataLoader(SeededTransform(dataset, transform), batch_sampler=batches,
+                                 batchify_fn=BTuple(Stack(), Stack(), Stack()),
+                                 num_workers=num_workers)
+
+
+def pad_labels(labels: Sequence[np.ndarray]) -> mx.nd.NDArray:
+    """Stack label arrays into (batch, max(1, most rows), columns), padding with -1."""
+    rows = max([1] + [len(x) for x in labels])
+    out = np.full((len(labels), rows, labels[0].shape[-1]), -1, dtype=np.float32)
+    for i, x in enumerate(labels):
+        out[i, :len(x)] = x
+    return mx.nd.array(out, dtype=np.float32)
+
+
+def val_loader(dataset, size: int, batch_size: int, num_workers: int,
+               mean: Sequence[float], std: Sequence[float]) -> gluon.data.DataLoader:
+    """Every image exactly once, in order: (images, padded labels, original (w, h))."""
+    return gluon.data.DataLoader(dataset.transform(ValTransform(size, size, mean, std)),
+                                 batch_size, shuffle=False,
+                                 batchify_fn=BTuple(Stack(), pad_labels, Stack()),
+                                 last_batch="keep", num_workers=num_workers)
+
+
+def split_batch(batch: Sequence[mx.nd.NDArray], ctx: Sequence[mx.Context]
+                ) -> List[List[mx.nd.NDArray]]:
+    """split_and_load each array over as many contexts as the batch has samples."""
+    ctx = list(ctx)[: batch[0].shape[0]]
+    return [gluon.utils.split_and_load(x, ctx, batch_axis=0, even_split=False) for x in batch]

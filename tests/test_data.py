@@ -1,0 +1,233 @@
+"""VOC-format parsing, strict errors on bad data, COCO loading, and the loaders' batches."""
+import logging
+import os
+
+import cv2
+import mxnet as mx
+import numpy as np
+import pytest
+
+from ssd_nobias.config import load_config
+from ssd_nobias.data import (COCOFormatDetection, EpochSampler, VOCFormatDetection,
+                             build_dataset, dataset_classes, split_batch, train_loader,
+                             val_loader)
+from ssd_nobias.errors import DataError
+
+CLASSES = ("circle", "square", "triangle")
+
+
+def obj(name, box, difficult=0, truncated=0):
+    x0, y0, x1, y1 = box
+    return (f"<object><name>{name}</name><truncated>{truncated}</truncated>"
+            f"<difficult>{difficult}</difficult><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+            f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>")
+
+
+def write_item(root, image_id, objects, size=(80, 60), ext=".jpg", gray=False, split="train"):
+    """One image (w, h) and its VOC XML under root, listed in ImageSets/Main/<split>.txt."""
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    w, h = size
+    img = np.full((h, w) if gray else (h, w, 3), 128, np.uint8)
+    cv2.imwrite(os.path.join(root, "JPEGImages", image_id + ext), img)
+    xml = (f"<annotation><filename>{image_id}{ext}</filename><size><width>{w}</width>"
+           f"<height>{h}</height><depth>3</depth></size>{''.join(objects)}</annotation>")
+    with open(os.path.join(root, "Annotations", image_id + ".xml"), "w") as f:
+        f.write(xml)
+    with open(os.path.join(root, "ImageSets", "Main", split + ".txt"), "a") as f:
+        f.write(image_id + "\n")
+
+
+def custom(root, split="train", skip_empty=False):
+    return VOCFormatDetection(str(root), [("", split)], CLASSES, skip_empty=skip_empty)
+
+
+def test_voc_xml_parsing(tmp_path):
+    write_item(tmp_path, "a", [obj("circle", (11, 21, 40, 50)),
+                               obj("Triangle ", (1, 1, 80, 60), difficult=1, truncated=1)])
+    ds = custom(tmp_path)
+    img, label = ds[0]
+    assert img.shape == (60, 80, 3) and img.dtype == np.uint8
+    np.testing.assert_array_equal(label, [[10, 20, 39, 49, 0, 0], [0, 0, 79, 59, 2, 1]])
+    assert ds.image_size(0) == (80.0, 60.0)
+    assert ds.classes == CLASSES
+
+
+def test_boxes_over_the_border_are_clipped(tmp_path):
+    write_item(tmp_path, "a", [obj("square", (-5, 0, 100, 61)), obj("circle", (70, 50, 81, 61))])
+    np.testing.assert_array_equal(custom(tmp_path)[0][1],
+                                  [[0, 0, 80, 60, 1, 0], [69, 49, 80, 60, 0, 0]])
+
+
+@pytest.mark.parametrize("box", [(30, 10, 30, 20), (40, 10, 20, 20), (90, 10, 95, 20)])
+def test_empty_box_names_file_and_object(tmp_path, box):
+    write_item(tmp_path, "bad7", [obj("circle", (1, 1, 5, 5)), obj("square", box)])
+    with pytest.raises(DataError, match=r"bad7\.xml: object 1 \('square'\) has an empty box"):
+        custom(tmp_path)
+
+
+def test_unknown_classes_skipped_with_one_warning(tmp_path, caplog):
+    write_item(tmp_path, "a", [obj("circle", (1, 1, 9, 9)), obj("dog", (2, 2, 8, 8))])
+    write_item(tmp_path, "b", [obj("dog", (1, 1, 9, 9)), obj("cat", (2, 2, 8, 8))])
+    with caplog.at_level(logging.WARNING):
+        ds = custom(tmp_path)
+    warnings = [r.getMessage() for r in caplog.records if "not in the class list" in r.message]
+    assert len(warnings) == 1 and "cat (1), dog (2)" in warnings[0]
+    assert len(ds[0][1]) == 1 and len(ds[1][1]) == 0
+
+
+def test_objectless_images_dropped_in_train_kept_in_val(tmp_path, caplog):
+    write_item(tmp_path, "a", [obj("circle", (1, 1, 9, 9))])
+    write_item(tmp_path, "b", [])
+    with caplog.at_level(logging.WARNING):
+        assert len(custom(tmp_path, skip_empty=True)) == 1
+    assert any("skipped 1 of 2 images that have no object" in r.getMessage()
+               for r in caplog.records)
+    val = custom(tmp_path, skip_empty=False)
+    assert len(val) == 2 and val[1][1].shape == (0, 6)
+
+
+def test_grayscale_and_png_load_as_rgb(tmp_path):
+    write_item(tmp_path, "g", [obj("circle", (1, 1, 9, 9))], gray=True)
+    write_item(tmp_path, "p", [obj("circle", (1, 1, 9, 9))], ext=".png")
+    ds = custom(tmp_path)
+    assert ds[0][0].shape == (60, 80, 3) and ds[1][0].shape == (60, 80, 3)
+    assert ds.image_path(1).endswith("p.png")
+
+
+def test_missing_root_split_and_image(tmp_path):
+    with pytest.raises(DataError, match="nowhere.* does not exist"):
+        VOCFormatDetection(str(tmp_path / "nowhere"), [("", "train")], CLASSES)
+    write_item(tmp_path, "a", [obj("circle", (1, 1, 9, 9))])
+    with pytest.raises(DataError, match=r"val\.txt' does not exist"):
+        custom(tmp_path, split="val")
+    os.remove(tmp_path / "JPEGImages" / "a.jpg")
+    with pytest.raises(DataError, match="image 'a' is listed but .*a.jpg"):
+        custom(tmp_path)
+
+
+def test_malformed_xml_and_missing_annotation(tmp_path):
+    write_item(tmp_path, "a", [obj("circle", (1, 1, 9, 9))])
+    (tmp_path / "Annotations" / "a.xml").write_text("<annotation><size>")
+    with pytest.raises(DataError, match=r"a\.xml: malformed XML"):
+        custom(tmp_path)
+    os.remove(tmp_path / "Annotations" / "a.xml")
+    with pytest.raises(DataError, match=r"annotation '.*a\.xml' does not exist"):
+        custom(tmp_path)
+
+
+@pytest.mark.parametrize("content, what", [(b"", "empty file"), (b"\xff\xd8garbage", "corrupt")])
+def test_corrupt_or_empty_image_names_the_file(tmp_path, content, what):
+    write_item(tmp_path, "a", [obj("circle", (1, 1, 9, 9))])
+    (tmp_path / "JPEGImages" / "a.jpg").write_bytes(content)
+    ds = custom(tmp_path)
+    with pytest.raises(DataError, match=rf"a\.jpg: cannot decode image \({what}"):
+        ds[0]
+
+
+def test_voc_years_layout(tmp_path):
+    root = tmp_path / "VOCdevkit"
+    write_item(root / "VOC2007", "000001", [obj("dog", (1, 1, 20, 20), difficult=1)],
+               split="test")
+    cfg = load_config(None, [f"data.root={root}", "data.val_splits=[[2007,test]]"])
+    ds = build_dataset(cfg, "val")
+    np.testing.assert_array_equal(ds[0][1], [[0, 0, 19, 19, 11, 1]])  # dog is VOC class 11
+    assert len(dataset_classes(cfg)) == 20
+
+
+def test_classes_from_a_file(tmp_path):
+    (tmp_path / "classes.txt").write_text("Circle\nsquare\n\n")
+    cfg = load_config(None, ["data.dataset=voc_custom", "model.name=ssd_300_mobilenet0.25_custom",
+                             f"data.root={tmp_path}", "data.classes=[classes.txt]"])
+    assert dataset_classes(cfg) == ["circle", "square"]
+    cfg = load_config(None, ["data.dataset=voc_custom", "model.name=ssd_300_mobilenet0.25_custom",
+                             f"data.root={tmp_path}", "data.classes=[nope.txt]"])
+    with pytest.raises(DataError, match="nope.txt"):
+        dataset_classes(cfg)
+
+
+def write_coco(root, images, boxes):
+    import json
+    os.makedirs(root / "annotations", exist_ok=True)
+    os.makedirs(root / "val", exist_ok=True)
+    doc = {"images": [], "annotations": [],
+           "categories": [{"id": 3, "name": "circle"}, {"id": 7, "name": "square"}]}
+    for i in range(images):
+        cv2.imwrite(str(root / "val" / f"{i}.jpg"), np.zeros((50, 70, 3), np.uint8))
+        doc["images"].append({"id": 100 + i, "file_name": f"{i}.jpg", "width": 70,
+                              "height": 50, "coco_url": f"http://x/val/{i}.jpg"})
+    for k, (image, cat, bbox) in enumerate(boxes):
+        doc["annotations"].append({"id": k + 1, "image_id": 100 + image, "category_id": cat,
+                                   "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0})
+    (root / "annotations" / "instances_val.json").write_text(json.dumps(doc))
+
+
+def test_coco_json_loading(tmp_path):
+    write_coco(tmp_path, 3, [(0, 7, [10, 5, 20, 10]), (0, 3, [0, 0, 80, 60]),
+                             (2, 3, [1, 2, 3, 4])])
+    val = COCOFormatDetection(str(tmp_path), ["instances_val"], skip_empty=False)
+    assert val.classes == ["circle", "square"] and len(val) == 3
+    # GluonCV's inclusive-pixel convention: xmax = x + w - 1, clipped to width - 1
+    np.testing.assert_array_equal(val[0][1], [[10, 5, 29, 14, 1], [0, 0, 69, 49, 0]])
+    assert val[1][1].shape == (0, 5)  # kept for evaluation, without a dummy row
+    assert [val.image_id(i) for i in range(3)] == [100, 101, 102]
+    assert len(COCOFormatDetection(str(tmp_path), ["instances_val"], skip_empty=True)) == 2
+    with pytest.raises(DataError, match="instances_train.json' does not exist"):
+        COCOFormatDetection(str(tmp_path), ["instances_train"])
+
+
+def test_val_loader_covers_every_image_once(tmp_path):
+    for i in range(7):
+        write_item(tmp_path, f"{i}", [obj("circle", (1, 1, 9 + i, 9))] * (i % 3), split="val")
+    ds = custom(tmp_path, split="val")
+    for batch_size in (1, 2, 3, 7, 10):
+        seen, objects = 0, 0
+        for images, labels, sizes in val_loader(ds, 64, batch_size, 0, (0.5,) * 3, (0.25,) * 3):
+            assert images.shape[1:] == (3, 64, 64) and labels.shape[2] == 6
+            np.testing.assert_array_equal(sizes.asnumpy(), [[80, 60]] * images.shape[0])
+            seen += images.shape[0]
+            objects += int((labels[:, :, 4] >= 0).sum().asscalar())
+        assert seen == 7 and objects == sum(i % 3 for i in range(7))
+
+
+def test_split_batch_uses_only_as_many_contexts_as_samples():
+    ctx = [mx.cpu(0), mx.cpu(1)]
+    parts = split_batch([mx.nd.ones((1, 3)), mx.nd.ones((1, 2))], ctx)
+    assert [p.context for p in parts[0]] == [mx.cpu(0)]
+    parts = split_batch([mx.nd.ones((3, 3))], ctx)
+    assert [p.shape[0] for p in parts[0]] == [2, 1]
+
+
+def test_epoch_sampler_is_fixed_by_seed_and_epoch_and_resumes():
+    s = EpochSampler(10, seed=3)
+    first = list(s)
+    assert sorted(i for _, i in first) == list(range(10))
+    assert list(EpochSampler(10, seed=3)) == first
+    s.set_epoch(1)
+    second = list(s)
+    assert second != first
+    s.set_epoch(1, skip=4)
+    assert list(s) == second[4:] and len(s) == 6
+
+
+def test_train_loader_targets(tmp_path):
+    from ssd_nobias.model import get_model
+    from mxnet import autograd
+    for i in range(4):
+        write_item(tmp_path, f"{i}", [obj("circle", (10, 10, 50, 40))], size=(120, 90))
+    ds = custom(tmp_path)
+    net = get_model("ssd_300_mobilenet0.25_custom", classes=CLASSES)
+    net.initialize()
+    with autograd.train_mode():
+        _, _, anchors = net(mx.nd.zeros((1, 3, 300, 300)))
+    loader = train_loader(ds, anchors, 300, 2, 0, (0.5,) * 3, (0.25,) * 3, EpochSampler(4, 0))
+    batches = list(loader)
+    assert len(batches) == 2
+    images, cls_t, box_t = batches[0]
+    n = anchors.shape[1]
+    assert images.shape == (2, 3, 300, 300) and cls_t.shape == (2, n) and box_t.shape == (2, n, 4)
+    assert (cls_t.asnumpy() == 1).any()  # the circle (class 0) matches anchors: target id 1
+    again = list(train_loader(ds, anchors, 300, 2, 0, (0.5,) * 3, (0.25,) * 3, EpochSampler(4, 0)))
+    np.testing.assert_array_equal(again[0][0].asnumpy(), images.asnumpy())  # seeded augmentation
+    with pytest.raises(DataError, match="fewer than one batch"):
+        train_loader(ds, anchors, 300, 8, 0, (0.5,) * 3, (0.25,) * 3, EpochSampler(4, 0))
