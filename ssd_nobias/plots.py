@@ -1,0 +1,171 @@
+"""The pictures a run leaves behind: detections on val images, PR curves, training curves.
+
+Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot state, no windows)
+and every PNG is written under a temporary name, then renamed.
+"""
+from __future__ import annotations
+
+import colorsys
+import math
+import os
+from typing import Mapping, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+GT_COLOR = (255, 255, 255)
+
+
+def palette(n: int) -> list:
+    """n distinct RGB colours, the same for the same n."""
+    return [tuple(int(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618034) % 1, 0.85, 0.95))
+            for i in range(n)]
+
+
+def _atomic_png(path: str, write) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
+               class_names: Sequence[str], scores: Optional[np.ndarray] = None,
+               color: Optional[Tuple[int, int, int]] = None, thickness: int = 2) -> np.ndarray:
+    """A copy of an RGB image with boxes (x0 y0 x1 y1 pixels) and 'class [score]' tags drawn.
+
+    Rows with a negative label (GluonCV's padding) are skipped.
+    """
+    out = np.ascontiguousarray(image, dtype=np.uint8).copy()
+    colors = palette(len(class_names))
+    for k, (box, label) in enumerate(zip(np.asarray(boxes), np.asarray(labels))):
+        if label < 0:
+            continue
+        c = color or colors[int(label) % len(colors)]
+        x0, y0, x1, y1 = (int(round(v)) for v in box[:4])
+        cv2.rectangle(out, (x0, y0), (x1, y1), c, thickness)
+        tag = class_names[int(label)] if int(label) < len(class_names) else str(int(label))
+        if scores is not None:
+            tag += f" {float(scores[k]):.2f}"
+        (tw, th), _ = cv2.getTextSize(tag, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+        ty = max(y0, th + 2)
+        cv2.rectangle(out, (x0, ty - th - 3), (x0 + tw + 2, ty), c, -1)
+        cv2.putText(out, tag, (x0 + 1, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return out
+
+
+def _fit(image: np.ndarray, tile: int) -> Tuple[np.ndarray, float]:
+    h, w = image.shape[:2]
+    scale = tile / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
+def plot_detections(path: str, images: Sequence[np.ndarray],
+                    ground_truth: Sequence[Tuple[np.ndarray, np.ndarray]],
+                    predictions: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]],
+                    class_names: Sequence[str], score_thresh: float = 0.5, ncols: int = 4,
+                    tile: int = 320) -> None:
+    """A grid of images: ground truth in thin white, predictions >= score_thresh in colour."""
+    ncols = max(1, min(ncols, len(images)))
+    nrows = max(1, math.ceil(len(images) / ncols))
+    legend = 24
+    grid = np.full((nrows * tile + legend, ncols * tile, 3), 40, np.uint8)
+    for i, image in enumerate(images):
+        small, scale = _fit(image, tile)
+        gt_boxes, gt_labels = ground_truth[i]
+        small = draw_boxes(small, np.asarray(gt_boxes) * scale, gt_labels, class_names,
+                           color=GT_COLOR, thickness=1)
+        boxes, labels, scores = (np.asarray(a) for a in predictions[i])
+        keep = scores >= score_thresh
+        small = draw_boxes(small, boxes[keep] * scale, labels[keep], class_names, scores[keep])
+        r, c = divmod(i, ncols)
+        grid[r * tile:r * tile + small.shape[0], c * tile:c * tile + small.shape[1]] = small
+    cv2.putText(grid, f"white: ground truth   colour: prediction (score >= {score_thresh:g})",
+                (6, nrows * tile + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (230, 230, 230), 1,
+                cv2.LINE_AA)
+    _atomic_png(path, lambda tmp: cv2.imwrite(tmp, grid[:, :, ::-1]))
+
+
+def _save(fig: Figure, path: str) -> None:
+    FigureCanvasAgg(fig)
+    _atomic_png(path, lambda tmp: fig.savefig(tmp, dpi=100))
+
+
+def plot_pr_curves(path: str, curves: Mapping[str, Tuple[np.ndarray, np.ndarray, float]],
+                   title: str = "") -> None:
+    """Precision against recall, one small panel per class, AP in each title."""
+    names = list(curves)
+    ncols = min(5, max(1, len(names)))
+    nrows = max(1, math.ceil(len(names) / ncols))
+    fig = Figure(figsize=(2.6 * ncols, 2.4 * nrows + 0.5), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_axis_off()
+    for ax, name in zip(axes.flat, names):
+        recall, precision, ap = curves[name]
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+        if len(recall) == 0 or ap is None or math.isnan(ap):
+            ax.set_title(name, fontsize=9)
+            ax.text(0.5, 0.5, "no ground truth", ha="center", va="center", fontsize=8)
+            continue
+        ax.plot(recall, precision, lw=1.5)
+        ax.set_title(f"{name} AP={ap:.3f}", fontsize=9)
+    fig.supxlabel("recall", fontsize=9)
+    fig.supylabel("precision", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
+def _column(rows, key: str):
+    xs, ys = [], []
+    for row in rows:
+        x, y = row.get("epoch", ""), row.get(key, "")
+        if x not in ("", None) and y not in ("", None):
+            xs.append(float(x))
+            ys.append(float(y))
+    return xs, ys
+
+
+def plot_training_curves(path: str, rows: Sequence[Mapping[str, object]]) -> None:
+    """curves.png: losses, learning rate and val mAP against epochs, from metrics.csv rows."""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    losses = [k for k in keys if k == "loss" or k.endswith("_loss")]
+    fig = Figure(figsize=(7, 8), layout="constrained")
+    ax_loss, ax_lr, ax_map = fig.subplots(3, 1, sharex=True)
+    positive = True
+    for key in losses:
+        xs, ys = _column(rows, key)
+        if xs:
+            ax_loss.plot(xs, ys, label=key, lw=1.2, marker="." if len(xs) < 3 else None)
+            positive = positive and min(ys) > 0
+    if any(ax_loss.lines):
+        ax_loss.legend(fontsize=8)
+        if positive:
+            ax_loss.set_yscale("log")
+    ax_loss.set_ylabel("loss")
+    xs, ys = _column(rows, "lr")
+    ax_lr.plot(xs, ys, color="tab:green", marker="." if len(xs) < 3 else None)
+    ax_lr.set_ylabel("learning rate")
+    xs, ys = _column(rows, "val_map")
+    if xs:
+        ax_map.plot(xs, ys, color="tab:red", marker="o")
+        ax_map.set_ylim(0, max(1e-3, max(ys)) * 1.1)
+    else:
+        ax_map.text(0.5, 0.5, "no validation yet", ha="center", va="center",
+                    transform=ax_map.transAxes)
+    ax_map.set_ylabel("val mAP")
+    ax_map.set_xlabel("epoch")
+    for ax in (ax_loss, ax_lr, ax_map):
+        ax.grid(alpha=0.3)
+    _save(fig, path)
