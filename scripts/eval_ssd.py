@@ -1,0 +1,26 @@
+"""Evaluate a trained SSD: VOC07/VOC mAP or COCO AP, per-class table, eval.json and pictures.
+
+    python scripts/eval_ssd.py --config C.yaml --params runs/x/x-best.params [--out DIR]
+"""
+import os
+import sys
+
+from ssd_nobias import cli
+from ssd_nobias.evaluate import evaluate_checkpoint, format_table
+
+
+def main(argv=None) -> int:
+    p = cli.parser(__doc__.splitlines()[0])
+    p.add_argument("--params", required=True, help="a .params file written by train_ssd.py")
+    p.add_argument("--out", help="output folder (default: <output_dir>/eval)")
+    args = p.parse_args(argv)
+    cfg = cli.config_from(args)
+    out = args.out or os.path.join(cfg.output_dir, "eval")
+    result = evaluate_checkpoint(cfg, args.params, out)
+    print(format_table(result))
+    print(f"wrote {out}/eval.json, pr_curves.png, detections.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

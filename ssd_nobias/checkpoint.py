@@ -1,0 +1,95 @@
+"""Checkpoints that are whole or absent: `<prefix>.params`, `.states` (optimizer) and a `.json`
+sidecar (epoch, iteration, classes, resolved config, CRC32 of the other two files).
+
+Each file is written under a temporary name and renamed; the sidecar goes last and vouches for
+the others, so a kill at any moment leaves either the previous checkpoint or the new one usable.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import zlib
+from typing import Optional, Sequence
+
+import mxnet as mx
+from mxnet import gluon
+
+from .errors import DataError
+
+
+def _crc32(path: str) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _tmp(path: str) -> str:
+    return f"{path}.tmp-{os.getpid()}"
+
+
+def save_checkpoint(prefix: str, net: gluon.Block, trainer: Optional[gluon.Trainer],
+                    meta: dict) -> str:
+    """Write prefix.params (+ .states when a trainer is given) and prefix.json; return .params."""
+    files = {"params": prefix + ".params"}
+    net.save_parameters(_tmp(files["params"]))
+    if trainer is not None:
+        files["states"] = prefix + ".states"
+        trainer.save_states(_tmp(files["states"]))
+    record = dict(meta)
+    for kind, path in files.items():
+        record[kind] = {"file": os.path.basename(path), "crc32": _crc32(_tmp(path))}
+    with open(_tmp(prefix + ".json"), "w") as f:
+        json.dump(record, f, indent=1)
+    for path in files.values():
+        os.replace(_tmp(path), path)
+    os.replace(_tmp(prefix + ".json"), prefix + ".json")
+    return files["params"]
+
+
+def read_meta(params_path: str) -> Optional[dict]:
+    """The sidecar of a .params file if it exists and its files match their CRCs, else None."""
+    sidecar = params_path[: -len(".params")] + ".json"
+    try:
+        with open(sidecar) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return None
+    folder = os.path.dirname(params_path)
+    for kind in ("params", "states"):
+        if kind not in meta:
+            continue
+        path = os.path.join(folder, meta[kind]["file"])
+        if not os.path.isfile(path) or _crc32(path) != meta[kind]["crc32"]:
+            return None
+    return meta
+
+
+def find_resume(out_dir: str, name: str) -> Optional[str]:
+    """The .params of the newest whole checkpoint with optimizer state in out_dir, or None."""
+    best, best_iteration = None, -1
+    for sidecar in glob.glob(os.path.join(glob.escape(out_dir), f"{glob.escape(name)}-*.json")):
+        params = sidecar[: -len(".json")] + ".params"
+        meta = read_meta(params)
+        if meta and "states" in meta and meta["iteration"] > best_iteration:
+            best, best_iteration = params, meta["iteration"]
+    return best
+
+
+def load_checkpoint(params_path: str, net: gluon.Block, trainer: Optional[gluon.Trainer],
+                    ctx: Sequence[mx.Context]) -> dict:
+    """Load weights (and optimizer state when a trainer is given); return the sidecar."""
+    if not os.path.isfile(params_path):
+        raise DataError(f"checkpoint '{params_path}' does not exist")
+    meta = read_meta(params_path)
+    if meta is None:
+        raise DataError(f"checkpoint '{params_path}' has no matching .json sidecar, or its files "
+                        f"do not match the CRCs the sidecar records (an interrupted write?)")
+    net.load_parameters(params_path, ctx=list(ctx))
+    if trainer is not None:
+        if "states" not in meta:
+            raise DataError(f"checkpoint '{params_path}' has no optimizer state to resume from")
+        trainer.load_states(os.path.join(os.path.dirname(params_path), meta["states"]["file"]))
+    return meta

@@ -1,0 +1,40 @@
+"""What every script shares: `--config FILE key.sub=value ...`, and errors printed plainly."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Optional, Sequence
+
+from yacs.config import CfgNode
+
+from .config import load_config
+from .errors import UserError
+
+
+def parser(description: str, config_required: bool = True) -> argparse.ArgumentParser:
+    """An ArgumentParser with the shared --config and trailing key=value overrides."""
+    p = argparse.ArgumentParser(description=description,
+                                epilog="Overrides: any config key, e.g. train.lr=0.05 "
+                                       "train.ctx=[gpu0,gpu1]")
+    p.add_argument("--config", required=config_required, metavar="YAML",
+                   help="run configuration (see configs/)")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                   help="config overrides, applied after the file")
+    return p
+
+
+def config_from(args: argparse.Namespace) -> CfgNode:
+    """The validated config the parsed arguments describe."""
+    return load_config(args.config, args.overrides)
+
+
+def run(main: Callable[[Optional[Sequence[str]]], int], argv=None) -> int:
+    """Call a script's main; a UserError or Ctrl-C ends it with a message, not a traceback."""
+    try:
+        return main(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

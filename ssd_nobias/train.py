@@ -1,0 +1,299 @@
+"""The training recipe: SSD multibox loss, SGD with warmup and cosine/step decay, validation,
+atomic checkpoints with optimizer state, resume, and the run directory's logs and curves."""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import mxnet as mx
+import numpy as np
+from gluoncv.loss import SSDMultiBoxLoss
+from mxnet import autograd, gluon
+from tqdm import tqdm
+from yacs.config import CfgNode
+
+from .checkpoint import find_resume, load_checkpoint, save_checkpoint
+from .config import base_size, contexts, eval_metric, save_config
+from .data import EpochSampler, build_dataset, dataset_classes, split_batch, train_loader
+from .errors import ConfigError, UserError
+from .evaluate import EvalResult, evaluate, net_predictor
+from .model import CONV_INIT, build_model
+from .plots import plot_training_curves
+
+log = logging.getLogger("ssd_nobias")
+
+CSV_FIELDS = ("epoch", "iteration", "loss", "cls_loss", "box_loss", "lr", "images_per_s",
+              "val_map")
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the message names the iteration and the losses."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Learning rate per iteration: linear warmup, then cosine to 0 or steps at given epochs."""
+
+    lr: float
+    total_iters: int
+    iters_per_epoch: int
+    warmup_iters: int = 0
+    mode: str = "cosine"
+    steps: Sequence[int] = ()
+    factor: float = 0.1
+
+    def __call__(self, iteration: int) -> float:
+        if iteration < self.warmup_iters:
+            return self.lr * (iteration + 1) / self.warmup_iters
+        if self.mode == "cosine":
+            span = max(1, self.total_iters - self.warmup_iters)
+            progress = min(1.0, (iteration - self.warmup_iters) / span)
+            return self.lr * 0.5 * (1 + math.cos(math.pi * progress))
+        passed = sum(iteration >= s * self.iters_per_epoch for s in self.steps)
+        return self.lr * self.factor ** passed
+
+
+def no_decay_params(net: gluon.Block, norm_wd: bool) -> List[str]:
+    """Set wd_mult 0 on biases (and norm gammas unless norm_wd); return their names."""
+    names = []
+    for name, param in net.collect_params().items():
+        if name.endswith("_bias") or (not norm_wd and name.endswith("_gamma")):
+            param.wd_mult = 0.0
+            names.append(name)
+    return names
+
+
+def seed_everything(seed: int) -> None:
+    """Seed MXNet, NumPy and Python for a repeatable CPU run."""
+    mx.random.seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def setup_logging(out_dir: str) -> logging.Handler:
+    """Log to out_dir/train.log and the console; returns the file handler to close at the end."""
+    log.setLevel(logging.INFO)
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               for h in log.handlers):
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(console)
+    handler = logging.FileHandler(os.path.join(out_dir, "train.log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    return handler
+
+
+class MetricsLog:
+    """metrics.csv of a run (appended, truncated past the resume point) and its curves.png."""
+
+    def __init__(self, out_dir: str, resume_iteration: int):
+        self.path = os.path.join(out_dir, "metrics.csv")
+        self.plot = os.path.join(out_dir, "curves.png")
+        rows = []
+        if resume_iteration and os.path.exists(self.path):
+            with open(self.path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= resume_iteration]
+        self.rows: List[Dict[str, str]] = rows
+        self._write_all()
+
+    def add(self, **values) -> None:
+        row = {k: _fmt(values.get(k)) for k in CSV_FIELDS}
+        self.rows.append(row)
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, CSV_FIELDS).writerow(row)
+
+    def draw(self) -> None:
+        plot_training_curves(self.plot, self.rows)
+
+    def _write_all(self) -> None:
+        tmp = f"{self.path}.tmp-{os.getpid()}"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, CSV_FIELDS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+class Trainer:
+    """One run: model, data, optimizer and run directory built from a config."""
+
+    def __init__(self, cfg: CfgNode):
+        self.cfg = cfg
+        t = cfg.train
+        self.ctx = contexts(t.ctx)
+        if t.amp and any(c.device_type != "gpu" for c in self.ctx):
+            raise ConfigError("'train.amp' is float16 on GPUs; set it false for cpu contexts")
+        self.out_dir = cfg.output_dir
+        os.makedirs(self.out_dir, exist_ok=True)
+        seed_everything(cfg.seed)
+        self.size = base_size(cfg)
+        self.train_set = build_dataset(cfg, "train")
+        self.val_set = build_dataset(cfg, "val")
+        self.classes = dataset_classes(cfg) if cfg.data.dataset != "coco" \
+            else list(self.val_set.classes)
+        self.net = build_model(cfg, self.classes)
+        self._initialize()
+        self.sampler = EpochSampler(len(self.train_set), cfg.seed)
+        with autograd.train_mode():
+            _, _, anchors = self.net(mx.nd.zeros((1, 3, self.size, self.size), ctx=self.ctx[0]))
+        self.loader = train_loader(self.train_set, anchors, self.size, t.batch_size,
+                                   cfg.data.num_workers, cfg.data.mean, cfg.data.std,
+                                   self.sampler)
+        self.iters_per_epoch = len(self.train_set) // t.batch_size
+        self.schedule = Schedule(t.lr, t.epochs * self.iters_per_epoch, self.iters_per_epoch,
+                                 t.warmup_iters, t.lr_mode, tuple(t.lr_steps), t.lr_factor)
+        no_decay_params(self.net, t.norm_wd)
+        if t.amp:
+            from mxnet.contrib import amp
+            amp.init()
+        self.trainer = gluon.Trainer(self.net.collect_params(), "sgd",
+                                     {"learning_rate": self.schedule(0), "wd": t.wd,
+                                      "momentum": t.momentum},
+                                     kvstore=t.kvstore if len(self.ctx) > 1 else None)
+        if t.amp:
+            amp.init_trainer(self.trainer)
+        self.loss_fn = SSDMultiBoxLoss()
+        self.epoch, self.iteration, self.best_map = 0, 0, -1.0
+
+    def _initialize(self) -> None:
+        with warnings.catch_warnings():  # a pretrained base is initialized already
+            warnings.simplefilter("ignore")
+            self.net.initialize(init=CONV_INIT, ctx=self.ctx)
+        self.net.collect_params().reset_ctx(self.ctx)
+
+    def resume(self) -> None:
+        """Continue from train.resume: 'auto' (newest valid checkpoint in the run) or a file."""
+        spec = self.cfg.train.resume
+        path = find_resume(self.out_dir, self.cfg.name) if spec == "auto" else spec or None
+        if path is None:
+            return
+        meta = load_checkpoint(path, self.net, self.trainer, self.ctx)
+        self.epoch, self.iteration = meta["epoch"], meta["iteration"]
+        self.best_map = meta.get("best_map", -1.0)
+        log.info("resumed from %s: epoch %d, iteration %d", path, self.epoch, self.iteration)
+
+    def fit(self) -> Optional[EvalResult]:
+        """Train to cfg.train.epochs; returns the last validation result."""
+        cfg, t = self.cfg, self.cfg.train
+        save_config(cfg, os.path.join(self.out_dir, "config.yaml"))
+        self.resume()
+        metrics = MetricsLog(self.out_dir, self.iteration)
+        log.info("training %s (%s) on %s: %d images, %d iterations/epoch, %d epochs, output %s",
+                 cfg.model.name, cfg.model.norm, ",".join(map(str, self.ctx)),
+                 len(self.train_set), self.iters_per_epoch, t.epochs, self.out_dir)
+        result = None
+        try:
+            while self.epoch < t.epochs:
+                self.train_one_epoch(metrics)
+                self.epoch += 1
+                last = self.epoch == t.epochs
+                if self.epoch % t.val_interval == 0 or last:
+                    result = self.validate(metrics)
+                self.save("last", with_states=True)
+                if self.epoch % t.save_interval == 0 or last:
+                    self.save(f"{self.epoch:04d}", with_states=True)
+                metrics.draw()
+        except KeyboardInterrupt:
+            path = self.save("last", with_states=True)
+            log.info("interrupted at iteration %d; checkpoint %s (resume: auto continues)",
+                     self.iteration, path)
+            raise
+        return result
+
+    def train_one_epoch(self, metrics: MetricsLog) -> None:
+        t = self.cfg.train
+        done = self.iteration - self.epoch * self.iters_per_epoch
+        self.sampler.set_epoch(self.epoch, skip=done * t.batch_size)
+        self.net.hybridize(static_alloc=True, static_shape=True)  # retrace in training mode
+        sums, count, images, start = np.zeros(3), 0, 0, time.perf_counter()
+        bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{t.epochs}", unit="it",
+                   leave=False, disable=None, initial=done, total=self.iters_per_epoch)
+        for batch in bar:
+            lr = self.schedule(self.iteration)
+            self.trainer.set_learning_rate(lr)
+            losses = self.step(batch)
+            self.iteration += 1
+            sums, count, images = sums + losses, count + 1, images + batch[0].shape[0]
+            if self.iteration % t.log_interval == 0 or \
+                    self.iteration % self.iters_per_epoch == 0:
+                speed = images / (time.perf_counter() - start)
+                loss, cls_loss, box_loss = (float(v) for v in sums / count)
+                epoch = self.iteration / self.iters_per_epoch
+                log.info("epoch %.2f iter %d loss %.4f (cls %.4f box %.4f) lr %.5g %.1f img/s",
+                         epoch, self.iteration, loss, cls_loss, box_loss, lr, speed)
+                metrics.add(epoch=epoch, iteration=self.iteration, loss=loss, cls_loss=cls_loss,
+                            box_loss=box_loss, lr=lr, images_per_s=speed)
+                sums, count, images, start = np.zeros(3), 0, 0, time.perf_counter()
+                bar.set_postfix(loss=f"{loss:.3f}")
+        bar.close()
+
+    def step(self, batch) -> np.ndarray:
+        """One SGD step on a batch split over the contexts; returns [loss, cls, box] means."""
+        data, cls_targets, box_targets = split_batch(batch, self.ctx)
+        with autograd.record():
+            cls_preds, box_preds = [], []
+            for x in data:
+                cls_pred, box_pred, _ = self.net(x)
+                cls_preds.append(cls_pred)
+                box_preds.append(box_pred)
+            total, cls_loss, box_loss = self.loss_fn(cls_preds, box_preds, cls_targets,
+                                                     box_targets)
+            if self.cfg.train.amp:
+                from mxnet.contrib import amp
+                with amp.scale_loss(total, self.trainer) as scaled:
+                    autograd.backward(scaled)
+            else:
+                autograd.backward(total)
+        values = np.array([sum(float(v.sum().asscalar()) for v in part)
+                           for part in (total, cls_loss, box_loss)])
+        if not np.all(np.isfinite(values)):
+            raise TrainingDiverged(
+                f"loss is not finite at iteration {self.iteration + 1} (epoch {self.epoch + 1}): "
+                f"loss {values[0]}, cls {values[1]}, box {values[2]}; the last checkpoint is "
+                f"intact; lower train.lr or add train.warmup_iters")
+        self.trainer.step(1)
+        return values
+
+    def validate(self, metrics: MetricsLog) -> EvalResult:
+        cfg = self.cfg
+        result = evaluate(net_predictor(self.net), self.val_set, self.classes, self.ctx,
+                          self.size, cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean,
+                          cfg.data.std, metric=eval_metric(cfg))
+        log.info("epoch %d val %s %.4f", self.epoch, result.metric, result.value)
+        metrics.add(epoch=float(self.epoch), iteration=self.iteration, val_map=result.value)
+        if result.value > self.best_map:
+            self.best_map = result.value
+            self.save("best", with_states=False)
+        return result
+
+    def save(self, tag: str, with_states: bool) -> str:
+        meta = {"epoch": self.epoch, "iteration": self.iteration, "best_map": self.best_map,
+                "classes": self.classes, "config": self.cfg.dump()}
+        return save_checkpoint(os.path.join(self.out_dir, f"{self.cfg.name}-{tag}"), self.net,
+                               self.trainer if with_states else None, meta)
+
+
+def train(cfg: CfgNode) -> Optional[EvalResult]:
+    """Run the training a config describes; everything lands in cfg.output_dir."""
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    handler = setup_logging(cfg.output_dir)
+    try:
+        return Trainer(cfg).fit()
+    finally:
+        log.removeHandler(handler)
+        handler.close()
