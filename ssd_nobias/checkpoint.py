@@ -2,7 +2,8 @@
 sidecar (epoch, iteration, classes, resolved config, CRC32 of the other two files).
 
 Each file is written under a temporary name and renamed; the sidecar goes last and vouches for
-the others, so a kill at any moment leaves either the previous checkpoint or the new one usable.
+the others by CRC. A kill at any moment never leaves a checkpoint that looks whole and is not:
+one torn between its renames fails the CRC check, and resume takes the newest whole one.
 """
 from __future__ import annotations
 

@@ -75,8 +75,9 @@ def plot_detections(path: str, images: Sequence[np.ndarray],
     """A grid of images: ground truth in thin white, predictions >= score_thresh in colour."""
     ncols = max(1, min(ncols, len(images)))
     nrows = max(1, math.ceil(len(images) / ncols))
-    legend = 24
-    grid = np.full((nrows * tile + legend, ncols * tile, 3), 40, np.uint8)
+    legend, gap = 24, 6
+    step = tile + gap
+    grid = np.full((nrows * step + legend, ncols * step - gap, 3), 40, np.uint8)
     for i, image in enumerate(images):
         small, scale = _fit(image, tile)
         gt_boxes, gt_labels = ground_truth[i]
@@ -86,9 +87,9 @@ def plot_detections(path: str, images: Sequence[np.ndarray],
         keep = scores >= score_thresh
         small = draw_boxes(small, boxes[keep] * scale, labels[keep], class_names, scores[keep])
         r, c = divmod(i, ncols)
-        grid[r * tile:r * tile + small.shape[0], c * tile:c * tile + small.shape[1]] = small
+        grid[r * step:r * step + small.shape[0], c * step:c * step + small.shape[1]] = small
     cv2.putText(grid, f"white: ground truth   colour: prediction (score >= {score_thresh:g})",
-                (6, nrows * tile + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (230, 230, 230), 1,
+                (6, nrows * step + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (230, 230, 230), 1,
                 cv2.LINE_AA)
     _atomic_png(path, lambda tmp: cv2.imwrite(tmp, grid[:, :, ::-1]))
 

@@ -1,0 +1,218 @@
+"""The training recipe on a tiny synthetic dataset: run files, exact resume, divergence stop,
+torn checkpoints, the schedule and weight-decay exclusions, and the scripts' error edge."""
+import csv
+import os
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from ssd_nobias.checkpoint import find_resume, load_checkpoint, read_meta, save_checkpoint
+from ssd_nobias.config import load_config
+from ssd_nobias.errors import DataError
+from ssd_nobias.model import get_model
+from ssd_nobias.synthetic import make_synthetic
+from ssd_nobias.train import CSV_FIELDS, Schedule, Trainer, TrainingDiverged, no_decay_params, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return make_synthetic(str(tmp_path_factory.mktemp("data")), train=8, val=3, size=96,
+                          seed=0)["root"]
+
+
+def tiny(data_root, out, *overrides):
+    """A two-context CPU run: 2 iterations per epoch of 4 images, validation every epoch."""
+    return load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml"), [
+        f"data.root={data_root}", f"output_dir={out}", "name=tiny", "data.num_workers=0",
+        "train.ctx=[cpu0,cpu1]", "train.batch_size=4", "train.epochs=2", "train.warmup_iters=2",
+        "train.log_interval=1", "train.val_interval=1", "train.save_interval=1",
+        "eval.batch_size=2", *overrides])
+
+
+def params_of(path):
+    return {k: v.asnumpy() for k, v in mx.nd.load(path).items()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(data_root, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("run"))
+    result = train(tiny(data_root, out))
+    return out, result
+
+
+def test_a_run_writes_its_files(finished_run):
+    out, result = finished_run
+    assert result.metric == "voc07" and 0.0 <= result.value <= 1.0
+    for name in ("config.yaml", "train.log", "metrics.csv", "curves.png",
+                 "tiny-last.params", "tiny-last.states", "tiny-last.json",
+                 "tiny-0001.params", "tiny-0002.params", "tiny-best.params", "tiny-best.json"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    assert not os.path.exists(os.path.join(out, "tiny-best.states"))
+    with open(os.path.join(out, "metrics.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == CSV_FIELDS
+    assert [int(r["iteration"]) for r in rows if r["loss"]] == [1, 2, 3, 4]
+    assert len([r for r in rows if r["val_map"]]) == 2
+    meta = read_meta(os.path.join(out, "tiny-last.params"))
+    assert (meta["epoch"], meta["iteration"]) == (2, 4)
+    assert meta["classes"] == ["circle", "square", "triangle", "star"]
+
+
+def test_trained_model_has_zero_means_and_no_conv_bias(finished_run):
+    params = params_of(os.path.join(finished_run[0], "tiny-last.params"))
+    means = [k for k in params if k.endswith("running_mean")]
+    assert means and all(not params[k].any() for k in means)
+    assert not [k for k in params if k.endswith("beta")]
+    gammas = [k for k in params if k.endswith("gamma")]
+    assert any(not np.array_equal(params[k], np.ones_like(params[k])) for k in gammas)
+
+
+def test_resume_after_interrupt_equals_uninterrupted(finished_run, data_root, tmp_path,
+                                                     monkeypatch):
+    out = str(tmp_path)
+    real_step = Trainer.step
+
+    def interrupted(self, batch):
+        if self.iteration == 3:  # mid second epoch
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(data_root, out))
+    assert read_meta(os.path.join(out, "tiny-last.params"))["iteration"] == 3
+    monkeypatch.setattr(Trainer, "step", real_step)
+    train(tiny(data_root, out, "train.resume=auto"))
+    resumed = params_of(os.path.join(out, "tiny-last.params"))
+    straight = params_of(os.path.join(finished_run[0], "tiny-last.params"))
+    assert resumed.keys() == straight.keys()
+    for k in straight:
+        if k.endswith("running_var"):
+            # Each context keeps its own statistics and a checkpoint stores their average, so
+            # a resumed run averages before, not after, the last updates: equal up to rounding.
+            np.testing.assert_allclose(resumed[k], straight[k], rtol=1e-6, err_msg=k)
+        else:
+            np.testing.assert_array_equal(resumed[k], straight[k], err_msg=k)
+    with open(os.path.join(out, "metrics.csv"), newline="") as f:
+        iterations = [int(r["iteration"]) for r in csv.DictReader(f) if r["loss"]]
+    assert iterations == [1, 2, 3, 4]
+
+
+def test_divergence_stops_with_the_checkpoint_intact(finished_run, data_root, tmp_path):
+    out = str(tmp_path)
+    cfg = tiny(data_root, out, "train.epochs=1")
+    train(cfg)
+    before = params_of(os.path.join(out, "tiny-last.params"))
+    with pytest.raises(TrainingDiverged, match="iteration 4"):
+        train(tiny(data_root, out, "train.resume=auto", "train.lr=1e38", "train.warmup_iters=0"))
+    meta = read_meta(os.path.join(out, "tiny-last.params"))
+    assert meta is not None and meta["iteration"] == 2
+    after = params_of(os.path.join(out, "tiny-last.params"))
+    for k in before:
+        np.testing.assert_array_equal(after[k], before[k])
+
+
+def small_net():
+    net = get_model("ssd_300_mobilenet0.25_custom", classes=["a"])
+    net.initialize()
+    net(mx.nd.zeros((1, 3, 300, 300)))
+    return net
+
+
+def test_torn_checkpoints_are_never_used(tmp_path, monkeypatch):
+    net = small_net()
+    trainer = mx.gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    prefix = str(tmp_path / "r")
+    save_checkpoint(prefix + "-0001", net, trainer, {"epoch": 1, "iteration": 10})
+    save_checkpoint(prefix + "-last", net, trainer, {"epoch": 1, "iteration": 10})
+    assert find_resume(str(tmp_path), "r") in (prefix + "-0001.params", prefix + "-last.params")
+
+    real_replace, calls = os.replace, []
+
+    def killed_after_first_rename(src, dst):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(dst)
+        real_replace(src, dst)
+
+    weight = next(iter(net.collect_params().values()))
+    weight.set_data(weight.data() + 1)
+    monkeypatch.setattr(os, "replace", killed_after_first_rename)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(prefix + "-last", net, trainer, {"epoch": 2, "iteration": 20})
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert calls == [prefix + "-last.params"]
+    assert read_meta(prefix + "-last.params") is None  # new params, old sidecar: CRC mismatch
+    assert find_resume(str(tmp_path), "r") == prefix + "-0001.params"
+    with pytest.raises(DataError, match="CRC"):
+        load_checkpoint(prefix + "-last.params", net, trainer, [mx.cpu()])
+
+    with open(prefix + "-0001.params", "r+b") as f:
+        f.truncate(100)
+    assert find_resume(str(tmp_path), "r") is None
+    with pytest.raises(DataError, match="does not exist"):
+        load_checkpoint(str(tmp_path / "missing.params"), net, None, [mx.cpu()])
+
+
+def test_schedule():
+    cos = Schedule(lr=1.0, total_iters=110, iters_per_epoch=10, warmup_iters=10)
+    assert [cos(i) for i in (0, 4, 9)] == [0.1, 0.5, 1.0]
+    assert cos(10) == 1.0 and cos(60) == pytest.approx(0.5) and cos(110) == pytest.approx(0.0)
+    step = Schedule(lr=1.0, total_iters=100, iters_per_epoch=10, mode="step", steps=(3, 6),
+                    factor=0.5)
+    assert [step(i) for i in (0, 29, 30, 59, 60, 99)] == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
+
+
+def test_no_weight_decay_on_norm_scales_and_head_biases():
+    net = get_model("ssd_300_mobilenet0.25_custom", classes=["a"],
+                    heads_bias=True)
+    names = no_decay_params(net, norm_wd=False)
+    params = net.collect_params()
+    assert names and all(params[n].wd_mult == 0.0 for n in names)
+    assert all(n.endswith(("_bias", "_gamma")) for n in names)
+    assert any(n.endswith("_bias") for n in names) and any(n.endswith("_gamma") for n in names)
+    conv_weights = [n for n in params if n.endswith("_weight")]
+    assert all(params[n].wd_mult == 1.0 for n in conv_weights)
+    net2 = get_model("ssd_300_mobilenet0.25_custom", classes=["a"])
+    assert all(n.endswith("_bias") for n in no_decay_params(net2, norm_wd=True))
+
+
+def script(name, *args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", name), *args],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def test_eval_script_on_a_trained_checkpoint(finished_run, tmp_path):
+    out, result = finished_run
+    done = script("eval_ssd.py", "--config", os.path.join(out, "config.yaml"),
+                  "--params", os.path.join(out, "tiny-last.params"), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "VOC07 mAP" in done.stdout and "triangle" in done.stdout
+    for name in ("eval.json", "pr_curves.png", "detections.png"):
+        assert os.path.isfile(tmp_path / name)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train.lr=fast"], "train.lr"),
+    (["data.root=/nonexistent/data"], "/nonexistent/data"),
+    (["train.ctx=[gpu7]"], "gpu7"),
+])
+def test_train_script_prints_user_errors_without_traceback(args, message, tmp_path):
+    done = script("train_ssd.py", "--config", "configs/demo_synthetic.yaml",
+                  f"output_dir={tmp_path}", *args)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_eval_script_names_a_missing_checkpoint(finished_run):
+    out = finished_run[0]
+    done = script("eval_ssd.py", "--config", os.path.join(out, "config.yaml"),
+                  "--params", os.path.join(out, "nope.params"))
+    assert done.returncode == 2 and "nope.params" in done.stderr
+    assert "Traceback" not in done.stderr
