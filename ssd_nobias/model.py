@@ -220,6 +220,23 @@ def build_model(cfg, classes: Sequence[str]) -> SSD:
         raise ConfigError(f"model: {err}") from None
 
 
+def ssd_anchors(net: SSD, size: int, ctx: mx.Context) -> mx.nd.NDArray:
+    """The (1, N, 4) anchors of `net` for a size x size input, its norm statistics untouched.
+
+    GluonCV's SSD returns anchors only from a training-mode forward, and NoBiasBatchNorm
+    updates its running statistics in that forward: they are saved and put back.
+    """
+    stats = [p for name, p in net.collect_params().items()
+             if name.endswith(("running_mean", "running_var"))]
+    saved = [[d.copy() for d in p.list_data()] for p in stats]
+    with mx.autograd.train_mode():
+        _, _, anchors = net(mx.nd.zeros((1, 3, size, size), ctx=ctx))
+    for param, copies in zip(stats, saved):
+        for data, copy in zip(param.list_data(), copies):
+            copy.copyto(data)
+    return anchors
+
+
 def _drop_predictor_bias(net: SSD) -> None:
     for head in list(net.class_predictors) + list(net.box_predictors):
         old = head.predictor

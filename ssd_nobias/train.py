@@ -25,7 +25,7 @@ from .config import base_size, contexts, eval_metric, save_config
 from .data import EpochSampler, build_dataset, dataset_classes, split_batch, train_loader
 from .errors import ConfigError, UserError
 from .evaluate import EvalResult, evaluate, net_predictor
-from .model import CONV_INIT, build_model
+from .model import CONV_INIT, build_model, ssd_anchors
 from .plots import plot_training_curves
 
 log = logging.getLogger("ssd_nobias")
@@ -149,11 +149,10 @@ class Trainer:
         self.net = build_model(cfg, self.classes)
         self._initialize()
         self.sampler = EpochSampler(len(self.train_set), cfg.seed)
-        with autograd.train_mode():
-            _, _, anchors = self.net(mx.nd.zeros((1, 3, self.size, self.size), ctx=self.ctx[0]))
+        anchors = ssd_anchors(self.net, self.size, self.ctx[0])
         self.loader = train_loader(self.train_set, anchors, self.size, t.batch_size,
                                    cfg.data.num_workers, cfg.data.mean, cfg.data.std,
-                                   self.sampler)
+                                   self.sampler, cfg.data.max_expand)
         self.iters_per_epoch = len(self.train_set) // t.batch_size
         self.schedule = Schedule(t.lr, t.epochs * self.iters_per_epoch, self.iters_per_epoch,
                                  t.warmup_iters, t.lr_mode, tuple(t.lr_steps), t.lr_factor)

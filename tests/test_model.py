@@ -6,7 +6,7 @@ from gluoncv.model_zoo.mobilenet import MobileNet
 from mxnet import autograd, gluon
 
 from ssd_nobias import MODEL_NAMES, NoBiasBatchNorm, bias_report, get_model
-from ssd_nobias.model import layer_names
+from ssd_nobias.model import layer_names, ssd_anchors
 
 
 def norms(net):
@@ -170,3 +170,23 @@ def test_bad_input_is_a_clear_error(tmp_path):
     (tmp_path / "junk.params").write_bytes(b"not a params file")
     with pytest.raises(ValueError, match="junk.params is not an MXNet params file"):
         get_model("ssd_300_mobilenet1.0_voc", pretrained_base=tmp_path / "junk.params")
+
+
+def test_anchors_leave_the_running_statistics_alone():
+    net = get_model("ssd_300_mobilenet0.25_custom", classes=["a", "b"])
+    net.initialize(ctx=[mx.cpu(0), mx.cpu(1)])
+    var = next(p for n, p in net.collect_params().items() if n.endswith("running_var"))
+    for i, data in enumerate(var.list_data()):
+        data[:] = i + 2.0
+    first = var.data(mx.cpu(0)).asnumpy()
+    stats = [p for n, p in net.collect_params().items() if n.endswith(("_mean", "_var"))]
+    before = [[d.asnumpy() for d in p.list_data()] for p in stats]
+    anchors = ssd_anchors(net, 300, mx.cpu(1))
+    after = [[d.asnumpy() for d in p.list_data()] for p in stats]
+    assert len(stats) == 2 * 35
+    for b, a in zip(before, after):
+        assert [x.tobytes() for x in b] == [x.tobytes() for x in a]
+    assert anchors.shape == (1, 2268, 4) and anchors.context == mx.cpu(1)
+    with autograd.train_mode():  # the forward alone does move them: the restore is needed
+        net(mx.nd.zeros((1, 3, 300, 300)))
+    assert not np.array_equal(var.data(mx.cpu(0)).asnumpy(), first)
