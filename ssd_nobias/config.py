@@ -45,6 +45,7 @@ def defaults() -> CfgNode:
     c.data.num_workers = 4
     c.data.mean = [0.485, 0.456, 0.406]
     c.data.std = [0.229, 0.224, 0.225]
+    c.data.max_expand = 4.0  # SSD's zoom-out augmentation (p 0.5) up to this factor; 1 turns it off
 
     c.train = CfgNode()
     c.train.ctx = ["cpu"]  # ["gpu0", "gpu1", ...] or ["cpu"] / ["cpu0", "cpu1"]
@@ -184,6 +185,7 @@ def validate(cfg: CfgNode) -> None:
     need(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
     need(len(cfg.data.mean) == 3 and len(cfg.data.std) == 3 and min(cfg.data.std) > 0,
          "data.mean/std", "must be 3 values each, std positive")
+    need(cfg.data.max_expand >= 1, "data.max_expand", f"must be >= 1, got {cfg.data.max_expand}")
 
     t = cfg.train
     need(len(t.ctx) > 0, "train.ctx", "must list at least one context")
