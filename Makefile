@@ -18,11 +18,20 @@ $(STAMP): setup.cfg setup.py constraints.txt
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The demo: synthetic data (generated once), a bias-free SSD trained on the CPU, evaluated.
+DEMO_DATA := data/synthetic
+# MXNet's default OpenMP thread count can be below the core count: use every core.
+CORES := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)}
 demo: setup
-	$(BIN)/python scripts/bias_report.py --model ssd_300_mobilenet1.0_voc
+	test -f $(DEMO_DATA)/classes.txt || \
+		$(BIN)/python scripts/make_synthetic_voc.py --out $(DEMO_DATA) --train 1000 --val 100
+	$(CORES) $(BIN)/python scripts/train_ssd.py --config configs/demo_synthetic.yaml
+	$(CORES) $(BIN)/python scripts/eval_ssd.py --config configs/demo_synthetic.yaml \
+		--params runs/demo/demo-best.params --out runs/demo
 
 bench: setup
 	$(BIN)/python bench/bn_overhead.py
+	$(BIN)/python bench/train_throughput.py
 
 clean:
-	rm -rf $(VENV) ssd_nobias/_build runs
+	rm -rf $(VENV) ssd_nobias/_build runs data
