@@ -28,6 +28,8 @@ demo: setup
 	$(CORES) $(BIN)/python scripts/train_ssd.py --config configs/demo_synthetic.yaml
 	$(CORES) $(BIN)/python scripts/eval_ssd.py --config configs/demo_synthetic.yaml \
 		--params runs/demo/demo-best.params --out runs/demo
+	$(CORES) $(BIN)/python scripts/export_ssd.py --config configs/demo_synthetic.yaml \
+		--params runs/demo/demo-best.params --out runs/demo/export
 
 bench: setup
 	$(BIN)/python bench/bn_overhead.py

@@ -1,6 +1,7 @@
 """Evaluate a trained SSD: VOC07/VOC mAP or COCO AP, per-class table, eval.json and pictures.
 
     python scripts/eval_ssd.py --config C.yaml --params runs/x/x-best.params [--out DIR]
+    python scripts/eval_ssd.py --config C.yaml --deploy runs/x/export [--out DIR]
 """
 import os
 import sys
@@ -11,12 +12,14 @@ from ssd_nobias.evaluate import evaluate_checkpoint, format_table
 
 def main(argv=None) -> int:
     p = cli.parser(__doc__.splitlines()[0])
-    p.add_argument("--params", required=True, help="a .params file written by train_ssd.py")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--params", help="a .params file written by train_ssd.py")
+    which.add_argument("--deploy", metavar="DIR", help="a folder written by export_ssd.py")
     p.add_argument("--out", help="output folder (default: <output_dir>/eval)")
     args = p.parse_args(argv)
     cfg = cli.config_from(args)
     out = args.out or os.path.join(cfg.output_dir, "eval")
-    result = evaluate_checkpoint(cfg, args.params, out)
+    result = evaluate_checkpoint(cfg, args.params, out, deploy_dir=args.deploy)
     print(format_table(result))
     print(f"wrote {out}/eval.json, pr_curves.png, detections.png")
     return 0

@@ -190,7 +190,8 @@ def validate(cfg: CfgNode) -> None:
     t = cfg.train
     need(len(t.ctx) > 0, "train.ctx", "must list at least one context")
     for name in t.ctx:
-        need(bool(_CTX.fullmatch(str(name))), "train.ctx", f"entry '{name}' is not cpu, cpuN or gpuN")
+        need(bool(_CTX.fullmatch(str(name))), "train.ctx",
+             f"entry '{name}' is not cpu, cpuN or gpuN")
     need(t.batch_size > 0, "train.batch_size", "must be positive")
     need(t.batch_size % len(t.ctx) == 0, "train.batch_size",
          f"({t.batch_size}) must be divisible by the number of contexts ({len(t.ctx)})")

@@ -255,12 +255,10 @@ def write_report(result: EvalResult, dataset, class_names: Sequence[str], out_di
                         class_names, score_thresh=score_thresh)
 
 
-def evaluate_checkpoint(cfg, params_path: str, out_dir: str, progress: bool = True
-                        ) -> EvalResult:
-    """Evaluate a training .params file on the configured val set and write the report."""
+def load_trained(cfg, params_path: str, ctx: Sequence[mx.Context]):
+    """The config's model with a training .params file loaded, its val set and class names."""
     if not os.path.isfile(params_path):
         raise DataError(f"params file '{params_path}' does not exist")
-    ctx = contexts(cfg.train.ctx)
     dataset = build_dataset(cfg, "val")
     classes = list(dataset.classes) if cfg.data.dataset == "coco" else dataset_classes(cfg)
     meta = read_meta(params_path)
@@ -269,11 +267,26 @@ def evaluate_checkpoint(cfg, params_path: str, out_dir: str, progress: bool = Tr
                         f"dataset has {classes}")
     net = build_model(cfg, classes)
     try:
-        net.load_parameters(params_path, ctx=ctx)
+        net.load_parameters(params_path, ctx=list(ctx))
     except (AssertionError, mx.base.MXNetError) as err:
         raise DataError(f"{params_path} does not fit model {cfg.model.name} "
                         f"(norm {cfg.model.norm}): {str(err).splitlines()[0]}") from None
-    result = evaluate(net_predictor(net), dataset, classes, ctx, base_size(cfg),
+    return net, dataset, classes
+
+
+def evaluate_checkpoint(cfg, params_path: str, out_dir: str, progress: bool = True,
+                        deploy_dir: Optional[str] = None) -> EvalResult:
+    """Evaluate a training .params file (or the deploy graph exported from it, when deploy_dir
+    is given) on the configured val set and write the report."""
+    ctx = contexts(cfg.train.ctx)
+    if deploy_dir is None:
+        net, dataset, classes = load_trained(cfg, params_path, ctx)
+        predictor = net_predictor(net)
+    else:
+        from .export import load_deploy  # the deploy graph needs no training code
+        dataset = build_dataset(cfg, "val")
+        predictor, classes = load_deploy(deploy_dir, ctx)
+    result = evaluate(predictor, dataset, classes, ctx, base_size(cfg),
                       cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean, cfg.data.std,
                       metric=eval_metric(cfg), num_samples=cfg.eval.num_images,
                       out_dir=out_dir, progress=progress)

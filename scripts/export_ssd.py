@@ -1,0 +1,27 @@
+"""Fold BatchNorm into the convolutions and write a deploy graph checked against the trained model.
+
+    python scripts/export_ssd.py --config C.yaml --params runs/x/x-best.params [--out DIR]
+"""
+import os
+import sys
+
+from ssd_nobias import cli
+from ssd_nobias.export import export_deploy, format_report
+
+
+def main(argv=None) -> int:
+    p = cli.parser(__doc__.splitlines()[0])
+    p.add_argument("--params", required=True, help="a .params file written by train_ssd.py")
+    p.add_argument("--out", help="output folder (default: <output_dir>/export)")
+    args = p.parse_args(argv)
+    cfg = cli.config_from(args)
+    out = args.out or os.path.join(cfg.output_dir, "export")
+    report = export_deploy(cfg, args.params, out)
+    print(format_report(report))
+    print(f"wrote {report['symbol']}, {report['deploy_params']}, {out}/preprocess.json, "
+          f"{out}/export_report.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

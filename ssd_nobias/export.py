@@ -1,0 +1,238 @@
+"""Deployment export: fold every norm into its convolution and write a graph with no BatchNorm.
+
+A conv + NoBiasBatchNorm pair folds into one Convolution with `no_bias=True` and weight
+`w * gamma / sqrt(running_var + eps)`; a pair with stock BatchNorm folds into a convolution with
+bias `beta - gamma * running_mean / sqrt(running_var + eps)`. Anchors, box decoding and NMS stay
+in the graph, which outputs (ids, scores, boxes) like any GluonCV detector and loads with
+`mx.gluon.SymbolBlock.imports` alone.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import mxnet as mx
+import numpy as np
+from gluoncv.model_zoo.ssd import SSD
+from mxnet import autograd, gluon
+from mxnet.gluon import nn
+
+from .config import base_size, contexts
+from .errors import DataError, UserError
+from .evaluate import load_trained, write_json
+from .model import ConvNorm, MobileNetSSDFeatures, bias_report
+from .nn import NoBiasBatchNorm
+
+PARITY_RTOL = 1e-4  # of the output's magnitude: raw predictor outputs, deploy against trained
+
+
+class ParityError(UserError):
+    """The exported model's outputs differ from the trained model's by more than allowed."""
+
+
+def fold_conv_norm(pair: ConvNorm) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """(weight, bias) of the one convolution equal to `pair` in inference; bias None if none."""
+    norm = pair.norm
+    weight = pair.conv.weight.data().asnumpy().astype(np.float64)
+    var = norm.running_var.data().asnumpy().astype(np.float64)
+    gamma = norm.gamma.data().asnumpy().astype(np.float64)
+    if norm._kwargs["fix_gamma"]:
+        gamma = np.ones_like(gamma)
+    scale = gamma / np.sqrt(var + norm._kwargs["eps"])
+    folded = (weight * scale[:, None, None, None]).astype(np.float32)
+    if isinstance(norm, NoBiasBatchNorm):
+        return folded, None
+    mean = norm.running_mean.data().asnumpy().astype(np.float64)
+    beta = norm.beta.data().asnumpy().astype(np.float64)  # zeros when center=False
+    return folded, (beta - mean * scale).astype(np.float32)
+
+
+class FoldedConv(nn.HybridBlock):
+    """A deploy unit: one convolution with a norm folded into it, then ReLU."""
+
+    def __init__(self, conv: nn.Conv2D, weight: np.ndarray, bias: Optional[np.ndarray],
+                 **kwargs):
+        super().__init__(**kwargs)
+        k = conv._kwargs
+        with self.name_scope():
+            self.conv = nn.Conv2D(k["num_filter"], k["kernel"], strides=k["stride"],
+                                  padding=k["pad"], groups=k["num_group"],
+                                  use_bias=bias is not None,
+                                  in_channels=weight.shape[1] * k["num_group"])
+        self.conv.initialize(ctx=mx.cpu())
+        self.conv.weight.set_data(mx.nd.array(weight))
+        if bias is not None:
+            self.conv.bias.set_data(mx.nd.array(bias))
+
+    def hybrid_forward(self, F, x):
+        return F.relu(self.conv(x))
+
+
+class FoldedFeatures(MobileNetSSDFeatures):
+    """MobileNetSSDFeatures with each conv+norm pair replaced by its FoldedConv, same names."""
+
+    def __init__(self, features: MobileNetSSDFeatures):  # pylint: disable=super-init-not-called
+        nn.HybridBlock.__init__(self, prefix=features.prefix)
+        self._outputs = features._outputs
+        for name, pair in features.pairs():
+            weight, bias = fold_conv_norm(pair)
+            self._add(name, FoldedConv(pair.conv, weight, bias, prefix=pair.prefix))
+
+
+def fold_ssd(net: SSD, ctx: Sequence[mx.Context]) -> SSD:
+    """Fold `net`'s feature extractor in place (predictors, anchors and NMS stay); return it."""
+    net.features = FoldedFeatures(net.features)
+    net.features.collect_params().reset_ctx(list(ctx))
+    return net
+
+
+def raw_outputs(net: SSD, x: mx.nd.NDArray) -> Tuple[np.ndarray, np.ndarray]:
+    """(class logits, box offsets) of an SSD in inference mode, before decoding and NMS."""
+    with autograd.predict_mode():
+        features = net.features(x)
+        cls = [cp(f).transpose((0, 2, 3, 1)).flatten() for f, cp in
+               zip(features, net.class_predictors)]
+        box = [bp(f).transpose((0, 2, 3, 1)).flatten() for f, bp in
+               zip(features, net.box_predictors)]
+    return (mx.nd.concat(*cls, dim=1).asnumpy(), mx.nd.concat(*box, dim=1).asnumpy())
+
+
+def deploy_raw_outputs(prefix: str, x: mx.nd.NDArray, num_classes: int
+                       ) -> Tuple[np.ndarray, np.ndarray]:
+    """(class logits, box offsets) read from inside an exported graph, before decoding and NMS.
+
+    They are the graph's (N, anchors, classes + 1) and (N, anchors, 4) Reshape outputs with the
+    input's batch size N > 1 (the anchors have batch 1).
+    """
+    assert x.shape[0] > 1, "a batch of one cannot tell predictions from anchors"
+    sym = mx.sym.load(prefix + "-symbol.json")
+    internals = sym.get_internals()
+    _, shapes, _ = internals.infer_shape(data=x.shape)
+    ops = {n["name"]: n["op"] for n in json.loads(sym.tojson())["nodes"]}
+    found = {}
+    for name, shape in zip(internals.list_outputs(), shapes):
+        node = name[: -len("_output")]
+        if ops.get(node) == "Reshape" and len(shape) == 3 and shape[0] == x.shape[0]:
+            found.setdefault(shape[2], internals[name])
+    if set(found) != {num_classes + 1, 4}:
+        raise ParityError(f"{prefix}-symbol.json: cannot find the raw predictor outputs")
+    block = gluon.SymbolBlock(mx.sym.Group([found[num_classes + 1], found[4]]),
+                              mx.sym.var("data"))
+    block.collect_params().load(prefix + "-0000.params", ctx=x.context, ignore_extra=True)
+    cls, box = block(x)
+    return cls.reshape((0, -1)).asnumpy(), box.reshape((0, -1)).asnumpy()
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    """max |got - want| over max |want|, on finite entries; inf unless the rest match exactly.
+
+    An untrained model's box decoding can overflow to inf, the same in both.
+    """
+    finite = np.isfinite(want)
+    if not np.array_equal(got[~finite], want[~finite], equal_nan=True) or \
+            not np.isfinite(got[finite]).all():
+        return float("inf")
+    if not finite.any():
+        return 0.0
+    got, want = got[finite], want[finite]
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12))
+
+
+def parity_images(dataset, size: int, mean, std, count: int = 8) -> mx.nd.NDArray:
+    """Up to `count` val images as a normalized (N, 3, size, size) batch."""
+    from .data import ValTransform
+    transform = ValTransform(size, size, mean, std)
+    return mx.nd.stack(*[transform(*dataset[i])[0] for i in range(min(count, len(dataset)))])
+
+
+def export_deploy(cfg, params_path: str, out_dir: str) -> dict:
+    """Fold the trained model, write the deploy graph, preprocessing and report; check parity.
+
+    Raises ParityError (after writing the report) when the deploy graph's raw class and box
+    outputs differ from the trained model's by more than PARITY_RTOL of their magnitude.
+    """
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise DataError(f"output '{out_dir}' exists and is not a directory")
+    os.makedirs(out_dir, exist_ok=True)
+    ctx = [contexts(cfg.train.ctx)[0]]
+    net, dataset, classes = load_trained(cfg, params_path, ctx)
+    size = base_size(cfg)
+    x = parity_images(dataset, size, cfg.data.mean, cfg.data.std).as_in_context(ctx[0])
+    trained_cls, trained_box = raw_outputs(net, x)
+    trained_det = [a.asnumpy() for a in net(x)]
+
+    folded = fold_ssd(net, ctx)
+    folded.hybridize(static_alloc=True)
+    folded(x)
+    prefix = os.path.join(out_dir, cfg.model.name)
+    folded.export(prefix, epoch=0)
+
+    write_json(os.path.join(out_dir, "preprocess.json"), {
+        "input": "data", "shape": [1, 3, size, size], "layout": "NCHW", "channel_order": "RGB",
+        "scale": 1 / 255, "mean": list(cfg.data.mean), "std": list(cfg.data.std),
+        "formula": "(pixel / 255 - mean) / std, per channel", "classes": classes,
+        "outputs": ["ids", "scores", "boxes (x0, y0, x1, y1 in input pixels)"]})
+    deploy, _ = load_deploy(out_dir, ctx)
+    deploy_det = [a.asnumpy() for a in deploy(x)]
+    deploy_cls, deploy_box = deploy_raw_outputs(prefix, x, len(classes))
+    layers = [vars(r) for r in bias_report(folded)]
+    parity = {"images": int(x.shape[0]),
+              "class_logits": relative_error(deploy_cls, trained_cls),
+              "box_offsets": relative_error(deploy_box, trained_box),
+              # after NMS, for information: near-ties may reorder or swap detections
+              "scores": relative_error(deploy_det[1], trained_det[1]),
+              "same_detections": bool(np.array_equal(deploy_det[0], trained_det[0]) and
+                                      relative_error(deploy_det[2], trained_det[2]) <= 1e-4)}
+    report = {"model": cfg.model.name, "params": params_path, "symbol": prefix + "-symbol.json",
+              "deploy_params": prefix + "-0000.params", "layers": layers,
+              "bias_free_layers": sum(r["bias_free"] for r in layers),
+              "parity": parity, "parity_rtol": PARITY_RTOL}
+    write_json(os.path.join(out_dir, "export_report.json"), report)
+    worst = max(parity["class_logits"], parity["box_offsets"])
+    if worst > PARITY_RTOL:
+        raise ParityError(f"the deploy graph's raw outputs differ from the trained model's by "
+                          f"{worst:.3g} of their magnitude (allowed {PARITY_RTOL:g}); see "
+                          f"{out_dir}/export_report.json")
+    return report
+
+
+def load_deploy(deploy_dir: str, ctx: Sequence[mx.Context]
+                ) -> Tuple[gluon.SymbolBlock, List[str]]:
+    """The exported graph as a SymbolBlock, and its class names from preprocess.json."""
+    symbols = [f for f in os.listdir(deploy_dir) if f.endswith("-symbol.json")] \
+        if os.path.isdir(deploy_dir) else []
+    if len(symbols) != 1:
+        raise DataError(f"'{deploy_dir}' should hold one <model>-symbol.json written by "
+                        f"export_ssd.py, found {len(symbols)}")
+    prefix = os.path.join(deploy_dir, symbols[0][: -len("-symbol.json")])
+    try:
+        with open(os.path.join(deploy_dir, "preprocess.json")) as f:
+            classes = json.load(f)["classes"]
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"{deploy_dir}/preprocess.json is missing or unreadable: {err}") from None
+    try:
+        block = gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
+                                          prefix + "-0000.params", ctx=list(ctx))
+    except (mx.base.MXNetError, AssertionError, OSError) as err:
+        raise DataError(f"cannot load the deploy graph {prefix}: "
+                        f"{str(err).splitlines()[0]}") from None
+    block.hybridize(static_alloc=True)
+    return block, classes
+
+
+def format_report(report: Dict) -> str:
+    """The layer table and parity figures, for the console."""
+    rows = [f"{'layer':44s} {'bias':5s} {'max |bias|':>10s}"]
+    for r in report["layers"]:
+        bias = "-" if r["max_abs_bias"] is None else f"{r['max_abs_bias']:.3g}"
+        rows.append(f"{r['name']:44s} {'no' if r['bias_free'] else 'YES':5s} {bias:>10s}")
+    p = report["parity"]
+    rows.append(f"{report['bias_free_layers']} of {len(report['layers'])} convolutions have no "
+                f"bias")
+    rows.append(f"parity on {p['images']} images, deploy graph against the trained model "
+                f"(max error over max magnitude): class logits {p['class_logits']:.2g}, box "
+                f"offsets {p['box_offsets']:.2g}; same detections after NMS: "
+                f"{p['same_detections']}")
+    return "\n".join(rows)
+

@@ -1,0 +1,179 @@
+"""Folding math, the deploy graph a trained model exports to, its parity, and bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd, gluon
+
+from ssd_nobias.config import load_config
+from ssd_nobias.errors import DataError
+from ssd_nobias.evaluate import evaluate_checkpoint
+from ssd_nobias.export import FoldedConv, export_deploy, fold_conv_norm
+from ssd_nobias.model import ConvNorm
+from ssd_nobias.nn import NoBiasBatchNorm
+from ssd_nobias.synthetic import make_synthetic
+from ssd_nobias.train import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("norm", [NoBiasBatchNorm, gluon.nn.BatchNorm])
+@pytest.mark.parametrize("in_ch, out_ch, kernel, stride, groups", [
+    (6, 8, 1, 1, 1), (6, 8, 3, 2, 1), (8, 8, 3, 1, 8), (6, 4, 3, 1, 2)])
+def test_folded_conv_equals_conv_norm_in_inference(norm, in_ch, out_ch, kernel, stride, groups):
+    mx.random.seed(0)
+    pair = ConvNorm(in_ch, out_ch, kernel, stride, norm, groups=groups)
+    pair.initialize(mx.init.Normal(0.5))
+    rng = np.random.RandomState(0)
+    pair.norm.gamma.set_data(mx.nd.array(rng.uniform(-2, 2, out_ch)))
+    pair.norm.running_var.set_data(mx.nd.array(rng.uniform(0.01, 5, out_ch)))
+    if norm is gluon.nn.BatchNorm:  # stock BN: a mean and a shift, folded into a bias
+        pair.norm.running_mean.set_data(mx.nd.array(rng.normal(0, 1, out_ch)))
+        pair.norm.beta.set_data(mx.nd.array(rng.normal(0, 1, out_ch)))
+    x = mx.nd.array(rng.normal(0, 1, (2, in_ch, 9, 9)))
+    with autograd.predict_mode():
+        want = pair(x).asnumpy()
+    weight, bias = fold_conv_norm(pair)
+    folded = FoldedConv(pair.conv, weight, bias)
+    np.testing.assert_allclose(folded(x).asnumpy(), want, rtol=1e-5, atol=1e-5)
+    names = list(folded.collect_params())
+    if norm is NoBiasBatchNorm:
+        assert bias is None and not [n for n in names if n.endswith("bias")]
+    else:
+        assert np.abs(bias).max() > 0.1 and [n for n in names if n.endswith("bias")]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A bias-free model trained a few iterations on synthetic data, and its config."""
+    base = tmp_path_factory.mktemp("export")
+    root = make_synthetic(str(base / "data"), train=8, val=4, size=96, seed=1)["root"]
+    cfg = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml"), [
+        f"data.root={root}", f"output_dir={base / 'run'}", "name=tiny", "data.num_workers=0",
+        "train.batch_size=4", "train.epochs=1", "train.warmup_iters=1", "train.val_interval=1",
+        "eval.batch_size=4"])
+    train(cfg)
+    return cfg, str(base / "run" / "tiny-last.params"), base
+
+
+def test_deploy_graph_has_no_norm_and_no_bias_where_none_was_asked(trained):
+    cfg, params, base = trained
+    out = str(base / "deploy")
+    report = export_deploy(cfg, params, out)
+    name = cfg.model.name
+    with open(os.path.join(out, f"{name}-symbol.json")) as f:
+        ops = [n["op"] for n in json.load(f)["nodes"]]
+    assert "BatchNorm" not in ops and "nobias_batch_norm" not in ops
+    assert ops.count("Convolution") == 47 and "_contrib_box_nms" in ops
+    arrays = mx.nd.load(os.path.join(out, f"{name}-0000.params"))
+    assert not [k for k in arrays if "running" in k or "beta" in k or "gamma" in k]
+    biases = [k for k in arrays if k.endswith("bias")]
+    assert len(biases) == 12 and all("predictor" in k for k in biases)  # only the heads
+    assert report["bias_free_layers"] == 35
+    assert report["parity"]["class_logits"] <= 1e-4
+    assert report["parity"]["box_offsets"] <= 1e-4
+    with open(os.path.join(out, "preprocess.json")) as f:
+        pre = json.load(f)
+    assert pre["shape"] == [1, 3, 300, 300] and pre["mean"] == list(cfg.data.mean)
+    assert pre["classes"] == ["circle", "square", "triangle", "star"]
+
+
+def test_deploy_graph_loads_without_project_code_and_matches(trained):
+    cfg, params, base = trained
+    out = str(base / "deploy2")
+    export_deploy(cfg, params, out)
+    code = (f"import mxnet as mx, numpy as np, sys; p = {out + '/' + cfg.model.name!r}; "
+            "net = mx.gluon.SymbolBlock.imports(p + '-symbol.json', ['data'], p + '-0000.params');"
+            "ids, scores, boxes = net(mx.nd.ones((1, 3, 300, 300)));"
+            "assert 'ssd_nobias' not in sys.modules; print(scores.shape)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(1, 100, 1)"
+    trained_map = evaluate_checkpoint(cfg, params, str(base / "e1"), progress=False)
+    deploy_map = evaluate_checkpoint(cfg, None, str(base / "e2"), progress=False,
+                                     deploy_dir=out)
+    assert round(deploy_map.value, 3) == round(trained_map.value, 3)
+
+
+def test_stock_batchnorm_folds_into_conv_with_bias(trained, tmp_path):
+    cfg, _, base = trained
+    bn_cfg = load_config(None, [f"{k}={v}" for k, v in (
+        ("model.name", cfg.model.name), ("model.norm", "batchnorm"), ("data.dataset", "voc_custom"),
+        ("data.root", cfg.data.root), ("data.train_splits", "[train]"),
+        ("data.val_splits", "[val]"), ("data.classes", "[classes.txt]"),
+        ("output_dir", str(tmp_path)))])
+    from ssd_nobias.model import build_model
+    net = build_model(bn_cfg, ["circle", "square", "triangle", "star"])
+    net.initialize()
+    net(mx.nd.zeros((1, 3, 300, 300)))
+    rng = np.random.RandomState(0)
+    for pname, p in net.collect_params().items():
+        if pname.endswith(("running_mean", "beta")):
+            p.set_data(mx.nd.array(rng.normal(0, 0.1, p.shape)))
+        elif pname.endswith("running_var"):
+            p.set_data(mx.nd.array(rng.uniform(0.5, 2, p.shape)))
+    params = str(tmp_path / "bn.params")
+    net.save_parameters(params)
+    report = export_deploy(bn_cfg, params, str(tmp_path / "deploy"))
+    assert report["bias_free_layers"] == 0
+    assert report["parity"]["class_logits"] <= 1e-4 and report["parity"]["box_offsets"] <= 1e-4
+
+
+def test_bad_input_is_named(trained, tmp_path):
+    cfg, params, base = trained
+    with pytest.raises(DataError, match="does not exist"):
+        export_deploy(cfg, str(tmp_path / "missing.params"), str(tmp_path / "out"))
+    wrong = load_config(None, [f"{k}={v}" for k, v in (
+        ("model.name", "ssd_300_mobilenet0.5_custom"), ("data.dataset", "voc_custom"),
+        ("data.root", cfg.data.root), ("data.train_splits", "[train]"),
+        ("data.val_splits", "[val]"), ("data.classes", "[classes.txt]"))])
+    with pytest.raises(DataError, match="does not fit model ssd_300_mobilenet0.5_custom"):
+        export_deploy(wrong, params, str(tmp_path / "out"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="not a directory"):
+        export_deploy(cfg, params, str(tmp_path / "file"))
+    truncated = tmp_path / "cut.params"
+    truncated.write_bytes(open(params, "rb").read()[:1000])
+    with pytest.raises(DataError, match="cut.params"):
+        export_deploy(cfg, str(truncated), str(tmp_path / "out"))
+
+
+def test_scripts_export_then_evaluate_the_deploy_graph(trained):
+    cfg, params, base = trained
+    config = os.path.join(cfg.output_dir, "config.yaml")
+    out = str(base / "deploy3")
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "export_ssd.py"),
+                           "--config", config, "--params", params, "--out", out],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "35 of 47 convolutions have no bias" in done.stdout
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "eval_ssd.py"),
+                           "--config", config, "--deploy", out, "--out", str(base / "e3")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "VOC07 mAP" in done.stdout
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "eval_ssd.py"),
+                           "--config", config, "--deploy", str(base)], capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and "symbol.json" in done.stderr
+
+
+def test_a_wrong_fold_fails_parity_and_says_by_how_much(trained, tmp_path, monkeypatch):
+    import ssd_nobias.export as export
+    cfg, params, _ = trained
+    real = export.fold_conv_norm
+
+    def off_by_one_percent(pair):
+        weight, bias = real(pair)
+        return weight * 1.01, bias
+
+    monkeypatch.setattr(export, "fold_conv_norm", off_by_one_percent)
+    with pytest.raises(export.ParityError,
+                       match=r"by 0\.\d+ of their magnitude \(allowed 0\.0001\)"):
+        export_deploy(cfg, params, str(tmp_path / "bad"))
+    with open(tmp_path / "bad" / "export_report.json") as f:
+        assert json.load(f)["parity"]["class_logits"] > 1e-3
