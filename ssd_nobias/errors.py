@@ -11,3 +11,13 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError, ValueError):
     """A dataset that cannot be read as given; the message names the file."""
+
+
+def mxnet_reason(err: Exception) -> str:
+    """The line of an MXNet error that says what is wrong, without its C++ stack trace."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Check failed" in line or line.startswith(("MXNetError", "ValueError")):
+            return line
+    useful = [line for line in lines if not line.startswith(("Traceback", "File ", "[bt]"))]
+    return useful[-1] if useful else type(err).__name__

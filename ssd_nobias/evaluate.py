@@ -25,7 +25,7 @@ from .checkpoint import read_meta
 from .config import base_size, contexts, eval_metric
 from .data import (COCOFormatDetection, build_dataset, dataset_classes, read_image, split_batch,
                    val_loader)
-from .errors import DataError
+from .errors import DataError, mxnet_reason
 from .model import build_model
 from .plots import plot_detections, plot_pr_curves
 
@@ -255,22 +255,28 @@ def write_report(result: EvalResult, dataset, class_names: Sequence[str], out_di
                         class_names, score_thresh=score_thresh)
 
 
-def load_trained(cfg, params_path: str, ctx: Sequence[mx.Context]):
+def val_set(cfg) -> Tuple[object, List[str]]:
+    """The configured val dataset and the class names."""
+    dataset = build_dataset(cfg, "val")
+    classes = list(dataset.classes) if cfg.data.dataset == "coco" else dataset_classes(cfg)
+    return dataset, classes
+
+
+def load_trained(cfg, params_path: str, ctx: Sequence[mx.Context], ignore_extra: bool = False):
     """The config's model with a training .params file loaded, its val set and class names."""
     if not os.path.isfile(params_path):
         raise DataError(f"params file '{params_path}' does not exist")
-    dataset = build_dataset(cfg, "val")
-    classes = list(dataset.classes) if cfg.data.dataset == "coco" else dataset_classes(cfg)
+    dataset, classes = val_set(cfg)
     meta = read_meta(params_path)
     if meta and meta.get("classes") not in (None, classes):
         raise DataError(f"{params_path} was trained on classes {meta['classes']}, the config's "
                         f"dataset has {classes}")
     net = build_model(cfg, classes)
     try:
-        net.load_parameters(params_path, ctx=list(ctx))
+        net.load_parameters(params_path, ctx=list(ctx), ignore_extra=ignore_extra)
     except (AssertionError, mx.base.MXNetError) as err:
         raise DataError(f"{params_path} does not fit model {cfg.model.name} "
-                        f"(norm {cfg.model.norm}): {str(err).splitlines()[0]}") from None
+                        f"(norm {cfg.model.norm}): {mxnet_reason(err)}") from None
     return net, dataset, classes
 
 
@@ -284,7 +290,7 @@ def evaluate_checkpoint(cfg, params_path: str, out_dir: str, progress: bool = Tr
         predictor = net_predictor(net)
     else:
         from .export import load_deploy  # the deploy graph needs no training code
-        dataset = build_dataset(cfg, "val")
+        dataset, _ = val_set(cfg)
         predictor, classes = load_deploy(deploy_dir, ctx)
     result = evaluate(predictor, dataset, classes, ctx, base_size(cfg),
                       cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean, cfg.data.std,

@@ -19,12 +19,16 @@ from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
 from .config import base_size, contexts
-from .errors import DataError, UserError
-from .evaluate import load_trained, write_json
-from .model import ConvNorm, MobileNetSSDFeatures, bias_report
+from .errors import DataError, UserError, mxnet_reason
+from .evaluate import evaluate_checkpoint, load_trained, val_set, write_json
+from .model import ConvNorm, MobileNetSSDFeatures, bias_report, build_model
 from .nn import NoBiasBatchNorm
 
 PARITY_RTOL = 1e-4  # of the output's magnitude: raw predictor outputs, deploy against trained
+
+
+class ShiftError(UserError):
+    """Norm layers with a shift where the config asks for no bias: folding needs a bias."""
 
 
 class ParityError(UserError):
@@ -146,17 +150,72 @@ def parity_images(dataset, size: int, mean, std, count: int = 8) -> mx.nd.NDArra
     return mx.nd.stack(*[transform(*dataset[i])[0] for i in range(min(count, len(dataset)))])
 
 
-def export_deploy(cfg, params_path: str, out_dir: str) -> dict:
+def norm_shifts(params_path: str) -> Dict[str, float]:
+    """Per norm layer of a params file: max |beta - gamma * mean / sqrt(var + eps)|, the bias
+    the layer would leave once folded (eps 1e-5, Gluon's default)."""
+    try:
+        arrays = {k: v.asnumpy() for k, v in mx.nd.load(params_path).items()}
+    except mx.base.MXNetError as err:
+        raise DataError(f"cannot read '{params_path}': {mxnet_reason(err)}") from None
+    shifts = {}
+    for key, mean in arrays.items():
+        if key.endswith(".running_mean"):
+            layer = key[: -len(".running_mean")]
+            gamma = arrays.get(layer + ".gamma", np.ones_like(mean))
+            beta = arrays.get(layer + ".beta", np.zeros_like(mean))
+            var = arrays[layer + ".running_var"]
+            shifts[layer] = float(np.abs(beta - gamma * mean / np.sqrt(var + 1e-5)).max())
+    return shifts
+
+
+def _nobias_layers(net: SSD) -> List[str]:
+    return [f"features.{name}.norm" for name, pair in net.features.pairs()
+            if isinstance(pair.norm, NoBiasBatchNorm)]
+
+
+def _load_zero_shift(cfg, params_path: str, ctx):
+    """The config's bias-free model with stock-BN params loaded and their shifts dropped."""
+    net, dataset, classes = load_trained(cfg, params_path, ctx, ignore_extra=True)  # no betas
+    for param in net.collect_params(".*running_mean").values():
+        param.set_data(mx.nd.zeros(param.shape))
+    return net, dataset, classes
+
+
+def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = False) -> dict:
     """Fold the trained model, write the deploy graph, preprocessing and report; check parity.
 
-    Raises ParityError (after writing the report) when the deploy graph's raw class and box
-    outputs differ from the trained model's by more than PARITY_RTOL of their magnitude.
+    Params whose norm layers have a shift (beta or running mean, i.e. trained with stock
+    BatchNorm) where the config asks for NoBiasBatchNorm cannot be folded without a bias:
+    ShiftError names them, unless force_zero_shift, which drops the shifts and reports the mAP
+    before and after. Raises ParityError (after writing the report) when the deploy graph's raw
+    class and box outputs differ from the model's by more than PARITY_RTOL of their magnitude.
     """
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise DataError(f"output '{out_dir}' exists and is not a directory")
-    os.makedirs(out_dir, exist_ok=True)
+    if not os.path.isfile(params_path):
+        raise DataError(f"params file '{params_path}' does not exist")
     ctx = [contexts(cfg.train.ctx)[0]]
-    net, dataset, classes = load_trained(cfg, params_path, ctx)
+    shifts = norm_shifts(params_path)
+    nobias = _nobias_layers(build_model(cfg, val_set(cfg)[1]))
+    shifted = {layer: shifts[layer] for layer in nobias if shifts.get(layer, 0.0) > 0}
+    if shifted and not force_zero_shift:
+        listing = ", ".join(f"{k} {v:.3g}" for k, v in list(shifted.items())[:6])
+        raise ShiftError(f"{params_path}: {len(shifted)} norm layers the config makes bias-free "
+                         f"were trained with a shift (max |shift| per layer: {listing}"
+                         f"{', ...' if len(shifted) > 6 else ''}); folding them needs a bias. "
+                         f"--force-zero-shift drops the shifts and reports the mAP it costs")
+    os.makedirs(out_dir, exist_ok=True)
+    before = None
+    if shifted:
+        stock = cfg.clone()
+        stock.defrost()
+        stock.model.norm, stock.model.bias_free = "batchnorm", ["*"]
+        stock.freeze()
+        before = evaluate_checkpoint(stock, params_path, os.path.join(out_dir, "before"),
+                                     progress=False)
+        net, dataset, classes = _load_zero_shift(cfg, params_path, ctx)
+    else:
+        net, dataset, classes = load_trained(cfg, params_path, ctx)
     size = base_size(cfg)
     x = parity_images(dataset, size, cfg.data.mean, cfg.data.std).as_in_context(ctx[0])
     trained_cls, trained_box = raw_outputs(net, x)
@@ -188,6 +247,11 @@ def export_deploy(cfg, params_path: str, out_dir: str) -> dict:
               "deploy_params": prefix + "-0000.params", "layers": layers,
               "bias_free_layers": sum(r["bias_free"] for r in layers),
               "parity": parity, "parity_rtol": PARITY_RTOL}
+    if shifted:
+        after = evaluate_checkpoint(cfg, None, os.path.join(out_dir, "after"), progress=False,
+                                    deploy_dir=out_dir)
+        report["forced_zero_shift"] = {"layers": shifted, "metric": before.metric,
+                                       "before": before.value, "after": after.value}
     write_json(os.path.join(out_dir, "export_report.json"), report)
     worst = max(parity["class_logits"], parity["box_offsets"])
     if worst > PARITY_RTOL:
@@ -216,7 +280,7 @@ def load_deploy(deploy_dir: str, ctx: Sequence[mx.Context]
                                           prefix + "-0000.params", ctx=list(ctx))
     except (mx.base.MXNetError, AssertionError, OSError) as err:
         raise DataError(f"cannot load the deploy graph {prefix}: "
-                        f"{str(err).splitlines()[0]}") from None
+                        f"{mxnet_reason(err)}") from None
     block.hybridize(static_alloc=True)
     return block, classes
 
@@ -234,5 +298,10 @@ def format_report(report: Dict) -> str:
                 f"(max error over max magnitude): class logits {p['class_logits']:.2g}, box "
                 f"offsets {p['box_offsets']:.2g}; same detections after NMS: "
                 f"{p['same_detections']}")
+    forced = report.get("forced_zero_shift")
+    if forced:
+        rows.append(f"--force-zero-shift: dropped the shift of {len(forced['layers'])} norm "
+                    f"layers; val {forced['metric']} {forced['before']:.4f} with it, "
+                    f"{forced['after']:.4f} without")
     return "\n".join(rows)
 

@@ -12,7 +12,7 @@ from mxnet import autograd, gluon
 from ssd_nobias.config import load_config
 from ssd_nobias.errors import DataError
 from ssd_nobias.evaluate import evaluate_checkpoint
-from ssd_nobias.export import FoldedConv, export_deploy, fold_conv_norm
+from ssd_nobias.export import FoldedConv, ShiftError, export_deploy, fold_conv_norm
 from ssd_nobias.model import ConvNorm
 from ssd_nobias.nn import NoBiasBatchNorm
 from ssd_nobias.synthetic import make_synthetic
@@ -121,6 +121,17 @@ def test_stock_batchnorm_folds_into_conv_with_bias(trained, tmp_path):
     report = export_deploy(bn_cfg, params, str(tmp_path / "deploy"))
     assert report["bias_free_layers"] == 0
     assert report["parity"]["class_logits"] <= 1e-4 and report["parity"]["box_offsets"] <= 1e-4
+
+    # The seed user's case: stock-BN params, a bias-free deploy asked for.
+    with pytest.raises(ShiftError, match=r"35 norm layers .* features\.conv0\.norm 0\.\d+"):
+        export_deploy(cfg, params, str(tmp_path / "refused"))
+    assert not os.path.exists(tmp_path / "refused")
+    forced = export_deploy(cfg, params, str(tmp_path / "forced"), force_zero_shift=True)
+    assert forced["bias_free_layers"] == 35
+    assert forced["parity"]["class_logits"] <= 1e-4
+    price = forced["forced_zero_shift"]
+    assert len(price["layers"]) == 35 and min(price["layers"].values()) > 0
+    assert 0 <= price["before"] <= 1 and 0 <= price["after"] <= 1
 
 
 def test_bad_input_is_named(trained, tmp_path):
