@@ -20,16 +20,19 @@ test: setup
 
 # The demo: synthetic data (generated once), a bias-free SSD trained on the CPU, evaluated.
 DEMO_DATA := data/synthetic
+DEMO_MODEL := ssd_300_mobilenet0.25_custom
 # MXNet's default OpenMP thread count can be below the core count: use every core.
 CORES := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)}
 demo: setup
 	test -f $(DEMO_DATA)/classes.txt || \
 		$(BIN)/python scripts/make_synthetic_voc.py --out $(DEMO_DATA) --train 1000 --val 100
 	$(CORES) $(BIN)/python scripts/train_ssd.py --config configs/demo_synthetic.yaml
-	$(CORES) $(BIN)/python scripts/eval_ssd.py --config configs/demo_synthetic.yaml \
-		--params runs/demo/demo-best.params --out runs/demo
 	$(CORES) $(BIN)/python scripts/export_ssd.py --config configs/demo_synthetic.yaml \
 		--params runs/demo/demo-best.params --out runs/demo/export
+	$(BIN)/python scripts/audit_params.py runs/demo/export/$(DEMO_MODEL)-0000.params --summary \
+		--symbol runs/demo/export/$(DEMO_MODEL)-symbol.json --expect-bias-free '*features*'
+	$(CORES) $(BIN)/python scripts/eval_ssd.py --config configs/demo_synthetic.yaml \
+		--params runs/demo/demo-best.params --out runs/demo
 
 bench: setup
 	$(BIN)/python bench/bn_overhead.py

@@ -1,0 +1,32 @@
+"""Audit an MXNet params file: conv biases, BatchNorm means and betas, biases once folded.
+
+    python scripts/audit_params.py FILE.params [--symbol FILE-symbol.json]
+        [--expect-bias-free GLOB ...] [--summary]
+
+Exit status 0 when every convolution asked for (default: every conv followed by a BatchNorm)
+has no bias once BatchNorm is folded into it, 1 otherwise.
+"""
+import argparse
+import sys
+
+from ssd_nobias import cli
+from ssd_nobias.audit import audit, expected, format_audit
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("params", help="a .params file (Gluon or exported)")
+    p.add_argument("--symbol", help="its -symbol.json, to pair convs and norms by the graph")
+    p.add_argument("--expect-bias-free", nargs="+", default=[], metavar="GLOB",
+                   help="convolution names that must have no bias once folded")
+    p.add_argument("--summary", action="store_true", help="print only the verdict line")
+    args = p.parse_args(argv)
+    report = audit(args.params, args.symbol)
+    asked = expected(report, args.expect_bias_free)
+    text = format_audit(report, asked)
+    print(text.splitlines()[-1] if args.summary else text)
+    return 0 if all(r.bias_free for r in asked) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
