@@ -70,7 +70,7 @@ class FoldedConv(nn.HybridBlock):
             self.conv.bias.set_data(mx.nd.array(bias))
 
     def hybrid_forward(self, F, x):
-        return F.relu(self.conv(x))
+        return F.Activation(self.conv(x), act_type="relu")  # the form MKLDNN fuses
 
 
 class FoldedFeatures(MobileNetSSDFeatures):
