@@ -37,6 +37,7 @@ demo: setup
 bench: setup
 	$(BIN)/python bench/bn_overhead.py
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/deploy_speed.py
 
 clean:
 	rm -rf $(VENV) ssd_nobias/_build runs data
