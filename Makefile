@@ -18,7 +18,8 @@ $(STAMP): setup.cfg setup.py constraints.txt
 test: setup
 	$(BIN)/python -m pytest -q
 
-# The demo: synthetic data (generated once), a bias-free SSD trained on the CPU, evaluated.
+# The demo: synthetic data (generated once), a bias-free SSD trained on the CPU, exported
+# (deploy graph + ONNX), audited, evaluated.
 DEMO_DATA := data/synthetic
 DEMO_MODEL := ssd_300_mobilenet0.25_custom
 # MXNet's default OpenMP thread count can be below the core count: use every core.
@@ -28,7 +29,7 @@ demo: setup
 		$(BIN)/python scripts/make_synthetic_voc.py --out $(DEMO_DATA) --train 1000 --val 100
 	$(CORES) $(BIN)/python scripts/train_ssd.py --config configs/demo_synthetic.yaml
 	$(CORES) $(BIN)/python scripts/export_ssd.py --config configs/demo_synthetic.yaml \
-		--params runs/demo/demo-best.params --out runs/demo/export
+		--params runs/demo/demo-best.params --out runs/demo/export --onnx
 	$(BIN)/python scripts/audit_params.py runs/demo/export/$(DEMO_MODEL)-0000.params --summary \
 		--symbol runs/demo/export/$(DEMO_MODEL)-symbol.json --expect-bias-free '*features*'
 	$(CORES) $(BIN)/python scripts/eval_ssd.py --config configs/demo_synthetic.yaml \

@@ -3,7 +3,8 @@ the same architecture, with and without MXNet's MKLDNN conv+BN fusion, in one ru
 
 Each variant runs the whole detector (features, heads, decoding, NMS) on the CPU, hybridized;
 the variants are timed in alternating rounds so that load on a shared machine hits all alike.
-Prints images/s at batch 1 and 8 and the ratio to the fused stock model.
+Prints images/s at batch 1 and 8 and the ratio to the fused stock model. The ONNX model (the
+deploy graph with per-class NMS, see ssd_nobias/onnx_model.py) runs in ONNX Runtime on the CPU.
 
     python bench/deploy_speed.py [--model ssd_300_mobilenet1.0_voc] [--rounds 5] [--iters 10]
 """
@@ -18,6 +19,7 @@ import numpy as np
 
 from ssd_nobias import get_model
 from ssd_nobias.export import fold_ssd
+from ssd_nobias.onnx_model import OnnxPredictor, export_onnx
 
 FUSED = "MKLDNN"
 
@@ -46,6 +48,12 @@ def deploy_graph(model: str, size: int, folder: str) -> mx.gluon.SymbolBlock:
                                             f"{folder}/deploy-0000.params")
 
 
+def onnx_model(model: str, size: int, folder: str) -> OnnxPredictor:
+    deploy_graph(model, size, folder)
+    export_onnx(f"{folder}/deploy", f"{folder}/deploy.onnx", (1, 3, size, size))
+    return OnnxPredictor(f"{folder}/deploy.onnx")
+
+
 def prepared(block, x, fuse: bool):
     block.hybridize(static_alloc=True, static_shape=True)
     if fuse:
@@ -54,6 +62,10 @@ def prepared(block, x, fuse: bool):
 
 
 def images_per_s(block, x, iters: int) -> float:
+    if isinstance(block, OnnxPredictor):  # time ONNX Runtime alone, not NDArray conversions
+        feed = {block.input: x.asnumpy()}
+        sess = block.session
+        block = lambda _: [mx.nd.array(sess.run(None, feed)[0])]  # noqa: E731
     block(x)[0].wait_to_read()
     start = time.perf_counter()
     for _ in range(iters):
@@ -83,6 +95,7 @@ def main() -> None:
                                             x, False),
                 "stock BatchNorm + MKLDNN fusion": prepared(
                     trained_looking("batchnorm", args.model, size), x, True),
+                "ONNX model in ONNX Runtime": onnx_model(args.model, size, tmp),
             }
             speeds = {name: [] for name in variants}
             for _ in range(args.rounds):
@@ -90,7 +103,7 @@ def main() -> None:
                     speeds[name].append(images_per_s(block, x, args.iters))
             base = statistics.median(speeds["stock BatchNorm + MKLDNN fusion"])
             print(f"{args.model}, batch {batch}, CPU, median of {args.rounds} rounds of "
-                  f"{args.iters} forwards (ONNX Runtime: not exported yet)")
+                  f"{args.iters} forwards")
             for name, values in speeds.items():
                 median = statistics.median(values)
                 print(f"  {name:34s} {median:8.1f} images/s  {median / base:5.2f}x fused stock")

@@ -2,6 +2,7 @@
 
     python scripts/eval_ssd.py --config C.yaml --params runs/x/x-best.params [--out DIR]
     python scripts/eval_ssd.py --config C.yaml --deploy runs/x/export [--out DIR]
+    python scripts/eval_ssd.py --config C.yaml --onnx runs/x/export/MODEL.onnx [--out DIR]
 """
 import os
 import sys
@@ -15,11 +16,14 @@ def main(argv=None) -> int:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--params", help="a .params file written by train_ssd.py")
     which.add_argument("--deploy", metavar="DIR", help="a folder written by export_ssd.py")
+    which.add_argument("--onnx", metavar="FILE",
+                       help="an ONNX model written by export_ssd.py --onnx (ONNX Runtime, CPU)")
     p.add_argument("--out", help="output folder (default: <output_dir>/eval)")
     args = p.parse_args(argv)
     cfg = cli.config_from(args)
     out = args.out or os.path.join(cfg.output_dir, "eval")
-    result = evaluate_checkpoint(cfg, args.params, out, deploy_dir=args.deploy)
+    result = evaluate_checkpoint(cfg, args.params, out, deploy_dir=args.deploy,
+                                 onnx_path=args.onnx)
     print(format_table(result))
     print(f"wrote {out}/eval.json, pr_curves.png, detections.png")
     return 0

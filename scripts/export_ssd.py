@@ -1,7 +1,7 @@
 """Fold BatchNorm into the convolutions and write a deploy graph checked against the trained model.
 
     python scripts/export_ssd.py --config C.yaml --params runs/x/x-best.params [--out DIR]
-        [--force-zero-shift]
+        [--onnx] [--force-zero-shift]
 """
 import os
 import sys
@@ -14,6 +14,8 @@ def main(argv=None) -> int:
     p = cli.parser(__doc__.splitlines()[0])
     p.add_argument("--params", required=True, help="a .params file written by train_ssd.py")
     p.add_argument("--out", help="output folder (default: <output_dir>/export)")
+    p.add_argument("--onnx", action="store_true",
+                   help="also write <model>.onnx (per-class NMS) and check it in ONNX Runtime")
     p.add_argument("--force-zero-shift", action="store_true",
                    help="params trained with stock BatchNorm: drop the shifts (beta, running "
                         "mean) the config's bias-free layers cannot fold, and report the mAP "
@@ -21,9 +23,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     cfg = cli.config_from(args)
     out = args.out or os.path.join(cfg.output_dir, "export")
-    report = export_deploy(cfg, args.params, out, args.force_zero_shift)
+    report = export_deploy(cfg, args.params, out, args.force_zero_shift, args.onnx)
     print(format_report(report))
-    print(f"wrote {report['symbol']}, {report['deploy_params']}, {out}/preprocess.json, "
+    onnx = f"{report['onnx']['file']}, " if "onnx" in report else ""
+    print(f"wrote {report['symbol']}, {report['deploy_params']}, {onnx}{out}/preprocess.json, "
           f"{out}/export_report.json")
     return 0
 

@@ -280,18 +280,25 @@ def load_trained(cfg, params_path: str, ctx: Sequence[mx.Context], ignore_extra:
     return net, dataset, classes
 
 
-def evaluate_checkpoint(cfg, params_path: str, out_dir: str, progress: bool = True,
-                        deploy_dir: Optional[str] = None) -> EvalResult:
-    """Evaluate a training .params file (or the deploy graph exported from it, when deploy_dir
-    is given) on the configured val set and write the report."""
+def evaluate_checkpoint(cfg, params_path: Optional[str], out_dir: str, progress: bool = True,
+                        deploy_dir: Optional[str] = None,
+                        onnx_path: Optional[str] = None) -> EvalResult:
+    """Evaluate a training .params file, or what export_ssd.py made of it (the deploy graph in
+    `deploy_dir`, or the ONNX model `onnx_path`, run by ONNX Runtime on the CPU), on the
+    configured val set and write the report."""
     ctx = contexts(cfg.train.ctx)
-    if deploy_dir is None:
-        net, dataset, classes = load_trained(cfg, params_path, ctx)
-        predictor = net_predictor(net)
-    else:
+    if onnx_path is not None:
+        from .onnx_model import load_onnx
+        dataset, _ = val_set(cfg)
+        predictor, classes = load_onnx(onnx_path)
+        ctx = [mx.cpu()]
+    elif deploy_dir is not None:
         from .export import load_deploy  # the deploy graph needs no training code
         dataset, _ = val_set(cfg)
         predictor, classes = load_deploy(deploy_dir, ctx)
+    else:
+        net, dataset, classes = load_trained(cfg, params_path, ctx)
+        predictor = net_predictor(net)
     result = evaluate(predictor, dataset, classes, ctx, base_size(cfg),
                       cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean, cfg.data.std,
                       metric=eval_metric(cfg), num_samples=cfg.eval.num_images,

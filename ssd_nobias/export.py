@@ -181,8 +181,12 @@ def _load_zero_shift(cfg, params_path: str, ctx):
     return net, dataset, classes
 
 
-def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = False) -> dict:
+def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = False,
+                  onnx: bool = False) -> dict:
     """Fold the trained model, write the deploy graph, preprocessing and report; check parity.
+
+    With `onnx`, also write `<model>.onnx` and check it with ONNX Runtime against the deploy
+    graph: no BatchNormalization node, the same convolutions without bias, the same raw outputs.
 
     Params whose norm layers have a shift (beta or running mean, i.e. trained with stock
     BatchNorm) where the config asks for NoBiasBatchNorm cannot be folded without a bias:
@@ -247,6 +251,8 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
               "deploy_params": prefix + "-0000.params", "layers": layers,
               "bias_free_layers": sum(r["bias_free"] for r in layers),
               "parity": parity, "parity_rtol": PARITY_RTOL}
+    if onnx:
+        report["onnx"] = check_onnx(prefix, x, (deploy_cls, deploy_box), deploy_det)
     if shifted:
         after = evaluate_checkpoint(cfg, None, os.path.join(out_dir, "after"), progress=False,
                                     deploy_dir=out_dir)
@@ -258,7 +264,57 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
         raise ParityError(f"the deploy graph's raw outputs differ from the trained model's by "
                           f"{worst:.3g} of their magnitude (allowed {PARITY_RTOL:g}); see "
                           f"{out_dir}/export_report.json")
+    if onnx:
+        _raise_onnx_failures(report["onnx"], out_dir)
     return report
+
+
+def check_onnx(prefix: str, x: mx.nd.NDArray, deploy_raw: Tuple[np.ndarray, np.ndarray],
+               deploy_det: List[np.ndarray]) -> dict:
+    """Write `prefix`.onnx and compare it with the deploy graph: nodes, biases, outputs."""
+    from . import onnx_model
+
+    path = prefix + ".onnx"
+    onnx_model.export_onnx(prefix, path, (1,) + x.shape[1:])
+    cut = onnx_model.find_cut(mx.sym.load(prefix + "-symbol.json"), (1,) + x.shape[1:])
+    sess = onnx_model.session(path, extra_outputs=[cut.logits, cut.offsets])
+    ids, scores, boxes, logits, offsets = sess.run(
+        ["ids", "scores", "bboxes", cut.logits, cut.offsets], {"data": x.asnumpy()})
+    deploy_bias = {k.split(":", 1)[1][: -len("bias")] for k in
+                   mx.nd.load(prefix + "-0000.params") if k.endswith("_bias")}
+    convs = onnx_model.conv_biases(path)
+    mismatched = sorted(w for w, b in convs.items()
+                        if (b is not None) != (w[: -len("weight")] in deploy_bias))
+    ops = onnx_model.op_counts(path)
+    return {"file": path, "batchnorm_nodes": ops.get("BatchNormalization", 0),
+            "conv_nodes": len(convs),
+            "conv_nodes_without_bias": sum(b is None for b in convs.values()),
+            "bias_differs_from_deploy": mismatched,
+            "parity": {"images": int(x.shape[0]),
+                       "class_logits": relative_error(logits.reshape(len(logits), -1),
+                                                      deploy_raw[0]),
+                       "box_offsets": relative_error(offsets.reshape(len(offsets), -1),
+                                                     deploy_raw[1]),
+                       "same_detections": bool(
+                           np.array_equal(ids, deploy_det[0]) and
+                           relative_error(scores, deploy_det[1]) <= PARITY_RTOL and
+                           relative_error(boxes, deploy_det[2]) <= PARITY_RTOL)}}
+
+
+def _raise_onnx_failures(check: dict, out_dir: str) -> None:
+    problems = []
+    if check["batchnorm_nodes"]:
+        problems.append(f"{check['batchnorm_nodes']} BatchNormalization nodes")
+    if check["bias_differs_from_deploy"]:
+        problems.append(f"Conv nodes whose bias differs from the deploy graph's: "
+                        f"{', '.join(check['bias_differs_from_deploy'][:4])}")
+    worst = max(check["parity"]["class_logits"], check["parity"]["box_offsets"])
+    if worst > PARITY_RTOL:
+        problems.append(f"raw outputs differ from the deploy graph's by {worst:.3g} of their "
+                        f"magnitude (allowed {PARITY_RTOL:g})")
+    if problems:
+        raise ParityError(f"the ONNX model {check['file']} fails its checks: "
+                          f"{'; '.join(problems)}; see {out_dir}/export_report.json")
 
 
 def load_deploy(deploy_dir: str, ctx: Sequence[mx.Context]
@@ -298,6 +354,14 @@ def format_report(report: Dict) -> str:
                 f"(max error over max magnitude): class logits {p['class_logits']:.2g}, box "
                 f"offsets {p['box_offsets']:.2g}; same detections after NMS: "
                 f"{p['same_detections']}")
+    onnx = report.get("onnx")
+    if onnx:
+        q = onnx["parity"]
+        rows.append(f"ONNX: {onnx['conv_nodes_without_bias']} of {onnx['conv_nodes']} Conv nodes "
+                    f"without bias, {onnx['batchnorm_nodes']} BatchNormalization nodes; ONNX "
+                    f"Runtime against the deploy graph: class logits {q['class_logits']:.2g}, "
+                    f"box offsets {q['box_offsets']:.2g}; same detections after NMS: "
+                    f"{q['same_detections']}")
     forced = report.get("forced_zero_shift")
     if forced:
         rows.append(f"--force-zero-shift: dropped the shift of {len(forced['layers'])} norm "

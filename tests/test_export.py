@@ -21,6 +21,12 @@ from ssd_nobias.train import train
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def script(name, *args):
+    """Run scripts/<name> as a user would; the finished process."""
+    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", name), *args],
+                          capture_output=True, text=True)
+
+
 @pytest.mark.parametrize("norm", [NoBiasBatchNorm, gluon.nn.BatchNorm])
 @pytest.mark.parametrize("in_ch, out_ch, kernel, stride, groups", [
     (6, 8, 1, 1, 1), (6, 8, 3, 2, 1), (8, 8, 3, 1, 8), (6, 4, 3, 1, 2)])
@@ -157,19 +163,13 @@ def test_scripts_export_then_evaluate_the_deploy_graph(trained):
     cfg, params, base = trained
     config = os.path.join(cfg.output_dir, "config.yaml")
     out = str(base / "deploy3")
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "export_ssd.py"),
-                           "--config", config, "--params", params, "--out", out],
-                          capture_output=True, text=True)
+    done = script("export_ssd.py", "--config", config, "--params", params, "--out", out)
     assert done.returncode == 0, done.stderr
     assert "35 of 47 convolutions have no bias" in done.stdout
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "eval_ssd.py"),
-                           "--config", config, "--deploy", out, "--out", str(base / "e3")],
-                          capture_output=True, text=True)
+    done = script("eval_ssd.py", "--config", config, "--deploy", out, "--out", str(base / "e3"))
     assert done.returncode == 0, done.stderr
     assert "VOC07 mAP" in done.stdout
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "eval_ssd.py"),
-                           "--config", config, "--deploy", str(base)], capture_output=True,
-                          text=True)
+    done = script("eval_ssd.py", "--config", config, "--deploy", str(base))
     assert done.returncode == 2 and "symbol.json" in done.stderr
 
 
@@ -188,3 +188,64 @@ def test_a_wrong_fold_fails_parity_and_says_by_how_much(trained, tmp_path, monke
         export_deploy(cfg, params, str(tmp_path / "bad"))
     with open(tmp_path / "bad" / "export_report.json") as f:
         assert json.load(f)["parity"]["class_logits"] > 1e-3
+
+
+def test_onnx_export_has_no_norm_no_bias_where_asked_and_same_map(trained):
+    cfg, params, base = trained
+    out = str(base / "onnx")
+    report = export_deploy(cfg, params, out, onnx=True)
+    check = report["onnx"]
+    assert check["file"] == os.path.join(out, cfg.model.name + ".onnx")
+    assert check["batchnorm_nodes"] == 0 and check["bias_differs_from_deploy"] == []
+    assert (check["conv_nodes"], check["conv_nodes_without_bias"]) == (47, 35)
+    assert check["parity"]["class_logits"] <= 1e-4 and check["parity"]["box_offsets"] <= 1e-4
+    import onnx
+    model = onnx.load(check["file"])
+    assert [o.name for o in model.graph.output] == ["ids", "scores", "bboxes"]
+    assert "NonMaxSuppression" in {n.op_type for n in model.graph.node}
+    import onnxruntime as ort
+    plain = ort.InferenceSession(check["file"])  # all optimizations on: what a user writes
+    ids, scores, boxes = plain.run(None, {"data": np.zeros((2, 3, 300, 300), np.float32)})
+    assert (ids.shape, scores.shape, boxes.shape) == ((2, 100, 1), (2, 100, 1), (2, 100, 4))
+    trained_map = evaluate_checkpoint(cfg, params, str(base / "o1"), progress=False)
+    onnx_map = evaluate_checkpoint(cfg, None, str(base / "o2"), progress=False,
+                                   onnx_path=check["file"])
+    assert round(onnx_map.value, 3) == round(trained_map.value, 3)
+
+
+def test_onnx_with_a_wrong_weight_fails_its_check(trained, tmp_path, monkeypatch):
+    import onnx
+    from onnx import numpy_helper
+
+    import ssd_nobias.onnx_model as onnx_model
+    cfg, params, _ = trained
+    real = onnx_model.export_onnx
+
+    def scaled_first_conv(prefix, path, shape):
+        post = real(prefix, path, shape)
+        model = onnx.load(path)
+        weight = next(n.input[1] for n in model.graph.node if n.op_type == "Conv")
+        init = next(i for i in model.graph.initializer if i.name == weight)
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.05, weight))
+        onnx.save(model, path)
+        return post
+
+    monkeypatch.setattr(onnx_model, "export_onnx", scaled_first_conv)
+    from ssd_nobias.export import ParityError
+    with pytest.raises(ParityError, match=r"ONNX model .* fails its checks: raw outputs differ"):
+        export_deploy(cfg, params, str(tmp_path / "bad"), onnx=True)
+
+
+def test_scripts_export_onnx_then_evaluate_it(trained):
+    cfg, params, base = trained
+    config = os.path.join(cfg.output_dir, "config.yaml")
+    out = str(base / "onnx2")
+    done = script("export_ssd.py", "--config", config, "--params", params, "--out", out, "--onnx")
+    assert done.returncode == 0, done.stderr
+    assert "ONNX: 35 of 47 Conv nodes without bias, 0 BatchNormalization nodes" in done.stdout
+    model = os.path.join(out, cfg.model.name + ".onnx")
+    done = script("eval_ssd.py", "--config", config, "--onnx", model, "--out", str(base / "o3"))
+    assert done.returncode == 0, done.stderr
+    assert "VOC07 mAP" in done.stdout
+    done = script("eval_ssd.py", "--config", config, "--onnx", str(base / "none.onnx"))
+    assert done.returncode == 2 and "none.onnx" in done.stderr
