@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python bench/bn_overhead.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/deploy_speed.py
+	$(BIN)/python bench/dist_scaling.py
 
 clean:
 	rm -rf $(VENV) ssd_nobias/_build runs data

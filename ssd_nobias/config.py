@@ -49,7 +49,7 @@ def defaults() -> CfgNode:
 
     c.train = CfgNode()
     c.train.ctx = ["cpu"]  # ["gpu0", "gpu1", ...] or ["cpu"] / ["cpu0", "cpu1"]
-    c.train.batch_size = 32  # total over all contexts
+    c.train.batch_size = 32  # global: total over all contexts of all workers
     c.train.epochs = 240
     c.train.lr = 0.001
     c.train.lr_mode = "cosine"  # cosine | step
@@ -204,8 +204,9 @@ def validate(cfg: CfgNode) -> None:
     need(t.warmup_iters >= 0, "train.warmup_iters", "must be >= 0")
     need(0 <= t.momentum < 1, "train.momentum", "must be in [0, 1)")
     need(t.wd >= 0, "train.wd", "must be >= 0")
-    need(t.kvstore in ("device", "local", "dist_sync", "dist_async", "dist_device_sync"),
-         "train.kvstore", "must be device, local or a dist_* kvstore")
+    need(t.kvstore in ("device", "local", "dist_sync", "dist_device_sync"), "train.kvstore",
+         "must be device or local (one machine), dist_sync (CPU workers) or dist_device_sync "
+         "(GPU workers)")
     need(t.log_interval > 0, "train.log_interval", "must be positive")
     need(t.val_interval > 0, "train.val_interval", "must be positive")
     need(t.save_interval > 0, "train.save_interval", "must be positive")

@@ -374,25 +374,36 @@ class ValTransform:
 class EpochSampler(gluon.data.Sampler):
     """A shuffled epoch of (sample seed, index) pairs, fixed by (seed, epoch), resumable mid-way.
 
-    The per-sample seed makes augmentation independent of worker count and scheduling.
+    The per-sample seed makes augmentation independent of worker count and scheduling. With
+    `num_shards` > 1 (distributed training), shard `shard` gets every num_shards-th sample of
+    the epoch's order, all shards the same length: batch k of each shard together make batch k
+    of one process with num_shards times the batch.
     """
 
-    def __init__(self, length: int, seed: int):
+    def __init__(self, length: int, seed: int, shard: int = 0, num_shards: int = 1):
+        if not 0 <= shard < num_shards:
+            raise ValueError(f"shard {shard} of {num_shards}")
         self._length, self._seed = length, seed
+        self._shard, self._num_shards = shard, num_shards
         self._epoch, self._skip = 0, 0
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Draw epoch `epoch`'s order; leave out its first `skip` samples (already trained on)."""
+        """Draw epoch `epoch`'s order; leave out the shard's first `skip` samples (trained on)."""
         self._epoch, self._skip = epoch, skip
 
     def __iter__(self):
         rng = np.random.RandomState([self._seed, self._epoch])
         order = rng.permutation(self._length)
         seeds = rng.randint(0, 2 ** 31 - 1, size=self._length)
-        return iter(list(zip(seeds.tolist(), order.tolist()))[self._skip:])
+        pairs = list(zip(seeds.tolist(), order.tolist()))[self._shard::self._num_shards]
+        return iter(pairs[:self.shard_length][self._skip:])
+
+    @property
+    def shard_length(self) -> int:
+        return self._length // self._num_shards
 
     def __len__(self) -> int:
-        return self._length - self._skip
+        return self.shard_length - self._skip
 
 
 class SeededTransform(gluon.data.Dataset):

@@ -23,6 +23,7 @@ from yacs.config import CfgNode
 from .checkpoint import find_resume, load_checkpoint, save_checkpoint
 from .config import base_size, contexts, eval_metric, save_config
 from .data import EpochSampler, build_dataset, dataset_classes, split_batch, train_loader
+from .distributed import Worker, connect, params_checksum, sync_running_stats
 from .errors import ConfigError, UserError
 from .evaluate import EvalResult, evaluate, net_predictor
 from .model import CONV_INIT, build_model, ssd_anchors
@@ -78,14 +79,16 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def setup_logging(out_dir: str) -> logging.Handler:
-    """Log to out_dir/train.log and the console; returns the file handler to close at the end."""
+def setup_logging(out_dir: Optional[str]) -> Optional[logging.Handler]:
+    """Log to the console and out_dir/train.log (unless None); returns the file handler."""
     log.setLevel(logging.INFO)
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
                for h in log.handlers):
         console = logging.StreamHandler(sys.stdout)
         console.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(console)
+    if out_dir is None:
+        return None
     handler = logging.FileHandler(os.path.join(out_dir, "train.log"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
@@ -132,7 +135,7 @@ def _fmt(value) -> str:
 class Trainer:
     """One run: model, data, optimizer and run directory built from a config."""
 
-    def __init__(self, cfg: CfgNode):
+    def __init__(self, cfg: CfgNode, worker: Optional[Worker] = None):
         self.cfg = cfg
         t = cfg.train
         self.ctx = contexts(t.ctx)
@@ -140,6 +143,11 @@ class Trainer:
             raise ConfigError("'train.amp' is float16 on GPUs; set it false for cpu contexts")
         self.out_dir = cfg.output_dir
         os.makedirs(self.out_dir, exist_ok=True)
+        self.worker = worker or connect(t.kvstore)
+        devices = self.worker.num_workers * len(self.ctx)
+        if t.batch_size % devices:
+            raise ConfigError(f"'train.batch_size' ({t.batch_size}) is the global batch: it "
+                              f"must be divisible by workers x contexts ({devices})")
         seed_everything(cfg.seed)
         self.size = base_size(cfg)
         self.train_set = build_dataset(cfg, "train")
@@ -148,26 +156,32 @@ class Trainer:
             else list(self.val_set.classes)
         self.net = build_model(cfg, self.classes)
         self._initialize()
-        self.sampler = EpochSampler(len(self.train_set), cfg.seed)
+        self.sampler = EpochSampler(len(self.train_set), cfg.seed, self.worker.rank,
+                                    self.worker.num_workers)
+        self.batch_size = t.batch_size // self.worker.num_workers  # this worker's share
         anchors = ssd_anchors(self.net, self.size, self.ctx[0])
-        self.loader = train_loader(self.train_set, anchors, self.size, t.batch_size,
+        self.loader = train_loader(self.train_set, anchors, self.size, self.batch_size,
                                    cfg.data.num_workers, cfg.data.mean, cfg.data.std,
                                    self.sampler, cfg.data.max_expand)
-        self.iters_per_epoch = len(self.train_set) // t.batch_size
+        self.iters_per_epoch = self.sampler.shard_length // self.batch_size
         self.schedule = Schedule(t.lr, t.epochs * self.iters_per_epoch, self.iters_per_epoch,
                                  t.warmup_iters, t.lr_mode, tuple(t.lr_steps), t.lr_factor)
         no_decay_params(self.net, t.norm_wd)
         if t.amp:
             from mxnet.contrib import amp
             amp.init()
+        # Distributed: the servers sum gradients and every worker runs the same update, so
+        # the optimizer state stays on the workers and checkpoints can hold it.
+        kvstore = self.worker.kvstore or (t.kvstore if len(self.ctx) > 1 else None)
         self.trainer = gluon.Trainer(self.net.collect_params(), "sgd",
                                      {"learning_rate": self.schedule(0), "wd": t.wd,
-                                      "momentum": t.momentum},
-                                     kvstore=t.kvstore if len(self.ctx) > 1 else None)
+                                      "momentum": t.momentum}, kvstore=kvstore,
+                                     update_on_kvstore=False if self.worker.kvstore else None)
         if t.amp:
             amp.init_trainer(self.trainer)
         self.loss_fn = SSDMultiBoxLoss()
         self.epoch, self.iteration, self.best_map = 0, 0, -1.0
+        self._stats_synced = False
 
     def _initialize(self) -> None:
         with warnings.catch_warnings():  # a pretrained base is initialized already
@@ -189,17 +203,28 @@ class Trainer:
     def fit(self) -> Optional[EvalResult]:
         """Train to cfg.train.epochs; returns the last validation result."""
         cfg, t = self.cfg, self.cfg.train
-        save_config(cfg, os.path.join(self.out_dir, "config.yaml"))
+        chief = self.worker.is_chief
+        if chief:
+            save_config(cfg, os.path.join(self.out_dir, "config.yaml"))
         self.resume()
-        metrics = MetricsLog(self.out_dir, self.iteration)
+        metrics = MetricsLog(self.out_dir, self.iteration) if chief else None
+        where = ",".join(map(str, self.ctx))
+        if self.worker.kvstore is not None:
+            where += (f" x {self.worker.num_workers} workers ({t.kvstore}, this is rank "
+                      f"{self.worker.rank}, batch {self.batch_size} of {t.batch_size})")
         log.info("training %s (%s) on %s: %d images, %d iterations/epoch, %d epochs, output %s",
-                 cfg.model.name, cfg.model.norm, ",".join(map(str, self.ctx)),
-                 len(self.train_set), self.iters_per_epoch, t.epochs, self.out_dir)
+                 cfg.model.name, cfg.model.norm, where, len(self.train_set),
+                 self.iters_per_epoch, t.epochs, self.out_dir)
         result = None
         try:
             while self.epoch < t.epochs:
                 self.train_one_epoch(metrics)
                 self.epoch += 1
+                if self.worker.kvstore is not None:
+                    sync_running_stats(self.net, self.worker, first=not self._stats_synced)
+                    self._stats_synced = True
+                if not chief:
+                    continue
                 last = self.epoch == t.epochs
                 if self.epoch % t.val_interval == 0 or last:
                     result = self.validate(metrics)
@@ -208,16 +233,20 @@ class Trainer:
                     self.save(f"{self.epoch:04d}", with_states=True)
                 metrics.draw()
         except KeyboardInterrupt:
-            path = self.save("last", with_states=True)
-            log.info("interrupted at iteration %d; checkpoint %s (resume: auto continues)",
-                     self.iteration, path)
+            if chief:
+                path = self.save("last", with_states=True)
+                log.info("interrupted at iteration %d; checkpoint %s (resume: auto continues)",
+                         self.iteration, path)
             raise
+        if self.worker.kvstore is not None:
+            log.info("rank %d done at iteration %d; parameters sha256 %s", self.worker.rank,
+                     self.iteration, params_checksum(self.net))
         return result
 
-    def train_one_epoch(self, metrics: MetricsLog) -> None:
+    def train_one_epoch(self, metrics: Optional[MetricsLog]) -> None:
         t = self.cfg.train
         done = self.iteration - self.epoch * self.iters_per_epoch
-        self.sampler.set_epoch(self.epoch, skip=done * t.batch_size)
+        self.sampler.set_epoch(self.epoch, skip=done * self.batch_size)
         self.net.hybridize(static_alloc=True, static_shape=True)  # retrace in training mode
         sums, count, images, start = np.zeros(3), 0, 0, time.perf_counter()
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{t.epochs}", unit="it",
@@ -233,11 +262,14 @@ class Trainer:
                 speed = images / (time.perf_counter() - start)
                 loss, cls_loss, box_loss = (float(v) for v in sums / count)
                 epoch = self.iteration / self.iters_per_epoch
+                speed *= self.worker.num_workers  # each worker's share takes as long
+                sums, count, images, start = np.zeros(3), 0, 0, time.perf_counter()
+                if metrics is None:  # other workers: rank 0 speaks for the run
+                    continue
                 log.info("epoch %.2f iter %d loss %.4f (cls %.4f box %.4f) lr %.5g %.1f img/s",
                          epoch, self.iteration, loss, cls_loss, box_loss, lr, speed)
                 metrics.add(epoch=epoch, iteration=self.iteration, loss=loss, cls_loss=cls_loss,
                             box_loss=box_loss, lr=lr, images_per_s=speed)
-                sums, count, images, start = np.zeros(3), 0, 0, time.perf_counter()
                 bar.set_postfix(loss=f"{loss:.3f}")
         bar.close()
 
@@ -265,7 +297,7 @@ class Trainer:
                 f"loss is not finite at iteration {self.iteration + 1} (epoch {self.epoch + 1}): "
                 f"loss {values[0]}, cls {values[1]}, box {values[2]}; the last checkpoint is "
                 f"intact; lower train.lr or add train.warmup_iters")
-        self.trainer.step(1)
+        self.trainer.step(self.worker.num_workers)  # servers sum the workers' mean gradients
         return values
 
     def validate(self, metrics: MetricsLog) -> EvalResult:
@@ -290,9 +322,11 @@ class Trainer:
 def train(cfg: CfgNode) -> Optional[EvalResult]:
     """Run the training a config describes; everything lands in cfg.output_dir."""
     os.makedirs(cfg.output_dir, exist_ok=True)
-    handler = setup_logging(cfg.output_dir)
+    worker = connect(cfg.train.kvstore)
+    handler = setup_logging(cfg.output_dir if worker.is_chief else None)
     try:
-        return Trainer(cfg).fit()
+        return Trainer(cfg, worker).fit()
     finally:
-        log.removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()

@@ -57,6 +57,7 @@ def test_file_then_overrides(tmp_path):
     (["train.lr_mode=linear"], "train.lr_mode"),
     (["train.lr_steps=[200,160]"], "train.lr_steps"),
     (["train.resume=somewhere"], "train.resume"),
+    (["train.kvstore=dist_async"], "train.kvstore"),
     (["train.amp=yes please"], "train.amp"),
     (["name=my run"], "name"),
     (["train.lr"], "train.lr"),

@@ -211,6 +211,19 @@ def test_epoch_sampler_is_fixed_by_seed_and_epoch_and_resumes():
     assert list(s) == second[4:] and len(s) == 6
 
 
+def test_sampler_shards_together_make_the_single_process_batches():
+    """Batch k of 2 workers with batch B holds batch k of one process with batch 2B."""
+    single = list(EpochSampler(11, seed=5))
+    shards = [EpochSampler(11, seed=5, shard=r, num_shards=2) for r in (0, 1)]
+    assert [len(s) for s in shards] == [5, 5]  # equal: every worker runs the same steps
+    parts = [list(s) for s in shards]
+    for k in range(2):  # per-worker batch 2
+        joint = sorted(parts[0][2 * k: 2 * k + 2] + parts[1][2 * k: 2 * k + 2])
+        assert joint == sorted(single[4 * k: 4 * k + 4])
+    shards[1].set_epoch(0, skip=2)
+    assert list(shards[1]) == parts[1][2:]
+
+
 def test_train_loader_targets(tmp_path):
     from ssd_nobias.model import get_model, ssd_anchors
     for i in range(4):

@@ -1,0 +1,230 @@
+"""Start and supervise the processes of one ps-lite run: a scheduler, S servers, W workers.
+
+Every process runs the same command; the DMLC_* variables give it its role (importing mxnet
+turns a scheduler or server into its serving loop). Output is forwarded line by line with a
+prefix: `scheduler`, `server i`, and for a worker `worker #i` (launch order) until it
+prints `ps-lite worker rank R of W` (see distributed.connect), then `rank R`: ps-lite, not
+the launcher, assigns ranks. If any process fails, or a scheduler or server ends while
+workers still run, all are stopped, process groups included, and the run fails naming the
+process and the cause.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, TextIO
+
+from .errors import UserError
+
+LOOPBACK = "127.0.0.1"
+STOP_GRACE_S = 5.0  # between SIGTERM and SIGKILL
+SERVERS_EXIT_S = 30.0  # for scheduler and servers to end once the workers are done, or back
+RANK_LINE = re.compile(r"ps-lite worker rank (\d+) of (\d+)")
+
+
+class LaunchError(UserError):
+    """A process of the run failed; the message names it and how it ended."""
+
+
+@dataclass
+class Role:
+    """One process to start: its name in the output, its host and its DMLC_* variables."""
+
+    name: str
+    host: str
+    env: Dict[str, str]
+    proc: Optional[subprocess.Popen] = field(default=None, repr=False)
+
+
+def read_hostfile(path: str) -> List[str]:
+    """Host names or addresses, one per line; blank lines and # comments skipped."""
+    try:
+        with open(path) as f:
+            hosts = [line.split("#")[0].strip() for line in f]
+    except OSError as err:
+        raise UserError(f"cannot read hostfile '{path}': {err.strerror}") from None
+    hosts = [h for h in hosts if h]
+    if not hosts:
+        raise UserError(f"hostfile '{path}' lists no host")
+    return hosts
+
+
+def address(host: str) -> str:
+    """The IPv4 address of a host name: ps-lite binds and connects by address only."""
+    try:
+        return socket.gethostbyname(host)
+    except OSError as err:
+        raise UserError(f"cannot resolve host '{host}': {err}") from None
+
+
+def plan(workers: int, servers: int, hosts: Sequence[str], port: int) -> List[Role]:
+    """The scheduler on the first host; servers and workers round-robin over the hosts."""
+    if workers < 1 or servers < 1:
+        raise UserError("a run needs at least one worker and one server")
+    common = {"DMLC_PS_ROOT_URI": address(hosts[0]), "DMLC_PS_ROOT_PORT": str(port),
+              "DMLC_NUM_SERVER": str(servers), "DMLC_NUM_WORKER": str(workers)}
+
+    def role(kind: str, index: int, host: str) -> Role:
+        name = {"scheduler": kind, "server": f"server {index}"}.get(kind, f"worker #{index}")
+        return Role(name, host, dict(common, DMLC_ROLE=kind, DMLC_NODE_HOST=address(host)))
+
+    roles = [role("scheduler", 0, hosts[0])]
+    roles += [role("server", i, hosts[i % len(hosts)]) for i in range(servers)]
+    roles += [role("worker", i, hosts[i % len(hosts)]) for i in range(workers)]
+    return roles
+
+
+def _forward(role: Role, out: TextIO, lock: threading.Lock) -> None:
+    for line in iter(role.proc.stdout.readline, ""):
+        ranked = RANK_LINE.fullmatch(line.strip())
+        if ranked and role.env["DMLC_ROLE"] == "worker":
+            role.name = f"rank {ranked.group(1)}"
+        with lock:
+            out.write(f"[{role.name}] {line.rstrip()}\n")
+            out.flush()
+    role.proc.stdout.close()
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+class Launch:
+    """A running set of processes; `wait()` supervises them and stops them all on failure."""
+
+    def __init__(self, roles: List[Role], command: Sequence[str], ssh: Optional[str] = None,
+                 out: TextIO = sys.stdout, local_env: Optional[Dict[str, str]] = None):
+        self.roles, self.command, self.ssh, self.out = roles, list(command), ssh, out
+        self.local_env = local_env or {}
+        self.lock = threading.Lock()
+        self.threads: List[threading.Thread] = []
+
+    def _argv(self, role: Role) -> List[str]:
+        if self.ssh is None:
+            return self.command
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(role.env.items()))
+        remote = f"cd {shlex.quote(os.getcwd())} && env {env} {shlex.join(self.command)}"
+        return shlex.split(self.ssh) + [role.host, remote]
+
+    def start(self) -> "Launch":
+        for role in self.roles:
+            env = dict(os.environ, **self.local_env, **role.env, PYTHONUNBUFFERED="1")
+            role.proc = subprocess.Popen(self._argv(role), env=env, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         text=True, start_new_session=True)
+            self.say(f"started {role.name} on {role.host}, pid {role.proc.pid}")
+            thread = threading.Thread(target=_forward, daemon=True,
+                                      args=(role, self.out, self.lock))
+            thread.start()
+            self.threads.append(thread)
+        return self
+
+    def say(self, message: str) -> None:
+        with self.lock:
+            self.out.write(f"[launch] {message}\n")
+            self.out.flush()
+
+    def wait(self) -> None:
+        """Return when every worker succeeded; raise LaunchError (all stopped) otherwise."""
+        workers = [r for r in self.roles if r.env["DMLC_ROLE"] == "worker"]
+        others = [r for r in self.roles if r not in workers]
+        ended: Dict[str, float] = {}  # scheduler or server that ended while workers run: when
+        try:
+            while True:
+                for role in self.roles:
+                    code = role.proc.poll()
+                    if code is None:
+                        continue
+                    if code != 0:
+                        raise LaunchError(f"{role.name} (pid {role.proc.pid}) failed: "
+                                          f"{_describe(code)}")
+                    if role in others and any(w.proc.poll() is None for w in workers):
+                        since = ended.setdefault(role.name, time.monotonic())
+                        if time.monotonic() - since > SERVERS_EXIT_S:
+                            raise LaunchError(f"{role.name} (pid {role.proc.pid}) ended while "
+                                              f"workers were still running")
+                if all(w.proc.poll() == 0 for w in workers):
+                    break
+                time.sleep(0.1)
+            deadline = time.monotonic() + SERVERS_EXIT_S
+            while time.monotonic() < deadline and any(r.proc.poll() is None for r in others):
+                time.sleep(0.1)
+            if any(r.proc.poll() is None for r in others):
+                self.say("scheduler or servers still up after the workers finished: stopped")
+        except LaunchError as err:
+            self.say(f"{err}; stopping the others")
+            raise
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """SIGTERM every process group still alive, SIGKILL what is left after a grace time."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            alive = [r for r in self.roles if r.proc is not None and r.proc.poll() is None]
+            for role in alive:
+                try:
+                    os.killpg(role.proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + STOP_GRACE_S
+            while time.monotonic() < deadline and any(r.proc.poll() is None for r in alive):
+                time.sleep(0.05)
+        for role in self.roles:  # the group may outlive its leader: reap stragglers too
+            if role.proc is not None:
+                try:
+                    os.killpg(role.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for thread in self.threads:
+            thread.join(timeout=2)
+
+
+def launch(command: Sequence[str], workers: int, servers: int = 1,
+           hosts: Sequence[str] = (LOOPBACK,), port: int = 9091, ssh: Optional[str] = None,
+           out: TextIO = sys.stdout) -> None:
+    """Run `command` as a scheduler, `servers` servers and `workers` workers; raise on failure.
+
+    Without `ssh` every process runs here (hosts must then be this machine); with it, each runs
+    as `<ssh> <host> 'cd <cwd> && env DMLC_...=... <command>'`. Locally, OpenMP threads are
+    divided among the workers unless OMP_NUM_THREADS is set.
+    """
+    if not command:
+        raise UserError("no command to launch: put it after --, e.g. -- python "
+                        "scripts/train_ssd.py --config C.yaml train.kvstore=dist_sync")
+    if port == 0:
+        port = free_port()
+    local_env = {}
+    if ssh is None and "OMP_NUM_THREADS" not in os.environ:
+        local_env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    run = Launch(plan(workers, servers, hosts, port), command, ssh, out, local_env)
+    previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM,)}
+    try:
+        run.start().wait()
+    finally:
+        run.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
