@@ -40,6 +40,7 @@ bench: setup
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/deploy_speed.py
 	$(BIN)/python bench/dist_scaling.py
+	$(BIN)/python bench/study.py
 
 clean:
 	rm -rf $(VENV) ssd_nobias/_build runs data

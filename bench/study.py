@@ -1,0 +1,201 @@
+"""The study: bias-free training against stock BatchNorm and the naive fix, several seeds.
+
+On the synthetic dataset, with the demo's recipe, model and budget, for each seed:
+  (a) norm: nobias, trained, exported (BatchNorm folded, no bias) and evaluated from the deploy
+      graph, and also from the training params;
+  (b) norm: batchnorm, trained and evaluated as is (folded into convs with biases);
+  (c) the naive fix: (b)'s params exported bias-free with --force-zero-shift and evaluated.
+Every arm is evaluated on the last checkpoint (a fixed budget; no selection on val).
+Writes bench/results/study.json and study.png (val mAP against epochs, mean and min-max over
+seeds) and prints the table: final mAP mean and spread, training images/s, deploy images/s.
+
+    python bench/study.py            # 3 seeds, 1000 images x 12 epochs: 48.5 min on 2 cores
+    python bench/study.py --quick    # 3 seeds, 240 images x 4 epochs: 5 min; too short to
+                                     # learn much, it checks the pipeline
+"""
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from ssd_nobias.config import load_config  # noqa: E402
+from ssd_nobias.evaluate import evaluate_checkpoint  # noqa: E402
+from ssd_nobias.export import export_deploy  # noqa: E402
+
+BUDGETS = {"full": {"train": 1000, "epochs": 12, "val_interval": 2},
+           "quick": {"train": 240, "epochs": 4, "val_interval": 1}}
+ARMS = {"nobias": "(a) NoBiasBatchNorm, deploy graph",
+        "batchnorm": "(b) stock BatchNorm, folded with biases",
+        "naive": "(c) stock BatchNorm, shift dropped (naive fix)"}
+
+
+def call(command, env=None) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode:
+        sys.exit(f"failed: {' '.join(command)}\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+
+def train_run(out: str, norm: str, seed: int, data: str, budget: dict) -> dict:
+    """Train one arm; its val mAP per validated epoch and its training images/s."""
+    call([sys.executable, os.path.join(ROOT, "scripts", "train_ssd.py"), "--config",
+          os.path.join(ROOT, "configs", "demo_synthetic.yaml"), f"data.root={data}",
+          f"output_dir={out}", f"seed={seed}", f"model.norm={norm}",
+          f"train.epochs={budget['epochs']}", f"train.val_interval={budget['val_interval']}",
+          f"train.save_interval={budget['epochs']}"],
+         env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS",
+                                                             str(os.cpu_count() or 1))))
+    with open(os.path.join(out, "metrics.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    curve = [(float(r["epoch"]), float(r["val_map"])) for r in rows if r["val_map"]]
+    speeds = [float(r["images_per_s"]) for r in rows if r["images_per_s"]]
+    return {"curve": curve, "train_images_per_s": statistics.median(speeds[1:] or speeds)}
+
+
+def deploy_eval(cfg, params: str, out: str, force_zero_shift: bool = False) -> dict:
+    """Export, then evaluate the deploy graph: its mAP and forward images/s."""
+    report = export_deploy(cfg, params, os.path.join(out, "export"), force_zero_shift)
+    result = evaluate_checkpoint(cfg, None, os.path.join(out, "eval"), progress=False,
+                                 deploy_dir=os.path.join(out, "export"))
+    return {"map": result.value, "deploy_images_per_s": result.images_per_s,
+            "bias_free_layers": report["bias_free_layers"], "report": report}
+
+
+def one_seed(seed: int, data: str, work: str, budget: dict) -> dict:
+    runs = {}
+    for norm in ("nobias", "batchnorm"):
+        out = os.path.join(work, f"{norm}-{seed}")
+        runs[norm] = train_run(out, norm, seed, data, budget)
+        runs[norm]["dir"] = out
+    a_cfg = load_config(os.path.join(runs["nobias"]["dir"], "config.yaml"))
+    b_cfg = load_config(os.path.join(runs["batchnorm"]["dir"], "config.yaml"))
+    a_params = os.path.join(runs["nobias"]["dir"], f"{a_cfg.name}-last.params")
+    b_params = os.path.join(runs["batchnorm"]["dir"], f"{b_cfg.name}-last.params")
+    a = deploy_eval(a_cfg, a_params, runs["nobias"]["dir"])
+    a["trained_map"] = evaluate_checkpoint(a_cfg, a_params, os.path.join(
+        runs["nobias"]["dir"], "eval_params"), progress=False).value
+    b = deploy_eval(b_cfg, b_params, runs["batchnorm"]["dir"])
+    naive_cfg = load_config(os.path.join(runs["batchnorm"]["dir"], "config.yaml"),
+                            ["model.norm=nobias"])
+    c = deploy_eval(naive_cfg, b_params, os.path.join(runs["batchnorm"]["dir"], "naive"),
+                    force_zero_shift=True)
+    forced = c["report"]["forced_zero_shift"]
+    c["map_before"], c["max_shift"] = forced["before"], max(forced["layers"].values())
+    out = {}
+    for arm, result in (("nobias", a), ("batchnorm", b), ("naive", c)):
+        result.pop("report")
+        source = runs["nobias" if arm == "nobias" else "batchnorm"]
+        out[arm] = dict(result, curve=source["curve"],
+                        train_images_per_s=source["train_images_per_s"])
+    return out
+
+
+def summary(per_seed: dict) -> dict:
+    table = {}
+    for arm in ARMS:
+        maps = [r[arm]["map"] for r in per_seed.values()]
+        table[arm] = {"map_mean": float(np.mean(maps)), "map_std": float(np.std(maps, ddof=1))
+                      if len(maps) > 1 else 0.0, "map_min": min(maps), "map_max": max(maps),
+                      "train_images_per_s": statistics.median(
+                          r[arm]["train_images_per_s"] for r in per_seed.values()),
+                      "deploy_images_per_s": statistics.median(
+                          r[arm]["deploy_images_per_s"] for r in per_seed.values())}
+    diffs = [r["nobias"]["map"] - r["nobias"]["trained_map"] for r in per_seed.values()]
+    table["deploy_minus_trained_max_abs"] = float(np.abs(diffs).max())
+    table["nobias_minus_batchnorm_points"] = \
+        100 * (table["nobias"]["map_mean"] - table["batchnorm"]["map_mean"])
+    return table
+
+
+def plot(path: str, per_seed: dict, title: str) -> None:
+    fig = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for arm, color in (("nobias", "tab:blue"), ("batchnorm", "tab:orange")):
+        curves = [r[arm]["curve"] for r in per_seed.values()]
+        epochs = [e for e, _ in curves[0]]
+        values = np.array([[m for _, m in c] for c in curves])
+        ax.plot(epochs, values.mean(0), color=color, marker="o", label=ARMS[arm].split(",")[0])
+        ax.fill_between(epochs, values.min(0), values.max(0), color=color, alpha=0.2)
+    last = max(e for e, _ in next(iter(per_seed.values()))["nobias"]["curve"])
+    for arm, color, marker in (("nobias", "tab:blue", "D"), ("naive", "tab:red", "X")):
+        maps = [r[arm]["map"] for r in per_seed.values()]
+        ax.errorbar([last + 0.3], [np.mean(maps)], yerr=[[np.mean(maps) - min(maps)],
+                                                          [max(maps) - np.mean(maps)]],
+                    color=color, marker=marker, markersize=9, capsize=4, linestyle="none",
+                    label=ARMS[arm])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val VOC07 mAP")
+    ax.set_ylim(-0.02, 1)
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def format_table(table: dict) -> str:
+    rows = [f"{'arm':48s} {'val mAP (mean +- std, min..max)':>34s} {'train img/s':>12s} "
+            f"{'deploy img/s':>13s}"]
+    for arm, name in ARMS.items():
+        t = table[arm]
+        rows.append(f"{name:48s} {t['map_mean']:.4f} +- {t['map_std']:.4f} "
+                    f"({t['map_min']:.3f}..{t['map_max']:.3f})  {t['train_images_per_s']:11.1f} "
+                    f"{t['deploy_images_per_s']:13.1f}")
+    rows.append(f"bias-free minus stock BatchNorm: {table['nobias_minus_batchnorm_points']:+.2f} "
+                f"mAP points; deploy graph vs trained params, max |mAP difference|: "
+                f"{table['deploy_minus_trained_max_abs']:.2g}")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="the 10-minute version")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    p.add_argument("--work", default=os.path.join(ROOT, "runs", "study"),
+                   help="data and run directories")
+    p.add_argument("--train", type=int, help="training images (default: the budget's)")
+    p.add_argument("--epochs", type=int, help="epochs (default: the budget's)")
+    args = p.parse_args()
+    budget = dict(BUDGETS["quick" if args.quick else "full"])
+    budget.update({k: v for k, v in (("train", args.train), ("epochs", args.epochs)) if v})
+    budget["val_interval"] = min(budget["val_interval"], budget["epochs"])
+    start = time.perf_counter()
+    data = os.path.join(args.work, f"data-{budget['train']}")
+    if not os.path.isfile(os.path.join(data, "classes.txt")):
+        call([sys.executable, os.path.join(ROOT, "scripts", "make_synthetic_voc.py"), "--out",
+              data, "--train", str(budget["train"]), "--val", "100", "--seed", "0"])
+    per_seed = {}
+    for seed in args.seeds:
+        per_seed[seed] = one_seed(seed, data, os.path.join(args.work, "runs"), budget)
+        print(f"seed {seed}: " + ", ".join(f"{arm} {r['map']:.4f}"
+                                           for arm, r in per_seed[seed].items()), flush=True)
+    table = summary(per_seed)
+    minutes = (time.perf_counter() - start) / 60
+    os.makedirs(args.out, exist_ok=True)
+    result = {"budget": budget, "seeds": args.seeds, "model": "ssd_300_mobilenet0.25_custom",
+              "recipe": "configs/demo_synthetic.yaml", "cpu_count": os.cpu_count(),
+              "minutes": round(minutes, 1), "summary": table,
+              "per_seed": {str(k): v for k, v in per_seed.items()}}
+    with open(os.path.join(args.out, "study.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    plot(os.path.join(args.out, "study.png"), per_seed,
+         f"synthetic shapes, {budget['train']} images x {budget['epochs']} epochs, "
+         f"seeds {', '.join(map(str, args.seeds))}")
+    print(format_table(table))
+    print(f"{minutes:.1f} minutes; wrote {args.out}/study.json and study.png")
+
+
+if __name__ == "__main__":
+    main()
