@@ -9,19 +9,19 @@ side. OpenMP threads are split among the workers. On a machine with GPUs, pass
     python bench/dist_scaling.py [--epochs 2] [--train 256] [--ctx cpu] [--kvstore dist_sync]
 """
 import argparse
-import csv
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 
+from ssd_nobias.train import read_metrics
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def images_per_s(out_dir: str) -> float:
-    with open(os.path.join(out_dir, "metrics.csv"), newline="") as f:
-        speeds = [float(r["images_per_s"]) for r in csv.DictReader(f) if r["images_per_s"]]
+    speeds = [float(r["images_per_s"]) for r in read_metrics(out_dir) if r["images_per_s"]]
     return statistics.median(speeds[1:] or speeds)
 
 

@@ -14,7 +14,6 @@ seeds) and prints the table: final mAP mean and spread, training images/s, deplo
                                      # learn much, it checks the pipeline
 """
 import argparse
-import csv
 import json
 import os
 import statistics
@@ -26,12 +25,12 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from ssd_nobias.config import load_config
+from ssd_nobias.evaluate import evaluate_checkpoint
+from ssd_nobias.export import export_deploy
+from ssd_nobias.train import read_metrics
 
-from ssd_nobias.config import load_config  # noqa: E402
-from ssd_nobias.evaluate import evaluate_checkpoint  # noqa: E402
-from ssd_nobias.export import export_deploy  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BUDGETS = {"full": {"train": 1000, "epochs": 12, "val_interval": 2},
            "quick": {"train": 240, "epochs": 4, "val_interval": 1}}
@@ -55,8 +54,7 @@ def train_run(out: str, norm: str, seed: int, data: str, budget: dict) -> dict:
           f"train.save_interval={budget['epochs']}"],
          env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS",
                                                              str(os.cpu_count() or 1))))
-    with open(os.path.join(out, "metrics.csv"), newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_metrics(out)
     curve = [(float(r["epoch"]), float(r["val_map"])) for r in rows if r["val_map"]]
     speeds = [float(r["images_per_s"]) for r in rows if r["images_per_s"]]
     return {"curve": curve, "train_images_per_s": statistics.median(speeds[1:] or speeds)}

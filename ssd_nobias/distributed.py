@@ -41,25 +41,28 @@ def connect(kvstore: str) -> Worker:
     return Worker(kv.rank, kv.num_workers, kv)
 
 
-def sync_running_stats(net: gluon.Block, worker: Worker, first: bool) -> None:
-    """Average the norms' running statistics over contexts and workers, the same on all.
+class RunningStatsSync:
+    """Averages the norms' running statistics over contexts and workers, the same on all.
 
     Gradients keep the weights identical on every worker; the statistics are updated from each
-    worker's own images, so they drift apart until averaged here (each call is a barrier).
+    worker's own images, so they drift apart until averaged by a call (each call is a barrier,
+    and so is construction, which registers one kvstore key per statistic).
     """
-    params = [p for _, p in sorted(net.collect_params().items()) if p.grad_req == "null"]
-    for i, param in enumerate(params):
-        local = sum(d.astype("float64") for d in param.list_data()) / len(param.list_data())
-        local = local.astype(param.dtype).as_in_context(mx.cpu())
-        if worker.kvstore is not None:
-            key = STATS_KEY_BASE + i
-            if first:
-                worker.kvstore.init(key, mx.nd.zeros_like(local))
-            worker.kvstore.push(key, local)
-            total = mx.nd.zeros_like(local)
-            worker.kvstore.pull(key, out=total)
-            local = total / worker.num_workers
-        param.set_data(local)
+
+    def __init__(self, net: gluon.Block, worker: Worker):
+        self.params = [p for _, p in sorted(net.collect_params().items())
+                       if p.grad_req == "null"]
+        self.kvstore, self.num_workers = worker.kvstore, worker.num_workers
+        for i, param in enumerate(self.params):
+            self.kvstore.init(STATS_KEY_BASE + i, mx.nd.zeros(param.shape, dtype=param.dtype))
+
+    def __call__(self) -> None:
+        for i, param in enumerate(self.params):
+            local = sum(d.astype("float64") for d in param.list_data()) / len(param.list_data())
+            self.kvstore.push(STATS_KEY_BASE + i, local.astype(param.dtype).as_in_context(mx.cpu()))
+            total = mx.nd.zeros(param.shape, dtype=param.dtype)
+            self.kvstore.pull(STATS_KEY_BASE + i, out=total)
+            param.set_data(total / self.num_workers)
 
 
 def params_checksum(net: gluon.Block) -> str:

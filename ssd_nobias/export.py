@@ -275,8 +275,7 @@ def check_onnx(prefix: str, x: mx.nd.NDArray, deploy_raw: Tuple[np.ndarray, np.n
     from . import onnx_model
 
     path = prefix + ".onnx"
-    onnx_model.export_onnx(prefix, path, (1,) + x.shape[1:])
-    cut = onnx_model.find_cut(mx.sym.load(prefix + "-symbol.json"), (1,) + x.shape[1:])
+    cut = onnx_model.export_onnx(prefix, path, (1,) + x.shape[1:])
     sess = onnx_model.session(path, extra_outputs=[cut.logits, cut.offsets])
     ids, scores, boxes, logits, offsets = sess.run(
         ["ids", "scores", "bboxes", cut.logits, cut.offsets], {"data": x.asnumpy()})

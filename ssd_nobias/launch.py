@@ -138,7 +138,7 @@ class Launch:
             self.out.flush()
 
     def wait(self) -> None:
-        """Return when every worker succeeded; raise LaunchError (all stopped) otherwise."""
+        """Return when every worker succeeded; raise LaunchError otherwise (then `stop()`)."""
         workers = [r for r in self.roles if r.env["DMLC_ROLE"] == "worker"]
         others = [r for r in self.roles if r not in workers]
         ended: Dict[str, float] = {}  # scheduler or server that ended while workers run: when
@@ -167,29 +167,32 @@ class Launch:
         except LaunchError as err:
             self.say(f"{err}; stopping the others")
             raise
-        finally:
-            self.stop()
 
     def stop(self) -> None:
-        """SIGTERM every process group still alive, SIGKILL what is left after a grace time."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            alive = [r for r in self.roles if r.proc is not None and r.proc.poll() is None]
-            for role in alive:
-                try:
-                    os.killpg(role.proc.pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + STOP_GRACE_S
-            while time.monotonic() < deadline and any(r.proc.poll() is None for r in alive):
-                time.sleep(0.05)
-        for role in self.roles:  # the group may outlive its leader: reap stragglers too
-            if role.proc is not None:
-                try:
-                    os.killpg(role.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        """SIGTERM every process group still alive; after a grace time, SIGKILL every group
+        (a group may outlive its leader) and reap."""
+        started = [r for r in self.roles if r.proc is not None]
+        alive = [r for r in started if r.proc.poll() is None]
+        _signal_groups(alive, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while time.monotonic() < deadline and any(r.proc.poll() is None for r in alive):
+            time.sleep(0.05)
+        _signal_groups(started, signal.SIGKILL)
+        for role in started:
+            try:
+                role.proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                pass
         for thread in self.threads:
             thread.join(timeout=2)
+
+
+def _signal_groups(roles: Sequence[Role], sig: signal.Signals) -> None:
+    for role in roles:
+        try:
+            os.killpg(role.proc.pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def launch(command: Sequence[str], workers: int, servers: int = 1,

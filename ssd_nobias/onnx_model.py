@@ -154,7 +154,6 @@ def postprocess_nodes(probs: str, boxes: str, post: PostProcess,
         "pp_anchors": np.array(post.num_anchors, np.int64),
         "pp_class_range": np.arange(post.num_classes, dtype=np.int64).reshape(1, -1, 1),
         "pp_zero": np.array(0, np.float32), "pp_minus_one": np.array(-1, np.float32),
-        "pp_max_out": np.array([post.nms_topk], np.int64),
         "pp_iou": np.array([post.nms_thresh], np.float32),
         "pp_score": np.array([post.score_thresh], np.float32),
         "pp_batch_box": np.array([0, 2], np.int64), "pp_first": np.array([0], np.int64),
@@ -187,7 +186,7 @@ def postprocess_nodes(probs: str, boxes: str, post: PostProcess,
         node("Equal", ["cand_class3", "pp_class_range"], ["cand_onehot"]),  # (N, C, K)
         node("Unsqueeze", ["cand_score", "pp_axis1"], ["cand_score3"]),
         node("Where", ["cand_onehot", "cand_score3", "pp_zero"], ["class_scores"]),
-        node("NonMaxSuppression", ["cand_boxes", "class_scores", "pp_max_out", "pp_iou",
+        node("NonMaxSuppression", ["cand_boxes", "class_scores", "pp_topk", "pp_iou",
                                    "pp_score"], ["selected"]),  # (S, 3): batch, class, index
         # a keep mask over the candidates, then the post_nms best kept ones, -1 elsewhere
         node("Gather", ["selected", "pp_batch_box"], ["selected_bk"], axis=1),
@@ -237,10 +236,11 @@ def _detection_outputs(post: PostProcess):
             for name, width in (("ids", 1), ("scores", 1), ("bboxes", 4))]
 
 
-def export_onnx(prefix: str, onnx_path: str, input_shape: Tuple[int, ...]) -> PostProcess:
+def export_onnx(prefix: str, onnx_path: str, input_shape: Tuple[int, ...]) -> GraphCut:
     """Convert the deploy graph `prefix`-symbol.json/-0000.params to ONNX with per-class NMS.
 
-    The batch dimension is dynamic; the model's outputs are ids, scores and bboxes.
+    The batch dimension is dynamic; the model's outputs are ids, scores and bboxes. Returns
+    where the graph was cut: its tensor names are the ONNX model's too.
     """
     import onnx
     from onnx import helper
@@ -287,7 +287,7 @@ def export_onnx(prefix: str, onnx_path: str, input_shape: Tuple[int, ...]) -> Po
     tmp = f"{onnx_path}.tmp-{os.getpid()}"
     onnx.save(model, tmp)
     os.replace(tmp, onnx_path)
-    return cut.post
+    return cut
 
 
 def session(onnx_path: str, extra_outputs: Sequence[str] = ()):
@@ -324,8 +324,7 @@ class OnnxPredictor:
 
 def load_onnx(onnx_path: str) -> Tuple[OnnxPredictor, List[str]]:
     """The ONNX model as a predictor, and its class names from preprocess.json beside it."""
-    if not os.path.isfile(onnx_path):
-        raise DataError(f"ONNX model '{onnx_path}' does not exist")
+    predictor = OnnxPredictor(onnx_path)
     pre = os.path.join(os.path.dirname(os.path.abspath(onnx_path)), "preprocess.json")
     try:
         with open(pre) as f:
@@ -333,7 +332,7 @@ def load_onnx(onnx_path: str) -> Tuple[OnnxPredictor, List[str]]:
     except (OSError, ValueError, KeyError) as err:
         raise DataError(f"{pre} (written by export_ssd.py beside the ONNX model) is missing or "
                         f"unreadable: {err}") from None
-    return OnnxPredictor(onnx_path), classes
+    return predictor, classes
 
 
 def conv_biases(onnx_path: str) -> Dict[str, Optional[float]]:

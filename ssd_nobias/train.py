@@ -23,7 +23,7 @@ from yacs.config import CfgNode
 from .checkpoint import find_resume, load_checkpoint, save_checkpoint
 from .config import base_size, contexts, eval_metric, save_config
 from .data import EpochSampler, build_dataset, dataset_classes, split_batch, train_loader
-from .distributed import Worker, connect, params_checksum, sync_running_stats
+from .distributed import RunningStatsSync, Worker, connect, params_checksum
 from .errors import ConfigError, UserError
 from .evaluate import EvalResult, evaluate, net_predictor
 from .model import CONV_INIT, build_model, ssd_anchors
@@ -95,6 +95,12 @@ def setup_logging(out_dir: Optional[str]) -> Optional[logging.Handler]:
     return handler
 
 
+def read_metrics(out_dir: str) -> List[Dict[str, str]]:
+    """The rows of a run's metrics.csv (CSV_FIELDS, as strings; empty where not measured)."""
+    with open(os.path.join(out_dir, "metrics.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
 class MetricsLog:
     """metrics.csv of a run (appended, truncated past the resume point) and its curves.png."""
 
@@ -103,8 +109,7 @@ class MetricsLog:
         self.plot = os.path.join(out_dir, "curves.png")
         rows = []
         if resume_iteration and os.path.exists(self.path):
-            with open(self.path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= resume_iteration]
+            rows = [r for r in read_metrics(out_dir) if int(r["iteration"]) <= resume_iteration]
         self.rows: List[Dict[str, str]] = rows
         self._write_all()
 
@@ -159,7 +164,9 @@ class Trainer:
         self.sampler = EpochSampler(len(self.train_set), cfg.seed, self.worker.rank,
                                     self.worker.num_workers)
         self.batch_size = t.batch_size // self.worker.num_workers  # this worker's share
-        anchors = ssd_anchors(self.net, self.size, self.ctx[0])
+        anchors = ssd_anchors(self.net, self.size, self.ctx[0])  # also fixes every shape
+        self.stats_sync = RunningStatsSync(self.net, self.worker) \
+            if self.worker.kvstore is not None else None
         self.loader = train_loader(self.train_set, anchors, self.size, self.batch_size,
                                    cfg.data.num_workers, cfg.data.mean, cfg.data.std,
                                    self.sampler, cfg.data.max_expand)
@@ -181,7 +188,6 @@ class Trainer:
             amp.init_trainer(self.trainer)
         self.loss_fn = SSDMultiBoxLoss()
         self.epoch, self.iteration, self.best_map = 0, 0, -1.0
-        self._stats_synced = False
 
     def _initialize(self) -> None:
         with warnings.catch_warnings():  # a pretrained base is initialized already
@@ -220,9 +226,8 @@ class Trainer:
             while self.epoch < t.epochs:
                 self.train_one_epoch(metrics)
                 self.epoch += 1
-                if self.worker.kvstore is not None:
-                    sync_running_stats(self.net, self.worker, first=not self._stats_synced)
-                    self._stats_synced = True
+                if self.stats_sync is not None:
+                    self.stats_sync()
                 if not chief:
                     continue
                 last = self.epoch == t.epochs

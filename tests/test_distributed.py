@@ -1,5 +1,4 @@
 """Training on MXNet's parameter-server kvstore over the loopback, and the launcher around it."""
-import csv
 import os
 import re
 import signal
@@ -12,6 +11,7 @@ import pytest
 from ssd_nobias.errors import UserError
 from ssd_nobias.launch import plan, read_hostfile
 from ssd_nobias.synthetic import make_synthetic
+from ssd_nobias.train import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = [sys.executable, os.path.join(ROOT, "scripts", "launch_dist.py")]
@@ -36,8 +36,7 @@ def overrides(data, out, **extra):
 
 
 def metrics(out):
-    with open(os.path.join(out, "metrics.csv"), newline="") as f:
-        return [r for r in csv.DictReader(f) if r["loss"]]
+    return [r for r in read_metrics(out) if r["loss"]]
 
 
 def test_two_workers_stay_identical_and_follow_the_single_worker_schedule(data, tmp_path):

@@ -222,13 +222,13 @@ def test_onnx_with_a_wrong_weight_fails_its_check(trained, tmp_path, monkeypatch
     real = onnx_model.export_onnx
 
     def scaled_first_conv(prefix, path, shape):
-        post = real(prefix, path, shape)
+        cut = real(prefix, path, shape)
         model = onnx.load(path)
         weight = next(n.input[1] for n in model.graph.node if n.op_type == "Conv")
         init = next(i for i in model.graph.initializer if i.name == weight)
         init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.05, weight))
         onnx.save(model, path)
-        return post
+        return cut
 
     monkeypatch.setattr(onnx_model, "export_onnx", scaled_first_conv)
     from ssd_nobias.export import ParityError

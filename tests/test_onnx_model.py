@@ -120,3 +120,17 @@ def test_onnx_box_decode_equals_mxnet(fmt, clip):
                                     std1=0.1, std2=0.2, std3=0.2, clip=clip,
                                     format=fmt).asnumpy()
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_an_onnx_model_without_its_preprocess_json_is_named(tmp_path):
+    import onnx
+
+    from ssd_nobias.errors import DataError
+    from ssd_nobias.onnx_model import load_onnx
+
+    path = tmp_path / "alone.onnx"
+    onnx.save(postprocess_model(PostProcess(2, 20, 0.01, 0.45, 40, 10)), str(path))
+    with pytest.raises(DataError, match=r"preprocess\.json .*missing"):
+        load_onnx(str(path))
+    with pytest.raises(DataError, match="missing.onnx' does not exist"):
+        load_onnx(str(tmp_path / "missing.onnx"))
