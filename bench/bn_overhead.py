@@ -6,8 +6,14 @@ timed alternately so that load on a shared machine hits both alike; the median o
 ratios is printed.
 
     python bench/bn_overhead.py [--batch 8] [--repeats 7] [--model ssd_300_mobilenet1.0_voc]
+                                [--plain-layout]
+
+--plain-layout runs the operator through its lib_api compute alone, which sees plain NCHW only
+(MXNet copies the convolutions' blocked activations around it): the cost the MKLDNN compute
+removes.
 """
 import argparse
+import os
 import statistics
 import time
 
@@ -15,7 +21,7 @@ import mxnet as mx
 from gluoncv.loss import SSDMultiBoxLoss
 from mxnet import autograd, gluon
 
-from ssd_nobias import get_model
+from ssd_nobias import get_model, native
 
 
 def make_step(norm: str, model: str, batch: int):
@@ -51,7 +57,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--plain-layout", action="store_true",
+                        help="keep the lib_api compute (plain NCHW only) for the operator")
     args = parser.parse_args()
+    if args.plain_layout:
+        os.environ[native.PLAIN_LAYOUT_ENV] = "1"
 
     steps = {norm: make_step(norm, args.model, args.batch) for norm in ("batchnorm", "nobias")}
     for step in steps.values():
@@ -64,7 +74,9 @@ def main() -> None:
             step()
             times[norm].append(time.perf_counter() - start)
     ratios = [n / b for n, b in zip(times["nobias"], times["batchnorm"])]
-    print(f"{args.model}, batch {args.batch}, CPU, hybridized, {args.repeats} alternating repeats")
+    layout = "plain NCHW (lib_api compute)" if args.plain_layout else "MKLDNN layouts"
+    print(f"{args.model}, batch {args.batch}, CPU, hybridized, {args.repeats} alternating repeats, "
+          f"nobias operator on {layout}")
     for norm, ts in times.items():
         print(f"  {norm:9s}: median {statistics.median(ts) * 1e3:8.1f} ms/iteration")
     print(f"  nobias / batchnorm: median ratio {statistics.median(ratios):.3f} "

@@ -1,11 +1,18 @@
-"""Build and load the compiled `nobias_batch_norm` operator (csrc/nobias_bn.cc).
+"""Build and load the compiled `nobias_batch_norm` operator (csrc/).
 
-The operator is compiled once per source, MXNet version and CPU against the headers that ship
-inside the mxnet wheel, cached under `ssd_nobias/_build/` (or $SSD_NOBIAS_BUILD_DIR), and loaded
-with `mx.library.load`. `python -m ssd_nobias.native` builds it ahead of time (`make setup`).
+nobias_bn.cc registers the operator through MXNet's extension interface (lib_api), whose CPU
+compute sees plain NCHW only. mkldnn_layouts.cc computes on MXNet's own arrays, in the MKLDNN
+blocked layouts its convolutions produce, and install.cc puts it in place of the lib_api compute
+(see the notes in those files). The library is compiled once per source, MXNet version and CPU
+against the headers inside the mxnet wheel, linked to its libmxnet.so, cached under
+`ssd_nobias/_build/` (or $SSD_NOBIAS_BUILD_DIR) and loaded with `mx.library.load`.
+`python -m ssd_nobias.native` builds it ahead of time (`make setup`).
+
+$SSD_NOBIAS_PLAIN_LAYOUT=1 keeps the lib_api compute (bench/bn_overhead.py compares the two).
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import os
@@ -17,8 +24,15 @@ from pathlib import Path
 
 import mxnet as mx
 
-SOURCE = Path(__file__).with_name("csrc") / "nobias_bn.cc"
-CXXFLAGS = ("-std=c++17", "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
+CSRC = Path(__file__).with_name("csrc")
+SOURCES = ("kernels.h", "nobias_bn.cc", "mkldnn_layouts.h", "mkldnn_layouts.cc", "install.cc")
+MXNET_VERSION = "1.9.1"  # mkldnn_layouts.cc and install.cc use this build's C++ ABI
+COMMON = ("-std=c++14", "-fopenmp", "-fPIC", "-march=native", "-D_GLIBCXX_USE_CXX11_ABI=0")
+# The wheel's libmxnet.so: built with GCC 4.8, MKLDNN on, no CUDA, no MKL.
+MXNET_DEFINES = ("-DMXNET_USE_MKLDNN=1", "-DMXNET_USE_CUDA=0", "-DMSHADOW_USE_CUDA=0",
+                 "-DMSHADOW_USE_MKL=0", "-DMSHADOW_USE_CBLAS=0", "-DDMLC_USE_CXX11=1",
+                 "-Wno-deprecated-declarations")
+PLAIN_LAYOUT_ENV = "SSD_NOBIAS_PLAIN_LAYOUT"
 
 
 def _mxnet_dir() -> Path:
@@ -38,15 +52,43 @@ def _cpu_model() -> str:
 def library_path() -> Path:
     """Where the library for this source, MXNet and CPU lives once built."""
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), mx.__version__.encode(), " ".join(CXXFLAGS).encode(),
-                 _cpu_model().encode()):
+    parts = [(CSRC / name).read_bytes() for name in SOURCES]
+    parts += [mx.__version__.encode(), " ".join(COMMON + MXNET_DEFINES).encode(),
+              _cpu_model().encode()]
+    for part in parts:
         key.update(part)
     root = Path(os.environ.get("SSD_NOBIAS_BUILD_DIR", Path(__file__).with_name("_build")))
     return root / f"nobias_bn-{key.hexdigest()[:16]}.so"
 
 
+def _compile_commands(cxx: str, output: Path, workdir: Path) -> list:
+    """Compiler command lines: each source to an object in `workdir`, then the link."""
+    mxnet_dir = _mxnet_dir()
+    include = mxnet_dir / "include"
+    internal = (*COMMON, *MXNET_DEFINES, f"-I{include}", f"-I{include / 'mkldnn'}")
+    objects = {name: workdir / (name + ".o") for name in
+               ("nobias_bn.cc", "lib_api.cc", "mkldnn_layouts.cc", "install.cc")}
+    compile_flags = {
+        "nobias_bn.cc": (*COMMON, "-O3", f"-I{include}"),
+        "lib_api.cc": (*COMMON, "-O3", f"-I{include}"),
+        "mkldnn_layouts.cc": (*internal, "-O3"),
+        "install.cc": (*internal, "-O0"),  # see the note in install.cc
+    }
+    sources = {name: CSRC / name for name in compile_flags}
+    sources["lib_api.cc"] = mxnet_dir / "src" / "lib_api.cc"
+    commands = [[cxx, *compile_flags[name], "-c", str(sources[name]), "-o", str(objects[name])]
+                for name in compile_flags]
+    commands.append([cxx, "-shared", "-fopenmp", *map(str, objects.values()), "-o", str(output),
+                     f"-L{mxnet_dir}", "-l:libmxnet.so", f"-Wl,-rpath,{mxnet_dir}",
+                     "-Wl,--no-undefined"])
+    return commands
+
+
 def build(force: bool = False) -> Path:
     """Compile the operator library unless an up-to-date one exists; return its path."""
+    if mx.__version__ != MXNET_VERSION:
+        raise RuntimeError(f"the NoBiasBatchNorm operator is built for mxnet {MXNET_VERSION}, "
+                           f"found {mx.__version__}: install the pinned version (make setup)")
     target = library_path()
     if target.exists() and not force:
         return target
@@ -55,17 +97,15 @@ def build(force: bool = False) -> Path:
         raise RuntimeError(
             f"building the NoBiasBatchNorm operator needs a C++ compiler; '{cxx}' was not found "
             "(install g++ or set CXX)")
-    mxnet_dir = _mxnet_dir()
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    cmd = [cxx, *CXXFLAGS, f"-I{mxnet_dir / 'include'}", str(SOURCE),
-           str(mxnet_dir / "src" / "lib_api.cc"), "-o", tmp]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        os.unlink(tmp)
-        raise RuntimeError(f"compiling {SOURCE.name} failed:\n{' '.join(cmd)}\n{result.stderr}")
-    os.replace(tmp, target)  # atomic: concurrent builders never see a partial file
+    with tempfile.TemporaryDirectory(dir=target.parent) as workdir:
+        tmp = Path(workdir) / target.name
+        for cmd in _compile_commands(cxx, tmp, Path(workdir)):
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"compiling the NoBiasBatchNorm operator failed:\n"
+                                   f"{' '.join(cmd)}\n{result.stderr}")
+        os.replace(tmp, target)  # atomic: concurrent builders never see a partial file
     return target
 
 
@@ -74,7 +114,20 @@ def load() -> Path:
     """Make `nobias_batch_norm` available to mx.nd and mx.sym (idempotent)."""
     path = build()
     mx.library.load(str(path), verbose=False)
+    if os.environ.get(PLAIN_LAYOUT_ENV, "0") != "1":
+        if ctypes.CDLL(str(path)).nobias_bn_use_mkldnn_layouts() != 0:
+            raise RuntimeError(f"{path.name}: MXNet refused the MKLDNN compute for nobias_batch_norm")
     return path
+
+
+LAYOUTS = ("plain", "nChw8c", "nChw16c", "reordered")
+
+
+def layout_reads() -> dict:
+    """How many activations the operator has read in each layout since the library was loaded."""
+    counts = (ctypes.c_int64 * len(LAYOUTS))()
+    ctypes.CDLL(str(load())).nobias_bn_layout_reads(counts)
+    return dict(zip(LAYOUTS, counts))
 
 
 if __name__ == "__main__":

@@ -9,20 +9,24 @@
 // whether it runs in training mode, so the mode comes in as a one-element input computed in the
 // graph (see ssd_nobias/nn.py): nonzero means training.
 //
+// This file registers the operator through lib_api, which gives MXNet its shapes, types,
+// auxiliary states and gradient wiring, and the plain-NCHW compute below. On the CPU,
+// install.cc then replaces that compute with mkldnn_layouts.cc's, which reads and writes the
+// blocked layouts of MXNet's convolutions (same arithmetic: kernels.h).
+//
 // inputs:  data (N, C, ...), gamma (C), running_mean (C), running_var (C), is_train (1)
 // outputs: out (same as data), inv_rms (C): the 1/sqrt(. + eps) that was applied, for backward
 // attrs:   eps, momentum, use_global_stats (0/1), fix_gamma (0/1: treat gamma as 1),
 //          relu (0/1: out = max(out, 0), fused to save a pass over the data each way)
 // dtypes:  float32 or float64, the same for every input; sums are accumulated in double.
 
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "mxnet/lib_api.h"
+#include "kernels.h"
 
 using mxnet::ext::MXReturnValue;
 using mxnet::ext::MXTensor;
@@ -38,144 +42,61 @@ constexpr int kData = 0, kGamma = 1, kRunningMean = 2, kRunningVar = 3, kIsTrain
 constexpr int kNumInputs = 5, kNumOutputs = 2;
 constexpr unsigned int kUnknownDim = static_cast<unsigned int>(-1);
 
-struct Params {
-  double eps;
-  double momentum;
-  bool use_global_stats;
-  bool fix_gamma;
-  bool relu;
+double get(const Attrs& attrs, const char* key, double fallback) {
+  auto it = attrs.find(key);
+  return it == attrs.end() ? fallback : std::stod(it->second);
+}
 
-  explicit Params(const Attrs& attrs)
-      : eps(get(attrs, "eps", 1e-5)),
-        momentum(get(attrs, "momentum", 0.9)),
-        use_global_stats(get(attrs, "use_global_stats", 0) != 0),
-        fix_gamma(get(attrs, "fix_gamma", 0) != 0),
-        relu(get(attrs, "relu", 0) != 0) {}
+nobias::Params parse(const Attrs& attrs) {
+  nobias::Params p;
+  p.eps = get(attrs, "eps", p.eps);
+  p.momentum = get(attrs, "momentum", p.momentum);
+  p.use_global_stats = get(attrs, "use_global_stats", 0) != 0;
+  p.fix_gamma = get(attrs, "fix_gamma", 0) != 0;
+  p.relu = get(attrs, "relu", 0) != 0;
+  return p;
+}
 
-  static double get(const Attrs& attrs, const char* key, double fallback) {
-    auto it = attrs.find(key);
-    return it == attrs.end() ? fallback : std::stod(it->second);
-  }
-};
-
-// data viewed as (outer, channels, inner): channel c of sample n is one contiguous run.
-struct Layout {
-  int64_t outer;
-  int64_t channels;
-  int64_t inner;
-
-  explicit Layout(const MXTensor& t) : outer(t.shape[0]), channels(t.shape[1]), inner(1) {
-    for (size_t i = 2; i < t.shape.size(); ++i) inner *= t.shape[i];
-  }
-  int64_t offset(int64_t n, int64_t c) const { return (n * channels + c) * inner; }
-  double count() const { return static_cast<double>(outer * inner); }
-};
+// data viewed as (outer, channels, inner)
+nobias::Geometry geometry(const MXTensor& t) {
+  nobias::Geometry g{t.shape[0], t.shape[1], 1};
+  for (size_t i = 2; i < t.shape.size(); ++i) g.inner *= t.shape[i];
+  return g;
+}
 
 template <typename T>
 T* ptr(MXTensor& t) { return t.data<T>(); }
 
 template <typename T>
-bool training_mode(const Params& p, MXTensor& is_train) {
+bool training_mode(const nobias::Params& p, MXTensor& is_train) {
   return !p.use_global_stats && ptr<T>(is_train)[0] != T(0);
 }
 
-// sum over n and i of a[n, c, i] * b[n, c, i], counting a only where gate > 0 if a gate is given
-// (the fused ReLU's output: the gradient reaches the normalization only where it was positive)
 template <typename T>
-double channel_dot(const T* a, const T* b, const Layout& l, int64_t c,
-                   const T* gate = nullptr) {
-  double total = 0.0;
-  for (int64_t n = 0; n < l.outer; ++n) {
-    const int64_t o = l.offset(n, c);
-    T part = 0;
-    if (gate == nullptr) {
-#pragma omp simd reduction(+ : part)
-      for (int64_t i = o; i < o + l.inner; ++i) part += a[i] * b[i];
-    } else {
-#pragma omp simd reduction(+ : part)
-      for (int64_t i = o; i < o + l.inner; ++i) part += (gate[i] > T(0) ? a[i] : T(0)) * b[i];
-    }
-    total += part;
-  }
-  return total;
-}
-
-template <typename T>
-void forward_impl(const Params& p, std::vector<MXTensor>* inputs,
+void forward_impl(const nobias::Params& p, std::vector<MXTensor>* inputs,
                   std::vector<MXTensor>* outputs) {
-  MXTensor& data = inputs->at(kData);
-  const Layout l(data);
-  const T* x = ptr<T>(data);
-  const T* gamma = ptr<T>(inputs->at(kGamma));
-  T* running_var = ptr<T>(inputs->at(kRunningVar));
-  T* y = ptr<T>(outputs->at(0));
-  T* inv_rms = ptr<T>(outputs->at(1));
-  const bool train = training_mode<T>(p, inputs->at(kIsTrain));
-
-#pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < l.channels; ++c) {
-    double second_moment = running_var[c];
-    if (train) {
-      second_moment = channel_dot(x, x, l, c) / l.count();
-      running_var[c] = static_cast<T>(p.momentum * running_var[c] +
-                                      (1.0 - p.momentum) * second_moment);
-    }
-    const double r = 1.0 / std::sqrt(second_moment + p.eps);
-    inv_rms[c] = static_cast<T>(r);
-    const T scale = static_cast<T>(p.fix_gamma ? r : gamma[c] * r);
-    for (int64_t n = 0; n < l.outer; ++n) {
-      const T* px = x + l.offset(n, c);
-      T* py = y + l.offset(n, c);
-      if (p.relu) {
-#pragma omp simd
-        for (int64_t i = 0; i < l.inner; ++i) py[i] = std::max(scale * px[i], T(0));
-      } else {
-#pragma omp simd
-        for (int64_t i = 0; i < l.inner; ++i) py[i] = scale * px[i];
-      }
-    }
-  }
+  nobias::Forward<T, 1>(p, training_mode<T>(p, inputs->at(kIsTrain)), ptr<T>(inputs->at(kData)),
+                        ptr<T>(inputs->at(kGamma)), ptr<T>(inputs->at(kRunningVar)),
+                        geometry(inputs->at(kData)), ptr<T>(outputs->at(0)),
+                        ptr<T>(outputs->at(1)));
 }
 
 // inputs: d_out, d_inv_rms, data, gamma, running_mean, running_var, is_train, out, inv_rms
 // outputs: d_data, d_gamma, d_running_mean, d_running_var, d_is_train
 template <typename T>
-void backward_impl(const Params& p, std::vector<MXTensor>* inputs,
+void backward_impl(const nobias::Params& p, std::vector<MXTensor>* inputs,
                    std::vector<MXTensor>* outputs) {
   MXTensor& data = inputs->at(kNumOutputs + kData);
-  const Layout l(data);
-  const T* dy = ptr<T>(inputs->at(0));
-  const T* x = ptr<T>(data);
-  const T* gamma = ptr<T>(inputs->at(kNumOutputs + kGamma));
-  const bool train = training_mode<T>(p, inputs->at(kNumOutputs + kIsTrain));
-  // with the fused ReLU, d_out reaches the normalization only where the output is positive
-  const T* gate = p.relu ? ptr<T>(inputs->at(kNumOutputs + kNumInputs)) : nullptr;
-  const T* inv_rms = ptr<T>(inputs->at(kNumOutputs + kNumInputs + 1));
-  T* dx = ptr<T>(outputs->at(kData));
-  T* dgamma = ptr<T>(outputs->at(kGamma));
-
-#pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < l.channels; ++c) {
-    const double dot = channel_dot(dy, x, l, c, gate);
-    const double r = inv_rms[c];
-    const double g = p.fix_gamma ? 1.0 : static_cast<double>(gamma[c]);
-    dgamma[c] = p.fix_gamma ? T(0) : static_cast<T>(dot * r);
-    // y = g * x * r(m2) with m2 = mean(x^2): dx = g*r*dy - g*r^3*sum(dy*x)/count * x.
-    // With frozen statistics r is a constant and only the first term remains.
-    const T a = static_cast<T>(g * r);
-    const T b = train ? static_cast<T>(g * r * r * r * dot / l.count()) : T(0);
-    for (int64_t n = 0; n < l.outer; ++n) {
-      const int64_t o = l.offset(n, c);
-      if (gate == nullptr) {
-#pragma omp simd
-        for (int64_t i = o; i < o + l.inner; ++i) dx[i] = a * dy[i] - b * x[i];
-      } else {
-#pragma omp simd
-        for (int64_t i = o; i < o + l.inner; ++i)
-          dx[i] = a * (gate[i] > T(0) ? dy[i] : T(0)) - b * x[i];
-      }
-    }
-  }
+  const nobias::Geometry geo = geometry(data);
+  std::vector<double> dgamma;
+  nobias::Backward<T, 1>(p, training_mode<T>(p, inputs->at(kNumOutputs + kIsTrain)),
+                         ptr<T>(inputs->at(0)), ptr<T>(data),
+                         ptr<T>(inputs->at(kNumOutputs + kNumInputs)),
+                         ptr<T>(inputs->at(kNumOutputs + kGamma)),
+                         ptr<T>(inputs->at(kNumOutputs + kNumInputs + 1)), geo,
+                         ptr<T>(outputs->at(kData)), &dgamma);
+  T* dg = ptr<T>(outputs->at(kGamma));
+  for (int64_t c = 0; c < geo.c; ++c) dg[c] = static_cast<T>(dgamma[c]);
   for (int k : {kRunningMean, kRunningVar, kIsTrain}) {
     MXTensor& grad = outputs->at(k);
     T* g = ptr<T>(grad);
@@ -185,7 +106,7 @@ void backward_impl(const Params& p, std::vector<MXTensor>* inputs,
 
 MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* inputs,
                       std::vector<MXTensor>* outputs, const OpResource& res) {
-  const Params p(attrs);
+  const nobias::Params p = parse(attrs);
   if (inputs->at(kData).dtype == mxnet::ext::kFloat64) {
     forward_impl<double>(p, inputs, outputs);
   } else {
@@ -196,7 +117,7 @@ MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* inputs,
 
 MXReturnValue backward(const Attrs& attrs, std::vector<MXTensor>* inputs,
                        std::vector<MXTensor>* outputs, const OpResource& res) {
-  const Params p(attrs);
+  const nobias::Params p = parse(attrs);
   if (inputs->at(0).dtype == mxnet::ext::kFloat64) {
     backward_impl<double>(p, inputs, outputs);
   } else {
