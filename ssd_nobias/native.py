@@ -61,8 +61,8 @@ def library_path() -> Path:
     return root / f"nobias_bn-{key.hexdigest()[:16]}.so"
 
 
-def _compile_commands(cxx: str, output: Path, workdir: Path) -> list:
-    """Compiler command lines: each source to an object in `workdir`, then the link."""
+def _compile_commands(cxx: str, output: Path, workdir: Path) -> tuple:
+    """Compiler command lines: one per source (to objects in `workdir`), and the link."""
     mxnet_dir = _mxnet_dir()
     include = mxnet_dir / "include"
     internal = (*COMMON, *MXNET_DEFINES, f"-I{include}", f"-I{include / 'mkldnn'}")
@@ -76,12 +76,22 @@ def _compile_commands(cxx: str, output: Path, workdir: Path) -> list:
     }
     sources = {name: CSRC / name for name in compile_flags}
     sources["lib_api.cc"] = mxnet_dir / "src" / "lib_api.cc"
-    commands = [[cxx, *compile_flags[name], "-c", str(sources[name]), "-o", str(objects[name])]
+    compiles = [[cxx, *compile_flags[name], "-c", str(sources[name]), "-o", str(objects[name])]
                 for name in compile_flags]
-    commands.append([cxx, "-shared", "-fopenmp", *map(str, objects.values()), "-o", str(output),
-                     f"-L{mxnet_dir}", "-l:libmxnet.so", f"-Wl,-rpath,{mxnet_dir}",
-                     "-Wl,--no-undefined"])
-    return commands
+    link = [cxx, "-shared", "-fopenmp", *map(str, objects.values()), "-o", str(output),
+            f"-L{mxnet_dir}", "-l:libmxnet.so", f"-Wl,-rpath,{mxnet_dir}", "-Wl,--no-undefined"]
+    return compiles, link
+
+
+def _run(commands: list) -> None:
+    """Run compiler commands side by side; raise with the output of the first that failed."""
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cmd in commands]
+    errors = [proc.communicate()[1] for proc in procs]  # wait for all before raising
+    for cmd, proc, stderr in zip(commands, procs, errors):
+        if proc.returncode != 0:
+            raise RuntimeError(f"compiling the NoBiasBatchNorm operator failed:\n"
+                               f"{' '.join(cmd)}\n{stderr}")
 
 
 def build(force: bool = False) -> Path:
@@ -100,11 +110,9 @@ def build(force: bool = False) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as workdir:
         tmp = Path(workdir) / target.name
-        for cmd in _compile_commands(cxx, tmp, Path(workdir)):
-            result = subprocess.run(cmd, capture_output=True, text=True)
-            if result.returncode != 0:
-                raise RuntimeError(f"compiling the NoBiasBatchNorm operator failed:\n"
-                                   f"{' '.join(cmd)}\n{result.stderr}")
+        compiles, link = _compile_commands(cxx, tmp, Path(workdir))
+        _run(compiles)
+        _run([link])
         os.replace(tmp, target)  # atomic: concurrent builders never see a partial file
     return target
 
