@@ -246,6 +246,22 @@ def test_plain_layout_switch_keeps_the_lib_api_compute(tmp_path):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
 
 
+def test_gradients_accumulate_with_grad_req_add():
+    layer = make_layer(fuse_relu=True)
+    layer.gamma.grad_req = "add"
+    x = mx.nd.array(data(mean=0.5))
+    x.attach_grad(grad_req="add")
+    grads = []
+    for _ in range(2):
+        with autograd.record():
+            y = layer(x)
+        y.backward()
+        grads.append((x.grad.asnumpy().copy(), layer.gamma.grad().asnumpy().copy()))
+    for once, twice in zip(*grads):
+        assert np.abs(once).max() > 0
+        np.testing.assert_allclose(twice, 2 * once, rtol=1e-5, atol=1e-7)
+
+
 def test_split_and_load_over_two_contexts():
     ctxs = [mx.cpu(0), mx.cpu(1)]
     layer = make_layer(ctx=ctxs)
