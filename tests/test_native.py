@@ -1,6 +1,8 @@
 """Building the operator library: clear errors, and the ABI rule install.cc depends on."""
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +31,14 @@ def test_set_attr_calls_reach_libmxnet_own_instantiations():
                              text=True, check=True).stdout.splitlines()
     set_attr = [line.split()[0] for line in symbols if "nnvm::Op::set_attr<" in line]
     assert set_attr and set_attr == ["U"] * len(set_attr)
+
+
+def test_blocked_kernels_match_plain_ones(tmp_path):
+    """kernels.h with 8 and 16 lanes (nChw8c / nChw16c; AVX-512 machines give the latter) vs NCHW."""
+    source = Path(__file__).parent / "csrc" / "kernel_layouts.cc"
+    binary = tmp_path / "kernel_layouts"
+    subprocess.run([os.environ.get("CXX", "g++"), "-std=c++14", "-O3", "-march=native", "-fopenmp",
+                    f"-I{native.CSRC}", str(source), "-o", str(binary)], check=True)
+    worst = float(subprocess.run([str(binary)], capture_output=True, text=True,
+                                 check=True).stdout)
+    assert worst < 1e-5
