@@ -37,8 +37,8 @@ def test_blocked_kernels_match_plain_ones(tmp_path):
     """kernels.h with 8 and 16 lanes (nChw8c / nChw16c; AVX-512 machines give the latter) vs NCHW."""
     source = Path(__file__).parent / "csrc" / "kernel_layouts.cc"
     binary = tmp_path / "kernel_layouts"
-    subprocess.run([os.environ.get("CXX", "g++"), "-std=c++14", "-O3", "-march=native", "-fopenmp",
-                    f"-I{native.CSRC}", str(source), "-o", str(binary)], check=True)
+    subprocess.run([os.environ.get("CXX", "g++"), *native.COMMON, "-O3", f"-I{native.CSRC}",
+                    str(source), "-o", str(binary)], check=True)
     worst = float(subprocess.run([str(binary)], capture_output=True, text=True,
                                  check=True).stdout)
     assert worst < 1e-5

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace nobias {
@@ -23,11 +24,35 @@ struct Params {
   bool relu = false;
 };
 
+// The operator's attributes from its string map (lib_api's, or MXNet's NodeAttrs::dict).
+template <typename Attrs>
+Params ParseParams(const Attrs& attrs) {
+  auto get = [&attrs](const char* key, double fallback) {
+    auto it = attrs.find(key);
+    return it == attrs.end() ? fallback : std::stod(it->second);
+  };
+  Params p;
+  p.eps = get("eps", p.eps);
+  p.momentum = get("momentum", p.momentum);
+  p.use_global_stats = get("use_global_stats", 0) != 0;
+  p.fix_gamma = get("fix_gamma", 0) != 0;
+  p.relu = get("relu", 0) != 0;
+  return p;
+}
+
 struct Geometry {
   int64_t n, c, inner;
   int64_t size() const { return n * c * inner; }
   double count() const { return static_cast<double>(n * inner); }
 };
+
+// A shape (N, C, inner...) seen as N x C x inner.
+template <typename Shape>
+Geometry GeometryOf(const Shape& shape, int ndim) {
+  Geometry g{shape[0], shape[1], 1};
+  for (int i = 2; i < ndim; ++i) g.inner *= shape[i];
+  return g;
+}
 
 constexpr int64_t kBlock = 256;
 

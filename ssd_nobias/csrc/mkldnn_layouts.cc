@@ -41,26 +41,6 @@ constexpr int kNumInputs = 5, kNumOutputs = 2;
 // backward inputs: the output gradients, then the forward inputs, then the forward outputs
 constexpr int kFwdIn = kNumOutputs, kFwdOut = kNumOutputs + kNumInputs;
 
-Params Parse(const nnvm::NodeAttrs& attrs) {
-  Params p;
-  auto get = [&attrs](const char* key, double fallback) {
-    auto it = attrs.dict.find(key);
-    return it == attrs.dict.end() ? fallback : std::stod(it->second);
-  };
-  p.eps = get("eps", p.eps);
-  p.momentum = get("momentum", p.momentum);
-  p.use_global_stats = get("use_global_stats", 0) != 0;
-  p.fix_gamma = get("fix_gamma", 0) != 0;
-  p.relu = get("relu", 0) != 0;
-  return p;
-}
-
-Geometry GeometryOf(const mxnet::TShape& s) {
-  Geometry g{s[0], s[1], 1};
-  for (int i = 2; i < s.ndim(); ++i) g.inner *= s[i];
-  return g;
-}
-
 mkldnn::memory::desc BlockedDesc(const mxnet::TShape& shape, int lanes) {
   mkldnn::memory::desc plain;
   plain.data.ndims = shape.ndim();
@@ -192,7 +172,8 @@ void Fill(const NDArray& a, OpReqType req, const std::vector<double>& values) {
 template <typename T>
 void ForwardTyped(const Params& p, const std::vector<NDArray>& in,
                   const std::vector<OpReqType>& req, const std::vector<NDArray>& out) {
-  const Geometry geo = GeometryOf(in[kData].shape());
+  const mxnet::TShape& shape = in[kData].shape();
+  const Geometry geo = GeometryOf(shape, shape.ndim());
   const View x = Read(in[kData]);
   const bool train = TrainingMode<T>(p, in[kIsTrain]);
   const T* xp = static_cast<const T*>(x.ptr);
@@ -212,7 +193,8 @@ void ForwardTyped(const Params& p, const std::vector<NDArray>& in,
 template <typename T>
 void BackwardTyped(const Params& p, const std::vector<NDArray>& in,
                    const std::vector<OpReqType>& req, const std::vector<NDArray>& out) {
-  const Geometry geo = GeometryOf(in[kFwdIn + kData].shape());
+  const mxnet::TShape& shape = in[kFwdIn + kData].shape();
+  const Geometry geo = GeometryOf(shape, shape.ndim());
   const View x = Read(in[kFwdIn + kData]);
   const int lanes = x.lanes;
   const bool train = TrainingMode<T>(p, in[kFwdIn + kIsTrain]);
@@ -246,7 +228,7 @@ void LayoutReads(int64_t counts[4]) {
 void ForwardEx(const nnvm::NodeAttrs& attrs, const mxnet::OpContext& ctx,
                const std::vector<NDArray>& in, const std::vector<OpReqType>& req,
                const std::vector<NDArray>& out) {
-  const Params p = Parse(attrs);
+  const Params p = ParseParams(attrs.dict);
   if (in[kData].dtype() == mshadow::kFloat64) {
     ForwardTyped<double>(p, in, req, out);
   } else {
@@ -257,7 +239,7 @@ void ForwardEx(const nnvm::NodeAttrs& attrs, const mxnet::OpContext& ctx,
 void BackwardEx(const nnvm::NodeAttrs& attrs, const mxnet::OpContext& ctx,
                 const std::vector<NDArray>& in, const std::vector<OpReqType>& req,
                 const std::vector<NDArray>& out) {
-  const Params p = Parse(attrs);
+  const Params p = ParseParams(attrs.dict);
   if (in[kFwdIn + kData].dtype() == mshadow::kFloat64) {
     BackwardTyped<double>(p, in, req, out);
   } else {

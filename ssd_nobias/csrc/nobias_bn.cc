@@ -42,26 +42,8 @@ constexpr int kData = 0, kGamma = 1, kRunningMean = 2, kRunningVar = 3, kIsTrain
 constexpr int kNumInputs = 5, kNumOutputs = 2;
 constexpr unsigned int kUnknownDim = static_cast<unsigned int>(-1);
 
-double get(const Attrs& attrs, const char* key, double fallback) {
-  auto it = attrs.find(key);
-  return it == attrs.end() ? fallback : std::stod(it->second);
-}
-
-nobias::Params parse(const Attrs& attrs) {
-  nobias::Params p;
-  p.eps = get(attrs, "eps", p.eps);
-  p.momentum = get(attrs, "momentum", p.momentum);
-  p.use_global_stats = get(attrs, "use_global_stats", 0) != 0;
-  p.fix_gamma = get(attrs, "fix_gamma", 0) != 0;
-  p.relu = get(attrs, "relu", 0) != 0;
-  return p;
-}
-
-// data viewed as (outer, channels, inner)
 nobias::Geometry geometry(const MXTensor& t) {
-  nobias::Geometry g{t.shape[0], t.shape[1], 1};
-  for (size_t i = 2; i < t.shape.size(); ++i) g.inner *= t.shape[i];
-  return g;
+  return nobias::GeometryOf(t.shape, static_cast<int>(t.shape.size()));
 }
 
 template <typename T>
@@ -106,7 +88,7 @@ void backward_impl(const nobias::Params& p, std::vector<MXTensor>* inputs,
 
 MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* inputs,
                       std::vector<MXTensor>* outputs, const OpResource& res) {
-  const nobias::Params p = parse(attrs);
+  const nobias::Params p = nobias::ParseParams(attrs);
   if (inputs->at(kData).dtype == mxnet::ext::kFloat64) {
     forward_impl<double>(p, inputs, outputs);
   } else {
@@ -117,7 +99,7 @@ MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* inputs,
 
 MXReturnValue backward(const Attrs& attrs, std::vector<MXTensor>* inputs,
                        std::vector<MXTensor>* outputs, const OpResource& res) {
-  const nobias::Params p = parse(attrs);
+  const nobias::Params p = nobias::ParseParams(attrs);
   if (inputs->at(0).dtype == mxnet::ext::kFloat64) {
     backward_impl<double>(p, inputs, outputs);
   } else {
