@@ -13,7 +13,8 @@ import logging
 import os
 import random
 import xml.etree.ElementTree as ET
-from typing import List, Sequence, Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -28,22 +29,69 @@ from mxnet import gluon
 from yacs.config import CfgNode
 
 from .errors import DataError
+from .images import ImageError, read_image
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+BAD_IMAGE_POLICIES = ("error", "skip")
 
 
-def read_image(path: str) -> mx.nd.NDArray:
-    """Decode an image file as HxWx3 uint8 RGB (grayscale and PNG included)."""
+@dataclass(frozen=True)
+class VOCObject:
+    """One <object> of a VOC XML as written: 0-based box, unclipped and unchecked."""
+
+    name: str  # lower-cased, stripped
+    box: Tuple[float, float, float, float]  # xmin, ymin, xmax, ymax
+    difficult: bool
+
+
+def parse_voc_xml(path: str) -> Tuple[Optional[Tuple[float, float]], List[VOCObject]]:
+    """((width, height) from <size>, or None if absent) and the objects of a VOC annotation.
+
+    A missing file, malformed XML or an object without a numeric bndbox is a DataError naming
+    the file (and the object).
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"annotation '{path}' does not exist")
     try:
-        return mx.image.imread(path, 1)
-    except mx.base.MXNetError:
-        if not os.path.isfile(path):
-            raise DataError(f"{path}: image file is missing") from None
-        size = os.path.getsize(path)
-        raise DataError(f"{path}: cannot decode image ({'empty file' if size == 0 else 'corrupt'}"
-                        f", {size} bytes)") from None
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise DataError(f"{path}: malformed XML ({err})") from None
+    try:
+        size = (float(root.findtext("size/width")), float(root.findtext("size/height")))
+    except (TypeError, ValueError):
+        size = None
+    objects = []
+    for k, obj in enumerate(root.iter("object")):
+        name = (obj.findtext("name") or "").strip().lower()
+        box = obj.find("bndbox")
+        try:
+            xmin, ymin, xmax, ymax = (float(box.findtext(t)) - 1
+                                      for t in ("xmin", "ymin", "xmax", "ymax"))
+        except (AttributeError, TypeError, ValueError):
+            raise DataError(f"{path}: object {k} ('{name}') has no valid bndbox") from None
+        difficult = (obj.findtext("difficult") or "0").strip() == "1"
+        objects.append(VOCObject(name, (xmin, ymin, xmax, ymax), difficult))
+    return size, objects
+
+
+def clip_box(box: Sequence[float], width: float, height: float) -> Tuple[float, ...]:
+    """A box clipped to the image; empty (xmin >= xmax or ymin >= ymax) if it was inverted,
+    empty or wholly outside."""
+    xmin, xmax = np.clip([box[0], box[2]], 0, width)
+    ymin, ymax = np.clip([box[1], box[3]], 0, height)
+    return float(xmin), float(ymin), float(xmax), float(ymax)
+
+
+def size_mismatch(image, size: Tuple[float, float], source: str, image_path: str) -> str:
+    """A message naming both files and sizes if the decoded image is not `size` (as annotated
+    in `source`: "<file>: <size>" or "<file>: image <id>"), else ''."""
+    h, w = image.shape[:2]
+    if (float(w), float(h)) == tuple(size):
+        return ""
+    return (f"{source} says {size[0]:g}x{size[1]:g} (width x height) but {image_path} is "
+            f"{w}x{h}; its boxes would be clipped and scaled to the wrong size")
 
 
 class VOCFormatDetection(VOCDetection):
@@ -118,42 +166,28 @@ class VOCFormatDetection(VOCDetection):
         """(label rows, (width, height)) of image idx from its XML."""
         base, image_id = self._items[idx]
         path = os.path.join(base, "Annotations", f"{image_id}.xml")
-        if not os.path.isfile(path):
-            raise DataError(f"annotation '{path}' does not exist")
-        try:
-            root = ET.parse(path).getroot()
-        except ET.ParseError as err:
-            raise DataError(f"{path}: malformed XML ({err})") from None
-        width, height = self._xml_size(root, idx)
-        rows = []
-        for k, obj in enumerate(root.iter("object")):
-            name = (obj.findtext("name") or "").strip().lower()
-            if name not in self._classes:
-                self._unknown[name] = self._unknown.get(name, 0) + 1
-                continue
-            box = obj.find("bndbox")
-            try:
-                xmin, ymin, xmax, ymax = (float(box.findtext(t)) - 1
-                                          for t in ("xmin", "ymin", "xmax", "ymax"))
-            except (AttributeError, TypeError, ValueError):
-                raise DataError(f"{path}: object {k} ('{name}') has no valid bndbox") from None
-            xmin, xmax = np.clip([xmin, xmax], 0, width)
-            ymin, ymax = np.clip([ymin, ymax], 0, height)
-            if xmin >= xmax or ymin >= ymax:
-                raise DataError(f"{path}: object {k} ('{name}') has an empty box after clipping "
-                                f"to the {width:g}x{height:g} image: xmin={xmin:g} xmax={xmax:g} "
-                                f"ymin={ymin:g} ymax={ymax:g}")
-            difficult = obj.findtext("difficult") or "0"
-            rows.append([xmin, ymin, xmax, ymax, self._classes.index(name),
-                         1.0 if difficult.strip() == "1" else 0.0])
-        return np.array(rows, dtype=np.float32).reshape(-1, 6), (width, height)
-
-    def _xml_size(self, root, idx: int) -> Tuple[float, float]:
-        try:
-            return float(root.findtext("size/width")), float(root.findtext("size/height"))
-        except (TypeError, ValueError):  # no <size>: ask the image itself
+        size, objects = parse_voc_xml(path)
+        if size is None:  # no <size>: ask the image itself
             h, w = read_image(self._paths[idx]).shape[:2]
-            return float(w), float(h)
+            size = (float(w), float(h))
+        width, height = size
+        rows = []
+        for k, obj in enumerate(objects):
+            if obj.name not in self._classes:
+                self._unknown[obj.name] = self._unknown.get(obj.name, 0) + 1
+                continue
+            xmin, ymin, xmax, ymax = clip_box(obj.box, width, height)
+            if xmin >= xmax or ymin >= ymax:
+                raise DataError(f"{path}: object {k} ('{obj.name}') has an empty box after "
+                                f"clipping to the {width:g}x{height:g} image: xmin={xmin:g} "
+                                f"xmax={xmax:g} ymin={ymin:g} ymax={ymax:g}")
+            rows.append([xmin, ymin, xmax, ymax, self._classes.index(obj.name),
+                         1.0 if obj.difficult else 0.0])
+        return np.array(rows, dtype=np.float32).reshape(-1, 6), size
+
+    def annotation_path(self, idx: int) -> str:
+        base, image_id = self._items[idx]
+        return os.path.join(base, "Annotations", f"{image_id}.xml")
 
     def image_path(self, idx: int) -> str:
         return self._paths[idx]
@@ -164,6 +198,10 @@ class VOCFormatDetection(VOCDetection):
 
     def __getitem__(self, idx):
         img = read_image(self._paths[idx])
+        problem = size_mismatch(img, self._sizes[idx], f"{self.annotation_path(idx)}: <size>",
+                                self._paths[idx])
+        if problem:
+            raise ImageError(problem)
         label = self._label_cache[idx].copy()
         return self._transform(img, label) if self._transform is not None else (img, label)
 
@@ -207,25 +245,34 @@ class COCOFormatDetection(COCODetection):
         return self._items[idx]
 
     def image_size(self, idx: int) -> Tuple[float, float]:
-        entry = self.coco.loadImgs(self.image_id(idx))[0]
-        return float(entry["width"]), float(entry["height"])
+        """(width, height) of image idx, from its annotation file."""
+        return self._sizes[idx]
 
     def image_id(self, idx: int) -> int:
         return self._image_ids[idx]
 
+    def _json_of(self, idx: int) -> str:
+        return os.path.join(self._root, "annotations", f"{self._json_split[idx]}.json")
+
     def _load_jsons(self):
         items, labels, ratios = super()._load_jsons()
         by_path = {}
-        for coco in self._coco:
+        for split, coco in zip(self._splits, self._coco):
             for entry in coco.loadImgs(coco.getImgIds()):
-                by_path[self._parse_image_path(entry)] = entry["id"]
-        self._image_ids = [by_path[p] for p in items]
+                by_path[self._parse_image_path(entry)] = (
+                    entry["id"], split, (float(entry["width"]), float(entry["height"])))
+        self._image_ids, self._json_split, self._sizes = (
+            [by_path[p][k] for p in items] for k in range(3))
         labels = [np.array([r for r in rows if r[4] >= 0], dtype=np.float32).reshape(-1, 5)
                   for rows in labels]
         return items, labels, ratios
 
     def __getitem__(self, idx):
         img = read_image(self._items[idx])
+        problem = size_mismatch(img, self.image_size(idx), f"{self._json_of(idx)}: image "
+                                f"{self.image_id(idx)}", self._items[idx])
+        if problem:
+            raise ImageError(problem)
         label = self._labels[idx].copy()
         return self._transform(img, label) if self._transform is not None else (img, label)
 
@@ -407,10 +454,19 @@ class EpochSampler(gluon.data.Sampler):
 
 
 class SeededTransform(gluon.data.Dataset):
-    """dataset[(seed, i)] -> transform(*dataset[i]) with Python's and NumPy's RNGs seeded."""
+    """dataset[(seed, i)] -> transform(*dataset[i]) with Python's and NumPy's RNGs seeded.
 
-    def __init__(self, dataset, transform):
+    bad_images='skip': an image that cannot be read whole or disagrees with its annotation's
+    size is replaced by the next good one, with a warning that names it and counts the skips of
+    this loader process; 'error' (the default) raises the ImageError that names it.
+    """
+
+    def __init__(self, dataset, transform, bad_images: str = "error"):
+        if bad_images not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"bad_images must be one of {BAD_IMAGE_POLICIES}, not {bad_images!r}")
         self._dataset, self._transform = dataset, transform
+        self._skip = bad_images == "skip"
+        self.skipped = set()
 
     def __len__(self) -> int:
         return len(self._dataset)
@@ -419,15 +475,32 @@ class SeededTransform(gluon.data.Dataset):
         seed, idx = key
         random.seed(seed)
         np.random.seed(seed)  # GluonCV's SSD augmentation draws from both
-        return self._transform(*self._dataset[idx])
+        return self._transform(*self._load(idx))
+
+    def _load(self, idx: int):
+        for k in range(len(self._dataset)):
+            i = (idx + k) % len(self._dataset)
+            if i in self.skipped:
+                continue
+            try:
+                return self._dataset[i]
+            except ImageError as err:
+                if not self._skip:
+                    raise
+                self.skipped.add(i)
+                log.warning("skipped a bad image (data.bad_images: skip), %d so far in this "
+                            "loader process: %s", len(self.skipped), err)
+        raise DataError(f"{self._dataset}: every image is bad ({len(self.skipped)} skipped)")
 
 
 def train_loader(dataset, anchors: mx.nd.NDArray, size: int, batch_size: int,
                  num_workers: int, mean: Sequence[float], std: Sequence[float],
-                 sampler: EpochSampler, max_expand: float = 4.0) -> gluon.data.DataLoader:
+                 sampler: EpochSampler, max_expand: float = 4.0,
+                 bad_images: str = "error") -> gluon.data.DataLoader:
     """Batches of (image, class targets, box targets) in the sampler's order, last partial dropped.
 
-    Augmentation (SSDTrainTransform) and anchor matching run in the workers.
+    Augmentation (SSDTrainTransform) and anchor matching run in the workers; bad images raise
+    or are skipped as SeededTransform says.
     """
     if len(dataset) < batch_size:
         raise DataError(f"{dataset} has {len(dataset)} training images, fewer than one batch "
@@ -435,7 +508,8 @@ def train_loader(dataset, anchors: mx.nd.NDArray, size: int, batch_size: int,
     transform = SSDTrainTransform(size, size, anchors.as_in_context(mx.cpu()), max_expand,
                                   mean=tuple(mean), std=tuple(std))
     batches = gluon.data.BatchSampler(sampler, batch_size, last_batch="discard")
-    return gluon.data.DataLoader(SeededTransform(dataset, transform), batch_sampler=batches,
+    return gluon.data.DataLoader(SeededTransform(dataset, transform, bad_images),
+                                 batch_sampler=batches,
                                  batchify_fn=BTuple(Stack(), Stack(), Stack()),
                                  num_workers=num_workers)
 

@@ -13,6 +13,7 @@ from ssd_nobias.data import (COCOFormatDetection, EpochSampler, SSDTrainTransfor
                              VOCFormatDetection, build_dataset, dataset_classes,
                              random_crop_with_constraints, split_batch, train_loader, val_loader)
 from ssd_nobias.errors import DataError
+from ssd_nobias.images import ImageError
 
 CLASSES = ("circle", "square", "triangle")
 
@@ -117,13 +118,73 @@ def test_malformed_xml_and_missing_annotation(tmp_path):
         custom(tmp_path)
 
 
-@pytest.mark.parametrize("content, what", [(b"", "empty file"), (b"\xff\xd8garbage", "corrupt")])
+@pytest.mark.parametrize("content, what", [
+    (b"", r"cannot decode image \(empty file"), (b"\xff\xd8garbage", "truncated JPEG"),
+    (b"\xff\xd8garbage\xff\xd9", r"cannot decode image \(corrupt")])
 def test_corrupt_or_empty_image_names_the_file(tmp_path, content, what):
     write_item(tmp_path, "a", [obj("circle", (1, 1, 9, 9))])
     (tmp_path / "JPEGImages" / "a.jpg").write_bytes(content)
     ds = custom(tmp_path)
-    with pytest.raises(DataError, match=rf"a\.jpg: cannot decode image \({what}"):
+    with pytest.raises(DataError, match=rf"a\.jpg: {what}"):
         ds[0]
+
+
+def test_truncated_image_is_an_error_naming_it_not_grey_pixels(tmp_path):
+    write_item(tmp_path, "a", [obj("circle", (1, 1, 9, 9))])
+    path = tmp_path / "JPEGImages" / "a.jpg"
+    path.write_bytes(path.read_bytes()[:-20])
+    assert mx.image.imread(str(path)).shape == (60, 80, 3)  # what a plain decoder does
+    with pytest.raises(ImageError, match=r"a\.jpg: truncated JPEG: no end-of-image marker"):
+        custom(tmp_path)[0]
+
+
+def test_annotated_size_must_be_the_image_size(tmp_path):
+    write_item(tmp_path, "a", [obj("circle", (1, 1, 9, 9))])
+    cv2.imwrite(str(tmp_path / "JPEGImages" / "a.jpg"), np.zeros((30, 40, 3), np.uint8))
+    ds = custom(tmp_path)
+    with pytest.raises(ImageError, match=r"a\.xml: <size> says 80x60 \(width x height\) but "
+                                         r".*a\.jpg is 40x30"):
+        ds[0]
+
+
+def test_coco_annotated_size_must_be_the_image_size(tmp_path):
+    from ssd_nobias.synthetic import make_synthetic
+    root = make_synthetic(str(tmp_path), train=2, val=1, size=64, seed=0, fmt="coco")["root"]
+    ds = COCOFormatDetection(root, ["instances_train"])
+    cv2.imwrite(ds.image_path(1), np.zeros((20, 30, 3), np.uint8))
+    ds[0]
+    with pytest.raises(ImageError, match=r"instances_train\.json: image \d+ says \d+x\d+ .* but "
+                                         r".* is 30x20"):
+        ds[1]
+
+
+def training_set_with_a_bad_image(root):
+    for i in range(4):
+        write_item(root, f"im{i}", [obj("circle", (10, 10, 40, 40))])
+    bad = root / "JPEGImages" / "im1.jpg"
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    return custom(root)
+
+
+def test_bad_training_image_stops_the_loader_naming_it(tmp_path):
+    ds = training_set_with_a_bad_image(tmp_path)
+    anchors = mx.nd.array(np.random.RandomState(0).uniform(0, 1, (1, 50, 4)))
+    loader = train_loader(ds, anchors, 64, 4, 0, (0.5,) * 3, (0.25,) * 3, EpochSampler(4, 0),
+                          max_expand=1)
+    with pytest.raises(ImageError, match=r"im1\.jpg: truncated JPEG"):
+        list(loader)
+
+
+def test_skip_policy_replaces_a_bad_image_with_a_named_count(tmp_path, caplog):
+    ds = training_set_with_a_bad_image(tmp_path)
+    anchors = mx.nd.array(np.random.RandomState(0).uniform(0, 1, (1, 50, 4)))
+    loader = train_loader(ds, anchors, 64, 4, 0, (0.5,) * 3, (0.25,) * 3, EpochSampler(4, 0),
+                          max_expand=1, bad_images="skip")
+    with caplog.at_level(logging.WARNING):
+        batches = list(loader) + list(loader)
+    assert [b[0].shape[0] for b in batches] == [4, 4]
+    skips = [r.getMessage() for r in caplog.records if "skipped a bad image" in r.getMessage()]
+    assert len(skips) == 1 and "im1.jpg: truncated JPEG" in skips[0] and "1 so far" in skips[0]
 
 
 def test_voc_years_layout(tmp_path):
