@@ -1,47 +1,68 @@
-"""Dead ReLU channels of trained runs: channels of each conv+norm+ReLU unit that are zero on
-every one of N val images. Explains the spread of bias-free runs in docs/results.md.
+"""Dead ReLU channels per unit, from a run's initial weights through its checkpoints, and
+whether the depthwise channels that die are those whose filter sum started negative.
 
-    python bench/dead_channels.py runs/study/runs/nobias-1 runs/study/runs/batchnorm-1 [--images 32]
+The initial weights are rebuilt from the run's config and seed (what its training started
+from) and measured with batch statistics; each checkpoint with its running statistics, as
+deployed. Save a checkpoint every epoch (train.save_interval=1) to see the whole trajectory.
+
+    python bench/dead_channels.py runs/study/runs/nobias-1 runs/study/runs/batchnorm-1 \\
+        [--images 32] [--json out.json]
 """
 import argparse
+import json
 import os
 
 import mxnet as mx
-from mxnet import autograd
 
 from ssd_nobias.config import base_size, load_config
-from ssd_nobias.evaluate import load_trained
+from ssd_nobias.diagnostics import checkpoints_in_order, epoch_of, trajectory, unit_activity
+from ssd_nobias.evaluate import load_trained, val_set
 from ssd_nobias.export import parity_images
+from ssd_nobias.train import initialized_model
 
 
-def dead_channels(run_dir: str, images: int):
-    """(dead, total, per-unit [(name, dead, channels)]) for a run's last checkpoint."""
+def run_trajectory(run_dir: str, images: int) -> dict:
+    """trajectory() of a run: its initial weights, then every checkpoint in epoch order."""
     cfg = load_config(os.path.join(run_dir, "config.yaml"))
-    net, dataset, _ = load_trained(cfg, os.path.join(run_dir, f"{cfg.name}-last.params"),
-                                   [mx.cpu()])
-    size = base_size(cfg)
-    x = parity_images(dataset, size, cfg.data.mean, cfg.data.std, count=images)
-    outputs = {}
-    for name, pair in net.features.pairs():
-        pair.register_forward_hook(
-            lambda block, inputs, out, name=name: outputs.__setitem__(name, out.asnumpy()))
-    with autograd.predict_mode():
-        net.features(x)
-    units = [(name, int((~(a > 0).any(axis=(0, 2, 3))).sum()), a.shape[1])
-             for name, a in outputs.items()]
-    return sum(u[1] for u in units), sum(u[2] for u in units), units
+    dataset, classes = val_set(cfg)
+    x = parity_images(dataset, base_size(cfg), cfg.data.mean, cfg.data.std, count=images)
+    net = initialized_model(cfg, classes, [mx.cpu()])
+    snapshots = {"init": unit_activity(net.features, x, batch_stats=True)}
+    for path in checkpoints_in_order(run_dir, cfg.name):
+        net, _, _ = load_trained(cfg, path, [mx.cpu()])
+        snapshots[epoch_of(path)] = unit_activity(net.features, x)
+    return trajectory(snapshots)
+
+
+def format_trajectory(run: str, t: dict) -> str:
+    head = f"{'unit':16s}" + "".join(f"{s:>7s}" for s in t["snapshots"]) + "  neg. sum at start"
+    rows = [f"{run}: dead channels per unit (fraction), from init to the last checkpoint", head]
+    for name, u in t["units"].items():
+        if max(u["dead"]) == 0:
+            continue
+        rows.append(f"{name:16s}" + "".join(f"{d:7.2f}" for d in u["dead"]) +
+                    f"  {u['negative_sum_at_start']}/{u['channels']}")
+    rows.append(f"{'all units':16s}" + "".join(f"{d:7.3f}" for d in t["dead"]))
+    rows.append(f"depthwise: {t['depthwise_negative_sum_at_start']:.0%} of filters start with a "
+                f"negative sum; {t['depthwise_dead_at_end']} channels dead at the end, "
+                f"{t['depthwise_dead_at_end_with_negative_sum_at_start']} of them started "
+                f"negative")
+    return "\n".join(rows)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", help="run directories (config.yaml, <name>-last.params)")
-    p.add_argument("--images", type=int, default=32)
+    p.add_argument("runs", nargs="+", help="run directories (config.yaml and checkpoints)")
+    p.add_argument("--images", type=int, default=32, help="val images to measure on")
+    p.add_argument("--json", help="write every run's trajectory here")
     args = p.parse_args()
+    results = {}
     for run in args.runs:
-        dead, total, units = dead_channels(run, args.images)
-        worst = sorted(units, key=lambda u: -u[1] / u[2])[:4]
-        print(f"{run}: {dead}/{total} dead channels ({dead / total:.1%}); most: " +
-              ", ".join(f"{n} {d}/{c}" for n, d, c in worst))
+        results[run] = run_trajectory(run, args.images)
+        print(format_trajectory(run, results[run]), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

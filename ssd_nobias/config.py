@@ -14,7 +14,8 @@ import yaml
 from yacs.config import CfgNode
 
 from .errors import ConfigError
-from .model import MODEL_NAMES
+from .model import ACTIVATIONS, MODEL_NAMES
+from .reparam import WEIGHT_MODES
 from .nn import NORM_LAYERS
 
 
@@ -30,6 +31,12 @@ def defaults() -> CfgNode:
     c.model.norm = "nobias"
     c.model.bias_free = ["*"]
     c.model.heads_bias = True
+    # The bias-free recipe (model.BIAS_FREE_RECIPE): 'auto' gives bias-free units the recipe and
+    # stock BatchNorm units GluonCV's plain conv + ReLU.
+    c.model.conv_weights = "auto"  # full and pointwise convs: auto | plain | centered | dc_positive
+    c.model.depthwise_weights = "auto"  # 3x3 depthwise convs: the same choices
+    c.model.activation = "auto"  # auto | relu | leaky
+    c.model.leaky_slope = 0.1  # negative slope of activation: leaky
     c.model.pretrained_base = ""  # a local Gluon MobileNet .params file; empty: from scratch
     c.model.nms_thresh = 0.45
     c.model.nms_topk = 400
@@ -45,6 +52,10 @@ def defaults() -> CfgNode:
     c.data.num_workers = 4
     c.data.mean = [0.485, 0.456, 0.406]
     c.data.std = [0.229, 0.224, 0.225]
+    # A training image that is truncated, corrupt or not the size its annotation says: 'error'
+    # stops the run naming it; 'skip' replaces it by the next image with a warning naming it.
+    # Validation and evaluation always stop.
+    c.data.bad_images = "error"
     c.data.max_expand = 4.0  # SSD's zoom-out augmentation (p 0.5) up to this factor; 1 turns it off
 
     c.train = CfgNode()
@@ -168,6 +179,13 @@ def validate(cfg: CfgNode) -> None:
          f"is '{cfg.model.name}'; choose one of {', '.join(MODEL_NAMES)}")
     need(cfg.model.norm in NORM_LAYERS, "model.norm", f"must be one of {sorted(NORM_LAYERS)}")
     need(len(cfg.model.bias_free) > 0, "model.bias_free", "must list at least one layer glob")
+    for key in ("conv_weights", "depthwise_weights"):
+        need(cfg.model[key] in ("auto",) + WEIGHT_MODES, f"model.{key}",
+             f"is '{cfg.model[key]}'; choose one of auto, {', '.join(WEIGHT_MODES)}")
+    need(cfg.model.activation in ("auto",) + ACTIVATIONS, "model.activation",
+         f"is '{cfg.model.activation}'; choose one of auto, {', '.join(ACTIVATIONS)}")
+    need(0 < cfg.model.leaky_slope < 1, "model.leaky_slope",
+         f"must be in (0, 1), got {cfg.model.leaky_slope}")
     need(0 < cfg.model.nms_thresh <= 1, "model.nms_thresh", "must be in (0, 1]")
     need(cfg.model.post_nms > 0, "model.post_nms", "must be positive")
     need(cfg.data.dataset in ("voc", "coco", "voc_custom"), "data.dataset",
@@ -185,6 +203,8 @@ def validate(cfg: CfgNode) -> None:
     need(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
     need(len(cfg.data.mean) == 3 and len(cfg.data.std) == 3 and min(cfg.data.std) > 0,
          "data.mean/std", "must be 3 values each, std positive")
+    need(cfg.data.bad_images in ("error", "skip"), "data.bad_images",
+         f"must be error or skip, got '{cfg.data.bad_images}'")
     need(cfg.data.max_expand >= 1, "data.max_expand", f"must be >= 1, got {cfg.data.max_expand}")
 
     t = cfg.train

@@ -21,7 +21,8 @@ from mxnet.gluon import nn
 from .config import base_size, contexts
 from .errors import DataError, UserError, mxnet_reason
 from .evaluate import evaluate_checkpoint, load_trained, val_set, write_json
-from .model import ConvNorm, MobileNetSSDFeatures, bias_report, build_model
+from .model import (STOCK_RECIPE, ConvNorm, MobileNetSSDFeatures, activate, bias_report,
+                    build_model)
 from .nn import NoBiasBatchNorm
 
 PARITY_RTOL = 1e-4  # of the output's magnitude: raw predictor outputs, deploy against trained
@@ -38,7 +39,7 @@ class ParityError(UserError):
 def fold_conv_norm(pair: ConvNorm) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """(weight, bias) of the one convolution equal to `pair` in inference; bias None if none."""
     norm = pair.norm
-    weight = pair.conv.weight.data().asnumpy().astype(np.float64)
+    weight = pair.conv.deploy_weight().asnumpy().astype(np.float64)
     var = norm.running_var.data().asnumpy().astype(np.float64)
     gamma = norm.gamma.data().asnumpy().astype(np.float64)
     if norm._kwargs["fix_gamma"]:
@@ -53,12 +54,13 @@ def fold_conv_norm(pair: ConvNorm) -> Tuple[np.ndarray, Optional[np.ndarray]]:
 
 
 class FoldedConv(nn.HybridBlock):
-    """A deploy unit: one convolution with a norm folded into it, then ReLU."""
+    """A deploy unit: one convolution with a norm folded into it, then the unit's activation."""
 
-    def __init__(self, conv: nn.Conv2D, weight: np.ndarray, bias: Optional[np.ndarray],
+    def __init__(self, pair: ConvNorm, weight: np.ndarray, bias: Optional[np.ndarray],
                  **kwargs):
         super().__init__(**kwargs)
-        k = conv._kwargs
+        self.activation, self.slope = pair.activation, pair.slope
+        k = pair.conv._kwargs
         with self.name_scope():
             self.conv = nn.Conv2D(k["num_filter"], k["kernel"], strides=k["stride"],
                                   padding=k["pad"], groups=k["num_group"],
@@ -70,7 +72,7 @@ class FoldedConv(nn.HybridBlock):
             self.conv.bias.set_data(mx.nd.array(bias))
 
     def hybrid_forward(self, F, x):
-        return F.Activation(self.conv(x), act_type="relu")  # the form MKLDNN fuses
+        return activate(F, self.conv(x), self.activation, self.slope)  # forms MKLDNN fuses
 
 
 class FoldedFeatures(MobileNetSSDFeatures):
@@ -81,7 +83,7 @@ class FoldedFeatures(MobileNetSSDFeatures):
         self._outputs = features._outputs
         for name, pair in features.pairs():
             weight, bias = fold_conv_norm(pair)
-            self._add(name, FoldedConv(pair.conv, weight, bias, prefix=pair.prefix))
+            self._add(name, FoldedConv(pair, weight, bias, prefix=pair.prefix))
 
 
 def fold_ssd(net: SSD, ctx: Sequence[mx.Context]) -> SSD:
@@ -181,6 +183,17 @@ def _load_zero_shift(cfg, params_path: str, ctx):
     return net, dataset, classes
 
 
+def _with_stock_recipe(cfg):
+    """cfg with its 'auto' recipe keys set to what stock BatchNorm units get."""
+    out = cfg.clone()
+    out.defrost()
+    for key, value in STOCK_RECIPE.items():
+        if out.model[key] == "auto":
+            out.model[key] = value
+    out.freeze()
+    return out
+
+
 def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = False,
                   onnx: bool = False) -> dict:
     """Fold the trained model, write the deploy graph, preprocessing and report; check parity.
@@ -211,6 +224,9 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
     os.makedirs(out_dir, exist_ok=True)
     before = None
     if shifted:
+        # The naive fix drops the shifts and nothing else: the stock model's plain convs and
+        # activation stay, whatever the bias-free recipe would build.
+        cfg = _with_stock_recipe(cfg)
         stock = cfg.clone()
         stock.defrost()
         stock.model.norm, stock.model.bias_free = "batchnorm", ["*"]
@@ -225,6 +241,7 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
     trained_cls, trained_box = raw_outputs(net, x)
     trained_det = [a.asnumpy() for a in net(x)]
 
+    modes = {f"features.{name}.conv": pair.conv.mode for name, pair in net.features.pairs()}
     folded = fold_ssd(net, ctx)
     folded.hybridize(static_alloc=True)
     folded(x)
@@ -239,7 +256,8 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
     deploy, _ = load_deploy(out_dir, ctx)
     deploy_det = [a.asnumpy() for a in deploy(x)]
     deploy_cls, deploy_box = deploy_raw_outputs(prefix, x, len(classes))
-    layers = [vars(r) for r in bias_report(folded)]
+    # each folded conv holds its effective weight; 'weights' says how it was trained
+    layers = [dict(vars(r), weights=modes.get(r.name, r.weights)) for r in bias_report(folded)]
     parity = {"images": int(x.shape[0]),
               "class_logits": relative_error(deploy_cls, trained_cls),
               "box_offsets": relative_error(deploy_box, trained_box),

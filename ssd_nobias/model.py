@@ -15,6 +15,7 @@ from mxnet.gluon import nn
 
 from .errors import ConfigError
 from .nn import NoBiasBatchNorm, NormLayer, get_norm_layer
+from .reparam import WEIGHT_MODES, ReparamConv2D
 
 # GluonCV's FeatureExpander initializes the extra layers this way (MSRA); from-scratch training
 # needs it on every conv, the base included.
@@ -59,28 +60,63 @@ MODEL_NAMES = tuple(f"ssd_{size}_mobilenet{mult}_{data}"
                     for size, mult in _VARIANTS for data in ("voc", "coco", "custom"))
 
 
-class ConvNorm(nn.HybridBlock):
-    """conv (no bias) -> norm -> ReLU: the unit that folds into one deploy convolution.
+ACTIVATIONS = ("relu", "leaky")
 
-    A NoBiasBatchNorm applies the ReLU itself (fused); stock BatchNorm is followed by an
-    Activation, as in GluonCV's MobileNet.
+
+@dataclass(frozen=True)
+class UnitRecipe:
+    """How one conv -> norm -> activation unit is built: its norm, weight mode and activation."""
+
+    norm: NormLayer
+    weights: str = "plain"  # a reparam.WEIGHT_MODES entry
+    activation: str = "relu"  # relu | leaky
+    slope: float = 0.1  # of the leaky activation's negative side
+
+
+# What a bias-free unit gets unless told otherwise (the ablation in docs/results.md chose it):
+# centered full and pointwise filters, depthwise filters with a non-negative sum, ReLU.
+BIAS_FREE_RECIPE = {"conv_weights": "centered", "depthwise_weights": "dc_positive",
+                    "activation": "relu"}
+STOCK_RECIPE = {"conv_weights": "plain", "depthwise_weights": "plain", "activation": "relu"}
+
+
+class ConvNorm(nn.HybridBlock):
+    """conv (no bias) -> norm -> activation: the unit that folds into one deploy convolution.
+
+    The conv's weight may be reparametrized (`recipe.weights`, see reparam.py); a
+    NoBiasBatchNorm applies a ReLU itself (fused); otherwise the activation follows the norm
+    (ReLU as in GluonCV's MobileNet, or LeakyReLU).
     """
 
     def __init__(self, in_channels: int, channels: int, kernel: int, stride: int,
-                 norm_layer: NormLayer, groups: int = 1, **kwargs):
+                 recipe: UnitRecipe, groups: int = 1, **kwargs):
         super().__init__(**kwargs)
+        self.activation, self.slope = recipe.activation, recipe.slope
         with self.name_scope():
-            self.conv = nn.Conv2D(channels, kernel, strides=stride, padding=kernel // 2,
-                                  groups=groups, use_bias=False, in_channels=in_channels,
-                                  weight_initializer=CONV_INIT)
-            if isinstance(norm_layer, type) and issubclass(norm_layer, NoBiasBatchNorm):
-                self.norm = norm_layer(in_channels=channels, fuse_relu=True)
-            else:
-                self.norm = norm_layer(in_channels=channels)
+            self.conv = ReparamConv2D(channels, kernel, in_channels, recipe.weights,
+                                      strides=stride, padding=kernel // 2, groups=groups,
+                                      weight_initializer=CONV_INIT)
+            fuse = recipe.activation == "relu" and isinstance(recipe.norm, type) and \
+                issubclass(recipe.norm, NoBiasBatchNorm)
+            self.norm = recipe.norm(in_channels=channels, fuse_relu=True) if fuse \
+                else recipe.norm(in_channels=channels)
+
+    @property
+    def depthwise(self) -> bool:
+        return self.conv._kwargs["num_group"] > 1
 
     def hybrid_forward(self, F, x):
         x = self.norm(self.conv(x))
-        return x if getattr(self.norm, "fuse_relu", False) else F.Activation(x, act_type="relu")
+        return activate(F, x, self.activation, self.slope, getattr(self.norm, "fuse_relu", False))
+
+
+def activate(F, x, activation: str, slope: float, done: bool = False):
+    """The unit's activation (nothing if a fused ReLU already applied it)."""
+    if done:
+        return x
+    if activation == "leaky":
+        return F.LeakyReLU(x, act_type="leaky", slope=slope)
+    return F.Activation(x, act_type="relu")
 
 
 def layer_names(num_extras: int = 4) -> list:
@@ -100,24 +136,25 @@ class MobileNetSSDFeatures(nn.HybridBlock):
     hard-coded BatchNorm), so every norm is chosen here and `net.apply` reaches every layer.
     """
 
-    def __init__(self, multiplier: float, extra_filters: Sequence[int], norm_for,
+    def __init__(self, multiplier: float, extra_filters: Sequence[int], recipe_for,
                  min_depth: int = 128, **kwargs):
         super().__init__(**kwargs)
         self._outputs = _TAPS + tuple(f"extra{i}_conv" for i in range(1, len(extra_filters) + 1))
         with self.name_scope():
             width = int(32 * multiplier)
-            self._add("conv0", ConvNorm(3, width, 3, 2, norm_for("conv0")))
+            self._add("conv0", ConvNorm(3, width, 3, 2, recipe_for("conv0", False)))
             for i, (dw, pw, stride) in enumerate(_MOBILENET_BLOCKS, start=1):
                 dw, pw = int(dw * multiplier), int(pw * multiplier)
-                self._add(f"dw{i}", ConvNorm(width, dw, 3, stride, norm_for(f"dw{i}"), groups=dw))
-                self._add(f"pw{i}", ConvNorm(dw, pw, 1, 1, norm_for(f"pw{i}")))
+                self._add(f"dw{i}", ConvNorm(width, dw, 3, stride, recipe_for(f"dw{i}", True),
+                                             groups=dw))
+                self._add(f"pw{i}", ConvNorm(dw, pw, 1, 1, recipe_for(f"pw{i}", False)))
                 width = pw
             for i, filters in enumerate(extra_filters, start=1):
                 reduce = max(min_depth, filters)  # GluonCV: 1x1 transition, reduce_ratio 1.0
                 self._add(f"extra{i}_reduce",
-                          ConvNorm(width, reduce, 1, 1, norm_for(f"extra{i}_reduce")))
+                          ConvNorm(width, reduce, 1, 1, recipe_for(f"extra{i}_reduce", False)))
                 self._add(f"extra{i}_conv",
-                          ConvNorm(reduce, filters, 3, 2, norm_for(f"extra{i}_conv")))
+                          ConvNorm(reduce, filters, 3, 2, recipe_for(f"extra{i}_conv", False)))
                 width = filters
 
     def _add(self, name: str, block: ConvNorm) -> None:
@@ -168,15 +205,43 @@ def _norm_selector(norm: Union[str, NormLayer], bias_free: Sequence[str]):
         else nn.BatchNorm
 
 
+def _recipe_selector(norm_for, conv_weights: Optional[str], depthwise_weights: Optional[str],
+                     activation: Optional[str], leaky_slope: float):
+    """Map (layer name, depthwise?) to its UnitRecipe; None picks the recipe of the layer's norm
+    (BIAS_FREE_RECIPE for NoBiasBatchNorm, STOCK_RECIPE for stock BatchNorm)."""
+    for key, value, allowed in (("conv_weights", conv_weights, WEIGHT_MODES),
+                                ("depthwise_weights", depthwise_weights, WEIGHT_MODES),
+                                ("activation", activation, ACTIVATIONS)):
+        if value is not None and value not in allowed:
+            raise ValueError(f"{key} '{value}' is not one of {', '.join(allowed)}")
+    if not leaky_slope > 0:
+        raise ValueError(f"leaky_slope must be positive, got {leaky_slope}")
+
+    def recipe_for(name: str, depthwise: bool) -> UnitRecipe:
+        norm = norm_for(name)
+        default = BIAS_FREE_RECIPE if isinstance(norm, type) and \
+            issubclass(norm, NoBiasBatchNorm) else STOCK_RECIPE
+        weights = depthwise_weights if depthwise else conv_weights
+        weights = weights or default["depthwise_weights" if depthwise else "conv_weights"]
+        return UnitRecipe(norm, weights, activation or default["activation"], leaky_slope)
+    return recipe_for
+
+
 def get_model(name: str, classes: Optional[Sequence[str]] = None,
               norm: Union[str, NormLayer] = "nobias", bias_free: Sequence[str] = ("*",),
               heads_bias: bool = True, pretrained_base: Optional[Union[str, Path]] = None,
+              conv_weights: Optional[str] = None, depthwise_weights: Optional[str] = None,
+              activation: Optional[str] = None, leaky_slope: float = 0.1,
               **kwargs) -> SSD:
     """Build a GluonCV `SSD` whose conv+BN pairs fold to weight-only convolutions.
 
     name: one of MODEL_NAMES. norm: 'nobias' (NoBiasBatchNorm where `bias_free` globs match a
     layer name from `layer_names()`, stock BatchNorm elsewhere) or 'batchnorm' (the stock
     baseline). heads_bias=False also drops the bias of the class and box predictors.
+    conv_weights (full and pointwise convs) and depthwise_weights: a reparam.WEIGHT_MODES entry;
+    activation: 'relu' or 'leaky' (negative slope `leaky_slope`). Left None, each unit takes
+    the recipe of its norm: BIAS_FREE_RECIPE for bias-free units, STOCK_RECIPE (GluonCV's
+    plain convs and ReLU) for stock BatchNorm.
     pretrained_base: a local MobileNet .params file (GluonCV/Gluon model zoo layout) loaded into
     the base, which is then initialized; everything else waits for `net.initialize()`.
     kwargs go to GluonCV's SSD (nms_thresh, nms_topk, post_nms, ...).
@@ -187,10 +252,11 @@ def get_model(name: str, classes: Optional[Sequence[str]] = None,
     base_size, multiplier, dataset = int(match[1]), float(match[2]), match[3]
     preset = _preset(base_size, multiplier)
     class_names = _classes_for(dataset, classes)
-    norm_for = _norm_selector(norm, bias_free)
+    recipe_for = _recipe_selector(_norm_selector(norm, bias_free), conv_weights,
+                                  depthwise_weights, activation, leaky_slope)
 
     def features(**_ssd_kwargs):  # SSD passes pretrained/ctx/norm_layer: the layout fixes them
-        return MobileNetSSDFeatures(multiplier, preset.extra_filters, norm_for)
+        return MobileNetSSDFeatures(multiplier, preset.extra_filters, recipe_for)
 
     net = SSD(network=None, base_size=base_size, features=features, num_filters=None,
               sizes=list(preset.sizes), ratios=[list(r) for r in preset.ratios],
@@ -214,10 +280,17 @@ def build_model(cfg, classes: Sequence[str]) -> SSD:
     try:
         return get_model(m.name, classes=list(classes) if custom else None, norm=m.norm,
                          bias_free=list(m.bias_free), heads_bias=m.heads_bias,
+                         conv_weights=_auto(m.conv_weights),
+                         depthwise_weights=_auto(m.depthwise_weights),
+                         activation=_auto(m.activation), leaky_slope=m.leaky_slope,
                          pretrained_base=m.pretrained_base or None, nms_thresh=m.nms_thresh,
                          nms_topk=m.nms_topk, post_nms=m.post_nms)
     except (ValueError, FileNotFoundError) as err:  # get_model's argument checks
         raise ConfigError(f"model: {err}") from None
+
+
+def _auto(value: str) -> Optional[str]:
+    return None if value == "auto" else value
 
 
 def ssd_anchors(net: SSD, size: int, ctx: mx.Context) -> mx.nd.NDArray:
@@ -295,6 +368,7 @@ class LayerBias:
     norm: str  # 'NoBiasBatchNorm', 'BatchNorm' or 'none'
     bias_free: bool  # no bias once folded, whatever the weights
     max_abs_bias: Optional[float]  # of the folded bias with the current weights, if initialized
+    weights: str = "plain"  # the conv's weight reparametrization (reparam.WEIGHT_MODES)
 
 
 def _folded_bias(block: ConvNorm) -> Optional[np.ndarray]:
@@ -328,11 +402,12 @@ def bias_report(net: nn.Block) -> list:
             bias = _folded_bias(block)
             norm = type(block.norm).__name__
             bias_free = isinstance(block.norm, NoBiasBatchNorm)
+            weights = block.conv.mode
         else:
-            norm, bias_free = "none", block.bias is None
+            norm, bias_free, weights = "none", block.bias is None, "plain"
             bias = np.zeros(1) if bias_free else _data_or_none(block.bias)
         max_abs = None if bias is None else float(np.abs(bias).max())
-        report.append(LayerBias(path, norm, bias_free, max_abs))
+        report.append(LayerBias(path, norm, bias_free, max_abs, weights))
     return report
 
 
@@ -345,10 +420,11 @@ def _data_or_none(param) -> Optional[np.ndarray]:
 
 def format_bias_report(report: Sequence[LayerBias]) -> str:
     """The report as a table, with a closing count of bias-free layers."""
-    rows = [f"{'layer':32s} {'norm':16s} {'bias-free':9s} {'max |bias|':>10s}"]
+    rows = [f"{'layer':32s} {'norm':16s} {'weights':11s} {'bias-free':9s} {'max |bias|':>10s}"]
     for r in report:
         bias = "-" if r.max_abs_bias is None else f"{r.max_abs_bias:.3g}"
-        rows.append(f"{r.name:32s} {r.norm:16s} {'yes' if r.bias_free else 'NO':9s} {bias:>10s}")
+        rows.append(f"{r.name:32s} {r.norm:16s} {r.weights:11s} "
+                    f"{'yes' if r.bias_free else 'NO':9s} {bias:>10s}")
     free = sum(r.bias_free for r in report)
     rows.append(f"{free} of {len(report)} convolutions have no bias once BatchNorm is folded")
     return "\n".join(rows)

@@ -79,6 +79,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+def initialized_model(cfg: CfgNode, classes: Sequence[str], ctx: Sequence[mx.Context]):
+    """The config's model with the weights a run of seed cfg.seed starts from."""
+    seed_everything(cfg.seed)
+    net = build_model(cfg, classes)
+    with warnings.catch_warnings():  # a pretrained base is initialized already
+        warnings.simplefilter("ignore")
+        net.initialize(init=CONV_INIT, ctx=list(ctx))
+    net.collect_params().reset_ctx(list(ctx))
+    return net
+
+
 def setup_logging(out_dir: Optional[str]) -> Optional[logging.Handler]:
     """Log to the console and out_dir/train.log (unless None); returns the file handler."""
     log.setLevel(logging.INFO)
@@ -159,8 +170,7 @@ class Trainer:
         self.val_set = build_dataset(cfg, "val")
         self.classes = dataset_classes(cfg) if cfg.data.dataset != "coco" \
             else list(self.val_set.classes)
-        self.net = build_model(cfg, self.classes)
-        self._initialize()
+        self.net = initialized_model(cfg, self.classes, self.ctx)
         self.sampler = EpochSampler(len(self.train_set), cfg.seed, self.worker.rank,
                                     self.worker.num_workers)
         self.batch_size = t.batch_size // self.worker.num_workers  # this worker's share
@@ -169,7 +179,7 @@ class Trainer:
             if self.worker.kvstore is not None else None
         self.loader = train_loader(self.train_set, anchors, self.size, self.batch_size,
                                    cfg.data.num_workers, cfg.data.mean, cfg.data.std,
-                                   self.sampler, cfg.data.max_expand)
+                                   self.sampler, cfg.data.max_expand, cfg.data.bad_images)
         self.iters_per_epoch = self.sampler.shard_length // self.batch_size
         self.schedule = Schedule(t.lr, t.epochs * self.iters_per_epoch, self.iters_per_epoch,
                                  t.warmup_iters, t.lr_mode, tuple(t.lr_steps), t.lr_factor)
@@ -188,12 +198,6 @@ class Trainer:
             amp.init_trainer(self.trainer)
         self.loss_fn = SSDMultiBoxLoss()
         self.epoch, self.iteration, self.best_map = 0, 0, -1.0
-
-    def _initialize(self) -> None:
-        with warnings.catch_warnings():  # a pretrained base is initialized already
-            warnings.simplefilter("ignore")
-            self.net.initialize(init=CONV_INIT, ctx=self.ctx)
-        self.net.collect_params().reset_ctx(self.ctx)
 
     def resume(self) -> None:
         """Continue from train.resume: 'auto' (newest valid checkpoint in the run) or a file."""

@@ -61,6 +61,11 @@ def test_file_then_overrides(tmp_path):
     (["train.amp=yes please"], "train.amp"),
     (["name=my run"], "name"),
     (["train.lr"], "train.lr"),
+    (["model.conv_weights=zero_mean"], "model.conv_weights"),
+    (["model.depthwise_weights=flipped"], "model.depthwise_weights"),
+    (["model.activation=tlu"], "model.activation"),
+    (["model.leaky_slope=0"], "model.leaky_slope"),
+    (["data.bad_images=ignore"], "data.bad_images"),
 ])
 def test_bad_values_name_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -13,7 +13,7 @@ from ssd_nobias.config import load_config
 from ssd_nobias.errors import DataError
 from ssd_nobias.evaluate import evaluate_checkpoint
 from ssd_nobias.export import FoldedConv, ShiftError, export_deploy, fold_conv_norm
-from ssd_nobias.model import ConvNorm
+from ssd_nobias.model import ConvNorm, UnitRecipe
 from ssd_nobias.nn import NoBiasBatchNorm
 from ssd_nobias.synthetic import make_synthetic
 from ssd_nobias.train import train
@@ -28,11 +28,15 @@ def script(name, *args):
 
 
 @pytest.mark.parametrize("norm", [NoBiasBatchNorm, gluon.nn.BatchNorm])
+@pytest.mark.parametrize("weights, activation", [("plain", "relu"), ("centered", "relu"),
+                                                 ("dc_positive", "leaky")])
 @pytest.mark.parametrize("in_ch, out_ch, kernel, stride, groups", [
     (6, 8, 1, 1, 1), (6, 8, 3, 2, 1), (8, 8, 3, 1, 8), (6, 4, 3, 1, 2)])
-def test_folded_conv_equals_conv_norm_in_inference(norm, in_ch, out_ch, kernel, stride, groups):
+def test_folded_conv_equals_conv_norm_in_inference(norm, weights, activation, in_ch, out_ch,
+                                                   kernel, stride, groups):
     mx.random.seed(0)
-    pair = ConvNorm(in_ch, out_ch, kernel, stride, norm, groups=groups)
+    pair = ConvNorm(in_ch, out_ch, kernel, stride, UnitRecipe(norm, weights, activation, 0.2),
+                    groups=groups)
     pair.initialize(mx.init.Normal(0.5))
     rng = np.random.RandomState(0)
     pair.norm.gamma.set_data(mx.nd.array(rng.uniform(-2, 2, out_ch)))
@@ -44,7 +48,7 @@ def test_folded_conv_equals_conv_norm_in_inference(norm, in_ch, out_ch, kernel, 
     with autograd.predict_mode():
         want = pair(x).asnumpy()
     weight, bias = fold_conv_norm(pair)
-    folded = FoldedConv(pair.conv, weight, bias)
+    folded = FoldedConv(pair, weight, bias)
     np.testing.assert_allclose(folded(x).asnumpy(), want, rtol=1e-5, atol=1e-5)
     names = list(folded.collect_params())
     if norm is NoBiasBatchNorm:
@@ -102,7 +106,7 @@ def test_deploy_graph_loads_without_project_code_and_matches(trained):
     trained_map = evaluate_checkpoint(cfg, params, str(base / "e1"), progress=False)
     deploy_map = evaluate_checkpoint(cfg, None, str(base / "e2"), progress=False,
                                      deploy_dir=out)
-    assert round(deploy_map.value, 3) == round(trained_map.value, 3)
+    assert deploy_map.value == pytest.approx(trained_map.value, abs=1e-3)
 
 
 def test_stock_batchnorm_folds_into_conv_with_bias(trained, tmp_path):
@@ -210,7 +214,7 @@ def test_onnx_export_has_no_norm_no_bias_where_asked_and_same_map(trained):
     trained_map = evaluate_checkpoint(cfg, params, str(base / "o1"), progress=False)
     onnx_map = evaluate_checkpoint(cfg, None, str(base / "o2"), progress=False,
                                    onnx_path=check["file"])
-    assert round(onnx_map.value, 3) == round(trained_map.value, 3)
+    assert onnx_map.value == pytest.approx(trained_map.value, abs=1e-3)
 
 
 def test_onnx_with_a_wrong_weight_fails_its_check(trained, tmp_path, monkeypatch):
@@ -249,3 +253,41 @@ def test_scripts_export_onnx_then_evaluate_it(trained):
     assert "VOC07 mAP" in done.stdout
     done = script("eval_ssd.py", "--config", config, "--onnx", str(base / "none.onnx"))
     assert done.returncode == 2 and "none.onnx" in done.stderr
+
+
+@pytest.mark.parametrize("options", [
+    ("model.activation=leaky", "model.heads_bias=false"),
+    ("model.conv_weights=plain", "model.depthwise_weights=plain", "model.activation=relu")])
+def test_every_recipe_option_exports_exactly_and_audits_bias_free(trained, tmp_path, options):
+    """Leaky activations without any head bias, and the recipe's reparametrizations off: the
+    deploy graph and ONNX model fold exactly, carry no BatchNorm, and give the trained mAP."""
+    cfg, _, base = trained
+    opts = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml"), [
+        f"data.root={cfg.data.root}", f"output_dir={tmp_path / 'run'}", "name=opt",
+        "data.num_workers=0", "train.batch_size=4", "train.epochs=1", "train.warmup_iters=1",
+        "train.val_interval=1", "eval.batch_size=4", *options])
+    train(opts)
+    params, out = str(tmp_path / "run" / "opt-last.params"), str(tmp_path / "deploy")
+    report = export_deploy(opts, params, out, onnx=True)
+    assert max(report["parity"]["class_logits"], report["parity"]["box_offsets"]) <= 1e-4
+    weights = {r["name"].split(".")[-2]: r["weights"] for r in report["layers"]}
+    want = ("plain", "plain") if "model.conv_weights=plain" in options \
+        else ("centered", "dc_positive")
+    assert (weights["pw3"], weights["dw3"]) == want
+    heads_bias = "model.heads_bias=false" not in options
+    assert report["bias_free_layers"] == (35 if heads_bias else 47)
+    assert report["onnx"]["batchnorm_nodes"] == 0
+    assert report["onnx"]["conv_nodes_without_bias"] == report["bias_free_layers"]
+    with open(os.path.join(out, f"{opts.model.name}-symbol.json")) as f:
+        ops = {n["op"] for n in json.load(f)["nodes"]}
+    assert ("LeakyReLU" in ops) == ("model.activation=leaky" in options)
+    assert not ops & {"BatchNorm", "nobias_batch_norm"}
+    prefix = os.path.join(out, opts.model.name)
+    done = script("audit_params.py", prefix + "-0000.params", "--symbol",
+                  prefix + "-symbol.json", "--expect-bias-free",
+                  "*features*" if heads_bias else "*")
+    assert done.returncode == 0, done.stdout
+    trained_map = evaluate_checkpoint(opts, params, str(tmp_path / "e1"), progress=False)
+    for where in ({"deploy_dir": out}, {"onnx_path": prefix + ".onnx"}):
+        got = evaluate_checkpoint(opts, None, str(tmp_path / "e2"), progress=False, **where)
+        assert got.value == pytest.approx(trained_map.value, abs=1e-3)

@@ -76,6 +76,42 @@ def test_batchnorm_baseline_has_same_architecture_and_stock_bn():
         assert out.min().asscalar() == 0.0 and out.max().asscalar() > 0
 
 
+def recipes(net):
+    return {name: (block.conv.mode, block.activation) for name, block in net.features.pairs()}
+
+
+def test_bias_free_units_get_the_recipe_and_stock_units_stay_gluoncv():
+    bias_free = recipes(get_model("ssd_300_mobilenet0.25_voc"))
+    assert {v for k, v in bias_free.items() if k.startswith("dw")} == {("dc_positive", "relu")}
+    assert {v for k, v in bias_free.items() if not k.startswith("dw")} == {("centered", "relu")}
+    stock = recipes(get_model("ssd_300_mobilenet0.25_voc", norm="batchnorm"))
+    assert set(stock.values()) == {("plain", "relu")}
+    mixed = get_model("ssd_300_mobilenet0.25_voc", bias_free=("pw*",))
+    assert {name: mode for name, (mode, _) in recipes(mixed).items()} == {
+        name: "centered" if name.startswith("pw") else "plain" for name in layer_names()}
+    leaky = get_model("ssd_300_mobilenet0.25_voc", activation="leaky", leaky_slope=0.2,
+                      conv_weights="plain")
+    assert {v for k, v in recipes(leaky).items() if k.startswith("pw")} == {("plain", "leaky")}
+    assert not leaky.features.pw1.norm.fuse_relu and leaky.features.pw1.slope == 0.2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"conv_weights": "zero"}, "conv_weights 'zero' is not one of plain, centered"),
+    ({"depthwise_weights": "flip"}, "depthwise_weights 'flip'"),
+    ({"activation": "tlu"}, "activation 'tlu' is not one of relu, leaky"),
+    ({"leaky_slope": -1.0}, "leaky_slope must be positive")])
+def test_bad_recipe_options_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        get_model("ssd_300_mobilenet0.25_voc", **kwargs)
+
+
+def test_leaky_units_keep_negative_responses():
+    net = build(activation="leaky")
+    x = mx.nd.random.uniform(shape=(1, 3, 300, 300))
+    out = net.features(x)[0]
+    assert out.min().asscalar() < 0 < out.max().asscalar()
+
+
 def test_bias_report_and_heads_bias():
     report = bias_report(build())
     pairs = [r for r in report if r.name.startswith("features.")]
@@ -144,6 +180,13 @@ def test_pretrained_base_loads_by_name(tmp_path):
     np.testing.assert_array_equal(net.features.dw13.norm.gamma.data().asnumpy(),
                                   saved[f"features.{6 * 13 - 2}.gamma"].asnumpy())
     assert not net.features.dw13.norm.running_mean.data().asnumpy().any()
+    # a centered bias-free conv keeps the pretrained weight and computes with its centred form
+    centered = get_model("ssd_300_mobilenet0.25_voc", pretrained_base=path)
+    pretrained = saved[f"features.{6 * 12}.weight"].asnumpy()  # pw12
+    np.testing.assert_array_equal(centered.features.pw12.conv.weight.data().asnumpy(), pretrained)
+    np.testing.assert_allclose(centered.features.pw12.conv.deploy_weight().asnumpy(),
+                               pretrained - pretrained.mean(axis=(1, 2, 3), keepdims=True),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_bad_input_is_a_clear_error(tmp_path):
