@@ -1,17 +1,19 @@
 """The study: bias-free training against stock BatchNorm and the naive fix, several seeds.
 
 On the synthetic dataset, with the demo's recipe, model and budget, for each seed:
-  (a) norm: nobias, trained, exported (BatchNorm folded, no bias) and evaluated from the deploy
-      graph, and also from the training params;
+  (a) norm: nobias (with the bias-free recipe its config resolves to), trained, exported
+      (BatchNorm folded, no bias) and evaluated from the deploy graph, and also from the
+      training params;
   (b) norm: batchnorm, trained and evaluated as is (folded into convs with biases);
   (c) the naive fix: (b)'s params exported bias-free with --force-zero-shift and evaluated.
-Every arm is evaluated on the last checkpoint (a fixed budget; no selection on val).
-Writes bench/results/study.json and study.png (val mAP against epochs, mean and min-max over
-seeds) and prints the table: final mAP mean and spread, training images/s, deploy images/s.
+Every arm is evaluated on the last checkpoint (a fixed budget; no selection on val), and its
+dead ReLU channels are followed from init through every epoch's checkpoint
+(bench/dead_channels.py). Writes bench/results/study.json and study.png (val mAP against
+epochs, mean and min-max over seeds) after every seed, and prints the table: final mAP mean and
+spread, dead channels, training images/s, deploy images/s.
 
-    python bench/study.py            # 3 seeds, 1000 images x 12 epochs: 48.5 min on 2 cores
-    python bench/study.py --quick    # 3 seeds, 240 images x 4 epochs: 5 min; too short to
-                                     # learn much, it checks the pipeline
+    python bench/study.py            # 5 seeds, 1000 images x 12 epochs: about 75 min on 2 cores
+    python bench/study.py --quick    # 240 images x 4 epochs: checks the pipeline, learns little
 """
 import argparse
 import json
@@ -30,10 +32,14 @@ from ssd_nobias.evaluate import evaluate_checkpoint
 from ssd_nobias.export import export_deploy
 from ssd_nobias.train import read_metrics
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dead_channels import run_trajectory  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-BUDGETS = {"full": {"train": 1000, "epochs": 12, "val_interval": 2},
-           "quick": {"train": 240, "epochs": 4, "val_interval": 1}}
+# Checkpoints every epoch: bench/dead_channels.py follows each run from init through them.
+BUDGETS = {"full": {"train": 1000, "epochs": 12, "val_interval": 2, "save_interval": 1},
+           "quick": {"train": 240, "epochs": 4, "val_interval": 1, "save_interval": 1}}
 # The naive fix keeps everything of the stock model but its shifts: its plain convs and ReLU.
 STOCK_WEIGHTS = ["model.conv_weights=plain", "model.depthwise_weights=plain",
                  "model.activation=relu"]
@@ -92,12 +98,17 @@ def one_seed(seed: int, data: str, work: str, budget: dict) -> dict:
                     force_zero_shift=True)
     forced = c["report"]["forced_zero_shift"]
     c["map_before"], c["max_shift"] = forced["before"], max(forced["layers"].values())
+    for norm in ("nobias", "batchnorm"):
+        runs[norm]["dead_channels"] = run_trajectory(runs[norm]["dir"], images=32)
     out = {}
     for arm, result in (("nobias", a), ("batchnorm", b), ("naive", c)):
         result.pop("report")
         source = runs["nobias" if arm == "nobias" else "batchnorm"]
         out[arm] = dict(result, curve=source["curve"],
                         train_images_per_s=source["train_images_per_s"])
+        if arm != "naive":
+            out[arm]["dead"] = source["dead_channels"]["dead"][-1]
+            out[arm]["dead_channels"] = source["dead_channels"]
     return out
 
 
@@ -111,6 +122,9 @@ def summary(per_seed: dict) -> dict:
                           r[arm]["train_images_per_s"] for r in per_seed.values()),
                       "deploy_images_per_s": statistics.median(
                           r[arm]["deploy_images_per_s"] for r in per_seed.values())}
+        if arm != "naive":
+            dead = [r[arm]["dead"] for r in per_seed.values()]
+            table[arm].update(dead_mean=float(np.mean(dead)), dead_max=float(max(dead)))
     diffs = [r["nobias"]["map"] - r["nobias"]["trained_map"] for r in per_seed.values()]
     table["deploy_minus_trained_max_abs"] = float(np.abs(diffs).max())
     table["nobias_minus_batchnorm_points"] = \
@@ -146,13 +160,14 @@ def plot(path: str, per_seed: dict, title: str) -> None:
 
 
 def format_table(table: dict) -> str:
-    rows = [f"{'arm':48s} {'val mAP (mean +- std, min..max)':>34s} {'train img/s':>12s} "
-            f"{'deploy img/s':>13s}"]
+    rows = [f"{'arm':48s} {'val mAP (mean +- std, min..max)':>34s} {'dead mean/max':>14s} "
+            f"{'train img/s':>12s} {'deploy img/s':>13s}"]
     for arm, name in ARMS.items():
         t = table[arm]
+        dead = f"{t['dead_mean']:.3f}/{t['dead_max']:.3f}" if "dead_mean" in t else "-"
         rows.append(f"{name:48s} {t['map_mean']:.4f} +- {t['map_std']:.4f} "
-                    f"({t['map_min']:.3f}..{t['map_max']:.3f})  {t['train_images_per_s']:11.1f} "
-                    f"{t['deploy_images_per_s']:13.1f}")
+                    f"({t['map_min']:.3f}..{t['map_max']:.3f}) {dead:>14s} "
+                    f"{t['train_images_per_s']:11.1f} {t['deploy_images_per_s']:13.1f}")
     rows.append(f"bias-free minus stock BatchNorm: {table['nobias_minus_batchnorm_points']:+.2f} "
                 f"mAP points; deploy graph vs trained params, max |mAP difference|: "
                 f"{table['deploy_minus_trained_max_abs']:.2g}")
@@ -162,7 +177,7 @@ def format_table(table: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="the 10-minute version")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "study"),
                    help="data and run directories")
@@ -182,20 +197,32 @@ def main() -> None:
         per_seed[seed] = one_seed(seed, data, os.path.join(args.work, "runs"), budget)
         print(f"seed {seed}: " + ", ".join(f"{arm} {r['map']:.4f}"
                                            for arm, r in per_seed[seed].items()), flush=True)
-    table = summary(per_seed)
-    minutes = (time.perf_counter() - start) / 60
-    os.makedirs(args.out, exist_ok=True)
-    result = {"budget": budget, "seeds": args.seeds, "model": "ssd_300_mobilenet0.25_custom",
+        write_results(args.out, budget, per_seed, time.perf_counter() - start)  # so far
+    print(format_table(summary(per_seed)))
+    print(f"{(time.perf_counter() - start) / 60:.1f} minutes; wrote {args.out}/study.json and "
+          f"study.png")
+
+
+def write_results(out: str, budget: dict, per_seed: dict, seconds: float) -> None:
+    os.makedirs(out, exist_ok=True)
+    result = {"budget": budget, "seeds": list(per_seed), "model": "ssd_300_mobilenet0.25_custom",
               "recipe": "configs/demo_synthetic.yaml", "cpu_count": os.cpu_count(),
-              "minutes": round(minutes, 1), "summary": table,
-              "per_seed": {str(k): v for k, v in per_seed.items()}}
-    with open(os.path.join(args.out, "study.json"), "w") as f:
+              "avx512": avx512(), "minutes": round(seconds / 60, 1),
+              "summary": summary(per_seed), "per_seed": {str(k): v for k, v in per_seed.items()}}
+    with open(os.path.join(out, "study.json"), "w") as f:
         json.dump(result, f, indent=1)
-    plot(os.path.join(args.out, "study.png"), per_seed,
+    plot(os.path.join(out, "study.png"), per_seed,
          f"synthetic shapes, {budget['train']} images x {budget['epochs']} epochs, "
-         f"seeds {', '.join(map(str, args.seeds))}")
-    print(format_table(table))
-    print(f"{minutes:.1f} minutes; wrote {args.out}/study.json and study.png")
+         f"seeds {', '.join(map(str, per_seed))}")
+
+
+def avx512() -> bool:
+    """Whether this CPU has AVX-512 (MKLDNN then uses nChw16c: another rounding order)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "avx512f" in f.read()
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":
