@@ -44,9 +44,11 @@ def format_trajectory(run: str, t: dict) -> str:
                     f"  {u['negative_sum_at_start']}/{u['channels']}")
     rows.append(f"{'all units':16s}" + "".join(f"{d:7.3f}" for d in t["dead"]))
     rows.append(f"depthwise: {t['depthwise_negative_sum_at_start']:.0%} of filters start with a "
-                f"negative sum; {t['depthwise_dead_at_end']} channels dead at the end, "
-                f"{t['depthwise_dead_at_end_with_negative_sum_at_start']} of them started "
-                f"negative")
+                f"negative sum; {t['depthwise_dead_at_end']} of {t['depthwise_channels']} "
+                f"channels dead at the end, {t['depthwise_dead_at_end_with_negative_sum_at_start']}"
+                f" of them started negative; dead at the end: "
+                f"{t['depthwise_dead_rate_negative_start']:.0%} of those that started negative, "
+                f"{t['depthwise_dead_rate_non_negative_start']:.0%} of the others")
     return "\n".join(rows)
 
 

@@ -102,12 +102,18 @@ def trajectory(snapshots: Dict[str, List[UnitActivity]]) -> dict:
             "dead_at_end_with_negative_sum_at_start": int((end_dead & (unit.filter_sums < 0))
                                                           .sum())}
     dw = [u for u in units.values() if u["depthwise"]]
-    dead_dw = sum(u["dead_at_end"] for u in dw)
+    channels = sum(u["channels"] for u in dw)
+    negative = sum(u["negative_sum_at_start"] for u in dw)
+    dead = sum(u["dead_at_end"] for u in dw)
+    dead_negative = sum(u["dead_at_end_with_negative_sum_at_start"] for u in dw)
     return {"snapshots": labels,
             "dead": [dead_fraction(snapshots[s]) for s in labels],
-            "depthwise_negative_sum_at_start": sum(u["negative_sum_at_start"] for u in dw) /
-            max(1, sum(u["channels"] for u in dw)),
-            "depthwise_dead_at_end": dead_dw,
-            "depthwise_dead_at_end_with_negative_sum_at_start":
-                sum(u["dead_at_end_with_negative_sum_at_start"] for u in dw),
+            "depthwise_channels": channels,
+            "depthwise_negative_sum_at_start": negative / max(1, channels),
+            "depthwise_dead_at_end": dead,
+            "depthwise_dead_at_end_with_negative_sum_at_start": dead_negative,
+            # P(dead at the end | the filter's sum started negative / non-negative)
+            "depthwise_dead_rate_negative_start": dead_negative / max(1, negative),
+            "depthwise_dead_rate_non_negative_start":
+                (dead - dead_negative) / max(1, channels - negative),
             "units": units}

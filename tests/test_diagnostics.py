@@ -53,6 +53,9 @@ def test_trajectory_links_the_channels_that_die_to_their_starting_sums():
     assert t["depthwise_negative_sum_at_start"] == 0.5
     assert t["depthwise_dead_at_end"] == 3
     assert t["depthwise_dead_at_end_with_negative_sum_at_start"] == 2
+    assert t["depthwise_channels"] == 4
+    assert t["depthwise_dead_rate_negative_start"] == 1.0  # both that started negative died
+    assert t["depthwise_dead_rate_non_negative_start"] == 0.5  # one of the other two
     assert dead_fraction(snapshots["last"]) == 4 / 6
 
 
