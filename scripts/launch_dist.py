@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from ssd_nobias import cli
-from ssd_nobias.launch import LOOPBACK, launch, read_hostfile
+from ssd_nobias.launch import LOOPBACK, STOP_SAVE_S, launch, read_hostfile
 
 
 def main(argv=None) -> int:
@@ -27,14 +27,18 @@ def main(argv=None) -> int:
     p.add_argument("--ssh", default="ssh -o BatchMode=yes -tt",
                    help="how to reach a host of the hostfile (default: %(default)s; -tt makes "
                         "remote processes end with the connection)")
+    p.add_argument("--stop-grace", type=float, default=STOP_SAVE_S, metavar="S",
+                   help="on SIGTERM or Ctrl-C, seconds the workers get to save and exit "
+                        "(default %(default)g)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="after --: the command to run")
     args = p.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if args.local:
-        launch(command, args.workers, args.servers, [LOOPBACK], args.port)
+        launch(command, args.workers, args.servers, [LOOPBACK], args.port,
+               stop_grace=args.stop_grace)
     else:
         launch(command, args.workers, args.servers, read_hostfile(args.hostfile), args.port,
-               ssh=args.ssh)
+               ssh=args.ssh, stop_grace=args.stop_grace)
     return 0
 
 

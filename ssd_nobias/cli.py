@@ -8,7 +8,7 @@ from typing import Callable, Optional, Sequence
 from yacs.config import CfgNode
 
 from .config import load_config
-from .errors import UserError
+from .errors import Stopped, UserError
 
 
 def parser(description: str, config_required: bool = True) -> argparse.ArgumentParser:
@@ -29,9 +29,13 @@ def config_from(args: argparse.Namespace) -> CfgNode:
 
 
 def run(main: Callable[[Optional[Sequence[str]]], int], argv=None) -> int:
-    """Call a script's main; a UserError or Ctrl-C ends it with a message, not a traceback."""
+    """Call a script's main; a UserError, a stop on a signal or Ctrl-C ends it with a message,
+    not a traceback."""
     try:
         return main(argv)
+    except Stopped as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        return err.code
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

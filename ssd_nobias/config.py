@@ -75,6 +75,7 @@ def defaults() -> CfgNode:
     c.train.log_interval = 20  # iterations
     c.train.val_interval = 1  # epochs
     c.train.save_interval = 10  # epochs
+    c.train.checkpoint_iters = 0  # also write <name>-last every N iterations; 0: epoch ends only
     c.train.resume = ""  # "", "auto" or a checkpoint .params path
 
     c.eval = CfgNode()
@@ -230,6 +231,7 @@ def validate(cfg: CfgNode) -> None:
     need(t.log_interval > 0, "train.log_interval", "must be positive")
     need(t.val_interval > 0, "train.val_interval", "must be positive")
     need(t.save_interval > 0, "train.save_interval", "must be positive")
+    need(t.checkpoint_iters >= 0, "train.checkpoint_iters", "must be >= 0 (0: epoch ends only)")
     need(t.resume in ("", "auto") or t.resume.endswith(".params"), "train.resume",
          "must be '', 'auto' or a .params checkpoint path")
     need(cfg.eval.batch_size > 0, "eval.batch_size", "must be positive")

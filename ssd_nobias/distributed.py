@@ -65,6 +65,22 @@ class RunningStatsSync:
             param.set_data(total / self.num_workers)
 
 
+class StopVote:
+    """Whether any worker was asked to stop, the same answer on every worker, so that all stop
+    after the same step (one one-element push and pull per call: a barrier)."""
+
+    KEY = STATS_KEY_BASE - 1
+
+    def __init__(self, worker: Worker):
+        self.kvstore = worker.kvstore
+        self.kvstore.init(self.KEY, mx.nd.zeros((1,)))
+
+    def __call__(self, mine: bool) -> bool:
+        vote = mx.nd.array([1.0 if mine else 0.0])
+        self.kvstore.pushpull(self.KEY, vote, out=vote)  # as the Trainer sums gradients
+        return vote.asscalar() > 0
+
+
 def params_checksum(net: gluon.Block) -> str:
     """sha256 over every parameter's bytes (first context), by name: equal means bitwise equal."""
     digest = hashlib.sha256()

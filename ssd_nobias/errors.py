@@ -13,6 +13,13 @@ class DataError(UserError, ValueError):
     """A dataset that cannot be read as given; the message names the file."""
 
 
+class Stopped(Exception):
+    """A run that stopped on request (a signal) after saving what it must: not a failure of
+    the code, not the user's mistake; scripts exit with `code` (128 + the signal number)."""
+
+    code = 1
+
+
 def mxnet_reason(err: Exception) -> str:
     """The line of an MXNet error that says what is wrong, without its C++ stack trace."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]

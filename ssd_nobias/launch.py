@@ -22,11 +22,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, TextIO
 
-from .errors import UserError
+from .errors import Stopped, UserError
+from .preemption import StopRequest
 
 LOOPBACK = "127.0.0.1"
 STOP_GRACE_S = 5.0  # between SIGTERM and SIGKILL
 SERVERS_EXIT_S = 30.0  # for scheduler and servers to end once the workers are done, or back
+STOP_SAVE_S = 60.0  # for workers to save and exit once a stop signal is passed on
 RANK_LINE = re.compile(r"ps-lite worker rank (\d+) of (\d+)")
 
 
@@ -137,13 +139,17 @@ class Launch:
             self.out.write(f"[launch] {message}\n")
             self.out.flush()
 
-    def wait(self) -> None:
-        """Return when every worker succeeded; raise LaunchError otherwise (then `stop()`)."""
-        workers = [r for r in self.roles if r.env["DMLC_ROLE"] == "worker"]
+    def workers(self) -> List[Role]:
+        return [r for r in self.roles if r.env["DMLC_ROLE"] == "worker"]
+
+    def wait(self, stop: Optional[StopRequest] = None) -> None:
+        """Return when every worker succeeded, or as soon as `stop` is requested; raise
+        LaunchError otherwise (then `stop()`)."""
+        workers = self.workers()
         others = [r for r in self.roles if r not in workers]
         ended: Dict[str, float] = {}  # scheduler or server that ended while workers run: when
         try:
-            while True:
+            while stop is None or not stop.requested:
                 for role in self.roles:
                     code = role.proc.poll()
                     if code is None:
@@ -159,6 +165,8 @@ class Launch:
                 if all(w.proc.poll() == 0 for w in workers):
                     break
                 time.sleep(0.1)
+            if stop is not None and stop.requested:
+                return
             deadline = time.monotonic() + SERVERS_EXIT_S
             while time.monotonic() < deadline and any(r.proc.poll() is None for r in others):
                 time.sleep(0.1)
@@ -167,6 +175,26 @@ class Launch:
         except LaunchError as err:
             self.say(f"{err}; stopping the others")
             raise
+
+    def forward_stop(self, signum: int, grace: float) -> List[Optional[int]]:
+        """Send `signum` to every worker that still runs (locally to the training process
+        itself, not its group: its loader processes must live until it has saved) and wait up
+        to `grace` seconds for them to save and exit; their exit codes (None: still running)."""
+        workers = [w for w in self.workers() if w.proc.poll() is None]
+        self.say(f"{signal.Signals(signum).name}: asking {len(workers)} worker(s) to save and "
+                 f"stop")
+        for worker in workers:
+            try:
+                if self.ssh is None:
+                    os.kill(worker.proc.pid, signum)
+                else:  # the ssh client: closing it hangs up the remote command
+                    os.killpg(worker.proc.pid, signum)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(w.proc.poll() is None for w in workers):
+            time.sleep(0.1)
+        return [w.proc.poll() for w in self.workers()]
 
     def stop(self) -> None:
         """SIGTERM every process group still alive; after a grace time, SIGKILL every group
@@ -195,9 +223,20 @@ def _signal_groups(roles: Sequence[Role], sig: signal.Signals) -> None:
             pass
 
 
+class LaunchStopped(Stopped):
+    """The launcher got a stop signal and passed it on to the workers."""
+
+    def __init__(self, signum: int, codes: Sequence[Optional[int]]):
+        self.code = 128 + signum
+        ends = ", ".join("still running (killed)" if c is None else _describe(c) for c in codes)
+        super().__init__(f"{signal.Signals(signum).name} received and passed on to the "
+                         f"workers, which ended with: {ends}; train.resume=auto continues "
+                         f"from the checkpoint they wrote")
+
+
 def launch(command: Sequence[str], workers: int, servers: int = 1,
            hosts: Sequence[str] = (LOOPBACK,), port: int = 9091, ssh: Optional[str] = None,
-           out: TextIO = sys.stdout) -> None:
+           out: TextIO = sys.stdout, stop_grace: float = STOP_SAVE_S) -> None:
     """Run `command` as a scheduler, `servers` servers and `workers` workers; raise on failure.
 
     Without `ssh` every process runs here (hosts must then be this machine); with it, each runs
@@ -213,9 +252,14 @@ def launch(command: Sequence[str], workers: int, servers: int = 1,
     if ssh is None and "OMP_NUM_THREADS" not in os.environ:
         local_env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
     run = Launch(plan(workers, servers, hosts, port), command, ssh, out, local_env)
+    # The first SIGTERM or SIGINT is passed on to the workers, which save and exit; a second
+    # one stops everything at once.
     previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM,)}
     try:
-        run.start().wait()
+        with StopRequest() as stop:
+            run.start().wait(stop)
+            if stop.requested:
+                raise LaunchStopped(stop.signum, run.forward_stop(stop.signum, stop_grace))
     finally:
         run.stop()
         for sig, handler in previous.items():

@@ -2,11 +2,13 @@
 atomic checkpoints with optimizer state, resume, and the run directory's logs and curves."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
 import os
 import random
+import signal
 import sys
 import time
 import warnings
@@ -23,11 +25,12 @@ from yacs.config import CfgNode
 from .checkpoint import find_resume, load_checkpoint, save_checkpoint
 from .config import base_size, contexts, eval_metric, save_config
 from .data import EpochSampler, build_dataset, dataset_classes, split_batch, train_loader
-from .distributed import RunningStatsSync, Worker, connect, params_checksum
+from .distributed import RunningStatsSync, StopVote, Worker, connect, params_checksum
 from .errors import ConfigError, UserError
 from .evaluate import EvalResult, evaluate, net_predictor
 from .model import CONV_INIT, build_model, ssd_anchors
 from .plots import plot_training_curves
+from .preemption import Preempted, RunLock, StopRequest, remove_stale_temps
 
 log = logging.getLogger("ssd_nobias")
 
@@ -37,6 +40,10 @@ CSV_FIELDS = ("epoch", "iteration", "loss", "cls_loss", "box_loss", "lr", "image
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the message names the iteration and the losses."""
+
+
+class _StopNow(Exception):
+    """Every worker agreed to stop after the step just taken."""
 
 
 @dataclass(frozen=True)
@@ -151,8 +158,10 @@ def _fmt(value) -> str:
 class Trainer:
     """One run: model, data, optimizer and run directory built from a config."""
 
-    def __init__(self, cfg: CfgNode, worker: Optional[Worker] = None):
+    def __init__(self, cfg: CfgNode, worker: Optional[Worker] = None,
+                 stop: Optional[StopRequest] = None):
         self.cfg = cfg
+        self.stop = stop or StopRequest()  # never requested unless installed
         t = cfg.train
         self.ctx = contexts(t.ctx)
         if t.amp and any(c.device_type != "gpu" for c in self.ctx):
@@ -175,8 +184,9 @@ class Trainer:
                                     self.worker.num_workers)
         self.batch_size = t.batch_size // self.worker.num_workers  # this worker's share
         anchors = ssd_anchors(self.net, self.size, self.ctx[0])  # also fixes every shape
-        self.stats_sync = RunningStatsSync(self.net, self.worker) \
-            if self.worker.kvstore is not None else None
+        distributed = self.worker.kvstore is not None
+        self.stats_sync = RunningStatsSync(self.net, self.worker) if distributed else None
+        self.stop_vote = StopVote(self.worker) if distributed else None
         self.loader = train_loader(self.train_set, anchors, self.size, self.batch_size,
                                    cfg.data.num_workers, cfg.data.mean, cfg.data.std,
                                    self.sampler, cfg.data.max_expand, cfg.data.bad_images)
@@ -232,6 +242,8 @@ class Trainer:
                 self.epoch += 1
                 if self.stats_sync is not None:
                     self.stats_sync()
+                if self.epoch < t.epochs:
+                    self.check_stop()
                 if not chief:
                     continue
                 last = self.epoch == t.epochs
@@ -241,6 +253,8 @@ class Trainer:
                 if self.epoch % t.save_interval == 0 or last:
                     self.save(f"{self.epoch:04d}", with_states=True)
                 metrics.draw()
+        except _StopNow:
+            self.stopped()
         except KeyboardInterrupt:
             if chief:
                 path = self.save("last", with_states=True)
@@ -251,6 +265,25 @@ class Trainer:
             log.info("rank %d done at iteration %d; parameters sha256 %s", self.worker.rank,
                      self.iteration, params_checksum(self.net))
         return result
+
+    def check_stop(self) -> None:
+        """Raise _StopNow if this process, or in a distributed run any worker, got a signal."""
+        asked = self.stop.requested
+        if self.stop_vote is not None:
+            asked = self.stop_vote(asked)
+        if asked:
+            raise _StopNow
+
+    def stopped(self) -> None:
+        """Save `-last` where training stopped, then raise Preempted. Every worker has the same
+        weights and optimizer state, so every worker can resume from rank 0's checkpoint (as
+        from a `checkpoint_iters` one, with rank 0's norm statistics of the epoch so far)."""
+        path = self.save("last", with_states=True) if self.worker.is_chief else None
+        signum = self.stop.signum or signal.SIGTERM  # a worker stopped by another's signal
+        log.info("stopped by %s at iteration %d (epoch %d); checkpoint %s",
+                 signal.Signals(signum).name, self.iteration, self.epoch,
+                 path or "written by rank 0")
+        raise Preempted(signum, self.iteration, path)
 
     def train_one_epoch(self, metrics: Optional[MetricsLog]) -> None:
         t = self.cfg.train
@@ -273,13 +306,18 @@ class Trainer:
                 epoch = self.iteration / self.iters_per_epoch
                 speed *= self.worker.num_workers  # each worker's share takes as long
                 sums, count, images, start = np.zeros(3), 0, 0, time.perf_counter()
-                if metrics is None:  # other workers: rank 0 speaks for the run
-                    continue
-                log.info("epoch %.2f iter %d loss %.4f (cls %.4f box %.4f) lr %.5g %.1f img/s",
-                         epoch, self.iteration, loss, cls_loss, box_loss, lr, speed)
-                metrics.add(epoch=epoch, iteration=self.iteration, loss=loss, cls_loss=cls_loss,
-                            box_loss=box_loss, lr=lr, images_per_s=speed)
-                bar.set_postfix(loss=f"{loss:.3f}")
+                if metrics is not None:  # other workers: rank 0 speaks for the run
+                    log.info("epoch %.2f iter %d loss %.4f (cls %.4f box %.4f) lr %.5g "
+                             "%.1f img/s", epoch, self.iteration, loss, cls_loss, box_loss, lr,
+                             speed)
+                    metrics.add(epoch=epoch, iteration=self.iteration, loss=loss,
+                                cls_loss=cls_loss, box_loss=box_loss, lr=lr, images_per_s=speed)
+                    bar.set_postfix(loss=f"{loss:.3f}")
+            if self.iteration % self.iters_per_epoch:  # epoch ends are fit()'s
+                self.check_stop()
+                if t.checkpoint_iters and self.iteration % t.checkpoint_iters == 0 and \
+                        self.worker.is_chief:
+                    self.save("last", with_states=True)
         bar.close()
 
     def step(self, batch) -> np.ndarray:
@@ -334,7 +372,14 @@ def train(cfg: CfgNode) -> Optional[EvalResult]:
     worker = connect(cfg.train.kvstore)
     handler = setup_logging(cfg.output_dir if worker.is_chief else None)
     try:
-        return Trainer(cfg, worker).fit()
+        # rank 0 alone writes in the run directory: it holds it and cleans it
+        with (RunLock(cfg.output_dir) if worker.is_chief else contextlib.nullcontext()):
+            if worker.is_chief:
+                remove_stale_temps(cfg.output_dir)
+            # installed before the loader's worker processes fork, which inherit it: a signal
+            # to the whole process group (Ctrl-C, Slurm) does not kill them mid-epoch
+            with StopRequest() as stop:
+                return Trainer(cfg, worker, stop).fit()
     finally:
         if handler is not None:
             log.removeHandler(handler)
