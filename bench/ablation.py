@@ -104,7 +104,8 @@ def main() -> None:
             done = {a: r for a, r in runs.items() if r}
             os.makedirs(os.path.dirname(args.out), exist_ok=True)
             with open(args.out, "w") as f:
-                json.dump({"budget": budget, "seeds": args.seeds, "arms": {a: ARMS[a] for a in done},
+                json.dump({"budget": budget, "seeds": args.seeds,
+                           "arms": {a: ARMS[a] for a in done},
                            "recipe": "configs/demo_synthetic.yaml", "cpu_count": os.cpu_count(),
                            "minutes": round((time.perf_counter() - start) / 60, 1),
                            "summary": summarize(done), "runs": done}, f, indent=1)

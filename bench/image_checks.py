@@ -4,7 +4,6 @@ size check against a plain mx.image.imread, on the same files, in alternating ro
     python bench/image_checks.py [--images 200] [--rounds 5] [--data data/synthetic]
 """
 import argparse
-import os
 import statistics
 import sys
 import tempfile
