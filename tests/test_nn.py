@@ -207,6 +207,13 @@ def train_pass(net, x, dtype):
     return [y.asnumpy(), xs.grad.asnumpy(), *grads, net[1].running_var.data().asnumpy()]
 
 
+# The suite under SSD_NOBIAS_PLAIN_LAYOUT=1 (another rounding order, README): the operator then
+# runs lib_api's plain-NCHW compute only.
+PLAIN = os.environ.get(native.PLAIN_LAYOUT_ENV, "0") == "1"
+
+
+@pytest.mark.skipif(PLAIN, reason="SSD_NOBIAS_PLAIN_LAYOUT=1 turns off the MKLDNN-layout "
+                                  "compute this test is about")
 @pytest.mark.parametrize("channels", [8, 16, 12])  # MKLDNN blocks 8 and 16, not 12
 @pytest.mark.parametrize("relu", [False, True])
 def test_mkldnn_blocked_layouts_match_the_plain_computation(channels, relu):
@@ -246,6 +253,9 @@ def test_plain_layout_switch_keeps_the_lib_api_compute(tmp_path):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
 
 
+@pytest.mark.xfail(PLAIN, strict=True,
+                   reason="known bug (issue 16): lib_api does not pass `req` to a library "
+                          "compute, so the plain path overwrites a grad_req='add' gradient")
 def test_gradients_accumulate_with_grad_req_add():
     layer = make_layer(fuse_relu=True)
     layer.gamma.grad_req = "add"
