@@ -46,6 +46,18 @@ class VOCObject:
     difficult: bool
 
 
+def read_split(split_file: str) -> List[str]:
+    """The image ids an ImageSets/Main/<name>.txt lists (first word of each non-blank line)."""
+    with open(split_file) as f:
+        return [line.split()[0] for line in f if line.strip()]
+
+
+def find_image(base: str, image_id: str) -> Optional[str]:
+    """base/JPEGImages/<image_id> with the first IMAGE_EXTENSIONS that exists, or None."""
+    stem = os.path.join(base, "JPEGImages", image_id)
+    return next((stem + ext for ext in IMAGE_EXTENSIONS if os.path.isfile(stem + ext)), None)
+
+
 def parse_voc_xml(path: str) -> Tuple[Optional[Tuple[float, float]], List[VOCObject]]:
     """((width, height) from <size>, or None if absent) and the objects of a VOC annotation.
 
@@ -141,18 +153,18 @@ class VOCFormatDetection(VOCDetection):
             split_file = os.path.join(base, "ImageSets", "Main", f"{name}.txt")
             if not os.path.isfile(split_file):
                 raise DataError(f"split file '{split_file}' does not exist")
-            with open(split_file) as f:
-                ids += [(base, line.split()[0]) for line in f if line.strip()]
+            ids += [(base, image_id) for image_id in read_split(split_file)]
         self._paths = [self._image_file(base, image_id) for base, image_id in ids]
         return ids
 
     @staticmethod
     def _image_file(base: str, image_id: str) -> str:
-        stem = os.path.join(base, "JPEGImages", image_id)
-        for ext in IMAGE_EXTENSIONS:
-            if os.path.isfile(stem + ext):
-                return stem + ext
-        raise DataError(f"image '{image_id}' is listed but {stem}.jpg (or .png) does not exist")
+        path = find_image(base, image_id)
+        if path is None:
+            raise DataError(f"image '{image_id}' is listed but "
+                            f"{os.path.join(base, 'JPEGImages', image_id)}.jpg (or .png) does "
+                            f"not exist")
+        return path
 
     def _preload_labels(self):
         parsed = [self._parse(i) for i in range(len(self._items))]
@@ -164,8 +176,7 @@ class VOCFormatDetection(VOCDetection):
 
     def _parse(self, idx: int) -> Tuple[np.ndarray, Tuple[float, float]]:
         """(label rows, (width, height)) of image idx from its XML."""
-        base, image_id = self._items[idx]
-        path = os.path.join(base, "Annotations", f"{image_id}.xml")
+        path = self.annotation_path(idx)
         size, objects = parse_voc_xml(path)
         if size is None:  # no <size>: ask the image itself
             h, w = read_image(self._paths[idx]).shape[:2]

@@ -17,7 +17,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from tqdm import tqdm
 from yacs.config import CfgNode
 
-from .data import IMAGE_EXTENSIONS, VOCObject, dataset_classes, parse_voc_xml, size_mismatch
+from .data import (VOCObject, dataset_classes, find_image, parse_voc_xml, read_split,
+                   size_mismatch)
 from .errors import DataError
 from .images import read_image
 
@@ -30,7 +31,7 @@ class Finding:
 
     split: str
     file: str
-    kind: str  # e.g. 'truncated or corrupt image', 'inverted box'
+    kind: str  # e.g. 'unreadable image', 'inverted box'
     detail: str
 
 
@@ -193,18 +194,15 @@ def _voc_items(report: CheckReport, cfg: CfgNode, splits: Dict[str, list]) -> Li
             split_file = os.path.join(base, "ImageSets", "Main", f"{name}.txt")
             if not os.path.isfile(split_file):
                 raise DataError(f"split file '{split_file}' does not exist")
-            with open(split_file) as f:
-                ids = [line.split()[0] for line in f if line.strip()]
-            for image_id in ids:
-                items.append(_voc_item(report, split, base, image_id))
+            items += [_voc_item(report, split, base, i) for i in read_split(split_file)]
     return items
 
 
 def _voc_item(report: CheckReport, split: str, base: str, image_id: str) -> _Item:
-    stem = os.path.join(base, "JPEGImages", image_id)
-    image = next((stem + ext for ext in IMAGE_EXTENSIONS if os.path.isfile(stem + ext)), "")
+    image = find_image(base, image_id) or ""
     if not image:
-        report.findings.append(Finding(split, stem + ".jpg", "missing image",
+        report.findings.append(Finding(split, os.path.join(base, "JPEGImages", image_id + ".jpg"),
+                                       "missing image",
                                        f"image '{image_id}' is listed but has no file"))
     annotation = os.path.join(base, "Annotations", f"{image_id}.xml")
     try:
