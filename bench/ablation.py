@@ -22,9 +22,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from study import ROOT, call, train_run  # noqa: E402
 
 from ssd_nobias.config import base_size, load_config  # noqa: E402
+from ssd_nobias.data import build_dataset  # noqa: E402
 from ssd_nobias.diagnostics import dead_fraction, unit_activity  # noqa: E402
-from ssd_nobias.evaluate import load_trained  # noqa: E402
 from ssd_nobias.export import parity_images  # noqa: E402
+from ssd_nobias.predictors import load_trained  # noqa: E402
 
 PLAIN = ["model.conv_weights=plain", "model.depthwise_weights=plain"]
 ARMS = {
@@ -49,9 +50,8 @@ SCREEN = ["plain", "centered+dc_positive", "batchnorm", "leaky", "centered",
 def dead_at_end(run_dir: str, images: int = 32) -> float:
     """Dead channel fraction of a run's last checkpoint (running statistics, as deployed)."""
     cfg = load_config(os.path.join(run_dir, "config.yaml"))
-    net, dataset, _ = load_trained(cfg, os.path.join(run_dir, f"{cfg.name}-last.params"),
-                                   [mx.cpu()])
-    x = parity_images(dataset, base_size(cfg), cfg.data.mean, cfg.data.std, count=images)
+    net, _ = load_trained(cfg, os.path.join(run_dir, f"{cfg.name}-last.params"), [mx.cpu()])
+    x = parity_images(build_dataset(cfg, "val"), base_size(cfg), cfg.data.mean, cfg.data.std, count=images)
     return dead_fraction(unit_activity(net.features, x))
 
 

@@ -16,7 +16,8 @@ import mxnet as mx
 
 from ssd_nobias.config import base_size, load_config
 from ssd_nobias.diagnostics import checkpoints_in_order, epoch_of, trajectory, unit_activity
-from ssd_nobias.evaluate import load_trained, val_set
+from ssd_nobias.data import val_set
+from ssd_nobias.predictors import load_trained
 from ssd_nobias.export import parity_images
 from ssd_nobias.train import initialized_model
 
@@ -29,7 +30,7 @@ def run_trajectory(run_dir: str, images: int) -> dict:
     net = initialized_model(cfg, classes, [mx.cpu()])
     snapshots = {"init": unit_activity(net.features, x, batch_stats=True)}
     for path in checkpoints_in_order(run_dir, cfg.name):
-        net, _, _ = load_trained(cfg, path, [mx.cpu()])
+        net, _ = load_trained(cfg, path, [mx.cpu()])
         snapshots[epoch_of(path)] = unit_activity(net.features, x)
     return trajectory(snapshots)
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from ssd_nobias import get_model
 from ssd_nobias.export import fold_ssd
-from ssd_nobias.onnx_model import OnnxPredictor, export_onnx
+from ssd_nobias.onnx_model import export_onnx
+from ssd_nobias.predictors import OnnxPredictor
 
 FUSED = "MKLDNN"
 

@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 from ssd_nobias.config import load_config
 from ssd_nobias.evaluate import evaluate_checkpoint
 from ssd_nobias.export import export_deploy
+from ssd_nobias.naive_fix import export_zero_shift
 from ssd_nobias.train import read_metrics
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -71,7 +72,8 @@ def train_run(out: str, overrides: list, seed: int, data: str, budget: dict) -> 
 
 def deploy_eval(cfg, params: str, out: str, force_zero_shift: bool = False) -> dict:
     """Export, then evaluate the deploy graph: its mAP and forward images/s."""
-    report = export_deploy(cfg, params, os.path.join(out, "export"), force_zero_shift)
+    export = export_zero_shift if force_zero_shift else export_deploy
+    report = export(cfg, params, os.path.join(out, "export"))
     result = evaluate_checkpoint(cfg, None, os.path.join(out, "eval"), progress=False,
                                  deploy_dir=os.path.join(out, "export"))
     return {"map": result.value, "deploy_images_per_s": result.images_per_s,

@@ -8,6 +8,7 @@ import sys
 
 from ssd_nobias import cli
 from ssd_nobias.export import export_deploy, format_report
+from ssd_nobias.naive_fix import export_zero_shift
 
 
 def main(argv=None) -> int:
@@ -23,7 +24,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     cfg = cli.config_from(args)
     out = args.out or os.path.join(cfg.output_dir, "export")
-    report = export_deploy(cfg, args.params, out, args.force_zero_shift, args.onnx)
+    if args.force_zero_shift:
+        report = export_zero_shift(cfg, args.params, out, args.onnx)
+    else:
+        report = export_deploy(cfg, args.params, out, onnx=args.onnx)
     print(format_report(report))
     onnx = f"{report['onnx']['file']}, " if "onnx" in report else ""
     print(f"wrote {report['symbol']}, {report['deploy_params']}, {onnx}{out}/preprocess.json, "

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import mxnet as mx
 from mxnet import gluon
 
+from .atomic import temp_path
 from .errors import DataError
 
 
@@ -27,26 +28,22 @@ def _crc32(path: str) -> int:
     return crc
 
 
-def _tmp(path: str) -> str:
-    return f"{path}.tmp-{os.getpid()}"
-
-
 def save_checkpoint(prefix: str, net: gluon.Block, trainer: Optional[gluon.Trainer],
                     meta: dict) -> str:
     """Write prefix.params (+ .states when a trainer is given) and prefix.json; return .params."""
     files = {"params": prefix + ".params"}
-    net.save_parameters(_tmp(files["params"]))
+    net.save_parameters(temp_path(files["params"]))
     if trainer is not None:
         files["states"] = prefix + ".states"
-        trainer.save_states(_tmp(files["states"]))
+        trainer.save_states(temp_path(files["states"]))
     record = dict(meta)
     for kind, path in files.items():
-        record[kind] = {"file": os.path.basename(path), "crc32": _crc32(_tmp(path))}
-    with open(_tmp(prefix + ".json"), "w") as f:
+        record[kind] = {"file": os.path.basename(path), "crc32": _crc32(temp_path(path))}
+    with open(temp_path(prefix + ".json"), "w") as f:
         json.dump(record, f, indent=1)
     for path in files.values():
-        os.replace(_tmp(path), path)
-    os.replace(_tmp(prefix + ".json"), prefix + ".json")
+        os.replace(temp_path(path), path)
+    os.replace(temp_path(prefix + ".json"), prefix + ".json")
     return files["params"]
 
 

@@ -13,6 +13,7 @@ import mxnet as mx
 import yaml
 from yacs.config import CfgNode
 
+from .atomic import write_text
 from .errors import ConfigError
 from .model import ACTIVATIONS, MODEL_NAMES
 from .reparam import WEIGHT_MODES
@@ -242,10 +243,7 @@ def validate(cfg: CfgNode) -> None:
 
 def save_config(cfg: CfgNode, path: str) -> None:
     """Write the resolved config as YAML, atomically."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(cfg.dump())
-    os.replace(tmp, path)
+    write_text(path, cfg.dump())
 
 
 def base_size(cfg: CfgNode) -> int:

@@ -309,6 +309,12 @@ def build_dataset(cfg: CfgNode, split: str, transform=None):
     return VOCFormatDetection(d.root, pairs, classes, transform, skip_empty)
 
 
+def val_set(cfg: CfgNode) -> Tuple[gluon.data.Dataset, List[str]]:
+    """The configured val dataset and the class names."""
+    dataset = build_dataset(cfg, "val")
+    return dataset, list(dataset.classes) if cfg.data.dataset == "coco" else dataset_classes(cfg)
+
+
 def dataset_classes(cfg: CfgNode) -> List[str]:
     """Class names for the configured dataset (voc_custom: the list, or a classes.txt)."""
     d = cfg.data

@@ -7,29 +7,24 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
 from gluoncv.utils.bbox import bbox_xyxy_to_xywh
 from gluoncv.utils.metrics.voc_detection import VOC07MApMetric, VOCMApMetric
-from mxnet import gluon
 from tqdm import tqdm
 
-from .checkpoint import read_meta
-from .config import base_size, contexts, eval_metric
-from .data import (COCOFormatDetection, build_dataset, dataset_classes, read_image, split_batch,
-                   val_loader)
-from .errors import DataError, mxnet_reason
-from .model import build_model
+from .atomic import write_json
+from .config import base_size, eval_metric
+from .data import COCOFormatDetection, build_dataset, read_image, split_batch, val_loader
 from .plots import plot_detections, plot_pr_curves
+from .predictors import Predictor, load_predictor
 
-Predictor = Callable[[mx.nd.NDArray], Tuple[mx.nd.NDArray, mx.nd.NDArray, mx.nd.NDArray]]
 COCO_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
@@ -70,12 +65,6 @@ class EvalResult:
 
 def _num(x: float) -> Optional[float]:
     return None if x is None or math.isnan(x) else round(float(x), 6)
-
-
-def net_predictor(net: gluon.HybridBlock) -> Predictor:
-    """Inference with a GluonCV SSD (re-hybridized: its train/test branch is traced once)."""
-    net.hybridize(static_alloc=True)
-    return net
 
 
 def predict(predictor: Predictor, dataset, ctx: Sequence[mx.Context], size: int,
@@ -232,14 +221,6 @@ def format_table(result: EvalResult) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str, obj) -> None:
-    """Write JSON to a temporary name and rename it into place."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
 def write_report(result: EvalResult, dataset, class_names: Sequence[str], out_dir: str,
                  score_thresh: float = 0.5) -> None:
     """eval.json, pr_curves.png and detections.png (the first sampled val images) in out_dir."""
@@ -255,50 +236,14 @@ def write_report(result: EvalResult, dataset, class_names: Sequence[str], out_di
                         class_names, score_thresh=score_thresh)
 
 
-def val_set(cfg) -> Tuple[object, List[str]]:
-    """The configured val dataset and the class names."""
-    dataset = build_dataset(cfg, "val")
-    classes = list(dataset.classes) if cfg.data.dataset == "coco" else dataset_classes(cfg)
-    return dataset, classes
-
-
-def load_trained(cfg, params_path: str, ctx: Sequence[mx.Context], ignore_extra: bool = False):
-    """The config's model with a training .params file loaded, its val set and class names."""
-    if not os.path.isfile(params_path):
-        raise DataError(f"params file '{params_path}' does not exist")
-    dataset, classes = val_set(cfg)
-    meta = read_meta(params_path)
-    if meta and meta.get("classes") not in (None, classes):
-        raise DataError(f"{params_path} was trained on classes {meta['classes']}, the config's "
-                        f"dataset has {classes}")
-    net = build_model(cfg, classes)
-    try:
-        net.load_parameters(params_path, ctx=list(ctx), ignore_extra=ignore_extra)
-    except (AssertionError, mx.base.MXNetError) as err:
-        raise DataError(f"{params_path} does not fit model {cfg.model.name} "
-                        f"(norm {cfg.model.norm}): {mxnet_reason(err)}") from None
-    return net, dataset, classes
-
-
 def evaluate_checkpoint(cfg, params_path: Optional[str], out_dir: str, progress: bool = True,
                         deploy_dir: Optional[str] = None,
                         onnx_path: Optional[str] = None) -> EvalResult:
     """Evaluate a training .params file, or what export_ssd.py made of it (the deploy graph in
     `deploy_dir`, or the ONNX model `onnx_path`, run by ONNX Runtime on the CPU), on the
     configured val set and write the report."""
-    ctx = contexts(cfg.train.ctx)
-    if onnx_path is not None:
-        from .onnx_model import load_onnx
-        dataset, _ = val_set(cfg)
-        predictor, classes = load_onnx(onnx_path)
-        ctx = [mx.cpu()]
-    elif deploy_dir is not None:
-        from .export import load_deploy  # the deploy graph needs no training code
-        dataset, _ = val_set(cfg)
-        predictor, classes = load_deploy(deploy_dir, ctx)
-    else:
-        net, dataset, classes = load_trained(cfg, params_path, ctx)
-        predictor = net_predictor(net)
+    dataset = build_dataset(cfg, "val")
+    predictor, classes, ctx = load_predictor(cfg, params_path, deploy_dir, onnx_path)
     result = evaluate(predictor, dataset, classes, ctx, base_size(cfg),
                       cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean, cfg.data.std,
                       metric=eval_metric(cfg), num_samples=cfg.eval.num_images,

@@ -18,12 +18,14 @@ from gluoncv.model_zoo.ssd import SSD
 from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
+from .atomic import write_json
 from .config import base_size, contexts
+from .data import val_set
 from .errors import DataError, UserError, mxnet_reason
-from .evaluate import evaluate_checkpoint, load_trained, val_set, write_json
 from .model import (STOCK_RECIPE, ConvNorm, MobileNetSSDFeatures, activate, bias_report,
                     build_model)
 from .nn import NoBiasBatchNorm
+from .predictors import load_deploy, load_trained
 
 PARITY_RTOL = 1e-4  # of the output's magnitude: raw predictor outputs, deploy against trained
 
@@ -177,13 +179,13 @@ def _nobias_layers(net: SSD) -> List[str]:
 
 def _load_zero_shift(cfg, params_path: str, ctx):
     """The config's bias-free model with stock-BN params loaded and their shifts dropped."""
-    net, dataset, classes = load_trained(cfg, params_path, ctx, ignore_extra=True)  # no betas
+    net, classes = load_trained(cfg, params_path, ctx, ignore_extra=True)  # no betas
     for param in net.collect_params(".*running_mean").values():
         param.set_data(mx.nd.zeros(param.shape))
-    return net, dataset, classes
+    return net, classes
 
 
-def _with_stock_recipe(cfg):
+def with_stock_recipe(cfg):
     """cfg with its 'auto' recipe keys set to what stock BatchNorm units get."""
     out = cfg.clone()
     out.defrost()
@@ -203,9 +205,10 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
 
     Params whose norm layers have a shift (beta or running mean, i.e. trained with stock
     BatchNorm) where the config asks for NoBiasBatchNorm cannot be folded without a bias:
-    ShiftError names them, unless force_zero_shift, which drops the shifts and reports the mAP
-    before and after. Raises ParityError (after writing the report) when the deploy graph's raw
-    class and box outputs differ from the model's by more than PARITY_RTOL of their magnitude.
+    ShiftError names them, unless force_zero_shift, which drops the shifts and lists them in the
+    report's forced_zero_shift (naive_fix.export_zero_shift adds the mAP before and after).
+    Raises ParityError (after writing the report) when the deploy graph's raw class and box
+    outputs differ from the model's by more than PARITY_RTOL of their magnitude.
     """
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise DataError(f"output '{out_dir}' exists and is not a directory")
@@ -213,7 +216,8 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
         raise DataError(f"params file '{params_path}' does not exist")
     ctx = [contexts(cfg.train.ctx)[0]]
     shifts = norm_shifts(params_path)
-    nobias = _nobias_layers(build_model(cfg, val_set(cfg)[1]))
+    dataset, classes = val_set(cfg)
+    nobias = _nobias_layers(build_model(cfg, classes))
     shifted = {layer: shifts[layer] for layer in nobias if shifts.get(layer, 0.0) > 0}
     if shifted and not force_zero_shift:
         listing = ", ".join(f"{k} {v:.3g}" for k, v in list(shifted.items())[:6])
@@ -222,20 +226,13 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
                          f"{', ...' if len(shifted) > 6 else ''}); folding them needs a bias. "
                          f"--force-zero-shift drops the shifts and reports the mAP it costs")
     os.makedirs(out_dir, exist_ok=True)
-    before = None
     if shifted:
         # The naive fix drops the shifts and nothing else: the stock model's plain convs and
         # activation stay, whatever the bias-free recipe would build.
-        cfg = _with_stock_recipe(cfg)
-        stock = cfg.clone()
-        stock.defrost()
-        stock.model.norm, stock.model.bias_free = "batchnorm", ["*"]
-        stock.freeze()
-        before = evaluate_checkpoint(stock, params_path, os.path.join(out_dir, "before"),
-                                     progress=False)
-        net, dataset, classes = _load_zero_shift(cfg, params_path, ctx)
+        cfg = with_stock_recipe(cfg)
+        net, classes = _load_zero_shift(cfg, params_path, ctx)
     else:
-        net, dataset, classes = load_trained(cfg, params_path, ctx)
+        net, classes = load_trained(cfg, params_path, ctx)
     size = base_size(cfg)
     x = parity_images(dataset, size, cfg.data.mean, cfg.data.std).as_in_context(ctx[0])
     trained_cls, trained_box = raw_outputs(net, x)
@@ -272,10 +269,7 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
     if onnx:
         report["onnx"] = check_onnx(prefix, x, (deploy_cls, deploy_box), deploy_det)
     if shifted:
-        after = evaluate_checkpoint(cfg, None, os.path.join(out_dir, "after"), progress=False,
-                                    deploy_dir=out_dir)
-        report["forced_zero_shift"] = {"layers": shifted, "metric": before.metric,
-                                       "before": before.value, "after": after.value}
+        report["forced_zero_shift"] = {"layers": shifted}
     write_json(os.path.join(out_dir, "export_report.json"), report)
     worst = max(parity["class_logits"], parity["box_offsets"])
     if worst > PARITY_RTOL:
@@ -332,30 +326,6 @@ def _raise_onnx_failures(check: dict, out_dir: str) -> None:
     if problems:
         raise ParityError(f"the ONNX model {check['file']} fails its checks: "
                           f"{'; '.join(problems)}; see {out_dir}/export_report.json")
-
-
-def load_deploy(deploy_dir: str, ctx: Sequence[mx.Context]
-                ) -> Tuple[gluon.SymbolBlock, List[str]]:
-    """The exported graph as a SymbolBlock, and its class names from preprocess.json."""
-    symbols = [f for f in os.listdir(deploy_dir) if f.endswith("-symbol.json")] \
-        if os.path.isdir(deploy_dir) else []
-    if len(symbols) != 1:
-        raise DataError(f"'{deploy_dir}' should hold one <model>-symbol.json written by "
-                        f"export_ssd.py, found {len(symbols)}")
-    prefix = os.path.join(deploy_dir, symbols[0][: -len("-symbol.json")])
-    try:
-        with open(os.path.join(deploy_dir, "preprocess.json")) as f:
-            classes = json.load(f)["classes"]
-    except (OSError, ValueError, KeyError) as err:
-        raise DataError(f"{deploy_dir}/preprocess.json is missing or unreadable: {err}") from None
-    try:
-        block = gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
-                                          prefix + "-0000.params", ctx=list(ctx))
-    except (mx.base.MXNetError, AssertionError, OSError) as err:
-        raise DataError(f"cannot load the deploy graph {prefix}: "
-                        f"{mxnet_reason(err)}") from None
-    block.hybridize(static_alloc=True)
-    return block, classes
 
 
 def format_report(report: Dict) -> str:

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import mxnet as mx
 import numpy as np
 
+from .atomic import replacing
 from .errors import DataError, mxnet_reason
 
 OPSET = 13  # the newest mx2onnx converts to
@@ -284,9 +285,8 @@ def export_onnx(prefix: str, onnx_path: str, input_shape: Tuple[int, ...]) -> Gr
     del model.opset_import[:]
     model.opset_import.extend([helper.make_opsetid("", OPSET)])
     onnx.checker.check_model(model)
-    tmp = f"{onnx_path}.tmp-{os.getpid()}"
-    onnx.save(model, tmp)
-    os.replace(tmp, onnx_path)
+    with replacing(onnx_path) as tmp:
+        onnx.save(model, tmp)
     return cut
 
 
@@ -307,32 +307,6 @@ def session(onnx_path: str, extra_outputs: Sequence[str] = ()):
                                     providers=["CPUExecutionProvider"])
     except Exception as err:  # onnx and ORT raise their own types for a broken file
         raise DataError(f"cannot load ONNX model '{onnx_path}': {err}") from None
-
-
-class OnnxPredictor:
-    """Runs an exported ONNX model like a GluonCV detector: NDArray in, (ids, scores, boxes) out."""
-
-    def __init__(self, onnx_path: str):
-        self.session = session(onnx_path)
-        self.input = self.session.get_inputs()[0].name
-
-    def __call__(self, x: mx.nd.NDArray):
-        outs = self.session.run(["ids", "scores", "bboxes"],
-                                {self.input: x.asnumpy().astype(np.float32)})
-        return tuple(mx.nd.array(o, ctx=x.context) for o in outs)
-
-
-def load_onnx(onnx_path: str) -> Tuple[OnnxPredictor, List[str]]:
-    """The ONNX model as a predictor, and its class names from preprocess.json beside it."""
-    predictor = OnnxPredictor(onnx_path)
-    pre = os.path.join(os.path.dirname(os.path.abspath(onnx_path)), "preprocess.json")
-    try:
-        with open(pre) as f:
-            classes = json.load(f)["classes"]
-    except (OSError, ValueError, KeyError) as err:
-        raise DataError(f"{pre} (written by export_ssd.py beside the ONNX model) is missing or "
-                        f"unreadable: {err}") from None
-    return predictor, classes
 
 
 def conv_biases(onnx_path: str) -> Dict[str, Optional[float]]:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import colorsys
 import math
-import os
 from typing import Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from .atomic import replacing
 
 GT_COLOR = (255, 255, 255)
 
@@ -25,13 +26,8 @@ def palette(n: int) -> list:
 
 
 def _atomic_png(path: str, write) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    try:
+    with replacing(path, ".png") as tmp:  # matplotlib picks the format by extension
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,

@@ -14,19 +14,18 @@ import fcntl
 import glob
 import logging
 import os
-import re
 import signal
 import socket
 import threading
 from typing import List, Optional
 
+from .atomic import writer_pid
 from .errors import Stopped, UserError
 
 log = logging.getLogger("ssd_nobias")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 LOCK_FILE = ".run.lock"
-_TMP = re.compile(r"\.tmp-(\d+)$")
 
 
 class Preempted(Stopped):
@@ -91,8 +90,8 @@ def remove_stale_temps(out_dir: str) -> List[str]:
     their names. A live writer's files are left alone."""
     removed = []
     for path in sorted(glob.glob(os.path.join(glob.escape(out_dir), "*.tmp-*"))):
-        match = _TMP.search(path)
-        if match is None or _alive(int(match[1])):
+        pid = writer_pid(path)
+        if pid is None or _alive(pid):
             continue
         try:
             os.remove(path)

@@ -22,14 +22,16 @@ from mxnet import autograd, gluon
 from tqdm import tqdm
 from yacs.config import CfgNode
 
+from .atomic import replacing
 from .checkpoint import find_resume, load_checkpoint, save_checkpoint
 from .config import base_size, contexts, eval_metric, save_config
-from .data import EpochSampler, build_dataset, dataset_classes, split_batch, train_loader
+from .data import EpochSampler, build_dataset, split_batch, train_loader, val_set
 from .distributed import RunningStatsSync, StopVote, Worker, connect, params_checksum
 from .errors import ConfigError, UserError
-from .evaluate import EvalResult, evaluate, net_predictor
+from .evaluate import EvalResult, evaluate
 from .model import CONV_INIT, build_model, ssd_anchors
 from .plots import plot_training_curves
+from .predictors import net_predictor
 from .preemption import Preempted, RunLock, StopRequest, remove_stale_temps
 
 log = logging.getLogger("ssd_nobias")
@@ -141,18 +143,37 @@ class MetricsLog:
         plot_training_curves(self.plot, self.rows)
 
     def _write_all(self) -> None:
-        tmp = f"{self.path}.tmp-{os.getpid()}"
-        with open(tmp, "w", newline="") as f:
+        with replacing(self.path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, CSV_FIELDS)
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, self.path)
 
 
 def _fmt(value) -> str:
     if value is None:
         return ""
     return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+class _Meter:
+    """Loss sums, iterations and images since the last log line."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums, self.count, self.images = np.zeros(3), 0, 0
+        self.start = time.perf_counter()
+
+    def add(self, losses: np.ndarray, images: int) -> None:
+        self.sums, self.count, self.images = self.sums + losses, self.count + 1, \
+            self.images + images
+
+    def means(self) -> List[float]:
+        return [float(v) for v in self.sums / self.count]
+
+    def images_per_s(self) -> float:
+        return self.images / (time.perf_counter() - self.start)
 
 
 class Trainer:
@@ -162,27 +183,35 @@ class Trainer:
                  stop: Optional[StopRequest] = None):
         self.cfg = cfg
         self.stop = stop or StopRequest()  # never requested unless installed
-        t = cfg.train
-        self.ctx = contexts(t.ctx)
-        if t.amp and any(c.device_type != "gpu" for c in self.ctx):
-            raise ConfigError("'train.amp' is float16 on GPUs; set it false for cpu contexts")
+        self.ctx = contexts(cfg.train.ctx)
         self.out_dir = cfg.output_dir
         os.makedirs(self.out_dir, exist_ok=True)
-        self.worker = worker or connect(t.kvstore)
+        self.worker = worker or connect(cfg.train.kvstore)
+        self._check_devices()
+        seed_everything(cfg.seed)
+        self._build_data_and_model()
+        self._build_optimizer()
+        self.loss_fn = SSDMultiBoxLoss()
+        self.epoch, self.iteration, self.best_map = 0, 0, -1.0
+
+    def _check_devices(self) -> None:
+        t = self.cfg.train
+        if t.amp and any(c.device_type != "gpu" for c in self.ctx):
+            raise ConfigError("'train.amp' is float16 on GPUs; set it false for cpu contexts")
         devices = self.worker.num_workers * len(self.ctx)
         if t.batch_size % devices:
             raise ConfigError(f"'train.batch_size' ({t.batch_size}) is the global batch: it "
                               f"must be divisible by workers x contexts ({devices})")
-        seed_everything(cfg.seed)
+
+    def _build_data_and_model(self) -> None:
+        cfg = self.cfg
         self.size = base_size(cfg)
         self.train_set = build_dataset(cfg, "train")
-        self.val_set = build_dataset(cfg, "val")
-        self.classes = dataset_classes(cfg) if cfg.data.dataset != "coco" \
-            else list(self.val_set.classes)
+        self.val_set, self.classes = val_set(cfg)
         self.net = initialized_model(cfg, self.classes, self.ctx)
         self.sampler = EpochSampler(len(self.train_set), cfg.seed, self.worker.rank,
                                     self.worker.num_workers)
-        self.batch_size = t.batch_size // self.worker.num_workers  # this worker's share
+        self.batch_size = cfg.train.batch_size // self.worker.num_workers  # this worker's share
         anchors = ssd_anchors(self.net, self.size, self.ctx[0])  # also fixes every shape
         distributed = self.worker.kvstore is not None
         self.stats_sync = RunningStatsSync(self.net, self.worker) if distributed else None
@@ -191,6 +220,9 @@ class Trainer:
                                    cfg.data.num_workers, cfg.data.mean, cfg.data.std,
                                    self.sampler, cfg.data.max_expand, cfg.data.bad_images)
         self.iters_per_epoch = self.sampler.shard_length // self.batch_size
+
+    def _build_optimizer(self) -> None:
+        t = self.cfg.train
         self.schedule = Schedule(t.lr, t.epochs * self.iters_per_epoch, self.iters_per_epoch,
                                  t.warmup_iters, t.lr_mode, tuple(t.lr_steps), t.lr_factor)
         no_decay_params(self.net, t.norm_wd)
@@ -206,8 +238,6 @@ class Trainer:
                                      update_on_kvstore=False if self.worker.kvstore else None)
         if t.amp:
             amp.init_trainer(self.trainer)
-        self.loss_fn = SSDMultiBoxLoss()
-        self.epoch, self.iteration, self.best_map = 0, 0, -1.0
 
     def resume(self) -> None:
         """Continue from train.resume: 'auto' (newest valid checkpoint in the run) or a file."""
@@ -222,41 +252,21 @@ class Trainer:
 
     def fit(self) -> Optional[EvalResult]:
         """Train to cfg.train.epochs; returns the last validation result."""
-        cfg, t = self.cfg, self.cfg.train
-        chief = self.worker.is_chief
-        if chief:
-            save_config(cfg, os.path.join(self.out_dir, "config.yaml"))
+        if self.worker.is_chief:
+            save_config(self.cfg, os.path.join(self.out_dir, "config.yaml"))
         self.resume()
-        metrics = MetricsLog(self.out_dir, self.iteration) if chief else None
-        where = ",".join(map(str, self.ctx))
-        if self.worker.kvstore is not None:
-            where += (f" x {self.worker.num_workers} workers ({t.kvstore}, this is rank "
-                      f"{self.worker.rank}, batch {self.batch_size} of {t.batch_size})")
-        log.info("training %s (%s) on %s: %d images, %d iterations/epoch, %d epochs, output %s",
-                 cfg.model.name, cfg.model.norm, where, len(self.train_set),
-                 self.iters_per_epoch, t.epochs, self.out_dir)
+        metrics = MetricsLog(self.out_dir, self.iteration) if self.worker.is_chief else None
+        self._announce()
         result = None
         try:
-            while self.epoch < t.epochs:
+            while self.epoch < self.cfg.train.epochs:
                 self.train_one_epoch(metrics)
-                self.epoch += 1
-                if self.stats_sync is not None:
-                    self.stats_sync()
-                if self.epoch < t.epochs:
-                    self.check_stop()
-                if not chief:
-                    continue
-                last = self.epoch == t.epochs
-                if self.epoch % t.val_interval == 0 or last:
-                    result = self.validate(metrics)
-                self.save("last", with_states=True)
-                if self.epoch % t.save_interval == 0 or last:
-                    self.save(f"{self.epoch:04d}", with_states=True)
-                metrics.draw()
+                validated = self.end_epoch(metrics)
+                result = validated or result
         except _StopNow:
             self.stopped()
         except KeyboardInterrupt:
-            if chief:
+            if self.worker.is_chief:
                 path = self.save("last", with_states=True)
                 log.info("interrupted at iteration %d; checkpoint %s (resume: auto continues)",
                          self.iteration, path)
@@ -264,6 +274,35 @@ class Trainer:
         if self.worker.kvstore is not None:
             log.info("rank %d done at iteration %d; parameters sha256 %s", self.worker.rank,
                      self.iteration, params_checksum(self.net))
+        return result
+
+    def _announce(self) -> None:
+        cfg, t = self.cfg, self.cfg.train
+        where = ",".join(map(str, self.ctx))
+        if self.worker.kvstore is not None:
+            where += (f" x {self.worker.num_workers} workers ({t.kvstore}, this is rank "
+                      f"{self.worker.rank}, batch {self.batch_size} of {t.batch_size})")
+        log.info("training %s (%s) on %s: %d images, %d iterations/epoch, %d epochs, output %s",
+                 cfg.model.name, cfg.model.norm, where, len(self.train_set),
+                 self.iters_per_epoch, t.epochs, self.out_dir)
+
+    def end_epoch(self, metrics: Optional[MetricsLog]) -> Optional[EvalResult]:
+        """Close the epoch just trained: norm statistics agreed, a stop honoured; on rank 0,
+        validation when due and checkpoints. Returns the validation result, if one ran."""
+        t = self.cfg.train
+        self.epoch += 1
+        if self.stats_sync is not None:
+            self.stats_sync()
+        if self.epoch < t.epochs:
+            self.check_stop()
+        if not self.worker.is_chief:
+            return None
+        last = self.epoch == t.epochs
+        result = self.validate(metrics) if self.epoch % t.val_interval == 0 or last else None
+        self.save("last", with_states=True)
+        if self.epoch % t.save_interval == 0 or last:
+            self.save(f"{self.epoch:04d}", with_states=True)
+        metrics.draw()
         return result
 
     def check_stop(self) -> None:
@@ -286,39 +325,43 @@ class Trainer:
         raise Preempted(signum, self.iteration, path)
 
     def train_one_epoch(self, metrics: Optional[MetricsLog]) -> None:
+        """Train the rest of the current epoch (all of it unless resumed mid-epoch)."""
         t = self.cfg.train
         done = self.iteration - self.epoch * self.iters_per_epoch
         self.sampler.set_epoch(self.epoch, skip=done * self.batch_size)
         self.net.hybridize(static_alloc=True, static_shape=True)  # retrace in training mode
-        sums, count, images, start = np.zeros(3), 0, 0, time.perf_counter()
+        meter = _Meter()
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{t.epochs}", unit="it",
                    leave=False, disable=None, initial=done, total=self.iters_per_epoch)
         for batch in bar:
             lr = self.schedule(self.iteration)
             self.trainer.set_learning_rate(lr)
-            losses = self.step(batch)
+            meter.add(self.step(batch), batch[0].shape[0])
             self.iteration += 1
-            sums, count, images = sums + losses, count + 1, images + batch[0].shape[0]
             if self.iteration % t.log_interval == 0 or \
                     self.iteration % self.iters_per_epoch == 0:
-                speed = images / (time.perf_counter() - start)
-                loss, cls_loss, box_loss = (float(v) for v in sums / count)
-                epoch = self.iteration / self.iters_per_epoch
-                speed *= self.worker.num_workers  # each worker's share takes as long
-                sums, count, images, start = np.zeros(3), 0, 0, time.perf_counter()
-                if metrics is not None:  # other workers: rank 0 speaks for the run
-                    log.info("epoch %.2f iter %d loss %.4f (cls %.4f box %.4f) lr %.5g "
-                             "%.1f img/s", epoch, self.iteration, loss, cls_loss, box_loss, lr,
-                             speed)
-                    metrics.add(epoch=epoch, iteration=self.iteration, loss=loss,
-                                cls_loss=cls_loss, box_loss=box_loss, lr=lr, images_per_s=speed)
-                    bar.set_postfix(loss=f"{loss:.3f}")
-            if self.iteration % self.iters_per_epoch:  # epoch ends are fit()'s
+                self._log_progress(meter, lr, metrics, bar)
+            if self.iteration % self.iters_per_epoch:  # epoch ends are end_epoch()'s
                 self.check_stop()
                 if t.checkpoint_iters and self.iteration % t.checkpoint_iters == 0 and \
                         self.worker.is_chief:
                     self.save("last", with_states=True)
         bar.close()
+
+    def _log_progress(self, meter: _Meter, lr: float, metrics: Optional[MetricsLog],
+                      bar) -> None:
+        """Log and record the losses and speed since the last report; reset the meter."""
+        loss, cls_loss, box_loss = meter.means()
+        speed = meter.images_per_s() * self.worker.num_workers  # each worker's share as long
+        meter.reset()
+        if metrics is None:  # other workers: rank 0 speaks for the run
+            return
+        epoch = self.iteration / self.iters_per_epoch
+        log.info("epoch %.2f iter %d loss %.4f (cls %.4f box %.4f) lr %.5g %.1f img/s", epoch,
+                 self.iteration, loss, cls_loss, box_loss, lr, speed)
+        metrics.add(epoch=epoch, iteration=self.iteration, loss=loss, cls_loss=cls_loss,
+                    box_loss=box_loss, lr=lr, images_per_s=speed)
+        bar.set_postfix(loss=f"{loss:.3f}")
 
     def step(self, batch) -> np.ndarray:
         """One SGD step on a batch split over the contexts; returns [loss, cls, box] means."""

@@ -14,6 +14,7 @@ from ssd_nobias.errors import DataError
 from ssd_nobias.evaluate import evaluate_checkpoint
 from ssd_nobias.export import FoldedConv, ShiftError, export_deploy, fold_conv_norm
 from ssd_nobias.model import ConvNorm, UnitRecipe
+from ssd_nobias.naive_fix import export_zero_shift
 from ssd_nobias.nn import NoBiasBatchNorm
 from ssd_nobias.synthetic import make_synthetic
 from ssd_nobias.train import train
@@ -136,7 +137,7 @@ def test_stock_batchnorm_folds_into_conv_with_bias(trained, tmp_path):
     with pytest.raises(ShiftError, match=r"35 norm layers .* features\.conv0\.norm 0\.\d+"):
         export_deploy(cfg, params, str(tmp_path / "refused"))
     assert not os.path.exists(tmp_path / "refused")
-    forced = export_deploy(cfg, params, str(tmp_path / "forced"), force_zero_shift=True)
+    forced = export_zero_shift(cfg, params, str(tmp_path / "forced"))
     assert forced["bias_free_layers"] == 35
     assert forced["parity"]["class_logits"] <= 1e-4
     price = forced["forced_zero_shift"]

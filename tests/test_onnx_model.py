@@ -126,7 +126,7 @@ def test_an_onnx_model_without_its_preprocess_json_is_named(tmp_path):
     import onnx
 
     from ssd_nobias.errors import DataError
-    from ssd_nobias.onnx_model import load_onnx
+    from ssd_nobias.predictors import load_onnx
 
     path = tmp_path / "alone.onnx"
     onnx.save(postprocess_model(PostProcess(2, 20, 0.01, 0.45, 40, 10)), str(path))

@@ -1,0 +1,124 @@
+"""Model files turned into predictors: a training checkpoint, an exported deploy folder or an
+ONNX model, each run like a GluonCV detector (an image batch in, (ids, scores, boxes) out).
+
+evaluate.py, export.py and the benchmarks load models through this module only.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
+
+import mxnet as mx
+import numpy as np
+from mxnet import gluon
+
+from .checkpoint import read_meta
+from .config import contexts
+from .data import dataset_classes
+from .errors import DataError, mxnet_reason
+from .model import build_model
+from .onnx_model import session
+
+Predictor = Callable[[mx.nd.NDArray], Tuple[mx.nd.NDArray, mx.nd.NDArray, mx.nd.NDArray]]
+
+
+class LoadedModel(NamedTuple):
+    """A predictor, the class names its ids index, and the contexts its inputs go to."""
+
+    predictor: Predictor
+    classes: List[str]
+    ctx: List[mx.Context]
+
+
+def net_predictor(net: gluon.HybridBlock) -> Predictor:
+    """Inference with a GluonCV SSD (re-hybridized: its train/test branch is traced once)."""
+    net.hybridize(static_alloc=True)
+    return net
+
+
+def load_trained(cfg, params_path: str, ctx: Sequence[mx.Context], ignore_extra: bool = False
+                 ) -> Tuple[gluon.HybridBlock, List[str]]:
+    """The config's model with a training .params file loaded, and its class names (the
+    config's dataset's, checked against those the checkpoint records)."""
+    if not os.path.isfile(params_path):
+        raise DataError(f"params file '{params_path}' does not exist")
+    classes = dataset_classes(cfg)
+    meta = read_meta(params_path)
+    if meta and meta.get("classes") not in (None, classes):
+        raise DataError(f"{params_path} was trained on classes {meta['classes']}, the config's "
+                        f"dataset has {classes}")
+    net = build_model(cfg, classes)
+    try:
+        net.load_parameters(params_path, ctx=list(ctx), ignore_extra=ignore_extra)
+    except (AssertionError, mx.base.MXNetError) as err:
+        raise DataError(f"{params_path} does not fit model {cfg.model.name} "
+                        f"(norm {cfg.model.norm}): {mxnet_reason(err)}") from None
+    return net, classes
+
+
+def export_classes(folder: str) -> List[str]:
+    """The class names export_ssd.py wrote to preprocess.json in `folder`."""
+    path = os.path.join(folder, "preprocess.json")
+    try:
+        with open(path) as f:
+            return json.load(f)["classes"]
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"{path} (written by export_ssd.py) is missing or unreadable: "
+                        f"{err}") from None
+
+
+def load_deploy(deploy_dir: str, ctx: Sequence[mx.Context]
+                ) -> Tuple[gluon.SymbolBlock, List[str]]:
+    """The exported graph as a SymbolBlock, and its class names from preprocess.json."""
+    symbols = [f for f in os.listdir(deploy_dir) if f.endswith("-symbol.json")] \
+        if os.path.isdir(deploy_dir) else []
+    if len(symbols) != 1:
+        raise DataError(f"'{deploy_dir}' should hold one <model>-symbol.json written by "
+                        f"export_ssd.py, found {len(symbols)}")
+    prefix = os.path.join(deploy_dir, symbols[0][: -len("-symbol.json")])
+    classes = export_classes(deploy_dir)
+    try:
+        block = gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
+                                          prefix + "-0000.params", ctx=list(ctx))
+    except (mx.base.MXNetError, AssertionError, OSError) as err:
+        raise DataError(f"cannot load the deploy graph {prefix}: "
+                        f"{mxnet_reason(err)}") from None
+    block.hybridize(static_alloc=True)
+    return block, classes
+
+
+class OnnxPredictor:
+    """Runs an exported ONNX model like a GluonCV detector: NDArray in, (ids, scores, boxes) out."""
+
+    def __init__(self, onnx_path: str):
+        self.session = session(onnx_path)
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, x: mx.nd.NDArray):
+        outs = self.session.run(["ids", "scores", "bboxes"],
+                                {self.input: x.asnumpy().astype(np.float32)})
+        return tuple(mx.nd.array(o, ctx=x.context) for o in outs)
+
+
+def load_onnx(onnx_path: str) -> Tuple[OnnxPredictor, List[str]]:
+    """The ONNX model as a predictor, and its class names from preprocess.json beside it."""
+    predictor = OnnxPredictor(onnx_path)
+    return predictor, export_classes(os.path.dirname(os.path.abspath(onnx_path)))
+
+
+def load_predictor(cfg, params_path: Optional[str] = None, deploy_dir: Optional[str] = None,
+                   onnx_path: Optional[str] = None) -> LoadedModel:
+    """Exactly one of a training .params file (on the config's contexts), a deploy folder (the
+    same) or an ONNX model (ONNX Runtime, CPU), ready to predict."""
+    given = [x for x in (params_path, deploy_dir, onnx_path) if x is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one of params_path, deploy_dir and onnx_path")
+    ctx = contexts(cfg.train.ctx)
+    if onnx_path is not None:
+        predictor, classes = load_onnx(onnx_path)
+        return LoadedModel(predictor, classes, [mx.cpu()])
+    if deploy_dir is not None:
+        return LoadedModel(*load_deploy(deploy_dir, ctx), ctx)
+    net, classes = load_trained(cfg, params_path, ctx)
+    return LoadedModel(net_predictor(net), classes, ctx)
