@@ -12,8 +12,12 @@ dead ReLU channels are followed from init through every epoch's checkpoint
 epochs, mean and min-max over seeds) after every seed, and prints the table: final mAP mean and
 spread, dead channels, training images/s, deploy images/s.
 
+study.json: {"protocol": {...}, "arms": {"<arm>": {"recipe": {...}, "seeds": {"<seed>":
+{"map", "dead_fraction", ...}}}}, "summary": {...}}; each seed records the CPU it ran on.
+
     python bench/study.py            # 5 seeds, 1000 images x 12 epochs: about 75 min on 2 cores
     python bench/study.py --quick    # 240 images x 4 epochs: checks the pipeline, learns little
+    python bench/study.py --seeds 5 --resume   # add seed 5 to the seeds already in study.json
 """
 import argparse
 import json
@@ -30,6 +34,7 @@ from matplotlib.figure import Figure
 from ssd_nobias.config import load_config
 from ssd_nobias.evaluate import evaluate_checkpoint
 from ssd_nobias.export import export_deploy
+from ssd_nobias.model import BIAS_FREE_RECIPE, STOCK_RECIPE
 from ssd_nobias.naive_fix import export_zero_shift
 from ssd_nobias.train import read_metrics
 
@@ -47,6 +52,8 @@ STOCK_WEIGHTS = ["model.conv_weights=plain", "model.depthwise_weights=plain",
 ARMS = {"nobias": "(a) NoBiasBatchNorm, deploy graph",
         "batchnorm": "(b) stock BatchNorm, folded with biases",
         "naive": "(c) stock BatchNorm, shift dropped (naive fix)"}
+DATA_SEED, VAL_IMAGES = 0, 100
+RECIPE_KEYS = ("norm", "conv_weights", "depthwise_weights", "activation", "leaky_slope")
 
 
 def call(command, env=None) -> None:
@@ -103,15 +110,25 @@ def one_seed(seed: int, data: str, work: str, budget: dict) -> dict:
     for norm in ("nobias", "batchnorm"):
         runs[norm]["dead_channels"] = run_trajectory(runs[norm]["dir"], images=32)
     out = {}
-    for arm, result in (("nobias", a), ("batchnorm", b), ("naive", c)):
+    for arm, result, cfg in (("nobias", a, a_cfg), ("batchnorm", b, b_cfg), ("naive", c, b_cfg)):
         result.pop("report")
         source = runs["nobias" if arm == "nobias" else "batchnorm"]
-        out[arm] = dict(result, curve=source["curve"],
-                        train_images_per_s=source["train_images_per_s"])
+        out[arm] = dict(result, curve=source["curve"], cpu=cpu(),
+                        train_images_per_s=source["train_images_per_s"],
+                        recipe=resolved_recipe(cfg))
         if arm != "naive":
-            out[arm]["dead"] = source["dead_channels"]["dead"][-1]
+            out[arm]["dead_fraction"] = source["dead_channels"]["dead"][-1]
             out[arm]["dead_channels"] = source["dead_channels"]
+        else:
+            out[arm]["recipe"]["export"] = "--force-zero-shift"
     return out
+
+
+def resolved_recipe(cfg) -> dict:
+    """The model.* keys a run trained with, "auto" replaced by what its norm resolves it to."""
+    default = BIAS_FREE_RECIPE if cfg.model.norm == "nobias" else STOCK_RECIPE
+    return {f"model.{k}": default[k] if getattr(cfg.model, k) == "auto" else getattr(cfg.model, k)
+            for k in RECIPE_KEYS}
 
 
 def summary(per_seed: dict) -> dict:
@@ -125,7 +142,7 @@ def summary(per_seed: dict) -> dict:
                       "deploy_images_per_s": statistics.median(
                           r[arm]["deploy_images_per_s"] for r in per_seed.values())}
         if arm != "naive":
-            dead = [r[arm]["dead"] for r in per_seed.values()]
+            dead = [r[arm]["dead_fraction"] for r in per_seed.values()]
             table[arm].update(dead_mean=float(np.mean(dead)), dead_max=float(max(dead)))
     diffs = [r["nobias"]["map"] - r["nobias"]["trained_map"] for r in per_seed.values()]
     table["deploy_minus_trained_max_abs"] = float(np.abs(diffs).max())
@@ -185,46 +202,88 @@ def main() -> None:
                    help="data and run directories")
     p.add_argument("--train", type=int, help="training images (default: the budget's)")
     p.add_argument("--epochs", type=int, help="epochs (default: the budget's)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the seeds already in OUT/study.json (same protocol), run the rest")
     args = p.parse_args()
     budget = dict(BUDGETS["quick" if args.quick else "full"])
     budget.update({k: v for k, v in (("train", args.train), ("epochs", args.epochs)) if v})
     budget["val_interval"] = min(budget["val_interval"], budget["epochs"])
     start = time.perf_counter()
+    per_seed, minutes = read_results(args.out, budget) if args.resume else ({}, 0.0)
     data = os.path.join(args.work, f"data-{budget['train']}")
     if not os.path.isfile(os.path.join(data, "classes.txt")):
         call([sys.executable, os.path.join(ROOT, "scripts", "make_synthetic_voc.py"), "--out",
-              data, "--train", str(budget["train"]), "--val", "100", "--seed", "0"])
-    per_seed = {}
+              data, "--train", str(budget["train"]), "--val", str(VAL_IMAGES), "--seed",
+              str(DATA_SEED)])
     for seed in args.seeds:
         per_seed[seed] = one_seed(seed, data, os.path.join(args.work, "runs"), budget)
         print(f"seed {seed}: " + ", ".join(f"{arm} {r['map']:.4f}"
                                            for arm, r in per_seed[seed].items()), flush=True)
-        write_results(args.out, budget, per_seed, time.perf_counter() - start)  # so far
+        elapsed = minutes + (time.perf_counter() - start) / 60
+        write_results(args.out, budget, per_seed, elapsed)  # so far
     print(format_table(summary(per_seed)))
     print(f"{(time.perf_counter() - start) / 60:.1f} minutes; wrote {args.out}/study.json and "
           f"study.png")
 
 
-def write_results(out: str, budget: dict, per_seed: dict, seconds: float) -> None:
+def protocol(budget: dict, seeds: list) -> dict:
+    """What a reader needs to rerun the study: command, data, model, budget, seeds."""
+    return {"command": "python bench/study.py", "recipe": "configs/demo_synthetic.yaml",
+            "model": "ssd_300_mobilenet0.25_custom",
+            "data": {"generator": "scripts/make_synthetic_voc.py", "seed": DATA_SEED,
+                     "train_images": budget["train"], "val_images": VAL_IMAGES},
+            "epochs": budget["epochs"], "val_interval": budget["val_interval"],
+            "save_interval": budget["save_interval"], "checkpoint": "last",
+            "metric": "val VOC07 mAP of the deploy graph (BatchNorm folded)",
+            "seeds": sorted(seeds)}
+
+
+def write_results(out: str, budget: dict, per_seed: dict, minutes: float) -> None:
+    """study.json (protocol, arms -> recipe and seeds, summary) and study.png."""
     os.makedirs(out, exist_ok=True)
-    result = {"budget": budget, "seeds": list(per_seed), "model": "ssd_300_mobilenet0.25_custom",
-              "recipe": "configs/demo_synthetic.yaml", "cpu_count": os.cpu_count(),
-              "avx512": avx512(), "minutes": round(seconds / 60, 1),
-              "summary": summary(per_seed), "per_seed": {str(k): v for k, v in per_seed.items()}}
+    arms = {arm: {"description": name, "recipe": None, "seeds": {}} for arm, name in ARMS.items()}
+    for seed in sorted(per_seed):
+        for arm, result in per_seed[seed].items():
+            result = dict(result)
+            arms[arm]["recipe"] = result.pop("recipe")
+            arms[arm]["seeds"][str(seed)] = dict(result, dead_fraction=result.get(
+                "dead_fraction"))
+    result = {"protocol": protocol(budget, list(per_seed)), "arms": arms,
+              "summary": summary(per_seed), "minutes": round(minutes, 1)}
     with open(os.path.join(out, "study.json"), "w") as f:
         json.dump(result, f, indent=1)
-    plot(os.path.join(out, "study.png"), per_seed,
+    plot(os.path.join(out, "study.png"), dict(sorted(per_seed.items())),
          f"synthetic shapes, {budget['train']} images x {budget['epochs']} epochs, "
-         f"seeds {', '.join(map(str, per_seed))}")
+         f"seeds {', '.join(map(str, sorted(per_seed)))}")
 
 
-def avx512() -> bool:
-    """Whether this CPU has AVX-512 (MKLDNN then uses nChw16c: another rounding order)."""
+def read_results(out: str, budget: dict) -> tuple:
+    """The per-seed results and minutes already in OUT/study.json, if its protocol is `budget`'s."""
+    path = os.path.join(out, "study.json")
+    if not os.path.isfile(path):
+        return {}, 0.0
+    with open(path) as f:
+        study = json.load(f)
+    if {k: v for k, v in study["protocol"].items() if k != "seeds"} != \
+            {k: v for k, v in protocol(budget, []).items() if k != "seeds"}:
+        sys.exit(f"{path} was measured on another protocol; --resume needs the same budget")
+    per_seed = {}
+    for arm, entry in study["arms"].items():
+        for seed, result in entry["seeds"].items():
+            per_seed.setdefault(int(seed), {})[arm] = dict(result, recipe=entry["recipe"])
+    return per_seed, study["minutes"]
+
+
+def cpu() -> dict:
+    """The CPU a seed ran on: AVX-512 makes MKLDNN use nChw16c, another rounding order."""
     try:
         with open("/proc/cpuinfo") as f:
-            return "avx512f" in f.read()
+            info = f.read()
     except OSError:
-        return False
+        info = ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                  if line.startswith("model name")), "unknown")
+    return {"model": model, "cores": os.cpu_count(), "avx512": "avx512f" in info}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""bench/study.py end to end on a budget of minutes: its json, its picture, its table."""
+"""bench/study.py end to end on a budget of minutes: its json, its picture, its table, resume."""
 import json
 import os
 import subprocess
@@ -7,28 +7,50 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_study_trains_three_ways_and_reports(tmp_path):
-    out = tmp_path / "results"
+def run_study(tmp_path, *args):
     done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "study.py"), "--train",
-                           "16", "--epochs", "1", "--seeds", "1", "2", "--work",
-                           str(tmp_path / "work"), "--out", str(out)],
+                           "16", "--epochs", "1", "--work", str(tmp_path / "work"), "--out",
+                           str(tmp_path / "results"), *args],
                           capture_output=True, text=True, timeout=900,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert done.returncode == 0, done.stderr[-3000:]
-    with open(out / "study.json") as f:
-        study = json.load(f)
-    assert study["seeds"] == [1, 2] and set(study["per_seed"]) == {"1", "2"}
-    for seed in study["per_seed"].values():
-        assert set(seed) == {"nobias", "batchnorm", "naive"}
-        assert seed["nobias"]["bias_free_layers"] == 35  # the deploy graph is bias-free
-        assert seed["batchnorm"]["bias_free_layers"] == 0  # folded with biases
-        assert seed["naive"]["bias_free_layers"] == 35 and seed["naive"]["max_shift"] > 0
-        assert abs(seed["naive"]["map_before"] - seed["batchnorm"]["map"]) < 2e-3
-        assert seed["nobias"]["curve"][-1][0] == 1.0
-    summary = study["summary"]
+    with open(tmp_path / "results" / "study.json") as f:
+        return json.load(f), done.stdout
+
+
+def test_study_trains_three_ways_reports_and_resumes(tmp_path):
+    study, stdout = run_study(tmp_path, "--seeds", "1")
+    assert study["protocol"]["seeds"] == [1]
+    assert study["protocol"]["data"] == {"generator": "scripts/make_synthetic_voc.py",
+                                         "seed": 0, "train_images": 16, "val_images": 100}
+    arms = study["arms"]
+    assert set(arms) == {"nobias", "batchnorm", "naive"}
+    assert arms["nobias"]["recipe"] == {
+        "model.norm": "nobias", "model.conv_weights": "centered",
+        "model.depthwise_weights": "dc_positive", "model.activation": "relu",
+        "model.leaky_slope": 0.1}
+    assert arms["batchnorm"]["recipe"]["model.conv_weights"] == "plain"
+    assert arms["naive"]["recipe"]["export"] == "--force-zero-shift"
+    nobias, stock, naive = (arms[a]["seeds"]["1"] for a in ("nobias", "batchnorm", "naive"))
+    assert nobias["bias_free_layers"] == 35  # the deploy graph is bias-free
+    assert stock["bias_free_layers"] == 0  # folded with biases
+    assert naive["bias_free_layers"] == 35 and naive["max_shift"] > 0
+    assert abs(naive["map_before"] - stock["map"]) < 2e-3
+    assert nobias["curve"][-1][0] == 1.0
+    assert 0 <= nobias["dead_fraction"] <= 1 and naive["dead_fraction"] is None
+    assert nobias["dead_fraction"] == nobias["dead_channels"]["dead"][-1]
+    assert set(nobias["cpu"]) == {"model", "cores", "avx512"}
+    assert os.path.getsize(tmp_path / "results" / "study.png") > 10000
+    assert "(c) stock BatchNorm, shift dropped (naive fix)" in stdout
+
+    resumed, _ = run_study(tmp_path, "--seeds", "2", "--resume")
+    assert resumed["protocol"]["seeds"] == [1, 2]
+    for arm in arms:  # seed 1 kept as it was, seed 2 added
+        assert resumed["arms"][arm]["seeds"]["1"] == arms[arm]["seeds"]["1"]
+        assert set(resumed["arms"][arm]["seeds"]) == {"1", "2"}
+    summary = resumed["summary"]
     assert summary["deploy_minus_trained_max_abs"] < 5e-4
-    for arm in ("nobias", "batchnorm", "naive"):
-        assert summary[arm]["map_min"] <= summary[arm]["map_mean"] <= summary[arm]["map_max"]
+    for arm in arms:
+        maps = [s["map"] for s in resumed["arms"][arm]["seeds"].values()]
+        assert summary[arm]["map_min"] == min(maps) and summary[arm]["map_max"] == max(maps)
         assert summary[arm]["train_images_per_s"] > 0
-    assert os.path.getsize(out / "study.png") > 10000
-    assert "(c) stock BatchNorm, shift dropped (naive fix)" in done.stdout
