@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test test-gpu demo bench clean
 
 setup: $(STAMP)
 
@@ -17,6 +17,11 @@ $(STAMP): setup.cfg setup.py constraints.txt
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# On a machine with a GPU and MXNet's CUDA build (pip install mxnet-cu112==1.9.1 in .venv):
+# NoBiasBatchNorm on GPUs against the CPU operator, two GPUs, AMP, export. Skips without a GPU.
+test-gpu: setup
+	$(BIN)/python -m pytest -q -rs tests/test_gpu.py
 
 # The demo: synthetic data (generated once), a bias-free SSD trained on the CPU, exported
 # (deploy graph + ONNX), audited, evaluated.

@@ -17,7 +17,7 @@ from .atomic import write_text
 from .errors import ConfigError
 from .model import ACTIVATIONS, MODEL_NAMES
 from .reparam import WEIGHT_MODES
-from .nn import NORM_LAYERS
+from .nn import IMPLS, NORM_LAYERS
 
 
 def defaults() -> CfgNode:
@@ -38,6 +38,9 @@ def defaults() -> CfgNode:
     c.model.depthwise_weights = "auto"  # 3x3 depthwise convs: the same choices
     c.model.activation = "auto"  # auto | relu | leaky
     c.model.leaky_slope = 0.1  # negative slope of activation: leaky
+    # NoBiasBatchNorm's implementation: auto (compiled operator on CPU contexts, MXNet-operator
+    # version elsewhere) | native | ops (nn.NoBiasBatchNorm)
+    c.model.norm_impl = "auto"
     c.model.pretrained_base = ""  # a local Gluon MobileNet .params file; empty: from scratch
     c.model.nms_thresh = 0.45
     c.model.nms_topk = 400
@@ -186,6 +189,8 @@ def validate(cfg: CfgNode) -> None:
              f"is '{cfg.model[key]}'; choose one of auto, {', '.join(WEIGHT_MODES)}")
     need(cfg.model.activation in ("auto",) + ACTIVATIONS, "model.activation",
          f"is '{cfg.model.activation}'; choose one of auto, {', '.join(ACTIVATIONS)}")
+    need(cfg.model.norm_impl in IMPLS, "model.norm_impl",
+         f"is '{cfg.model.norm_impl}'; choose one of {', '.join(IMPLS)}")
     need(0 < cfg.model.leaky_slope < 1, "model.leaky_slope",
          f"must be in (0, 1), got {cfg.model.leaky_slope}")
     need(0 < cfg.model.nms_thresh <= 1, "model.nms_thresh", "must be in (0, 1]")
@@ -214,6 +219,9 @@ def validate(cfg: CfgNode) -> None:
     for name in t.ctx:
         need(bool(_CTX.fullmatch(str(name))), "train.ctx",
              f"entry '{name}' is not cpu, cpuN or gpuN")
+    need(cfg.model.norm_impl != "native" or not any(str(n).startswith("gpu") for n in t.ctx),
+         "model.norm_impl", "is 'native', whose compiled operator has no GPU compute; train.ctx "
+         "lists a GPU: use 'auto' or 'ops'")
     need(t.batch_size > 0, "train.batch_size", "must be positive")
     need(t.batch_size % len(t.ctx) == 0, "train.batch_size",
          f"({t.batch_size}) must be divisible by the number of contexts ({len(t.ctx)})")

@@ -71,6 +71,7 @@ class UnitRecipe:
     weights: str = "plain"  # a reparam.WEIGHT_MODES entry
     activation: str = "relu"  # relu | leaky
     slope: float = 0.1  # of the leaky activation's negative side
+    impl: str = "auto"  # NoBiasBatchNorm's implementation (nn.IMPLS)
 
 
 # What a bias-free unit gets unless told otherwise (the ablation in docs/results.md chose it):
@@ -96,10 +97,11 @@ class ConvNorm(nn.HybridBlock):
             self.conv = ReparamConv2D(channels, kernel, in_channels, recipe.weights,
                                       strides=stride, padding=kernel // 2, groups=groups,
                                       weight_initializer=CONV_INIT)
-            fuse = recipe.activation == "relu" and isinstance(recipe.norm, type) and \
-                issubclass(recipe.norm, NoBiasBatchNorm)
-            self.norm = recipe.norm(in_channels=channels, fuse_relu=True) if fuse \
-                else recipe.norm(in_channels=channels)
+            if isinstance(recipe.norm, type) and issubclass(recipe.norm, NoBiasBatchNorm):
+                self.norm = recipe.norm(in_channels=channels, impl=recipe.impl,
+                                        fuse_relu=recipe.activation == "relu")
+            else:
+                self.norm = recipe.norm(in_channels=channels)
 
     @property
     def depthwise(self) -> bool:
@@ -206,7 +208,7 @@ def _norm_selector(norm: Union[str, NormLayer], bias_free: Sequence[str]):
 
 
 def _recipe_selector(norm_for, conv_weights: Optional[str], depthwise_weights: Optional[str],
-                     activation: Optional[str], leaky_slope: float):
+                     activation: Optional[str], leaky_slope: float, norm_impl: str = "auto"):
     """Map (layer name, depthwise?) to its UnitRecipe; None picks the recipe of the layer's norm
     (BIAS_FREE_RECIPE for NoBiasBatchNorm, STOCK_RECIPE for stock BatchNorm)."""
     for key, value, allowed in (("conv_weights", conv_weights, WEIGHT_MODES),
@@ -223,7 +225,8 @@ def _recipe_selector(norm_for, conv_weights: Optional[str], depthwise_weights: O
             issubclass(norm, NoBiasBatchNorm) else STOCK_RECIPE
         weights = depthwise_weights if depthwise else conv_weights
         weights = weights or default["depthwise_weights" if depthwise else "conv_weights"]
-        return UnitRecipe(norm, weights, activation or default["activation"], leaky_slope)
+        return UnitRecipe(norm, weights, activation or default["activation"], leaky_slope,
+                          norm_impl)
     return recipe_for
 
 
@@ -232,7 +235,7 @@ def get_model(name: str, classes: Optional[Sequence[str]] = None,
               heads_bias: bool = True, pretrained_base: Optional[Union[str, Path]] = None,
               conv_weights: Optional[str] = None, depthwise_weights: Optional[str] = None,
               activation: Optional[str] = None, leaky_slope: float = 0.1,
-              **kwargs) -> SSD:
+              norm_impl: str = "auto", **kwargs) -> SSD:
     """Build a GluonCV `SSD` whose conv+BN pairs fold to weight-only convolutions.
 
     name: one of MODEL_NAMES. norm: 'nobias' (NoBiasBatchNorm where `bias_free` globs match a
@@ -241,7 +244,8 @@ def get_model(name: str, classes: Optional[Sequence[str]] = None,
     conv_weights (full and pointwise convs) and depthwise_weights: a reparam.WEIGHT_MODES entry;
     activation: 'relu' or 'leaky' (negative slope `leaky_slope`). Left None, each unit takes
     the recipe of its norm: BIAS_FREE_RECIPE for bias-free units, STOCK_RECIPE (GluonCV's
-    plain convs and ReLU) for stock BatchNorm.
+    plain convs and ReLU) for stock BatchNorm. norm_impl: NoBiasBatchNorm's implementation,
+    'auto', 'native' or 'ops' (nn.NoBiasBatchNorm).
     pretrained_base: a local MobileNet .params file (GluonCV/Gluon model zoo layout) loaded into
     the base, which is then initialized; everything else waits for `net.initialize()`.
     kwargs go to GluonCV's SSD (nms_thresh, nms_topk, post_nms, ...).
@@ -253,7 +257,7 @@ def get_model(name: str, classes: Optional[Sequence[str]] = None,
     preset = _preset(base_size, multiplier)
     class_names = _classes_for(dataset, classes)
     recipe_for = _recipe_selector(_norm_selector(norm, bias_free), conv_weights,
-                                  depthwise_weights, activation, leaky_slope)
+                                  depthwise_weights, activation, leaky_slope, norm_impl)
 
     def features(**_ssd_kwargs):  # SSD passes pretrained/ctx/norm_layer: the layout fixes them
         return MobileNetSSDFeatures(multiplier, preset.extra_filters, recipe_for)
@@ -283,6 +287,7 @@ def build_model(cfg, classes: Sequence[str]) -> SSD:
                          conv_weights=_auto(m.conv_weights),
                          depthwise_weights=_auto(m.depthwise_weights),
                          activation=_auto(m.activation), leaky_slope=m.leaky_slope,
+                         norm_impl=m.norm_impl,
                          pretrained_base=m.pretrained_base or None, nms_thresh=m.nms_thresh,
                          nms_topk=m.nms_topk, post_nms=m.post_nms)
     except (ValueError, FileNotFoundError) as err:  # get_model's argument checks

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import mxnet as mx
 
@@ -33,6 +34,14 @@ MXNET_DEFINES = ("-DMXNET_USE_MKLDNN=1", "-DMXNET_USE_CUDA=0", "-DMSHADOW_USE_CU
                  "-DMSHADOW_USE_MKL=0", "-DMSHADOW_USE_CBLAS=0", "-DDMLC_USE_CXX11=1",
                  "-Wno-deprecated-declarations")
 PLAIN_LAYOUT_ENV = "SSD_NOBIAS_PLAIN_LAYOUT"
+
+
+class NativeUnavailable(RuntimeError):
+    """The compiled operator cannot be built or loaded here, or cannot run on a context."""
+
+
+def _cuda_build() -> bool:
+    return mx.runtime.Features().is_enabled("CUDA")
 
 
 def _mxnet_dir() -> Path:
@@ -54,7 +63,7 @@ def library_path() -> Path:
     key = hashlib.sha256()
     parts = [(CSRC / name).read_bytes() for name in SOURCES]
     parts += [mx.__version__.encode(), " ".join(COMMON + MXNET_DEFINES).encode(),
-              _cpu_model().encode()]
+              _cpu_model().encode(), f"cuda={_cuda_build()}".encode()]
     for part in parts:
         key.update(part)
     root = Path(os.environ.get("SSD_NOBIAS_BUILD_DIR", Path(__file__).with_name("_build")))
@@ -90,21 +99,21 @@ def _run(commands: list) -> None:
     errors = [proc.communicate()[1] for proc in procs]  # wait for all before raising
     for cmd, proc, stderr in zip(commands, procs, errors):
         if proc.returncode != 0:
-            raise RuntimeError(f"compiling the NoBiasBatchNorm operator failed:\n"
+            raise NativeUnavailable(f"compiling the NoBiasBatchNorm operator failed:\n"
                                f"{' '.join(cmd)}\n{stderr}")
 
 
 def build(force: bool = False) -> Path:
     """Compile the operator library unless an up-to-date one exists; return its path."""
     if mx.__version__ != MXNET_VERSION:
-        raise RuntimeError(f"the NoBiasBatchNorm operator is built for mxnet {MXNET_VERSION}, "
+        raise NativeUnavailable(f"the NoBiasBatchNorm operator is built for mxnet {MXNET_VERSION}, "
                            f"found {mx.__version__}: install the pinned version (make setup)")
     target = library_path()
     if target.exists() and not force:
         return target
     cxx = os.environ.get("CXX", "g++")
     if shutil.which(cxx) is None:
-        raise RuntimeError(
+        raise NativeUnavailable(
             f"building the NoBiasBatchNorm operator needs a C++ compiler; '{cxx}' was not found "
             "(install g++ or set CXX)")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -121,11 +130,32 @@ def build(force: bool = False) -> Path:
 def load() -> Path:
     """Make `nobias_batch_norm` available to mx.nd and mx.sym (idempotent)."""
     path = build()
+    from mxnet.contrib.amp import amp
+    if amp._amp_initialized:  # pylint: disable=protected-access
+        raise NativeUnavailable(
+            "mxnet.contrib.amp.init() ran before the NoBiasBatchNorm operator library was "
+            "loaded; loading it re-creates every MXNet operator function and would silently "
+            "turn AMP off. Build the model (or call ssd_nobias.native.load()) before amp.init()")
     mx.library.load(str(path), verbose=False)
     if os.environ.get(PLAIN_LAYOUT_ENV, "0") != "1":
         if ctypes.CDLL(str(path)).nobias_bn_use_mkldnn_layouts() != 0:
             raise RuntimeError(f"{path.name}: MXNet refused the MKLDNN compute for nobias_batch_norm")
     return path
+
+
+@functools.lru_cache(maxsize=None)
+def try_load() -> Optional[str]:
+    """load(); None if the operator is available, else why not (asked once per process)."""
+    try:
+        load()
+    except NativeUnavailable as err:
+        return str(err)
+    return None
+
+
+def lib_api_only() -> bool:
+    """Whether the operator runs lib_api's compute, which is given no `req` (see nn.py)."""
+    return os.environ.get(PLAIN_LAYOUT_ENV, "0") == "1"
 
 
 LAYOUTS = ("plain", "nChw8c", "nChw16c", "reordered")

@@ -1,11 +1,17 @@
 """NoBiasBatchNorm: a BatchNorm that folds into the preceding conv as a weight with no bias."""
 from __future__ import annotations
 
-from typing import Callable, Union
+import os
+import warnings
+from typing import Callable, Optional, Sequence, Union
 
+import mxnet as mx
 from mxnet.gluon import nn
 
-from . import native
+from . import native, portable
+
+IMPLS = ("auto", "native", "ops")
+IMPL_ENV = "SSD_NOBIAS_IMPL"  # native | ops: what impl='auto' takes
 
 
 class NoBiasBatchNorm(nn.BatchNorm):
@@ -28,12 +34,18 @@ class NoBiasBatchNorm(nn.BatchNorm):
 
     ``fuse_relu=True`` applies ReLU in the same operator (as Gluon's ``BatchNormReLU``), which
     saves a pass over the activations in each direction.
+
+    ``impl``: ``native`` (the compiled ``nobias_batch_norm`` operator, CPU contexts), ``ops``
+    (the same layer from MXNet's own operators, portable.py: any context) or ``auto``: $SSD_NOBIAS_IMPL
+    if set, else native where it can run and ops elsewhere, with a warning saying why.
     """
 
     def __init__(self, axis: int = 1, momentum: float = 0.9, epsilon: float = 1e-5,
                  center: bool = False, scale: bool = True, use_global_stats: bool = False,
                  gamma_initializer="ones", running_variance_initializer="ones",
-                 in_channels: int = 0, fuse_relu: bool = False, **kwargs):
+                 in_channels: int = 0, fuse_relu: bool = False, impl: str = "auto", **kwargs):
+        if impl not in IMPLS:
+            raise ValueError(f"impl '{impl}' is not one of {', '.join(IMPLS)}")
         if center:
             raise ValueError("NoBiasBatchNorm has no beta: center=True is not supported")
         if axis != 1:
@@ -50,19 +62,62 @@ class NoBiasBatchNorm(nn.BatchNorm):
         self.params._params.pop(beta.name)
         del self.beta
         self.fuse_relu = fuse_relu
-        native.load()
+        self.impl = os.environ.get(IMPL_ENV, "auto") if impl == "auto" else impl
+        if self.impl not in IMPLS:
+            raise ValueError(f"${IMPL_ENV}='{self.impl}' is not one of native, ops")
+        # Loaded now, not at the first forward: loading re-creates MXNet's operator functions,
+        # which would undo an amp.init() run in between (native.load refuses that order).
+        self._native_error = None if self.impl == "ops" else native.try_load()
+        if self.impl == "native" and self._native_error:
+            raise native.NativeUnavailable(self._native_error)
 
     def hybrid_forward(self, F, x, gamma, running_mean, running_var):
         # Dropout is the identity in inference and gives exactly 0 or 2 in training, so this
         # flag is 1 in training and 0 in inference, decided when the graph runs.
         one = F.ones_like(F.slice_axis(running_var, axis=0, begin=0, end=1))
         is_train = F.BlockGrad(F.Dropout(one, p=0.5) != one)
+        settings = dict(eps=self._kwargs["eps"], momentum=self._kwargs["momentum"],
+                        use_global_stats=bool(self._kwargs["use_global_stats"]),
+                        fix_gamma=bool(self._kwargs["fix_gamma"]), relu=self.fuse_relu)
+        if choose_impl(self.impl, self._contexts(), self._native_error) == "ops":
+            return portable.nobias_batch_norm(F, x, gamma, running_mean, running_var, is_train,
+                                              **settings)
+        if native.lib_api_only():
+            # lib_api passes no `req` to a library compute, which then overwrites gradients it
+            # should add to (grad_req='add'); behind a copy, MXNet's own copy adds them.
+            x, gamma = F.identity(x), F.identity(gamma)
         out = F.nobias_batch_norm(x, gamma, running_mean, running_var, is_train, name="fwd",
-                                  eps=self._kwargs["eps"], momentum=self._kwargs["momentum"],
-                                  use_global_stats=int(self._kwargs["use_global_stats"]),
-                                  fix_gamma=int(self._kwargs["fix_gamma"]),
-                                  relu=int(self.fuse_relu))
+                                  **{k: int(v) if isinstance(v, bool) else v
+                                     for k, v in settings.items()})
         return out[0]
+
+    def _contexts(self) -> list:
+        """Where the parameters live; none yet when a symbol is traced before initialize()."""
+        try:
+            return self.running_var.list_ctx()
+        except RuntimeError:
+            return []
+
+
+def choose_impl(impl: str, contexts: Sequence[mx.Context], native_error: Optional[str]) -> str:
+    """'native' or 'ops' for a layer whose parameters live on `contexts`.
+
+    native_error: why the compiled operator could not be built or loaded (None if it was).
+    """
+    gpus = [c for c in contexts if c.device_type == "gpu"]
+    if impl == "native" and gpus:
+        raise native.NativeUnavailable(
+            f"the compiled nobias_batch_norm operator has no GPU compute ({gpus[0]}): use "
+            f"impl 'ops' or 'auto' (model.norm_impl)")
+    if impl != "auto":
+        return impl
+    reason = native_error or (f"it has no GPU compute ({gpus[0]})" if gpus else None)
+    if reason is None:
+        return "native"
+    warnings.warn(f"NoBiasBatchNorm: the compiled operator cannot run here ({reason}); using "
+                  f"the portable version built from MXNet operators (same results, slower; "
+                  f"${IMPL_ENV}=ops chooses it without this warning)", stacklevel=2)
+    return "ops"
 
 
 NormLayer = Callable[..., nn.HybridBlock]

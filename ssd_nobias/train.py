@@ -81,6 +81,14 @@ def no_decay_params(net: gluon.Block, norm_wd: bool) -> List[str]:
     return names
 
 
+def amp_fp32_ops() -> List[str]:
+    """AMP's float32 operators plus the compiled nobias_batch_norm if it is loaded (it takes
+    float32 and float64 data only: AMP then casts its input up)."""
+    from mxnet.contrib import amp
+    loaded = hasattr(mx.sym, "nobias_batch_norm")
+    return amp.list_fp32_ops("float16") + (["nobias_batch_norm"] if loaded else [])
+
+
 def seed_everything(seed: int) -> None:
     """Seed MXNet, NumPy and Python for a repeatable CPU run."""
     mx.random.seed(seed)
@@ -228,7 +236,7 @@ class Trainer:
         no_decay_params(self.net, t.norm_wd)
         if t.amp:
             from mxnet.contrib import amp
-            amp.init()
+            amp.init(fp32_ops=amp_fp32_ops())
         # Distributed: the servers sum gradients and every worker runs the same update, so
         # the optimizer state stays on the workers and checkpoints can hold it.
         kvstore = self.worker.kvstore or (t.kvstore if len(self.ctx) > 1 else None)
@@ -291,6 +299,7 @@ class Trainer:
         validation when due and checkpoints. Returns the validation result, if one ran."""
         t = self.cfg.train
         self.epoch += 1
+        mx.nd.waitall()  # norm statistics written in backward operators land (portable.py)
         if self.stats_sync is not None:
             self.stats_sync()
         if self.epoch < t.epochs:

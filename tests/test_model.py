@@ -99,7 +99,8 @@ def test_bias_free_units_get_the_recipe_and_stock_units_stay_gluoncv():
     ({"conv_weights": "zero"}, "conv_weights 'zero' is not one of plain, centered"),
     ({"depthwise_weights": "flip"}, "depthwise_weights 'flip'"),
     ({"activation": "tlu"}, "activation 'tlu' is not one of relu, leaky"),
-    ({"leaky_slope": -1.0}, "leaky_slope must be positive")])
+    ({"leaky_slope": -1.0}, "leaky_slope must be positive"),
+    ({"norm_impl": "cuda"}, "impl 'cuda' is not one of auto, native, ops")])
 def test_bad_recipe_options_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         get_model("ssd_300_mobilenet0.25_voc", **kwargs)
@@ -233,3 +234,32 @@ def test_anchors_leave_the_running_statistics_alone():
     with autograd.train_mode():  # the forward alone does move them: the restore is needed
         net(mx.nd.zeros((1, 3, 300, 300)))
     assert not np.array_equal(var.data(mx.cpu(0)).asnumpy(), first)
+
+
+def test_ops_implementation_trains_the_same_model_with_interchangeable_params(tmp_path):
+    """What a GPU run uses (norm_impl ops) against the compiled operator: one training step
+    from the same weights, then its params file loaded by the other for inference."""
+    x = mx.nd.random.uniform(shape=(2, 3, 300, 300))
+    nets, outputs = {}, {}
+    for impl in ("native", "ops"):
+        mx.random.seed(0)
+        net = build("ssd_300_mobilenet0.25_custom", classes=["a", "b"], norm_impl=impl)
+        net.hybridize(static_alloc=True, static_shape=True)
+        trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.01})
+        with autograd.record():
+            cls_pred, box_pred, _ = net(x)
+            loss = (cls_pred ** 2).mean() + box_pred.abs().mean()
+        loss.backward()
+        trainer.step(2)
+        mx.nd.waitall()
+        nets[impl] = net
+        outputs[impl] = [cls_pred.asnumpy(), box_pred.asnumpy()] + \
+            [p.data().asnumpy() for p in net.collect_params().values()]
+    for got, want in zip(outputs["ops"], outputs["native"]):
+        np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-4 * (np.abs(want).max() + 1e-6))
+    nets["ops"].save_parameters(str(tmp_path / "ops.params"))
+    nets["native"].load_parameters(str(tmp_path / "ops.params"))
+    nets["native"].hybridize(static_alloc=True)
+    nets["ops"].hybridize(static_alloc=True)
+    for got, want in zip(nets["native"](x), nets["ops"](x)):
+        np.testing.assert_allclose(got.asnumpy(), want.asnumpy(), rtol=1e-4, atol=1e-4)

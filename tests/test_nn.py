@@ -1,4 +1,5 @@
-"""NoBiasBatchNorm against a NumPy reference, in every mode order, hybridized or not."""
+"""NoBiasBatchNorm against a NumPy reference, in every mode order, hybridized or not, in both
+implementations: the compiled operator (native) and the one built from MXNet operators (ops)."""
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 from mxnet import autograd, gluon
 
 from ssd_nobias import NoBiasBatchNorm, get_norm_layer, native
+from ssd_nobias.nn import IMPL_ENV, choose_impl
 
 EPS = 1e-5
 
@@ -23,8 +25,11 @@ def reference(x, gamma, running_var, train, eps=EPS, relu=False):
     return (np.maximum(y, 0) if relu else y), second_moment
 
 
-def make_layer(channels=4, hybridize=True, ctx=mx.cpu(), **kwargs):
-    layer = NoBiasBatchNorm(in_channels=channels, **kwargs)
+IMPLS = pytest.mark.parametrize("impl", ["native", "ops"])
+
+
+def make_layer(channels=4, hybridize=True, ctx=mx.cpu(), impl="native", **kwargs):
+    layer = NoBiasBatchNorm(in_channels=channels, impl=impl, **kwargs)
     layer.initialize(ctx=ctx)
     if hybridize:
         layer.hybridize(static_alloc=True, static_shape=True)
@@ -40,6 +45,7 @@ def train_step(layer, x, trainer):
         y = layer(x)
     y.backward()
     trainer.step(x.shape[0])
+    mx.nd.waitall()  # the ops version's statistics are written by a backward operator
     return y
 
 
@@ -54,20 +60,26 @@ def test_no_beta_and_center_is_an_error():
 
 
 @pytest.mark.parametrize("hybridize", [False, True])
-def test_training_forward_matches_reference(hybridize):
-    layer = make_layer(hybridize=hybridize, gamma_initializer=mx.init.Constant(1.5))
+@IMPLS
+def test_training_forward_matches_reference(hybridize, impl):
+    layer = make_layer(hybridize=hybridize, gamma_initializer=mx.init.Constant(1.5), impl=impl)
     x = data()
     with autograd.record():
         y = layer(mx.nd.array(x))
     expected, m2 = reference(x, np.full(4, 1.5), None, train=True)
     np.testing.assert_allclose(y.asnumpy(), expected, rtol=1e-5, atol=1e-6)
-    # running_var follows m2 with MXNet's momentum convention, already after the forward pass
+    # running_var follows m2 with MXNet's momentum convention: the operator updates it in the
+    # forward pass, the ops version in the backward pass
+    if impl == "ops":
+        y.backward()
+        mx.nd.waitall()  # the statistics are written by a backward operator (portable.py)
     np.testing.assert_allclose(layer.running_var.data().asnumpy(), 0.9 * 1 + 0.1 * m2, rtol=1e-6)
 
 
 @pytest.mark.parametrize("hybridize", [False, True])
-def test_inference_forward_is_the_folded_formula(hybridize):
-    layer = make_layer(hybridize=hybridize)
+@IMPLS
+def test_inference_forward_is_the_folded_formula(hybridize, impl):
+    layer = make_layer(hybridize=hybridize, impl=impl)
     running_var = np.array([0.5, 2.0, 4.0, 9.0], dtype=np.float32)
     gamma = np.array([1.0, -2.0, 0.5, 3.0], dtype=np.float32)
     layer.running_var.set_data(mx.nd.array(running_var))
@@ -80,8 +92,9 @@ def test_inference_forward_is_the_folded_formula(hybridize):
 
 @pytest.mark.parametrize("order", [("train", "eval", "train", "eval"),
                                    ("eval", "train", "eval", "train")])
-def test_hybridized_mode_switch_in_both_orders(order):
-    layer = make_layer()
+@IMPLS
+def test_hybridized_mode_switch_in_both_orders(order, impl):
+    layer = make_layer(impl=impl)
     trainer = gluon.Trainer(layer.collect_params(), "sgd", {"learning_rate": 0.1})
     x = data()
     for mode in order:
@@ -95,8 +108,9 @@ def test_hybridized_mode_switch_in_both_orders(order):
         np.testing.assert_allclose(y.asnumpy(), expected, rtol=1e-5, atol=1e-6, err_msg=mode)
 
 
-def test_running_mean_stays_bitwise_zero_through_training():
-    layer = make_layer()
+@IMPLS
+def test_running_mean_stays_bitwise_zero_through_training(impl):
+    layer = make_layer(impl=impl)
     trainer = gluon.Trainer(layer.collect_params(), "sgd", {"learning_rate": 0.1})
     for step in range(20):
         train_step(layer, mx.nd.array(data(mean=50.0, seed=step)), trainer)
@@ -106,19 +120,23 @@ def test_running_mean_stays_bitwise_zero_through_training():
     assert layer.running_var.data().asnumpy().min() > 100  # it did learn something
 
 
-def test_running_var_converges_to_second_moment():
-    layer = make_layer()
+@IMPLS
+def test_running_var_converges_to_second_moment(impl):
+    layer = make_layer(impl=impl)
     x = data(mean=3.0)
     _, m2 = reference(x, np.ones(4), None, train=True)
     for _ in range(60):
-        with autograd.train_mode():
-            layer(mx.nd.array(x))
+        with autograd.record():
+            y = layer(mx.nd.array(x))
+        y.backward()
+    mx.nd.waitall()
     expected = m2 + 0.9 ** 60 * (1.0 - m2)
     np.testing.assert_allclose(layer.running_var.data().asnumpy(), expected, rtol=1e-5)
 
 
-def test_use_global_stats_freezes_statistics_in_training():
-    layer = make_layer(use_global_stats=True)
+@IMPLS
+def test_use_global_stats_freezes_statistics_in_training(impl):
+    layer = make_layer(use_global_stats=True, impl=impl)
     layer.running_var.set_data(mx.nd.array([1.0, 2.0, 3.0, 4.0]))
     trainer = gluon.Trainer(layer.collect_params(), "sgd", {"learning_rate": 0.1})
     x = data()
@@ -128,8 +146,9 @@ def test_use_global_stats_freezes_statistics_in_training():
     np.testing.assert_array_equal(layer.running_var.data().asnumpy(), [1.0, 2.0, 3.0, 4.0])
 
 
-def test_scale_false_keeps_gamma_one():
-    layer = make_layer(scale=False)
+@IMPLS
+def test_scale_false_keeps_gamma_one(impl):
+    layer = make_layer(scale=False, impl=impl)
     assert layer.gamma.grad_req == "null"
     layer.gamma.set_data(mx.nd.full(4, 7.0))  # ignored, as PyTorch's affine=False
     x = data()
@@ -139,9 +158,10 @@ def test_scale_false_keeps_gamma_one():
                                rtol=1e-5, atol=1e-6)
 
 
+@IMPLS
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("train", [True, False])
-def test_gradient_matches_finite_differences_in_float64(train, relu):
+def test_gradient_matches_finite_differences_in_float64(train, relu, impl):
     shape = (3, 2, 2, 3)
     x = data(shape, mean=0.0, dtype="float64")
     x += np.sign(x) * 0.1  # keep the fused ReLU's kink away from the finite differences
@@ -163,7 +183,7 @@ def test_gradient_matches_finite_differences_in_float64(train, relu):
         down[index] -= step
         numeric[index] = (loss(up) - loss(down)) / (2 * step)
 
-    layer = NoBiasBatchNorm(in_channels=2, fuse_relu=relu)
+    layer = NoBiasBatchNorm(in_channels=2, fuse_relu=relu, impl=impl)
     layer.initialize()
     layer.cast("float64")
     layer.gamma.set_data(mx.nd.array(gamma, dtype="float64"))
@@ -182,11 +202,11 @@ def test_gradient_matches_finite_differences_in_float64(train, relu):
                                (weights * x_r * passes).sum(axis=(0, 2, 3)), rtol=1e-9)
 
 
-def conv_norm_conv(channels, relu, dtype):
+def conv_norm_conv(channels, relu, dtype, impl="native"):
     """conv -> NoBiasBatchNorm -> conv: the norm reads and feeds MKLDNN convolutions."""
     net = gluon.nn.HybridSequential()
     net.add(gluon.nn.Conv2D(channels, 3, padding=1, use_bias=False, in_channels=3),
-            NoBiasBatchNorm(in_channels=channels, fuse_relu=relu),
+            NoBiasBatchNorm(in_channels=channels, fuse_relu=relu, impl=impl),
             gluon.nn.Conv2D(4, 3, padding=1, use_bias=False, in_channels=channels))
     mx.random.seed(0)
     net.initialize(mx.init.Xavier())
@@ -204,6 +224,7 @@ def train_pass(net, x, dtype):
         y = net(xs)
     y.backward(mx.nd.array(np.cos(np.arange(y.size)).reshape(y.shape), dtype=dtype))
     grads = [p.grad().asnumpy() for p in net.collect_params().values() if p.grad_req != "null"]
+    mx.nd.waitall()  # the ops version's statistics are written by a backward operator
     return [y.asnumpy(), xs.grad.asnumpy(), *grads, net[1].running_var.data().asnumpy()]
 
 
@@ -253,11 +274,9 @@ def test_plain_layout_switch_keeps_the_lib_api_compute(tmp_path):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
 
 
-@pytest.mark.xfail(PLAIN, strict=True,
-                   reason="known bug (issue 16): lib_api does not pass `req` to a library "
-                          "compute, so the plain path overwrites a grad_req='add' gradient")
-def test_gradients_accumulate_with_grad_req_add():
-    layer = make_layer(fuse_relu=True)
+@IMPLS
+def test_gradients_accumulate_with_grad_req_add(impl):
+    layer = make_layer(fuse_relu=True, impl=impl)
     layer.gamma.grad_req = "add"
     x = mx.nd.array(data(mean=0.5))
     x.attach_grad(grad_req="add")
@@ -272,14 +291,16 @@ def test_gradients_accumulate_with_grad_req_add():
         np.testing.assert_allclose(twice, 2 * once, rtol=1e-5, atol=1e-7)
 
 
-def test_split_and_load_over_two_contexts():
+@IMPLS
+def test_split_and_load_over_two_contexts(impl):
     ctxs = [mx.cpu(0), mx.cpu(1)]
-    layer = make_layer(ctx=ctxs)
+    layer = make_layer(ctx=ctxs, impl=impl)
     x = data(shape=(8, 4, 3, 3))
     parts = gluon.utils.split_and_load(mx.nd.array(x), ctxs)
     with autograd.record():
         outs = [layer(part) for part in parts]
     autograd.backward(outs)
+    mx.nd.waitall()  # the ops version's statistics are written by a backward operator
     # each context normalizes its own shard and keeps its own statistics, as BatchNorm does
     for ctx, part, out in zip(ctxs, np.split(x, 2), outs):
         assert out.context == ctx
@@ -292,9 +313,11 @@ def test_split_and_load_over_two_contexts():
     assert np.abs(grads[0] - grads[1]).max() > 0  # per-shard gradients, summed by the trainer
 
 
-def test_export_and_symbolblock_imports_round_trip(tmp_path):
+@IMPLS
+def test_export_and_symbolblock_imports_round_trip(tmp_path, impl):
     net = gluon.nn.HybridSequential()
-    net.add(gluon.nn.Conv2D(4, 3, in_channels=3, use_bias=False), NoBiasBatchNorm(in_channels=4))
+    net.add(gluon.nn.Conv2D(4, 3, in_channels=3, use_bias=False),
+            NoBiasBatchNorm(in_channels=4, impl=impl))
     net.initialize()
     net.hybridize()
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
@@ -323,3 +346,129 @@ def test_get_norm_layer():
     assert get_norm_layer(NoBiasBatchNorm) is NoBiasBatchNorm
     with pytest.raises(ValueError, match="unknown norm 'groupnorm'"):
         get_norm_layer("groupnorm")
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_ops_implementation_matches_the_compiled_operator_between_convolutions(relu):
+    """The portable path against the native one in a hybridized conv -> norm -> conv, trained."""
+    x = data(shape=(4, 3, 9, 7), mean=0.5)
+    native_out = train_pass(conv_norm_conv(8, relu, "float32", "native"), x, "float32")
+    ops_out = train_pass(conv_norm_conv(8, relu, "float32", "ops"), x, "float32")
+    for got, want in zip(ops_out, native_out):  # y, dx, conv/gamma/conv grads, running_var
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5 * np.abs(want).max())
+
+
+class TwoConsumers(gluon.HybridBlock):
+    """h = conv(x) feeds the norm and a second branch: h's gradient is a sum of two."""
+
+    def __init__(self, impl):
+        super().__init__()
+        self.conv = gluon.nn.Conv2D(8, 3, padding=1, use_bias=False, in_channels=3)
+        self.norm = NoBiasBatchNorm(in_channels=8, impl=impl)
+
+    def hybrid_forward(self, F, x):
+        h = self.conv(x)
+        return self.norm(h) + 0.5 * h
+
+
+def test_a_norm_input_with_two_consumers_gets_both_gradients():
+    x = data(shape=(2, 3, 6, 6), mean=0.5)
+    grads = {}
+    for impl in ("native", "ops"):
+        mx.random.seed(0)
+        net = TwoConsumers(impl)
+        net.initialize(mx.init.Xavier())
+        net.hybridize(static_alloc=True, static_shape=True)
+        xs = mx.nd.array(x)
+        xs.attach_grad()
+        with autograd.record():
+            y = net(xs)
+        y.backward(mx.nd.array(np.sin(np.arange(y.size)).reshape(y.shape)))
+        grads[impl] = xs.grad.asnumpy(), net.conv.weight.grad().asnumpy()
+    for got, want in zip(grads["native"], grads["ops"]):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5 * np.abs(want).max())
+
+
+def test_auto_takes_the_ops_path_where_the_operator_cannot_run():
+    cpu, gpu = [mx.cpu(0), mx.cpu(1)], [mx.gpu(0), mx.gpu(1)]
+    assert choose_impl("auto", cpu, None) == "native"
+    assert choose_impl("ops", cpu, None) == "ops"
+    with pytest.warns(UserWarning, match=r"no GPU compute \(gpu\(0\)\).*portable"):
+        assert choose_impl("auto", gpu, None) == "ops"
+    with pytest.warns(UserWarning, match="cannot run here .no C\\+\\+ compiler"):
+        assert choose_impl("auto", cpu, "no C++ compiler") == "ops"
+    with pytest.raises(native.NativeUnavailable, match="no GPU compute.*model.norm_impl"):
+        choose_impl("native", gpu, None)
+
+
+def test_auto_without_a_buildable_operator_trains_on_the_ops_path(monkeypatch):
+    monkeypatch.setattr(native, "try_load", lambda: "g++ was not found")
+    with pytest.raises(native.NativeUnavailable, match="g\\+\\+ was not found"):
+        NoBiasBatchNorm(in_channels=4, impl="native")
+    layer = make_layer(impl="auto")
+    x = data()
+    with pytest.warns(UserWarning, match="g\\+\\+ was not found"), autograd.record():
+        y = layer(mx.nd.array(x))
+    assert "nobias_batch_norm" not in layer._cached_graph[1].tojson()
+    np.testing.assert_allclose(y.asnumpy(), reference(x, np.ones(4), None, train=True)[0],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_environment_variable_chooses_the_implementation(monkeypatch):
+    monkeypatch.setenv(IMPL_ENV, "ops")
+    assert NoBiasBatchNorm(in_channels=4).impl == "ops"
+    assert NoBiasBatchNorm(in_channels=4, impl="native").impl == "native"  # explicit wins
+    monkeypatch.setenv(IMPL_ENV, "cuda")
+    with pytest.raises(ValueError, match="SSD_NOBIAS_IMPL='cuda'"):
+        NoBiasBatchNorm(in_channels=4)
+    with pytest.raises(ValueError, match="impl 'fast' is not one of auto, native, ops"):
+        NoBiasBatchNorm(in_channels=4, impl="fast")
+
+
+def run_python(code):
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_amp_initialized_before_the_operator_loads_is_refused_or_avoided():
+    """Loading the library re-creates MXNet's op functions, which would silently undo AMP."""
+    out = run_python(
+        "import warnings; from mxnet.contrib import amp; amp.init()\n"
+        "from ssd_nobias import NoBiasBatchNorm, native\n"
+        "try:\n"
+        "    NoBiasBatchNorm(in_channels=4, impl='native')\n"
+        "except native.NativeUnavailable as err:\n"
+        "    print('refused:', err)\n"
+        "layer = NoBiasBatchNorm(in_channels=4)  # auto: the ops version, which AMP covers\n"
+        "print('auto impl error:', layer._native_error is not None)\n")
+    assert "refused: mxnet.contrib.amp.init() ran before" in out and "before amp.init()" in out
+    assert "auto impl error: True" in out
+
+
+# On a CPU, MXNet's MKLDNN kernels take no float16: the ops version runs float16 data only
+# imperatively here, the native one only hybridized (AMP's symbol pass casts its input).
+@pytest.mark.parametrize("impl, hybridize", [("native", True), ("ops", False)])
+def test_under_amp_float16_data_is_normalized_with_float32_statistics(impl, hybridize):
+    out = run_python(
+        "import numpy as np, mxnet as mx\n"
+        "from mxnet import autograd\n"
+        "from ssd_nobias import NoBiasBatchNorm\n"
+        "from ssd_nobias.train import amp_fp32_ops\n"
+        f"layer = NoBiasBatchNorm(in_channels=4, impl='{impl}')\n"
+        "layer.initialize()\n"
+        "from mxnet.contrib import amp\n"
+        "amp.init(fp32_ops=amp_fp32_ops())\n"
+        f"if {hybridize}: layer.hybridize()\n"
+        "x = np.random.RandomState(0).normal(2, 1, (8, 4, 5, 5)).astype('float16')\n"
+        "with autograd.record():\n"
+        "    y = layer(mx.nd.array(x, dtype='float16'))\n"
+        "y.backward()\n"
+        "mx.nd.waitall()\n"
+        "m2 = (x.astype('float64') ** 2).mean(axis=(0, 2, 3))\n"
+        "rv = layer.running_var.data().asnumpy()\n"
+        "print(y.dtype.__name__, rv.dtype, layer.gamma.grad().dtype.__name__,\n"
+        "      np.allclose(rv, 0.9 + 0.1 * m2, rtol=1e-4),\n"
+        "      np.allclose(y.asnumpy(), x / np.sqrt(m2.reshape(1, -1, 1, 1)), rtol=1e-3,\n"
+        "                  atol=1e-3))\n")
+    assert out.split() == ["float32", "float32", "float32", "True", "True"]
