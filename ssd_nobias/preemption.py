@@ -47,8 +47,10 @@ class StopRequest:
     def __init__(self):
         self.signum: Optional[int] = None
         self._previous = {}
+        self._pid = os.getpid()
 
     def __enter__(self) -> "StopRequest":
+        self._pid = os.getpid()
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
         return self
@@ -59,6 +61,10 @@ class StopRequest:
         self._previous = {}
 
     def _handle(self, signum, frame) -> None:
+        if os.getpid() != self._pid:
+            # a data loader's worker, forked with this handler: the training process decides
+            # when to stop, and a worker pool being shut down ends its workers by closing pipes
+            return
         if self.signum is None:
             self.signum = signum
             log.info("%s received: stopping after this step", signal.Signals(signum).name)

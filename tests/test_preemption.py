@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from ssd_nobias.checkpoint import read_meta
-from ssd_nobias.preemption import RunLock, RunDirectoryInUse, remove_stale_temps
+from ssd_nobias.preemption import RunLock, RunDirectoryInUse, StopRequest, remove_stale_temps
 from ssd_nobias.synthetic import make_synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -159,3 +159,31 @@ def test_launcher_passes_sigterm_to_every_worker(data, tmp_path):
     stops = re.findall(r"^\[rank (\d)\] stopped by SIGTERM at iteration (\d+)", text, re.M)
     assert sorted(r for r, _ in stops) == ["0", "1"] and stops[0][1] == stops[1][1]
     assert read_meta(os.path.join(out, "p-last.params"))["iteration"] == int(stops[0][1])
+
+
+def test_a_forked_loader_worker_neither_logs_nor_stops_on_sigterm(tmp_path):
+    """Loader workers fork with the handler installed; the pool's shutdown SIGTERMs them."""
+    import logging
+    import multiprocessing
+
+    log = logging.getLogger("ssd_nobias")
+    handler = logging.FileHandler(tmp_path / "train.log")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        with StopRequest() as stop:
+            worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+            worker.start()
+            time.sleep(0.2)
+            os.kill(worker.pid, signal.SIGTERM)
+            time.sleep(0.5)
+            swallowed = worker.is_alive()
+            worker.kill()
+            worker.join()
+            os.kill(os.getpid(), signal.SIGTERM)  # the training process itself still stops
+            assert stop.requested
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    assert swallowed
+    assert (tmp_path / "train.log").read_text().count("SIGTERM received") == 1
