@@ -46,8 +46,11 @@ class VOCObject:
     difficult: bool
 
 
-def read_split(split_file: str) -> List[str]:
-    """The image ids an ImageSets/Main/<name>.txt lists (first word of each non-blank line)."""
+def read_split(base: str, name: str) -> List[str]:
+    """The image ids base/ImageSets/Main/<name>.txt lists (first word of each non-blank line)."""
+    split_file = os.path.join(base, "ImageSets", "Main", f"{name}.txt")
+    if not os.path.isfile(split_file):
+        raise DataError(f"split file '{split_file}' does not exist")
     with open(split_file) as f:
         return [line.split()[0] for line in f if line.strip()]
 
@@ -150,10 +153,7 @@ class VOCFormatDetection(VOCDetection):
         for subfolder, name in splits:
             folder = f"VOC{subfolder}" if isinstance(subfolder, int) else str(subfolder)
             base = os.path.join(self._root, folder)
-            split_file = os.path.join(base, "ImageSets", "Main", f"{name}.txt")
-            if not os.path.isfile(split_file):
-                raise DataError(f"split file '{split_file}' does not exist")
-            ids += [(base, image_id) for image_id in read_split(split_file)]
+            ids += [(base, image_id) for image_id in read_split(base, name)]
         self._paths = [self._image_file(base, image_id) for base, image_id in ids]
         return ids
 

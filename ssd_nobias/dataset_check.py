@@ -191,10 +191,7 @@ def _voc_items(report: CheckReport, cfg: CfgNode, splits: Dict[str, list]) -> Li
                 base, name = os.path.join(root, f"VOC{entry[0]}"), str(entry[1])
             else:
                 base, name = root, str(entry)
-            split_file = os.path.join(base, "ImageSets", "Main", f"{name}.txt")
-            if not os.path.isfile(split_file):
-                raise DataError(f"split file '{split_file}' does not exist")
-            items += [_voc_item(report, split, base, i) for i in read_split(split_file)]
+            items += [_voc_item(report, split, base, i) for i in read_split(base, name)]
     return items
 
 
