@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import mxnet as mx
 from mxnet import gluon
 
-from .atomic import temp_path
+from .atomic import temp_path, write_json
 from .errors import DataError
 
 
@@ -39,11 +39,9 @@ def save_checkpoint(prefix: str, net: gluon.Block, trainer: Optional[gluon.Train
     record = dict(meta)
     for kind, path in files.items():
         record[kind] = {"file": os.path.basename(path), "crc32": _crc32(temp_path(path))}
-    with open(temp_path(prefix + ".json"), "w") as f:
-        json.dump(record, f, indent=1)
     for path in files.values():
         os.replace(temp_path(path), path)
-    os.replace(temp_path(prefix + ".json"), prefix + ".json")
+    write_json(prefix + ".json", record)  # last: it vouches for the files above
     return files["params"]
 
 
