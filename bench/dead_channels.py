@@ -30,7 +30,7 @@ def run_trajectory(run_dir: str, images: int) -> dict:
     net = initialized_model(cfg, classes, [mx.cpu()])
     snapshots = {"init": unit_activity(net.features, x, batch_stats=True)}
     for path in checkpoints_in_order(run_dir, cfg.name):
-        net, _ = load_trained(cfg, path, [mx.cpu()])
+        net, _ = load_trained(cfg, path, [mx.cpu()], classes=classes)
         snapshots[epoch_of(path)] = unit_activity(net.features, x)
     return trajectory(snapshots)
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from .atomic import write_json
 from .config import base_size, eval_metric
-from .data import COCOFormatDetection, build_dataset, read_image, split_batch, val_loader
+from .data import COCOFormatDetection, read_image, split_batch, val_loader, val_set
 from .plots import plot_detections, plot_pr_curves
 from .predictors import Predictor, load_predictor
 
@@ -242,8 +242,9 @@ def evaluate_checkpoint(cfg, params_path: Optional[str], out_dir: str, progress:
     """Evaluate a training .params file, or what export_ssd.py made of it (the deploy graph in
     `deploy_dir`, or the ONNX model `onnx_path`, run by ONNX Runtime on the CPU), on the
     configured val set and write the report."""
-    dataset = build_dataset(cfg, "val")
-    predictor, classes, ctx = load_predictor(cfg, params_path, deploy_dir, onnx_path)
+    dataset, config_classes = val_set(cfg)
+    predictor, classes, ctx = load_predictor(cfg, params_path, deploy_dir, onnx_path,
+                                             classes=config_classes)
     result = evaluate(predictor, dataset, classes, ctx, base_size(cfg),
                       cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean, cfg.data.std,
                       metric=eval_metric(cfg), num_samples=cfg.eval.num_images,

@@ -177,9 +177,10 @@ def _nobias_layers(net: SSD) -> List[str]:
             if isinstance(pair.norm, NoBiasBatchNorm)]
 
 
-def _load_zero_shift(cfg, params_path: str, ctx):
+def _load_zero_shift(cfg, params_path: str, ctx, classes: Sequence[str]):
     """The config's bias-free model with stock-BN params loaded and their shifts dropped."""
-    net, classes = load_trained(cfg, params_path, ctx, ignore_extra=True)  # no betas
+    net, classes = load_trained(cfg, params_path, ctx, ignore_extra=True,  # no betas
+                                classes=classes)
     for param in net.collect_params(".*running_mean").values():
         param.set_data(mx.nd.zeros(param.shape))
     return net, classes
@@ -230,9 +231,9 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
         # The naive fix drops the shifts and nothing else: the stock model's plain convs and
         # activation stay, whatever the bias-free recipe would build.
         cfg = with_stock_recipe(cfg)
-        net, classes = _load_zero_shift(cfg, params_path, ctx)
+        net, classes = _load_zero_shift(cfg, params_path, ctx, classes)
     else:
-        net, classes = load_trained(cfg, params_path, ctx)
+        net, classes = load_trained(cfg, params_path, ctx, classes=classes)
     size = base_size(cfg)
     x = parity_images(dataset, size, cfg.data.mean, cfg.data.std).as_in_context(ctx[0])
     trained_cls, trained_box = raw_outputs(net, x)

@@ -37,13 +37,14 @@ def net_predictor(net: gluon.HybridBlock) -> Predictor:
     return net
 
 
-def load_trained(cfg, params_path: str, ctx: Sequence[mx.Context], ignore_extra: bool = False
-                 ) -> Tuple[gluon.HybridBlock, List[str]]:
+def load_trained(cfg, params_path: str, ctx: Sequence[mx.Context], ignore_extra: bool = False,
+                 classes: Optional[Sequence[str]] = None) -> Tuple[gluon.HybridBlock, List[str]]:
     """The config's model with a training .params file loaded, and its class names (the
-    config's dataset's, checked against those the checkpoint records)."""
+    config's dataset's, checked against those the checkpoint records). `classes`: the
+    dataset's, when the caller has them already (COCO's come from parsing its annotations)."""
     if not os.path.isfile(params_path):
         raise DataError(f"params file '{params_path}' does not exist")
-    classes = dataset_classes(cfg)
+    classes = list(classes) if classes is not None else dataset_classes(cfg)
     meta = read_meta(params_path)
     if meta and meta.get("classes") not in (None, classes):
         raise DataError(f"{params_path} was trained on classes {meta['classes']}, the config's "
@@ -108,9 +109,11 @@ def load_onnx(onnx_path: str) -> Tuple[OnnxPredictor, List[str]]:
 
 
 def load_predictor(cfg, params_path: Optional[str] = None, deploy_dir: Optional[str] = None,
-                   onnx_path: Optional[str] = None) -> LoadedModel:
+                   onnx_path: Optional[str] = None,
+                   classes: Optional[Sequence[str]] = None) -> LoadedModel:
     """Exactly one of a training .params file (on the config's contexts), a deploy folder (the
-    same) or an ONNX model (ONNX Runtime, CPU), ready to predict."""
+    same) or an ONNX model (ONNX Runtime, CPU), ready to predict. `classes`: the config's
+    dataset's, if known (a checkpoint is checked against them; exports carry their own)."""
     given = [x for x in (params_path, deploy_dir, onnx_path) if x is not None]
     if len(given) != 1:
         raise ValueError("give exactly one of params_path, deploy_dir and onnx_path")
@@ -120,5 +123,5 @@ def load_predictor(cfg, params_path: Optional[str] = None, deploy_dir: Optional[
         return LoadedModel(predictor, classes, [mx.cpu()])
     if deploy_dir is not None:
         return LoadedModel(*load_deploy(deploy_dir, ctx), ctx)
-    net, classes = load_trained(cfg, params_path, ctx)
+    net, classes = load_trained(cfg, params_path, ctx, classes=classes)
     return LoadedModel(net_predictor(net), classes, ctx)

@@ -82,6 +82,8 @@ def test_bad_model_files_are_named(model_files, tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"classes": ["cat", "dog"]}))
     with pytest.raises(DataError, match=r"other\.params was trained on classes \['cat', 'dog'\]"):
         load_trained(cfg, str(other), [mx.cpu()])
+    with pytest.raises(DataError, match=r"model\.params was trained on classes .* has \['a'\]"):
+        load_trained(cfg, params, [mx.cpu()], classes=["a"])  # the caller's, when given
     with pytest.raises(DataError, match="should hold one <model>-symbol.json .* found 0"):
         load_deploy(str(tmp_path), [mx.cpu()])
     bare = tmp_path / "bare"
