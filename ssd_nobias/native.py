@@ -100,14 +100,15 @@ def _run(commands: list) -> None:
     for cmd, proc, stderr in zip(commands, procs, errors):
         if proc.returncode != 0:
             raise NativeUnavailable(f"compiling the NoBiasBatchNorm operator failed:\n"
-                               f"{' '.join(cmd)}\n{stderr}")
+                                    f"{' '.join(cmd)}\n{stderr}")
 
 
 def build(force: bool = False) -> Path:
     """Compile the operator library unless an up-to-date one exists; return its path."""
     if mx.__version__ != MXNET_VERSION:
-        raise NativeUnavailable(f"the NoBiasBatchNorm operator is built for mxnet {MXNET_VERSION}, "
-                           f"found {mx.__version__}: install the pinned version (make setup)")
+        raise NativeUnavailable(f"the NoBiasBatchNorm operator is built for mxnet "
+                                f"{MXNET_VERSION}, found {mx.__version__}: install the pinned "
+                                f"version (make setup)")
     target = library_path()
     if target.exists() and not force:
         return target
@@ -137,7 +138,7 @@ def load() -> Path:
             "loaded; loading it re-creates every MXNet operator function and would silently "
             "turn AMP off. Build the model (or call ssd_nobias.native.load()) before amp.init()")
     mx.library.load(str(path), verbose=False)
-    if os.environ.get(PLAIN_LAYOUT_ENV, "0") != "1":
+    if not lib_api_only():
         if ctypes.CDLL(str(path)).nobias_bn_use_mkldnn_layouts() != 0:
             raise RuntimeError(f"{path.name}: MXNet refused the MKLDNN compute for nobias_batch_norm")
     return path

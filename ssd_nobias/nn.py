@@ -81,7 +81,7 @@ class NoBiasBatchNorm(nn.BatchNorm):
                         fix_gamma=bool(self._kwargs["fix_gamma"]), relu=self.fuse_relu)
         if choose_impl(self.impl, self._contexts(), self._native_error) == "ops":
             return portable.nobias_batch_norm(F, x, gamma, running_mean, running_var, is_train,
-                                              channels=self._kwargs_channels(), **settings)
+                                              channels=self._channels(), **settings)
         if native.lib_api_only():
             # lib_api passes no `req` to a library compute, which then overwrites gradients it
             # should add to (grad_req='add'); behind a copy, MXNet's own copy adds them.
@@ -91,7 +91,7 @@ class NoBiasBatchNorm(nn.BatchNorm):
                                      for k, v in settings.items()})
         return out[0]
 
-    def _kwargs_channels(self) -> int:
+    def _channels(self) -> int:
         """The channel count, if known when the graph is traced (0 when deferred)."""
         return self.gamma.shape[0] if self.gamma.shape and self.gamma.shape[0] > 0 else 0
 

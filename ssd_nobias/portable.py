@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from mxnet.contrib.amp import amp
 
+
 def nobias_batch_norm(F, x, gamma, running_mean, running_var, is_train, eps: float,
                       momentum: float, use_global_stats: bool, fix_gamma: bool, relu: bool,
                       channels: int = 0):
@@ -26,15 +27,15 @@ def nobias_batch_norm(F, x, gamma, running_mean, running_var, is_train, eps: flo
     the scaling as a 1x1 depthwise convolution (BLAS, MKLDNN and cuDNN kernels): MXNet's generic
     reductions (mean, a broadcast multiply's backward) made a CPU training step 4.7x slower.
     """
-    amp = _amp_initialized()
+    under_amp = _amp_initialized()
     # AMP would run the convolution in float16, which MXNet's CPU convolution cannot
-    channels = 0 if amp else channels
+    channels = 0 if under_amp else channels
     if use_global_stats:
         second_moment = running_var + F.zeros_like(running_mean)  # every parameter in the graph
     else:
         # amp_cast only changes float16; without AMP the data has the parameters' type, and on
         # a CPU amp_cast fails for float64 (MKLDNN)
-        wide = F.amp_cast(x, dtype="float32") if amp else x
+        wide = F.amp_cast(x, dtype="float32") if under_amp else x
         m2 = _mean_square(F, wide, channels)
         # exactly m2 in training and running_var in inference: the flag is 0.0 or 1.0
         second_moment = F.broadcast_add(

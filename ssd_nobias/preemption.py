@@ -50,7 +50,6 @@ class StopRequest:
         self._pid = os.getpid()
 
     def __enter__(self) -> "StopRequest":
-        self._pid = os.getpid()
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
         return self
