@@ -3,7 +3,8 @@
 nobias_bn.cc registers the operator through MXNet's extension interface (lib_api), whose CPU
 compute sees plain NCHW only. mkldnn_layouts.cc computes on MXNet's own arrays, in the MKLDNN
 blocked layouts its convolutions produce, and install.cc puts it in place of the lib_api compute
-(see the notes in those files). The library is compiled once per source, MXNet version and CPU
+(see the notes in those files). The GPU compute (gpu_compute.cc) carries its kernels'
+source and compiles it with NVRTC when it first runs, so building needs no CUDA. The library is compiled once per source, MXNet version and CPU
 against the headers inside the mxnet wheel, linked to its libmxnet.so, cached under
 `ssd_nobias/_build/` (or $SSD_NOBIAS_BUILD_DIR) and loaded with `mx.library.load`.
 `python -m ssd_nobias.native` builds it ahead of time (`make setup`).
@@ -25,8 +26,14 @@ from typing import Optional
 
 import mxnet as mx
 
+from .errors import UserError
+
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = ("kernels.h", "nobias_bn.cc", "mkldnn_layouts.h", "mkldnn_layouts.cc", "install.cc")
+SOURCES = ("kernels.h", "nobias_bn.cc", "mkldnn_layouts.h", "mkldnn_layouts.cc", "install.cc",
+           "gpu_args.h", "gpu_api.h", "gpu_kernels.cuh", "gpu_compute.h", "gpu_compute.cc",
+           "gpu_system.cc")
+# Embedded in the library as strings for NVRTC (gpu_compute.cc), under these C++ names.
+GPU_SOURCES = {"kKernelSource": "gpu_kernels.cuh", "kArgsSource": "gpu_args.h"}
 MXNET_VERSION = "1.9.1"  # mkldnn_layouts.cc and install.cc use this build's C++ ABI
 COMMON = ("-std=c++14", "-fopenmp", "-fPIC", "-march=native", "-D_GLIBCXX_USE_CXX11_ABI=0")
 # The wheel's libmxnet.so: built with GCC 4.8, MKLDNN on, no CUDA, no MKL.
@@ -36,8 +43,9 @@ MXNET_DEFINES = ("-DMXNET_USE_MKLDNN=1", "-DMXNET_USE_CUDA=0", "-DMSHADOW_USE_CU
 PLAIN_LAYOUT_ENV = "SSD_NOBIAS_PLAIN_LAYOUT"
 
 
-class NativeUnavailable(RuntimeError):
-    """The compiled operator cannot be built or loaded here, or cannot run on a context."""
+class NativeUnavailable(UserError, RuntimeError):
+    """The compiled operator cannot be built or loaded here, or cannot run on a context: the
+    message says what to install or which implementation to choose instead."""
 
 
 def _cuda_build() -> bool:
@@ -70,16 +78,33 @@ def library_path() -> Path:
     return root / f"nobias_bn-{key.hexdigest()[:16]}.so"
 
 
+def write_gpu_sources(directory: Path) -> Path:
+    """gpu_sources.inc: the GPU kernels' source files as C++ raw strings, for gpu_compute.cc."""
+    lines = []
+    for name, source in GPU_SOURCES.items():
+        text = (CSRC / source).read_text()
+        if ')nobias_src"' in text:
+            raise RuntimeError(f"{source} contains the raw-string delimiter")
+        lines.append(f'static const char {name}[] = R"nobias_src({text})nobias_src";\n')
+    path = Path(directory) / "gpu_sources.inc"
+    path.write_text("".join(lines))
+    return path
+
+
 def _compile_commands(cxx: str, output: Path, workdir: Path) -> tuple:
     """Compiler command lines: one per source (to objects in `workdir`), and the link."""
     mxnet_dir = _mxnet_dir()
     include = mxnet_dir / "include"
     internal = (*COMMON, *MXNET_DEFINES, f"-I{include}", f"-I{include / 'mkldnn'}")
     objects = {name: workdir / (name + ".o") for name in
-               ("nobias_bn.cc", "lib_api.cc", "mkldnn_layouts.cc", "install.cc")}
+               ("nobias_bn.cc", "lib_api.cc", "mkldnn_layouts.cc", "install.cc",
+                "gpu_compute.cc", "gpu_system.cc")}
+    write_gpu_sources(workdir)
     compile_flags = {
         "nobias_bn.cc": (*COMMON, "-O3", f"-I{include}"),
         "lib_api.cc": (*COMMON, "-O3", f"-I{include}"),
+        "gpu_compute.cc": (*COMMON, "-O2", f"-I{include}", f"-I{workdir}"),
+        "gpu_system.cc": (*COMMON, "-O2", f"-I{include}"),
         "mkldnn_layouts.cc": (*internal, "-O3"),
         "install.cc": (*internal, "-O0"),  # see the note in install.cc
     }
@@ -88,7 +113,7 @@ def _compile_commands(cxx: str, output: Path, workdir: Path) -> tuple:
     compiles = [[cxx, *compile_flags[name], "-c", str(sources[name]), "-o", str(objects[name])]
                 for name in compile_flags]
     link = [cxx, "-shared", "-fopenmp", *map(str, objects.values()), "-o", str(output),
-            f"-L{mxnet_dir}", "-l:libmxnet.so", f"-Wl,-rpath,{mxnet_dir}", "-Wl,--no-undefined"]
+            f"-L{mxnet_dir}", "-l:libmxnet.so", f"-Wl,-rpath,{mxnet_dir}", "-ldl", "-Wl,--no-undefined"]
     return compiles, link
 
 
@@ -152,6 +177,23 @@ def try_load() -> Optional[str]:
     except NativeUnavailable as err:
         return str(err)
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_error() -> Optional[str]:
+    """Why the operator's GPU compute cannot run in this process; None if it can.
+
+    It runs with MXNet's CUDA build (mxnet-cu11x), whose libcuda and libnvrtc it uses: it
+    compiles its kernels with NVRTC at the first GPU call (gpu_compute.cc). Asked once.
+    """
+    error = try_load()
+    if error is not None:
+        return error
+    if not _cuda_build():
+        return "this MXNet is a CPU build"
+    lib = ctypes.CDLL(str(load()))
+    lib.nobias_gpu_unavailable.restype = ctypes.c_char_p
+    return lib.nobias_gpu_unavailable().decode() or None
 
 
 def lib_api_only() -> bool:

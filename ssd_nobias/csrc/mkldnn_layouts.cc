@@ -219,6 +219,13 @@ void BackwardTyped(const Params& p, const std::vector<NDArray>& in,
   Fill<T>(out[kIsTrain], req[kIsTrain], std::vector<double>(1, 0.0));
 }
 
+void RefuseFloat16(const NDArray& data) {
+  if (data.dtype() == mshadow::kFloat16) {
+    LOG(FATAL) << "nobias_batch_norm: float16 data runs on GPUs only; the CPU compute takes "
+               << "float32 and float64";
+  }
+}
+
 }  // namespace
 
 void LayoutReads(int64_t counts[4]) {
@@ -229,6 +236,7 @@ void ForwardEx(const nnvm::NodeAttrs& attrs, const mxnet::OpContext& ctx,
                const std::vector<NDArray>& in, const std::vector<OpReqType>& req,
                const std::vector<NDArray>& out) {
   const Params p = ParseParams(attrs.dict);
+  RefuseFloat16(in[kData]);
   if (in[kData].dtype() == mshadow::kFloat64) {
     ForwardTyped<double>(p, in, req, out);
   } else {
@@ -240,6 +248,7 @@ void BackwardEx(const nnvm::NodeAttrs& attrs, const mxnet::OpContext& ctx,
                 const std::vector<NDArray>& in, const std::vector<OpReqType>& req,
                 const std::vector<NDArray>& out) {
   const Params p = ParseParams(attrs.dict);
+  RefuseFloat16(in[kFwdIn + kData]);
   if (in[kFwdIn + kData].dtype() == mshadow::kFloat64) {
     BackwardTyped<double>(p, in, req, out);
   } else {

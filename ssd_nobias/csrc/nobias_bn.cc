@@ -10,15 +10,17 @@
 // graph (see ssd_nobias/nn.py): nonzero means training.
 //
 // This file registers the operator through lib_api, which gives MXNet its shapes, types,
-// auxiliary states and gradient wiring, and the plain-NCHW compute below. On the CPU,
+// auxiliary states and gradient wiring, and the plain-NCHW CPU compute below. On the CPU,
 // install.cc then replaces that compute with mkldnn_layouts.cc's, which reads and writes the
-// blocked layouts of MXNet's convolutions (same arithmetic: kernels.h).
+// blocked layouts of MXNet's convolutions (same arithmetic: kernels.h). On GPUs (MXNet's CUDA
+// build) the compute is gpu_compute.cc's: kernels compiled at run time by NVRTC.
 //
 // inputs:  data (N, C, ...), gamma (C), running_mean (C), running_var (C), is_train (1)
 // outputs: out (same as data), inv_rms (C): the 1/sqrt(. + eps) that was applied, for backward
 // attrs:   eps, momentum, use_global_stats (0/1), fix_gamma (0/1: treat gamma as 1),
 //          relu (0/1: out = max(out, 0), fused to save a pass over the data each way)
-// dtypes:  float32 or float64, the same for every input; sums are accumulated in double.
+// dtypes:  float32 or float64 data with parameters of the same type, or float16 data (GPU only)
+//          with float32 parameters; sums are accumulated in double.
 
 #include <cstdint>
 #include <string>
@@ -26,6 +28,7 @@
 #include <vector>
 
 #include "mxnet/lib_api.h"
+#include "gpu_compute.h"
 #include "kernels.h"
 
 using mxnet::ext::MXReturnValue;
@@ -86,9 +89,16 @@ void backward_impl(const nobias::Params& p, std::vector<MXTensor>* inputs,
   }
 }
 
+MXReturnValue cpu_float16_error() {
+  MX_ERROR_MSG << "nobias_batch_norm: float16 data runs on GPUs only; the CPU compute takes "
+               << "float32 and float64";
+  return MX_FAIL;
+}
+
 MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* inputs,
                       std::vector<MXTensor>* outputs, const OpResource& res) {
   const nobias::Params p = nobias::ParseParams(attrs);
+  if (inputs->at(kData).dtype == mxnet::ext::kFloat16) return cpu_float16_error();
   if (inputs->at(kData).dtype == mxnet::ext::kFloat64) {
     forward_impl<double>(p, inputs, outputs);
   } else {
@@ -100,6 +110,7 @@ MXReturnValue forward(const Attrs& attrs, std::vector<MXTensor>* inputs,
 MXReturnValue backward(const Attrs& attrs, std::vector<MXTensor>* inputs,
                        std::vector<MXTensor>* outputs, const OpResource& res) {
   const nobias::Params p = nobias::ParseParams(attrs);
+  if (inputs->at(0).dtype == mxnet::ext::kFloat16) return cpu_float16_error();
   if (inputs->at(0).dtype == mxnet::ext::kFloat64) {
     backward_impl<double>(p, inputs, outputs);
   } else {
@@ -114,24 +125,36 @@ MXReturnValue parse_attrs(const Attrs& attrs, int* num_in, int* num_out) {
   return MX_SUCCESS;
 }
 
+// The parameters' type for data of type `data`: float32 for float16, as MXNet's BatchNorm.
+int param_type(int data) { return data == mxnet::ext::kFloat16 ? mxnet::ext::kFloat32 : data; }
+
 MXReturnValue infer_type(const Attrs& attrs, std::vector<int>* in_types,
                          std::vector<int>* out_types) {
-  int dtype = -1;
-  for (int t : *in_types) {
-    if (t == -1) continue;
-    if (t != mxnet::ext::kFloat32 && t != mxnet::ext::kFloat64) {
-      MX_ERROR_MSG << "nobias_batch_norm supports float32 and float64, got dtype code " << t;
-      return MX_FAIL;
-    }
-    if (dtype != -1 && t != dtype) {
-      MX_ERROR_MSG << "nobias_batch_norm: data, gamma and statistics must share one dtype";
-      return MX_FAIL;
-    }
-    dtype = t;
+  int data = in_types->at(kData);
+  if (data == -1) {  // from the parameters: float32 ones mean float32 data
+    for (int t : *in_types) data = t == -1 ? data : t;
   }
-  if (dtype == -1) dtype = mxnet::ext::kFloat32;
-  for (int& t : *in_types) t = dtype;
-  for (int& t : *out_types) t = dtype;
+  if (data == -1) data = mxnet::ext::kFloat32;
+  if (data != mxnet::ext::kFloat16 && data != mxnet::ext::kFloat32 &&
+      data != mxnet::ext::kFloat64) {
+    MX_ERROR_MSG << "nobias_batch_norm takes float16 (GPU only), float32 or float64 data, got "
+                 << "dtype code " << data;
+    return MX_FAIL;
+  }
+  const int param = param_type(data);
+  for (int k = kGamma; k < kNumInputs; ++k) {
+    int& t = in_types->at(k);
+    if (t != -1 && t != param) {
+      MX_ERROR_MSG << "nobias_batch_norm: input " << k << " must be "
+                   << (param == mxnet::ext::kFloat64 ? "float64" : "float32") << " for "
+                   << "this data (gamma and statistics are float32 for float16 data)";
+      return MX_FAIL;
+    }
+    t = param;
+  }
+  in_types->at(kData) = data;
+  out_types->at(0) = data;
+  out_types->at(1) = param;
   return MX_SUCCESS;
 }
 
@@ -171,6 +194,8 @@ MXReturnValue mutate_inputs(const Attrs& attrs, std::vector<int>* indices) {
 REGISTER_OP(nobias_batch_norm)
     .setForward(forward, "cpu")
     .setBackward(backward, "cpu")
+    .setForward(nobias_gpu::SystemForward, "gpu")
+    .setBackward(nobias_gpu::SystemBackward, "gpu")
     .setParseAttrs(parse_attrs)
     .setInferType(infer_type)
     .setInferShape(infer_shape)

@@ -1,0 +1,177 @@
+// The GPU compute of nobias_batch_norm run on the CPU: gpu_compute.cc's host code, unchanged,
+// with a CUDA driver and NVRTC that run gpu_kernels.cuh through cuda_emulation.h. "Device"
+// memory is host memory. tests/test_gpu_kernels.py builds this file and calls emu_compute.
+//
+// The emulated driver checks what a GPU would refuse or get wrong: launches on a stream other
+// than the operator's, blocks larger than the kernels' shared array or not a power of two,
+// grids in more than one dimension, kernels missing from the module.
+
+#include <dlfcn.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cuda_emulation.h"
+#include "gpu_kernels.cuh"
+#include "gpu_compute.h"
+
+namespace {
+
+using nobias_gpu::CUcontext;
+using nobias_gpu::CUdevice;
+using nobias_gpu::CUdeviceptr;
+using nobias_gpu::CUfunction;
+using nobias_gpu::CUmodule;
+using nobias_gpu::CUresult;
+using nobias_gpu::CUstream;
+using nobias_gpu::KernelArgs;
+using nobias_gpu::nvrtcProgram;
+using nobias_gpu::nvrtcResult;
+
+const char kEmulatedPtx[] = "emulated PTX";
+CUstream const kStream = reinterpret_cast<CUstream>(0x5354);
+CUcontext const kContext = reinterpret_cast<CUcontext>(0xc0);
+constexpr CUresult kInvalidValue = 1, kInvalidImage = 200, kNotFound = 500;
+
+std::string launched;  // the kernels launched by the last call, "name:blocksxthreads;..."
+std::string problem;   // the first thing a GPU would have refused
+
+CUresult Refuse(const std::string& why) {
+  if (problem.empty()) problem = why;
+  return kInvalidValue;
+}
+
+CUresult Init(unsigned int) { return 0; }
+CUresult CtxGetCurrent(CUcontext* ctx) { *ctx = kContext; return 0; }
+CUresult CtxSetCurrent(CUcontext) { return Refuse("cuCtxSetCurrent: context was current"); }
+CUresult CtxGetDevice(CUdevice* device) { *device = 0; return 0; }
+CUresult DeviceGet(CUdevice* device, int ordinal) { *device = ordinal; return 0; }
+CUresult PrimaryCtxRetain(CUcontext* ctx, CUdevice) { *ctx = kContext; return 0; }
+
+CUresult ModuleLoadData(CUmodule* module, const void* image) {
+  if (std::strcmp(static_cast<const char*>(image), kEmulatedPtx) != 0) return kInvalidImage;
+  *module = reinterpret_cast<CUmodule>(0x60d);
+  return 0;
+}
+
+// The module's functions are this library's own extern "C" kernels.
+CUresult ModuleGetFunction(CUfunction* function, CUmodule, const char* name) {
+  Dl_info self;
+  dladdr(reinterpret_cast<void*>(&ModuleGetFunction), &self);
+  void* lib = dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD);
+  void* symbol = lib == nullptr ? nullptr : dlsym(lib, name);
+  if (symbol == nullptr) return kNotFound;
+  *function = reinterpret_cast<CUfunction>(symbol);
+  return 0;
+}
+
+CUresult LaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
+                      unsigned int bx, unsigned int by, unsigned int bz, unsigned int shared,
+                      CUstream stream, void** params, void** extra) {
+  Dl_info info;
+  dladdr(reinterpret_cast<void*>(f), &info);
+  const std::string name = info.dli_sname ? info.dli_sname : "?";
+  if (stream != kStream) return Refuse(name + ": launched on another stream");
+  if (gy != 1 || gz != 1 || by != 1 || bz != 1) return Refuse(name + ": not a 1-D launch");
+  if (bx == 0 || bx > static_cast<unsigned int>(nobias_gpu::kMaxThreads) || (bx & (bx - 1))) {
+    return Refuse(name + ": block of " + std::to_string(bx) + " threads");
+  }
+  if (gx == 0 || shared != 0 || extra != nullptr || params == nullptr) {
+    return Refuse(name + ": bad launch arguments");
+  }
+  launched += name + ":" + std::to_string(gx) + "x" + std::to_string(bx) + ";";
+  EmulateLaunch(reinterpret_cast<void (*)(KernelArgs)>(f), gx, bx,
+                *static_cast<KernelArgs*>(params[0]));
+  return 0;
+}
+
+CUresult MemsetD8Async(CUdeviceptr ptr, unsigned char value, size_t count, CUstream stream) {
+  if (stream != kStream) return Refuse("cuMemsetD8Async on another stream");
+  std::memset(reinterpret_cast<void*>(ptr), value, count);
+  return 0;
+}
+
+CUresult GetErrorString(CUresult, const char** text) {
+  *text = "emulated failure";
+  return 0;
+}
+
+nvrtcResult CreateProgram(nvrtcProgram* prog, const char*, const char*, int, const char* const*,
+                          const char* const*) {
+  *prog = reinterpret_cast<nvrtcProgram>(0x9);
+  return 0;
+}
+nvrtcResult CompileProgram(nvrtcProgram, int, const char* const*) { return 0; }
+nvrtcResult GetProgramLogSize(nvrtcProgram, size_t* size) { *size = 1; return 0; }
+nvrtcResult GetProgramLog(nvrtcProgram, char* log) { *log = '\0'; return 0; }
+nvrtcResult GetPTXSize(nvrtcProgram, size_t* size) { *size = sizeof kEmulatedPtx; return 0; }
+nvrtcResult GetPTX(nvrtcProgram, char* ptx) {
+  std::memcpy(ptx, kEmulatedPtx, sizeof kEmulatedPtx);
+  return 0;
+}
+nvrtcResult DestroyProgram(nvrtcProgram*) { return 0; }
+const char* NvrtcErrorString(nvrtcResult) { return "emulated NVRTC failure"; }
+
+const nobias_gpu::CudaApi kCuda = {Init, CtxGetCurrent, CtxSetCurrent, CtxGetDevice,
+                                   DeviceGet, PrimaryCtxRetain, ModuleLoadData,
+                                   ModuleGetFunction, LaunchKernel, MemsetD8Async,
+                                   GetErrorString};
+const nobias_gpu::NvrtcApi kNvrtc = {CreateProgram, CompileProgram, GetProgramLogSize,
+                                     GetProgramLog, GetPTXSize, GetPTX, DestroyProgram,
+                                     NvrtcErrorString};
+
+// The operator's temporary space, as MXNet's allocator gives it: one buffer per call.
+std::vector<double> temp_space;
+void* AllocGpu(void*, int bytes) {
+  temp_space.assign((bytes + sizeof(double) - 1) / sizeof(double), -1.0);  // garbage: NaN-free
+  return temp_space.data();
+}
+
+}  // namespace
+
+// Runs the GPU compute's forward (backward = 0) or backward pass on host arrays laid out as the
+// operator's inputs and outputs (nobias_bn.cc). dtype: 0 float32, 1 float64, 2 float16 data
+// (the parameters are float32 for float16 data). Returns 1 on success; else 0 and the reason
+// in `error`. `launches` receives the kernels launched.
+extern "C" int emu_compute(int backward, int num_attrs, const char* const* keys,
+                           const char* const* values, int ndim, const int64_t* shape, int dtype,
+                           void** inputs, void** outputs, char* error, int error_size,
+                           char* launches, int launches_size) {
+  using mxnet::ext::MXContext;
+  using mxnet::ext::MXDType;
+  using mxnet::ext::MXTensor;
+  nobias_gpu::Attrs attrs;
+  for (int i = 0; i < num_attrs; ++i) attrs[keys[i]] = values[i];
+  const std::vector<int64_t> data_shape(shape, shape + ndim), channels = {shape[1]}, one = {1};
+  const MXDType data_type = static_cast<MXDType>(dtype);
+  const MXDType param_type = dtype == mxnet::ext::kFloat16 ? mxnet::ext::kFloat32 : data_type;
+  // 'd': shaped and typed as the data; 'c': a channel vector; '1': the is_train flag
+  auto tensors = [&](const char* kinds, void** ptrs) {
+    std::vector<MXTensor> out;
+    for (int i = 0; kinds[i] != '\0'; ++i) {
+      const bool d = kinds[i] == 'd';
+      out.emplace_back(ptrs[i], d ? data_shape : kinds[i] == 'c' ? channels : one,
+                       d ? data_type : param_type, i, MXContext::GPU(0));
+    }
+    return out;
+  };
+  std::vector<MXTensor> ins = tensors(backward ? "dcdccc1dc" : "dccc1", inputs);
+  std::vector<MXTensor> outs = tensors(backward ? "dccc1" : "dc", outputs);
+  mxnet::ext::OpResource res(nullptr, nullptr, AllocGpu, nullptr, kStream, nullptr, nullptr,
+                             nullptr, nullptr);
+  launched.clear();
+  problem.clear();
+  const int before = mxnet::ext::MXerrorMsgs::get()->size();
+  const nobias_gpu::Apis apis{&kCuda, &kNvrtc};
+  const bool ok = (backward ? nobias_gpu::Backward(apis, attrs, &ins, &outs, res)
+                            : nobias_gpu::Forward(apis, attrs, &ins, &outs, res)) ==
+                  mxnet::ext::MX_SUCCESS;
+  std::string why = problem;
+  const int after = mxnet::ext::MXerrorMsgs::get()->size();
+  if (why.empty() && after > before) why = *mxnet::ext::MXerrorMsgs::get()->get(after - 1);
+  std::snprintf(error, error_size, "%s", why.c_str());
+  std::snprintf(launches, launches_size, "%s", launched.c_str());
+  return ok && problem.empty();
+}
