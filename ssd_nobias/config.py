@@ -219,9 +219,6 @@ def validate(cfg: CfgNode) -> None:
     for name in t.ctx:
         need(bool(_CTX.fullmatch(str(name))), "train.ctx",
              f"entry '{name}' is not cpu, cpuN or gpuN")
-    need(cfg.model.norm_impl != "native" or not any(str(n).startswith("gpu") for n in t.ctx),
-         "model.norm_impl", "is 'native', whose compiled operator has no GPU compute; train.ctx "
-         "lists a GPU: use 'auto' or 'ops'")
     need(t.batch_size > 0, "train.batch_size", "must be positive")
     need(t.batch_size % len(t.ctx) == 0, "train.batch_size",
          f"({t.batch_size}) must be divisible by the number of contexts ({len(t.ctx)})")

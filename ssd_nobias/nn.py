@@ -35,9 +35,10 @@ class NoBiasBatchNorm(nn.BatchNorm):
     ``fuse_relu=True`` applies ReLU in the same operator (as Gluon's ``BatchNormReLU``), which
     saves a pass over the activations in each direction.
 
-    ``impl``: ``native`` (the compiled ``nobias_batch_norm`` operator, CPU contexts), ``ops``
-    (the same layer from MXNet's own operators, portable.py: any context) or ``auto``: $SSD_NOBIAS_IMPL
-    if set, else native where it can run and ops elsewhere, with a warning saying why.
+    ``impl``: ``native`` (the compiled ``nobias_batch_norm`` operator: CPU contexts, and GPU
+    contexts with MXNet's CUDA build, float16 data there too), ``ops`` (the same layer from
+    MXNet's own operators, portable.py: any context) or ``auto``: $SSD_NOBIAS_IMPL if set, else
+    native where it can run and ops elsewhere, with a warning saying why.
     """
 
     def __init__(self, axis: int = 1, momentum: float = 0.9, epsilon: float = 1e-5,
@@ -82,9 +83,10 @@ class NoBiasBatchNorm(nn.BatchNorm):
         if choose_impl(self.impl, self._contexts(), self._native_error) == "ops":
             return portable.nobias_batch_norm(F, x, gamma, running_mean, running_var, is_train,
                                               channels=self._channels(), **settings)
-        if native.lib_api_only():
-            # lib_api passes no `req` to a library compute, which then overwrites gradients it
-            # should add to (grad_req='add'); behind a copy, MXNet's own copy adds them.
+        if native.lib_api_only() or any(c.device_type == "gpu" for c in self._contexts()):
+            # lib_api passes no `req` to a library compute (the plain CPU one and the GPU one),
+            # which then overwrites gradients it should add to (grad_req='add'); behind a copy,
+            # MXNet's own copy adds them. Hybridized, the copy is planned in place: no pass.
             x, gamma = F.identity(x), F.identity(gamma)
         out = F.nobias_batch_norm(x, gamma, running_mean, running_var, is_train, name="fwd",
                                   **{k: int(v) if isinstance(v, bool) else v
@@ -107,15 +109,18 @@ def choose_impl(impl: str, contexts: Sequence[mx.Context], native_error: Optiona
     """'native' or 'ops' for a layer whose parameters live on `contexts`.
 
     native_error: why the compiled operator could not be built or loaded (None if it was).
+    On GPU contexts the operator also needs its GPU compute (native.gpu_error).
     """
     gpus = [c for c in contexts if c.device_type == "gpu"]
-    if impl == "native" and gpus:
+    reason = native_error
+    if reason is None and gpus and native.gpu_error() is not None:
+        reason = f"no GPU compute for {gpus[0]}: {native.gpu_error()}"
+    if impl == "native" and reason is not None:
         raise native.NativeUnavailable(
-            f"the compiled nobias_batch_norm operator has no GPU compute ({gpus[0]}): use "
-            f"impl 'ops' or 'auto' (model.norm_impl)")
+            f"the compiled nobias_batch_norm operator cannot run here ({reason}): use impl "
+            f"'ops' or 'auto' (model.norm_impl)")
     if impl != "auto":
         return impl
-    reason = native_error or (f"it has no GPU compute ({gpus[0]})" if gpus else None)
     if reason is None:
         return "native"
     warnings.warn(f"NoBiasBatchNorm: the compiled operator cannot run here ({reason}); using "

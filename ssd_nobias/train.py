@@ -22,6 +22,7 @@ from mxnet import autograd, gluon
 from tqdm import tqdm
 from yacs.config import CfgNode
 
+from . import native
 from .atomic import replacing
 from .checkpoint import find_resume, load_checkpoint, save_checkpoint
 from .config import base_size, contexts, eval_metric, save_config
@@ -82,11 +83,12 @@ def no_decay_params(net: gluon.Block, norm_wd: bool) -> List[str]:
 
 
 def amp_fp32_ops() -> List[str]:
-    """AMP's float32 operators plus the compiled nobias_batch_norm if it is loaded (it takes
-    float32 and float64 data only: AMP then casts its input up)."""
+    """AMP's float32 operators. The compiled nobias_batch_norm takes float16 data on GPUs with
+    float32 statistics, as MXNet's BatchNorm; its CPU compute takes no float16, so AMP casts its
+    input up where no GPU compute is available."""
     from mxnet.contrib import amp
-    loaded = hasattr(mx.sym, "nobias_batch_norm")
-    return amp.list_fp32_ops("float16") + (["nobias_batch_norm"] if loaded else [])
+    cpu_only = hasattr(mx.sym, "nobias_batch_norm") and native.gpu_error() is not None
+    return amp.list_fp32_ops("float16") + (["nobias_batch_norm"] if cpu_only else [])
 
 
 def seed_everything(seed: int) -> None:

@@ -66,7 +66,6 @@ def test_file_then_overrides(tmp_path):
     (["model.activation=tlu"], "model.activation"),
     (["model.leaky_slope=0"], "model.leaky_slope"),
     (["model.norm_impl=cuda"], "model.norm_impl"),
-    (["model.norm_impl=native", "train.ctx=[gpu0]"], "model.norm_impl"),
     (["data.bad_images=ignore"], "data.bad_images"),
 ])
 def test_bad_values_name_the_key(overrides, key):

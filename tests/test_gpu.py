@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon
 
-from ssd_nobias import NoBiasBatchNorm
+from ssd_nobias import NoBiasBatchNorm, native
 from ssd_nobias.config import load_config
 from ssd_nobias.export import export_deploy
 from ssd_nobias.synthetic import make_synthetic
@@ -43,14 +43,78 @@ def conv_norm_step(ctx, impl, x):
         norm.running_mean.data(ctx).asnumpy()
 
 
-def test_gpu_layer_matches_the_cpu_operator():
+def test_the_gpu_compute_is_available():
+    assert native.gpu_error() is None
+
+
+@pytest.mark.parametrize("impl", ["native", "ops"])
+def test_gpu_layer_matches_the_cpu_operator(impl):
     x = np.random.RandomState(0).normal(0.5, 1, (4, 3, 9, 7)).astype("float32")
     want, _ = conv_norm_step(mx.cpu(), "native", x)
-    with pytest.warns(UserWarning, match="no GPU compute"):  # auto takes the ops version
-        got, running_mean = conv_norm_step(mx.gpu(0), "auto", x)
+    got, running_mean = conv_norm_step(mx.gpu(0), impl, x)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-4 * np.abs(w).max())
     assert running_mean.tobytes() == np.zeros(8, np.float32).tobytes()
+
+
+def test_gpu_operator_matches_the_cpu_one_in_every_mode():
+    """Forward and backward, training and inference, float32 and float64, fused ReLU."""
+    rng = np.random.RandomState(0)
+    for dtype, rtol in (("float32", 1e-5), ("float64", 1e-12)):
+        for train_flag, relu in ((1, 0), (1, 1), (0, 1)):
+            x = rng.normal(0.3, 1.5, (3, 5, 33, 35)).astype(dtype)
+            dy = rng.normal(0, 1, x.shape).astype(dtype)
+            params = [rng.uniform(0.5, 2, 5), np.zeros(5), rng.uniform(0.5, 2, 5),
+                      np.array([train_flag])]
+            results = []
+            for ctx in (mx.cpu(), mx.gpu(0)):
+                xs, gamma, mean, var, flag = [mx.nd.array(a, ctx=ctx, dtype=dtype)
+                                              for a in [x] + params]
+                xs.attach_grad()
+                gamma.attach_grad()
+                with autograd.record():
+                    y, inv_rms = mx.nd.nobias_batch_norm(xs, gamma, mean, var, flag, relu=relu)
+                y.backward(mx.nd.array(dy, ctx=ctx, dtype=dtype))
+                results.append([a.asnumpy() for a in (y, inv_rms, var, xs.grad, gamma.grad)])
+                assert mean.asnumpy().tobytes() == np.zeros(5, dtype).tobytes()
+            for got, want in zip(results[1], results[0]):
+                np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+
+
+def test_gpu_float16_data_with_float32_statistics():
+    x = np.random.RandomState(0).normal(0.5, 1, (4, 6, 17, 17))
+    layer = NoBiasBatchNorm(in_channels=6, impl="native")
+    layer.initialize(ctx=mx.gpu(0))
+    layer.cast("float16")
+    layer.hybridize(static_alloc=True)
+    with autograd.record():
+        y = layer(mx.nd.array(x, ctx=mx.gpu(0), dtype="float16"))
+    y.backward()
+    mx.nd.waitall()
+    m2 = (x ** 2).mean(axis=(0, 2, 3))
+    assert y.dtype == np.float16 and layer.running_var.data(mx.gpu(0)).dtype == np.float32
+    np.testing.assert_allclose(layer.running_var.data(mx.gpu(0)).asnumpy(), 0.9 + 0.1 * m2,
+                               rtol=1e-3)
+    np.testing.assert_allclose(y.asnumpy(), x / np.sqrt(m2 + 1e-5).reshape(1, -1, 1, 1),
+                               rtol=3e-3, atol=3e-3)
+
+
+def test_gpu_gradients_accumulate_with_grad_req_add():
+    layer = NoBiasBatchNorm(in_channels=4, impl="native")
+    layer.initialize(ctx=mx.gpu(0))
+    layer.hybridize(static_alloc=True, static_shape=True)
+    layer.collect_params().setattr("grad_req", "add")
+    x = mx.nd.array(np.random.RandomState(0).normal(1, 1, (2, 4, 5, 5)), ctx=mx.gpu(0))
+    x.attach_grad(grad_req="add")
+    grads = []
+    for _ in range(2):
+        with autograd.record():
+            y = layer(x)
+        y.backward(mx.nd.ones_like(y) * mx.nd.array(np.arange(y.size).reshape(y.shape) % 7,
+                                                    ctx=mx.gpu(0)))
+        grads.append((x.grad.asnumpy().copy(), layer.gamma.grad(mx.gpu(0)).asnumpy().copy()))
+    for once, twice in zip(*grads):
+        np.testing.assert_allclose(twice, 2 * once, rtol=1e-5, atol=1e-6)
 
 
 @pytest.fixture(scope="module")

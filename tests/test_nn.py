@@ -333,11 +333,30 @@ def test_export_and_symbolblock_imports_round_trip(tmp_path, impl):
     np.testing.assert_allclose(loaded(x).asnumpy(), expected, rtol=1e-6)
 
 
-def test_unsupported_dtype_is_a_clear_error():
-    layer = make_layer(hybridize=False)
-    layer.cast("float16")
-    with pytest.raises(mx.base.MXNetError, match="float32 and float64"):
+@pytest.mark.parametrize("hybridize", [False, True])
+def test_float16_data_on_a_cpu_is_a_clear_error(hybridize):
+    layer = make_layer(hybridize=hybridize)
+    layer.cast("float16")  # keeps gamma and the statistics float32, as for BatchNorm
+    with pytest.raises(mx.base.MXNetError, match="float16 data runs on GPUs only"):
         layer(mx.nd.ones((2, 4, 3, 3), dtype="float16")).wait_to_read()
+
+
+def test_types_are_those_of_batchnorm():
+    """float16 data takes float32 gamma and statistics (GPU); float32/64 data its own type."""
+    native.load()
+    args = [mx.sym.var(n) for n in ("data", "gamma", "running_mean", "running_var", "is_train")]
+    out = mx.sym.nobias_batch_norm(*args)
+    for data_type, param_type in (("float16", "float32"), ("float32", "float32"),
+                                  ("float64", "float64")):
+        # arguments data, gamma, is_train; outputs out, inv_rms; statistics mean, var
+        arg_types, out_types, aux_types = out.infer_type(data=data_type)
+        assert [t.__name__ for t in arg_types + out_types + aux_types] == \
+            [data_type, param_type, param_type, data_type] + [param_type] * 3
+    assert [t.__name__ for t in out.infer_type(gamma="float64")[0]] == ["float64"] * 3
+    with pytest.raises(mx.base.MXNetError, match="input 1 must be float32"):
+        out.infer_type(data="float16", gamma="float16")
+    with pytest.raises(mx.base.MXNetError, match="float16 \\(GPU only\\), float32 or float64"):
+        out.infer_type(data="int32")
 
 
 def test_get_norm_layer():
@@ -389,16 +408,23 @@ def test_a_norm_input_with_two_consumers_gets_both_gradients():
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5 * np.abs(want).max())
 
 
-def test_auto_takes_the_ops_path_where_the_operator_cannot_run():
+def test_auto_takes_the_ops_path_where_the_operator_cannot_run(monkeypatch):
     cpu, gpu = [mx.cpu(0), mx.cpu(1)], [mx.gpu(0), mx.gpu(1)]
     assert choose_impl("auto", cpu, None) == "native"
     assert choose_impl("ops", cpu, None) == "ops"
-    with pytest.warns(UserWarning, match=r"no GPU compute \(gpu\(0\)\).*portable"):
-        assert choose_impl("auto", gpu, None) == "ops"
     with pytest.warns(UserWarning, match="cannot run here .no C\\+\\+ compiler"):
         assert choose_impl("auto", cpu, "no C++ compiler") == "ops"
+    # this MXNet is a CPU build: no GPU compute
+    with pytest.warns(UserWarning, match=r"no GPU compute for gpu\(0\): .*CPU build.*portable"):
+        assert choose_impl("auto", gpu, None) == "ops"
     with pytest.raises(native.NativeUnavailable, match="no GPU compute.*model.norm_impl"):
         choose_impl("native", gpu, None)
+    monkeypatch.setattr(native, "gpu_error", lambda: None)  # as with mxnet-cu11x and NVRTC
+    assert choose_impl("auto", gpu, None) == "native"
+    assert choose_impl("native", gpu, None) == "native"
+    monkeypatch.setattr(native, "gpu_error", lambda: "NVRTC: cannot load libnvrtc.so.11.2")
+    with pytest.warns(UserWarning, match="libnvrtc"):
+        assert choose_impl("auto", gpu, None) == "ops"
 
 
 def test_auto_without_a_buildable_operator_trains_on_the_ops_path(monkeypatch):

@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 from mxnet import autograd
 
+from ssd_nobias import native
 from ssd_nobias.checkpoint import find_resume, load_checkpoint, read_meta, save_checkpoint
 from ssd_nobias.config import load_config
 from ssd_nobias.errors import DataError
 from ssd_nobias.model import get_model
 from ssd_nobias.synthetic import make_synthetic
 from ssd_nobias.data import split_batch
-from ssd_nobias.train import CSV_FIELDS, Schedule, Trainer, TrainingDiverged, no_decay_params, train
+from ssd_nobias.train import (CSV_FIELDS, Schedule, Trainer, TrainingDiverged, amp_fp32_ops,
+                              no_decay_params, train)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -244,3 +246,13 @@ def test_eval_script_names_a_missing_checkpoint(finished_run):
                   "--params", os.path.join(out, "nope.params"))
     assert done.returncode == 2 and "nope.params" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_amp_casts_up_to_the_operator_only_where_it_has_no_gpu_compute(monkeypatch):
+    """With a GPU compute the operator takes float16 data (float32 statistics), as BatchNorm."""
+    from mxnet.contrib import amp
+    native.load()
+    stock = amp.list_fp32_ops("float16")
+    assert amp_fp32_ops() == stock + ["nobias_batch_norm"]  # this CPU build
+    monkeypatch.setattr(native, "gpu_error", lambda: None)
+    assert amp_fp32_ops() == stock
