@@ -47,19 +47,38 @@ class Emulation:
         return bool(ok), error.value.decode(), launches.value.decode()
 
 
+def emulation_build(build: Path, target: Path, *flags: str, sources=()) -> list:
+    """The compiler command for gpu_compute.cc + the emulation (+ `sources`) into `target`."""
+    native.write_gpu_sources(build)
+    mxnet_dir = Path(mx.__file__).parent
+    return [os.environ.get("CXX", "g++"), "-std=c++20", "-O1", "-pthread", *flags,
+            f"-I{native.CSRC}", f"-I{TESTS / 'csrc'}", f"-I{mxnet_dir / 'include'}", f"-I{build}",
+            *map(str, sources), str(TESTS / "csrc" / "gpu_emulation.cc"),
+            str(native.CSRC / "gpu_compute.cc"), str(mxnet_dir / "src" / "lib_api.cc"),
+            "-o", str(target), "-ldl"]
+
+
 @pytest.fixture(scope="module")
 def emulation(tmp_path_factory):
     build = tmp_path_factory.mktemp("gpu_emulation")
-    native.write_gpu_sources(build)
-    mxnet_dir = Path(mx.__file__).parent
     target = build / "gpu_emulation.so"
-    subprocess.run([os.environ.get("CXX", "g++"), "-std=c++20", "-O1", "-fPIC", "-shared",
-                    "-pthread", f"-I{native.CSRC}", f"-I{TESTS / 'csrc'}",
-                    f"-I{mxnet_dir / 'include'}", f"-I{build}",
-                    str(TESTS / "csrc" / "gpu_emulation.cc"), str(native.CSRC / "gpu_compute.cc"),
-                    str(mxnet_dir / "src" / "lib_api.cc"), "-o", str(target), "-ldl"],
-                   check=True)
+    subprocess.run(emulation_build(build, target, "-fPIC", "-shared"), check=True)
     return Emulation(target)
+
+
+def test_kernels_have_no_data_race_between_a_blocks_threads(tmp_path):
+    """ThreadSanitizer over the emulated kernels: a missing __syncthreads is reported."""
+    binary = tmp_path / "emulation_races"
+    built = subprocess.run(emulation_build(tmp_path, binary, "-g", "-fsanitize=thread",
+                                           "-rdynamic",
+                                           sources=[TESTS / "csrc" / "emulation_races.cc"]),
+                           capture_output=True, text=True)
+    if built.returncode != 0 and "tsan" in built.stderr:
+        pytest.skip(f"no ThreadSanitizer runtime for this compiler: {built.stderr[-300:]}")
+    assert built.returncode == 0, built.stderr
+    ran = subprocess.run([str(binary)], capture_output=True, text=True)
+    assert "ThreadSanitizer" not in ran.stderr, ran.stderr[:3000]
+    assert ran.returncode == 0, ran.stdout + ran.stderr
 
 
 def param_dtype(dtype):

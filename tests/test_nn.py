@@ -498,3 +498,24 @@ def test_under_amp_float16_data_is_normalized_with_float32_statistics(impl, hybr
         "      np.allclose(y.asnumpy(), x / np.sqrt(m2.reshape(1, -1, 1, 1)), rtol=1e-3,\n"
         "                  atol=1e-3))\n")
     assert out.split() == ["float32", "float32", "float32", "True", "True"]
+
+
+@pytest.mark.parametrize("gpu_compute, data_type", [(True, "float16"), (False, "float32")])
+def test_under_amp_the_operator_gets_float16_only_where_it_has_a_gpu_compute(gpu_compute,
+                                                                           data_type):
+    """AMP runs the convolution in float16; the operator takes that on a GPU, else AMP casts up.
+    Checked on the graph's types: a CPU cannot run float16 convolutions."""
+    out = run_python(
+        "import mxnet as mx\n"
+        "from ssd_nobias import NoBiasBatchNorm, native\n"
+        "from ssd_nobias.train import amp_fp32_ops\n"
+        f"if {gpu_compute}: native.gpu_error = lambda: None  # as with mxnet-cu11x on a GPU\n"
+        "net = mx.gluon.nn.HybridSequential()\n"
+        "net.add(mx.gluon.nn.Conv2D(4, 3, in_channels=3),\n"
+        "        NoBiasBatchNorm(in_channels=4, impl='native'))\n"
+        "from mxnet.contrib import amp\n"
+        "amp.init(fp32_ops=amp_fp32_ops())\n"
+        "sym = net(mx.sym.var('data'))\n"
+        "args, outs, aux = sym.infer_type(data='float32')\n"
+        "print(outs[0].__name__, *[t.__name__ for t in aux])\n")
+    assert out.split() == [data_type, "float32", "float32"]

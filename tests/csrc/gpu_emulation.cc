@@ -56,12 +56,16 @@ CUresult ModuleLoadData(CUmodule* module, const void* image) {
   return 0;
 }
 
-// The module's functions are this library's own extern "C" kernels.
+// The module's functions are this build's own extern "C" kernels (a library loaded by Python,
+// or an executable linked with -rdynamic).
 CUresult ModuleGetFunction(CUfunction* function, CUmodule, const char* name) {
-  Dl_info self;
-  dladdr(reinterpret_cast<void*>(&ModuleGetFunction), &self);
-  void* lib = dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD);
-  void* symbol = lib == nullptr ? nullptr : dlsym(lib, name);
+  void* symbol = dlsym(RTLD_DEFAULT, name);
+  if (symbol == nullptr) {
+    Dl_info self;
+    dladdr(reinterpret_cast<void*>(&ModuleGetFunction), &self);
+    void* lib = dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD);
+    symbol = lib == nullptr ? nullptr : dlsym(lib, name);
+  }
   if (symbol == nullptr) return kNotFound;
   *function = reinterpret_cast<CUfunction>(symbol);
   return 0;
