@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup test test-gpu demo bench clean
+.PHONY: setup test test-gpu check-cuda-build demo bench clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,26 @@ test: setup
 # NoBiasBatchNorm on GPUs against the CPU operator, two GPUs, AMP, export. Skips without a GPU.
 test-gpu: setup
 	$(BIN)/python -m pytest -q -rs tests/test_gpu.py
+
+# Without a GPU: MXNet's CUDA build (mxnet-cu112, 500 MB) in .venv-cu112, importable through
+# stand-in CUDA libraries (tools/cuda_stubs.py); the operator built against it, its CPU tests
+# run there (the library's C++ ABI with that libmxnet.so, the "gpu" registration in a CUDA
+# build, the reason it gives for having no GPU). Not part of `make test`: a large download.
+CU_VENV := .venv-cu112
+CU_PIP := $(CU_VENV)/bin/python -m pip --disable-pip-version-check -q
+check-cuda-build: setup
+	test -x $(CU_VENV)/bin/python || $(PYTHON) -m venv $(CU_VENV)
+	$(CU_PIP) install -c constraints.txt -e '.[test,onnx]'
+	# mxnet and mxnet-cu112 share the mxnet/ package directory: the CPU wheel goes, the CUDA one
+	# is (re)installed over whatever the line above left
+	$(CU_PIP) uninstall -y mxnet
+	$(CU_PIP) install --no-deps --force-reinstall mxnet-cu112==1.9.1 nvidia-cuda-runtime-cu11==11.8.89
+	libs=$$($(CU_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
+	$(CU_VENV)/bin/python tools/cuda_stubs.py $$libs/mxnet/libmxnet.so $(CU_VENV)/cuda-stubs && \
+	LD_LIBRARY_PATH=$(CU_VENV)/cuda-stubs:$$libs/nvidia/cuda_runtime/lib:$$libs/nvidia/cuda_nvrtc/lib \
+	SSD_NOBIAS_BUILD_DIR=$(CU_VENV)/nobias-build $(CU_VENV)/bin/python -m pytest -q \
+		-p no:cacheprovider tests/test_nn.py tests/test_native.py tests/test_gpu_compute.py \
+		tests/test_model.py tests/test_export.py tests/test_gpu.py
 
 # The demo: synthetic data (generated once), a bias-free SSD trained on the CPU, exported
 # (deploy graph + ONNX), audited, evaluated.
@@ -48,4 +68,4 @@ bench: setup
 	$(BIN)/python bench/study.py
 
 clean:
-	rm -rf $(VENV) ssd_nobias/_build runs data
+	rm -rf $(VENV) $(CU_VENV) ssd_nobias/_build runs data

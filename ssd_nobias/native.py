@@ -75,6 +75,7 @@ def library_path() -> Path:
     for part in parts:
         key.update(part)
     root = Path(os.environ.get("SSD_NOBIAS_BUILD_DIR", Path(__file__).with_name("_build")))
+    root = root.absolute()  # mx.library.load refuses a relative path
     return root / f"nobias_bn-{key.hexdigest()[:16]}.so"
 
 

@@ -42,3 +42,10 @@ def test_blocked_kernels_match_plain_ones(tmp_path):
     worst = float(subprocess.run([str(binary)], capture_output=True, text=True,
                                  check=True).stdout)
     assert worst < 1e-5
+
+
+def test_a_relative_build_directory_is_made_absolute(monkeypatch, tmp_path):
+    """mx.library.load refuses relative paths; SSD_NOBIAS_BUILD_DIR may be one."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SSD_NOBIAS_BUILD_DIR", "build")
+    assert native.library_path().parent == tmp_path / "build"
