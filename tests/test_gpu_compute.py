@@ -199,6 +199,25 @@ def test_emulated_launches_cover_each_run_in_blocks_of_one_channel(emulation):
         "nobias_finalize_backward_f32:1x256", "nobias_input_grad_f32:18x256"]
 
 
+def test_emulated_compute_runs_in_each_devices_context_and_loads_its_module_once(emulation):
+    """Several GPUs: the arrays' device decides the context; a module is loaded per context."""
+    inputs = layer_inputs((2, 3, 9), "float32")
+    dy = np.ones((2, 3, 9), "float32")
+    want = emulated_pass(emulation, inputs, dy)
+    lib = emulation.lib
+    try:
+        # (arrays on, context current on the calling thread) -> (primary retains, module loads)
+        for (device, current), counts in [((2, 0), (1, 1)), ((2, 2), (0, 0)), ((3, -1), (1, 1)),
+                                          ((2, 3), (1, 0))]:
+            lib.emu_reset(device, current)
+            got = emulated_pass(emulation, inputs, dy)
+            assert (lib.emu_primary_retains(), lib.emu_module_loads()) == counts
+            for key in ("y", "dx", "dgamma", "running_var"):
+                assert got[key].tobytes() == want[key].tobytes()
+    finally:
+        lib.emu_reset(0, 0)
+
+
 def test_emulated_gpu_compute_refuses_other_dtypes(emulation):
     x = np.ones((2, 3, 4), np.int32)
     params = [np.ones(3, np.int32) for _ in range(3)] + [np.ones(1, np.int32)]

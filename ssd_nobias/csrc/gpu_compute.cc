@@ -54,7 +54,7 @@ struct Functions {
 };
 
 // The PTX (compiled once per process) and each CUDA context's module. MXNet calls the compute
-// from several worker threads per GPU, and from one set of threads per GPU.
+// from several worker threads per GPU; each GPU has its own context.
 class Modules {
  public:
   const Functions& For(const Apis& apis, CUcontext ctx) {
@@ -248,7 +248,8 @@ MXReturnValue Guarded(Body body) {
   try {
     body();
   } catch (const GpuError& err) {
-    MX_ERROR_MSG << err.what();
+    MX_ERROR_MSG << err.what() << " (model.norm_impl: ops, or SSD_NOBIAS_IMPL=ops, runs the "
+                 << "layer from MXNet's own operators instead)";
     return mxnet::ext::MX_FAIL;
   }
   return mxnet::ext::MX_SUCCESS;

@@ -32,11 +32,17 @@ using nobias_gpu::nvrtcResult;
 
 const char kEmulatedPtx[] = "emulated PTX";
 CUstream const kStream = reinterpret_cast<CUstream>(0x5354);
-CUcontext const kContext = reinterpret_cast<CUcontext>(0xc0);
 constexpr CUresult kInvalidValue = 1, kInvalidImage = 200, kNotFound = 500;
 
 std::string launched;  // the kernels launched by the last call, "name:blocksxthreads;..."
 std::string problem;   // the first thing a GPU would have refused
+
+// Devices and their primary contexts: the calling thread starts with device 0's current.
+int device_of_call = 0;  // the device the operator's arrays are on
+CUcontext current = reinterpret_cast<CUcontext>(0xc0);  // device 0's
+int module_loads = 0, primary_retains = 0;
+
+CUcontext PrimaryContext(int device) { return reinterpret_cast<CUcontext>(0xc0 + device); }
 
 CUresult Refuse(const std::string& why) {
   if (problem.empty()) problem = why;
@@ -44,14 +50,23 @@ CUresult Refuse(const std::string& why) {
 }
 
 CUresult Init(unsigned int) { return 0; }
-CUresult CtxGetCurrent(CUcontext* ctx) { *ctx = kContext; return 0; }
-CUresult CtxSetCurrent(CUcontext) { return Refuse("cuCtxSetCurrent: context was current"); }
-CUresult CtxGetDevice(CUdevice* device) { *device = 0; return 0; }
+CUresult CtxGetCurrent(CUcontext* ctx) { *ctx = current; return 0; }
+CUresult CtxSetCurrent(CUcontext ctx) { current = ctx; return 0; }
+CUresult CtxGetDevice(CUdevice* device) {
+  if (current == nullptr) return Refuse("cuCtxGetDevice without a current context");
+  *device = static_cast<CUdevice>(reinterpret_cast<uintptr_t>(current) - 0xc0);
+  return 0;
+}
 CUresult DeviceGet(CUdevice* device, int ordinal) { *device = ordinal; return 0; }
-CUresult PrimaryCtxRetain(CUcontext* ctx, CUdevice) { *ctx = kContext; return 0; }
+CUresult PrimaryCtxRetain(CUcontext* ctx, CUdevice device) {
+  ++primary_retains;
+  *ctx = PrimaryContext(device);
+  return 0;
+}
 
 CUresult ModuleLoadData(CUmodule* module, const void* image) {
   if (std::strcmp(static_cast<const char*>(image), kEmulatedPtx) != 0) return kInvalidImage;
+  ++module_loads;
   *module = reinterpret_cast<CUmodule>(0x60d);
   return 0;
 }
@@ -78,6 +93,9 @@ CUresult LaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned i
   dladdr(reinterpret_cast<void*>(f), &info);
   const std::string name = info.dli_sname ? info.dli_sname : "?";
   if (stream != kStream) return Refuse(name + ": launched on another stream");
+  if (current != PrimaryContext(device_of_call)) {
+    return Refuse(name + ": launched in another device's context");
+  }
   if (gy != 1 || gz != 1 || by != 1 || bz != 1) return Refuse(name + ": not a 1-D launch");
   if (bx == 0 || bx > static_cast<unsigned int>(nobias_gpu::kMaxThreads) || (bx & (bx - 1))) {
     return Refuse(name + ": block of " + std::to_string(bx) + " threads");
@@ -135,6 +153,16 @@ void* AllocGpu(void*, int bytes) {
 
 }  // namespace
 
+// The emulated machine: the device the next emu_compute's arrays are on, a thread that starts
+// with `current_device`'s context current (-1: none), and the counts since the last reset.
+extern "C" void emu_reset(int device, int current_device) {
+  device_of_call = device;
+  current = current_device < 0 ? nullptr : PrimaryContext(current_device);
+  module_loads = primary_retains = 0;
+}
+extern "C" int emu_module_loads() { return module_loads; }
+extern "C" int emu_primary_retains() { return primary_retains; }
+
 // Runs the GPU compute's forward (backward = 0) or backward pass on host arrays laid out as the
 // operator's inputs and outputs (nobias_bn.cc). dtype: 0 float32, 1 float64, 2 float16 data
 // (the parameters are float32 for float16 data). Returns 1 on success; else 0 and the reason
@@ -157,7 +185,7 @@ extern "C" int emu_compute(int backward, int num_attrs, const char* const* keys,
     for (int i = 0; kinds[i] != '\0'; ++i) {
       const bool d = kinds[i] == 'd';
       out.emplace_back(ptrs[i], d ? data_shape : kinds[i] == 'c' ? channels : one,
-                       d ? data_type : param_type, i, MXContext::GPU(0));
+                       d ? data_type : param_type, i, MXContext::GPU(device_of_call));
     }
     return out;
   };
