@@ -18,7 +18,7 @@ $(STAMP): setup.cfg setup.py constraints.txt
 test: setup
 	$(BIN)/python -m pytest -q
 
-# On a machine with a GPU and MXNet's CUDA build (pip install mxnet-cu112==1.9.1 in .venv):
+# On a machine with a GPU and MXNet's CUDA build in .venv (README, "GPUs", says how):
 # NoBiasBatchNorm on GPUs against the CPU operator, two GPUs, AMP, export. Skips without a GPU.
 test-gpu: setup
 	$(BIN)/python -m pytest -q -rs tests/test_gpu.py
