@@ -218,6 +218,15 @@ def test_emulated_compute_runs_in_each_devices_context_and_loads_its_module_once
         lib.emu_reset(0, 0)
 
 
+def test_frozen_statistics_need_no_sums_in_the_forward_pass(emulation):
+    inputs = layer_inputs((3, 2, 5000), "float32")
+    got = emulated_pass(emulation, inputs, np.ones((3, 2, 5000), "float32"),
+                        use_global_stats=True)
+    assert got["launches"].split(";")[:3] == ["nobias_finalize_forward_f32:1x256",
+                                              "nobias_scale_f32:18x256",
+                                              "nobias_backward_dots_f32:18x256"]
+
+
 def test_emulated_gpu_compute_refuses_other_dtypes(emulation):
     x = np.ones((2, 3, 4), np.int32)
     params = [np.ones(3, np.int32) for _ in range(3)] + [np.ones(1, np.int32)]

@@ -202,8 +202,9 @@ void RunForward(const Apis& apis, const Attrs& attrs, std::vector<MXTensor>* in,
   MXTensor& data = in->at(kData);
   const Launcher launch(apis, data, res);
   const nobias::Geometry geo = GeometryOf(data);
+  const nobias::Params p = nobias::ParseParams(attrs);
   KernelArgs k = {};
-  SetParams(nobias::ParseParams(attrs), &k);
+  SetParams(p, &k);
   const Grid grid = RunGrid(geo, &k);
   AllocateTemp(res, grid.blocks, geo.c, Launcher::ParamBytes(in->at(kGamma)), &k);
   k.a = k.b = data.data_ptr;
@@ -212,7 +213,7 @@ void RunForward(const Apis& apis, const Attrs& attrs, std::vector<MXTensor>* in,
   k.running_var = in->at(kRunningVar).data_ptr;
   k.is_train = in->at(kIsTrain).data_ptr;
   k.inv_rms = out->at(1).data_ptr;
-  launch.Run(kForwardDots, grid, &k);
+  if (!p.use_global_stats) launch.Run(kForwardDots, grid, &k);  // else never training
   launch.Run(kFinalizeForward, ChannelGrid(geo), &k);
   launch.Run(kScale, grid, &k);
 }
