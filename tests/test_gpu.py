@@ -59,6 +59,7 @@ def test_gpu_layer_matches_the_cpu_operator(impl):
 
 def test_gpu_operator_matches_the_cpu_one_in_every_mode():
     """Forward and backward, training and inference, float32 and float64, fused ReLU."""
+    native.load()
     rng = np.random.RandomState(0)
     for dtype, rtol in (("float32", 1e-5), ("float64", 1e-12)):
         for train_flag, relu in ((1, 0), (1, 1), (0, 1)):
