@@ -29,8 +29,8 @@ import mxnet as mx
 from .errors import UserError
 
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = ("kernels.h", "nobias_bn.cc", "mkldnn_layouts.h", "mkldnn_layouts.cc", "install.cc",
-           "gpu_args.h", "gpu_api.h", "gpu_kernels.cuh", "gpu_compute.h", "gpu_compute.cc",
+SOURCES = ("kernels.h", "operator_io.h", "nobias_bn.cc", "mkldnn_layouts.h", "mkldnn_layouts.cc",
+           "install.cc", "gpu_args.h", "gpu_api.h", "gpu_kernels.cuh", "gpu_compute.h", "gpu_compute.cc",
            "gpu_system.cc")
 # Embedded in the library as strings for NVRTC (gpu_compute.cc), under these C++ names.
 GPU_SOURCES = {"kKernelSource": "gpu_kernels.cuh", "kArgsSource": "gpu_args.h"}

@@ -113,8 +113,9 @@ def choose_impl(impl: str, contexts: Sequence[mx.Context], native_error: Optiona
     """
     gpus = [c for c in contexts if c.device_type == "gpu"]
     reason = native_error
-    if reason is None and gpus and native.gpu_error() is not None:
-        reason = f"no GPU compute for {gpus[0]}: {native.gpu_error()}"
+    gpu_error = native.gpu_error() if gpus and reason is None else None
+    if gpu_error is not None:
+        reason = f"no GPU compute for {gpus[0]}: {gpu_error}"
     if impl == "native" and reason is not None:
         raise native.NativeUnavailable(
             f"the compiled nobias_batch_norm operator cannot run here ({reason}): use impl "

@@ -8,6 +8,7 @@
   every GPU generation from Maxwell (sm_50) to Hopper (sm_90).
 """
 import ctypes
+import importlib
 import os
 import re
 import shutil
@@ -240,7 +241,7 @@ def test_emulated_gpu_compute_refuses_other_dtypes(emulation):
 def pip_cuda_tool(package: str, relative: str):
     """A file of an installed nvidia-* wheel (make setup installs them on Linux x86-64)."""
     try:
-        module = __import__(f"nvidia.{package}", fromlist=["_"])
+        module = importlib.import_module(f"nvidia.{package}")
     except ImportError:
         return None
     path = Path(list(module.__path__)[0]) / relative

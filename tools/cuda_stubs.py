@@ -59,11 +59,9 @@ def main(library: str, out_dir: str) -> None:
         names = symbols.get(soname, [])
         if names:  # versioned: the version node is the soname
             write_stub(out, soname, names, soname)
-        else:  # unversioned (the driver, NCCL): the functions named after it
-            prefix = {"libcuda.so.1": "cu", "libnccl.so.2": "nccl"}[soname]
-            unversioned = [n for n in symbols[""] if n.startswith(prefix) and
-                           not n.startswith(("cuda", "cudnn", "cublas", "cusolver", "cufft",
-                                             "curand"))]
+        else:  # unversioned (the driver: cuXxx, NCCL: ncclXxx): the functions named after it
+            pattern = {"libcuda.so.1": r"cu[A-Z]", "libnccl.so.2": r"nccl[A-Z]"}[soname]
+            unversioned = [n for n in symbols[""] if re.match(pattern, n)]
             extra = DRIVER_EXTRA if soname == "libcuda.so.1" else []
             write_stub(out, soname, sorted(set(unversioned + extra)), "")
     print(f"{len(stubs)} stand-in libraries in {out}: {', '.join(stubs)}")

@@ -13,6 +13,7 @@
 
 #include "gpu_args.h"
 #include "kernels.h"
+#include "operator_io.h"
 // kKernelSource and kArgsSource: gpu_kernels.cuh and gpu_args.h as strings, written by native.py
 #include "gpu_sources.inc"
 
@@ -22,9 +23,7 @@ const char kArch[] = "compute_50";
 
 namespace {
 
-constexpr int kData = 0, kGamma = 1, kRunningMean = 2, kRunningVar = 3, kIsTrain = 4;
-constexpr int kNumInputs = 5, kNumOutputs = 2;
-constexpr int kFwdIn = kNumOutputs, kFwdOut = kNumOutputs + kNumInputs;  // in backward's inputs
+using namespace nobias::io;  // NOLINT: the operator's input and output positions
 
 enum Kernel { kForwardDots, kFinalizeForward, kScale, kBackwardDots, kFinalizeBackward,
               kInputGrad, kNumKernels };
@@ -61,15 +60,10 @@ class Modules {
     std::lock_guard<std::mutex> lock(mutex_);
     auto found = functions_.find({apis.cuda, ctx});
     if (found != functions_.end()) return found->second;
-    if (ptx_.empty()) {
-      std::string log;
-      if (!CompilePtx(*apis.nvrtc, kArch, &ptx_, &log)) {
-        throw GpuError("compiling the nobias_batch_norm GPU kernels with NVRTC failed: " + log);
-      }
-    }
+    const std::string& ptx = Ptx(*apis.nvrtc);
     const CudaApi& cu = *apis.cuda;
     CUmodule module = nullptr;
-    Check(cu, cu.cuModuleLoadData(&module, ptx_.c_str()), "cuModuleLoadData");
+    Check(cu, cu.cuModuleLoadData(&module, ptx.c_str()), "cuModuleLoadData");
     Functions fns;
     for (int t = 0; t < kNumDTypes; ++t) {
       for (int k = 0; k < kNumKernels; ++k) {
@@ -81,7 +75,29 @@ class Modules {
     return functions_[{apis.cuda, ctx}] = fns;
   }
 
+  // Why the kernels do not compile; empty if they do (and the PTX is kept for For).
+  std::string CompileError(const NvrtcApi& nvrtc) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    try {
+      Ptx(nvrtc);
+    } catch (const GpuError& err) {
+      return err.what();
+    }
+    return "";
+  }
+
  private:
+  // Compiled at the first call; the caller holds mutex_.
+  const std::string& Ptx(const NvrtcApi& nvrtc) {
+    if (ptx_.empty()) {
+      std::string log;
+      if (!CompilePtx(nvrtc, kArch, &ptx_, &log)) {
+        throw GpuError("compiling the nobias_batch_norm GPU kernels with NVRTC failed: " + log);
+      }
+    }
+    return ptx_;
+  }
+
   std::mutex mutex_;
   std::string ptx_;
   std::map<std::pair<const CudaApi*, CUcontext>, Functions> functions_;
@@ -132,8 +148,8 @@ Grid RunGrid(const nobias::Geometry& geo, KernelArgs* k) {
   return {static_cast<unsigned int>(blocks), threads};
 }
 
-Grid ChannelGrid(const nobias::Geometry& geo) {
-  return {static_cast<unsigned int>((geo.c + kMaxThreads - 1) / kMaxThreads),
+Grid ChannelGrid(const KernelArgs& k) {
+  return {static_cast<unsigned int>((k.c + kMaxThreads - 1) / kMaxThreads),
           static_cast<unsigned int>(kMaxThreads)};
 }
 
@@ -185,28 +201,27 @@ class Launcher {
   const CUfunction* fns_ = nullptr;  // this dtype's kernels
 };
 
-void SetParams(const nobias::Params& p, KernelArgs* k) {
-  k->eps = p.eps;
-  k->momentum = p.momentum;
-  k->use_global_stats = p.use_global_stats;
-  k->fix_gamma = p.fix_gamma;
-  k->relu = p.relu;
-}
-
-nobias::Geometry GeometryOf(const MXTensor& t) {
-  return nobias::GeometryOf(t.shape, static_cast<int>(t.shape.size()));
+// The kernels' settings, sizes, grid (into `grid`) and temporary space for `data`.
+KernelArgs Prepare(const nobias::Params& p, const MXTensor& data, const MXTensor& gamma,
+                   const OpResource& res, Grid* grid) {
+  KernelArgs k = {};
+  k.eps = p.eps;
+  k.momentum = p.momentum;
+  k.use_global_stats = p.use_global_stats;
+  k.fix_gamma = p.fix_gamma;
+  k.relu = p.relu;
+  *grid = RunGrid(nobias::GeometryOf(data.shape, static_cast<int>(data.shape.size())), &k);
+  AllocateTemp(res, grid->blocks, k.c, Launcher::ParamBytes(gamma), &k);
+  return k;
 }
 
 void RunForward(const Apis& apis, const Attrs& attrs, std::vector<MXTensor>* in,
                 std::vector<MXTensor>* out, const OpResource& res) {
   MXTensor& data = in->at(kData);
   const Launcher launch(apis, data, res);
-  const nobias::Geometry geo = GeometryOf(data);
   const nobias::Params p = nobias::ParseParams(attrs);
-  KernelArgs k = {};
-  SetParams(p, &k);
-  const Grid grid = RunGrid(geo, &k);
-  AllocateTemp(res, grid.blocks, geo.c, Launcher::ParamBytes(in->at(kGamma)), &k);
+  Grid grid;
+  KernelArgs k = Prepare(p, data, in->at(kGamma), res, &grid);
   k.a = k.b = data.data_ptr;
   k.out = out->at(0).data_ptr;
   k.gamma = in->at(kGamma).data_ptr;
@@ -214,7 +229,7 @@ void RunForward(const Apis& apis, const Attrs& attrs, std::vector<MXTensor>* in,
   k.is_train = in->at(kIsTrain).data_ptr;
   k.inv_rms = out->at(1).data_ptr;
   if (!p.use_global_stats) launch.Run(kForwardDots, grid, &k);  // else never training
-  launch.Run(kFinalizeForward, ChannelGrid(geo), &k);
+  launch.Run(kFinalizeForward, ChannelGrid(k), &k);
   launch.Run(kScale, grid, &k);
 }
 
@@ -224,12 +239,9 @@ void RunBackward(const Apis& apis, const Attrs& attrs, std::vector<MXTensor>* in
                  std::vector<MXTensor>* out, const OpResource& res) {
   MXTensor& data = in->at(kFwdIn + kData);
   const Launcher launch(apis, data, res);
-  const nobias::Geometry geo = GeometryOf(data);
   const nobias::Params p = nobias::ParseParams(attrs);
-  KernelArgs k = {};
-  SetParams(p, &k);
-  const Grid grid = RunGrid(geo, &k);
-  AllocateTemp(res, grid.blocks, geo.c, Launcher::ParamBytes(in->at(kFwdIn + kGamma)), &k);
+  Grid grid;
+  KernelArgs k = Prepare(p, data, in->at(kFwdIn + kGamma), res, &grid);
   k.a = in->at(0).data_ptr;
   k.b = data.data_ptr;
   k.gate = p.relu ? in->at(kFwdOut).data_ptr : nullptr;
@@ -239,7 +251,7 @@ void RunBackward(const Apis& apis, const Attrs& attrs, std::vector<MXTensor>* in
   k.inv_rms = in->at(kFwdOut + 1).data_ptr;
   k.dgamma = out->at(kGamma).data_ptr;
   launch.Run(kBackwardDots, grid, &k);
-  launch.Run(kFinalizeBackward, ChannelGrid(geo), &k);
+  launch.Run(kFinalizeBackward, ChannelGrid(k), &k);
   launch.Run(kInputGrad, grid, &k);
   for (int aux : {kRunningMean, kRunningVar, kIsTrain}) launch.Zero(out->at(aux));
 }
@@ -289,6 +301,10 @@ bool CompilePtx(const NvrtcApi& nv, const std::string& arch, std::string* ptx,
   }
   nv.nvrtcDestroyProgram(&prog);
   return status == 0;
+}
+
+std::string KernelCompileError(const NvrtcApi& nvrtc) {
+  return AllModules().CompileError(nvrtc);
 }
 
 MXReturnValue Forward(const Apis& apis, const Attrs& attrs, std::vector<MXTensor>* inputs,

@@ -27,6 +27,10 @@ extern const char kArch[];
 bool CompilePtx(const NvrtcApi& nvrtc, const std::string& arch, std::string* ptx,
                 std::string* log);
 
+// Why gpu_kernels.cuh does not compile with `nvrtc`; empty if it does. The PTX is kept for the
+// compute functions, which compile it on their first call otherwise.
+std::string KernelCompileError(const NvrtcApi& nvrtc);
+
 // The lib_api compute functions, on device arrays (see nobias_bn.cc for inputs and outputs).
 MXReturnValue Forward(const Apis& apis, const Attrs& attrs, std::vector<MXTensor>* inputs,
                       std::vector<MXTensor>* outputs, const OpResource& res);

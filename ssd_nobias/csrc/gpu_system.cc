@@ -115,12 +115,7 @@ extern "C" const char* nobias_gpu_unavailable() {
   using nobias_gpu::last_result;
   const nobias_gpu::System& system = nobias_gpu::TheSystem();
   last_result = system.Unavailable();
-  if (last_result.empty()) {
-    std::string ptx, log;
-    if (!nobias_gpu::CompilePtx(system.nvrtc, nobias_gpu::kArch, &ptx, &log)) {
-      last_result = "NVRTC does not compile the kernels: " + log;
-    }
-  }
+  if (last_result.empty()) last_result = nobias_gpu::KernelCompileError(system.nvrtc);
   return last_result.c_str();
 }
 

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "operator_io.h"
 
 namespace mxnet {
 // Exported by libmxnet.so (src/operator/nn/mkldnn/mkldnn_base.cc): `desc`'s dims and data type
@@ -35,11 +36,7 @@ namespace {
 using mxnet::NDArray;
 using mxnet::OpReqType;
 
-// forward inputs and outputs, as nobias_bn.cc registers them
-constexpr int kData = 0, kGamma = 1, kRunningMean = 2, kRunningVar = 3, kIsTrain = 4;
-constexpr int kNumInputs = 5, kNumOutputs = 2;
-// backward inputs: the output gradients, then the forward inputs, then the forward outputs
-constexpr int kFwdIn = kNumOutputs, kFwdOut = kNumOutputs + kNumInputs;
+using namespace io;  // NOLINT: the operator's input and output positions
 
 mkldnn::memory::desc BlockedDesc(const mxnet::TShape& shape, int lanes) {
   mkldnn::memory::desc plain;

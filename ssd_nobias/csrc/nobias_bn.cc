@@ -30,6 +30,7 @@
 #include "mxnet/lib_api.h"
 #include "gpu_compute.h"
 #include "kernels.h"
+#include "operator_io.h"
 
 using mxnet::ext::MXReturnValue;
 using mxnet::ext::MXTensor;
@@ -41,8 +42,7 @@ namespace {
 
 typedef std::unordered_map<std::string, std::string> Attrs;
 
-constexpr int kData = 0, kGamma = 1, kRunningMean = 2, kRunningVar = 3, kIsTrain = 4;
-constexpr int kNumInputs = 5, kNumOutputs = 2;
+using namespace nobias::io;  // NOLINT: the operator's input and output positions
 constexpr unsigned int kUnknownDim = static_cast<unsigned int>(-1);
 
 nobias::Geometry geometry(const MXTensor& t) {
@@ -71,14 +71,14 @@ void forward_impl(const nobias::Params& p, std::vector<MXTensor>* inputs,
 template <typename T>
 void backward_impl(const nobias::Params& p, std::vector<MXTensor>* inputs,
                    std::vector<MXTensor>* outputs) {
-  MXTensor& data = inputs->at(kNumOutputs + kData);
+  MXTensor& data = inputs->at(kFwdIn + kData);
   const nobias::Geometry geo = geometry(data);
   std::vector<double> dgamma;
-  nobias::Backward<T, 1>(p, training_mode<T>(p, inputs->at(kNumOutputs + kIsTrain)),
+  nobias::Backward<T, 1>(p, training_mode<T>(p, inputs->at(kFwdIn + kIsTrain)),
                          ptr<T>(inputs->at(0)), ptr<T>(data),
-                         ptr<T>(inputs->at(kNumOutputs + kNumInputs)),
-                         ptr<T>(inputs->at(kNumOutputs + kGamma)),
-                         ptr<T>(inputs->at(kNumOutputs + kNumInputs + 1)), geo,
+                         ptr<T>(inputs->at(kFwdOut)),
+                         ptr<T>(inputs->at(kFwdIn + kGamma)),
+                         ptr<T>(inputs->at(kFwdOut + 1)), geo,
                          ptr<T>(outputs->at(kData)), &dgamma);
   T* dg = ptr<T>(outputs->at(kGamma));
   for (int64_t c = 0; c < geo.c; ++c) dg[c] = static_cast<T>(dgamma[c]);
