@@ -94,9 +94,7 @@ def test_killing_a_worker_stops_the_run_and_leaves_no_process(data, tmp_path):
             if re.match(r"\[rank 0\] epoch \S+ iter 2 ", line):
                 break
         os.kill(pids["worker #1"], signal.SIGKILL)
-        killed_at = time.monotonic()
-        rest, _ = launcher.communicate(timeout=60)
-        assert time.monotonic() - killed_at < 60
+        rest, _ = launcher.communicate(timeout=120)  # a hang guard, not a speed requirement
     finally:
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
@@ -104,10 +102,19 @@ def test_killing_a_worker_stops_the_run_and_leaves_no_process(data, tmp_path):
     assert launcher.returncode == 2, output[-3000:]
     assert re.search(r"error: (worker #1|rank \d) \(pid \d+\) failed: killed by SIGKILL", output)
     assert set(pids) == {"scheduler", "server 0", "worker #0", "worker #1"}
-    time.sleep(0.5)
-    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and
-            out.encode() in _cmdline(pid)]
-    assert left == [], f"processes left behind: {left}"
+    assert _left_behind(out) == [], "processes left behind"
+
+
+def _left_behind(out, deadline_s=30.0):
+    """Processes whose command line names `out`, once those killed have gone (a SIGKILL is
+    delivered asynchronously): polled until none is left or the deadline passes."""
+    give_up = time.monotonic() + deadline_s
+    while True:
+        left = [pid for pid in os.listdir("/proc") if pid.isdigit() and
+                out.encode() in _cmdline(pid)]
+        if not left or time.monotonic() > give_up:
+            return left
+        time.sleep(0.05)
 
 
 def _cmdline(pid):
