@@ -34,6 +34,7 @@ from matplotlib.figure import Figure
 from ssd_nobias.config import load_config
 from ssd_nobias.evaluate import evaluate_checkpoint
 from ssd_nobias.export import export_deploy
+from ssd_nobias.machine import cpu_info
 from ssd_nobias.model import BIAS_FREE_RECIPE, STOCK_RECIPE
 from ssd_nobias.naive_fix import export_zero_shift
 from ssd_nobias.train import read_metrics
@@ -64,8 +65,9 @@ def call(command, env=None) -> None:
 
 def train_run(out: str, overrides: list, seed: int, data: str, budget: dict) -> dict:
     """Train the demo recipe with `overrides`; its val mAP per validated epoch and images/s."""
-    call([sys.executable, os.path.join(ROOT, "scripts", "train_ssd.py"), "--config",
-          os.path.join(ROOT, "configs", "demo_synthetic.yaml"), f"data.root={data}",
+    # --overwrite: an arm-seed a stopped study left half-trained starts again from scratch
+    call([sys.executable, os.path.join(ROOT, "scripts", "train_ssd.py"), "--overwrite",
+          "--config", os.path.join(ROOT, "configs", "demo_synthetic.yaml"), f"data.root={data}",
           f"output_dir={out}", f"seed={seed}", f"train.epochs={budget['epochs']}",
           f"train.val_interval={budget['val_interval']}",
           f"train.save_interval={budget.get('save_interval', budget['epochs'])}"] + overrides,
@@ -276,14 +278,8 @@ def read_results(out: str, budget: dict) -> tuple:
 
 def cpu() -> dict:
     """The CPU a seed ran on: AVX-512 makes MKLDNN use nChw16c, another rounding order."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-    except OSError:
-        info = ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                  if line.startswith("model name")), "unknown")
-    return {"model": model, "cores": os.cpu_count(), "avx512": "avx512f" in info}
+    info = cpu_info()
+    return {"model": info.model, "cores": info.cores, "avx512": info.avx512, "vnni": info.vnni}
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ def parser(description: str, config_required: bool = True) -> argparse.ArgumentP
     """An ArgumentParser with the shared --config and trailing key=value overrides."""
     p = argparse.ArgumentParser(description=description,
                                 epilog="Overrides: any config key, e.g. train.lr=0.05 "
-                                       "train.ctx=[gpu0,gpu1]")
+                                       "train.ctx=[gpu0,gpu1]; `train_ssd.py --print-config` "
+                                       "lists every key with what it does")
     p.add_argument("--config", required=config_required, metavar="YAML",
                    help="run configuration (see configs/)")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value",

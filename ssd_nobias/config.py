@@ -5,6 +5,7 @@ exist there. Builders (`build_model`, `build_dataset`, ...) are the only readers
 """
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from typing import List, Optional, Sequence
@@ -90,6 +91,106 @@ def defaults() -> CfgNode:
     return c
 
 
+# One line per key: what `--print-config` says of it (a test checks every key has one).
+DOCS = {
+    "name": "run name: the prefix of the run's checkpoint files",
+    "output_dir": "where the run writes; empty: runs/<name>",
+    "seed": "seed of the initial weights, the data order and the augmentation",
+    "model.name": "architecture: ssd_<size>_mobilenet<width>_<voc|coco|custom> (--list-models)",
+    "model.norm": "norm after every conv: nobias (NoBiasBatchNorm) or batchnorm (stock)",
+    "model.bias_free": "globs of layer names that get NoBiasBatchNorm (others: BatchNorm)",
+    "model.heads_bias": "whether the 12 class/box predictor convs keep a bias",
+    "model.conv_weights": "full and pointwise conv weights: auto | plain | centered | "
+                          "dc_positive (auto: the norm's recipe)",
+    "model.depthwise_weights": "3x3 depthwise conv weights: the same choices",
+    "model.activation": "auto | relu | leaky (auto: ReLU)",
+    "model.leaky_slope": "negative slope of activation: leaky",
+    "model.norm_impl": "NoBiasBatchNorm's implementation: auto | native (compiled) | ops "
+                       "(portable)",
+    "model.pretrained_base": "a local Gluon MobileNet .params file for the base; empty: "
+                             "from scratch",
+    "model.nms_thresh": "IoU above which NMS drops the lower-scored box of a class",
+    "model.nms_topk": "boxes per image that enter NMS",
+    "model.post_nms": "detections per image kept after NMS",
+    "data.dataset": "dataset layout: voc | coco | voc_custom",
+    "data.root": "the dataset's folder",
+    "data.train_splits": "training splits (voc: [[year, name]]; voc_custom: ImageSets/Main "
+                         "names; coco: annotation file names)",
+    "data.val_splits": "validation splits, same form",
+    "data.classes": "voc_custom: the class names, or [path/to/classes.txt]",
+    "data.num_workers": "loader worker processes (0: load in the training process)",
+    "data.mean": "per-channel mean subtracted from RGB in [0, 1]",
+    "data.std": "per-channel std the mean-subtracted image is divided by",
+    "data.bad_images": "a broken training image: error (stop, naming it) | skip (warn, "
+                       "take the next)",
+    "data.max_expand": "SSD's zoom-out augmentation (p 0.5) up to this factor; 1 turns it off",
+    "train.ctx": "devices: [cpu], [cpu0, cpu1] or [gpu0, gpu1, ...]",
+    "train.batch_size": "global batch: over every context of every worker",
+    "train.epochs": "passes over the training set",
+    "train.lr": "peak learning rate (after warmup)",
+    "train.lr_mode": "cosine (to 0) | step",
+    "train.lr_steps": "epochs at which lr_mode step multiplies the lr by lr_factor",
+    "train.lr_factor": "the step schedule's factor",
+    "train.warmup_iters": "iterations of linear warmup from 0 to train.lr",
+    "train.momentum": "SGD momentum",
+    "train.wd": "weight decay (not on norm parameters unless train.norm_wd)",
+    "train.norm_wd": "also decay the norms' scale and shift",
+    "train.kvstore": "gradient reduction: device | local | dist_sync | dist_device_sync",
+    "train.amp": "float16 mixed precision (GPUs only)",
+    "train.log_interval": "iterations between log lines",
+    "train.val_interval": "epochs between validations",
+    "train.save_interval": "epochs between numbered checkpoints",
+    "train.checkpoint_iters": "also write <name>-last every N iterations; 0: at epoch ends",
+    "train.resume": "'' (a new run), 'auto' (continue the run in output_dir) or a .params file",
+    "eval.batch_size": "evaluation batch",
+    "eval.metric": "auto | voc07 | voc | coco (auto: coco on COCO data, else voc07)",
+    "eval.num_images": "validation images drawn into detections.png",
+    "eval.score_thresh": "score above which detections are drawn (mAP uses all)",
+}
+
+
+def keys(node: Optional[CfgNode] = None, prefix: str = "") -> List[str]:
+    """Every leaf key of the schema (or of `node`), dotted, in definition order."""
+    node = defaults() if node is None else node
+    out = []
+    for key, value in node.items():
+        if isinstance(value, CfgNode):
+            out += keys(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def get(cfg: CfgNode, key: str):
+    """The value of a dotted key."""
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def describe(cfg: CfgNode) -> str:
+    """The resolved config, one key a line: value, the default when it differs, what it does."""
+    base = defaults()
+    lines = []
+    for key in keys():
+        value, default = get(cfg, key), get(base, key)
+        changed = "" if value == default else f"  (default {default!r})"
+        lines.append(f"{key} = {value!r}{changed}\n    {DOCS[key]}")
+    return "\n".join(lines)
+
+
+def _did_you_mean(key: str, node: CfgNode, prefix: str) -> str:
+    """' (did you mean ...?)' with the nearest known keys, or ''."""
+    candidates = [k for k in keys() if k.startswith(prefix)] or keys()
+    near = difflib.get_close_matches(key, candidates, n=3, cutoff=0.8) or \
+        difflib.get_close_matches(key, candidates, n=2, cutoff=0.6)
+    if not near:  # a known leaf in another section (batchsize -> train.batch_size)
+        leaf = key.rsplit(".", 1)[-1]
+        near = [k for k in keys() if difflib.get_close_matches(leaf, [k.rsplit(".", 1)[-1]],
+                                                                 cutoff=0.75)][:3]
+    return f" (did you mean {' or '.join(near)}?)" if near else ""
+
+
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> CfgNode:
     """Read a YAML config, apply `key.sub=value` overrides, validate and freeze."""
     cfg = defaults()
@@ -124,7 +225,8 @@ def _lookup(cfg: CfgNode, key: str):
     node, parts = cfg, key.split(".")
     for i, part in enumerate(parts[:-1]):
         if not isinstance(node.get(part), CfgNode):
-            raise ConfigError(f"unknown config key '{'.'.join(parts[:i + 1])}' (in '{key}')")
+            raise ConfigError(f"unknown config key '{'.'.join(parts[:i + 1])}' (in '{key}')"
+                              f"{_did_you_mean(key, node, '')}")
         node = node[part]
     return node, parts[-1]
 
@@ -134,7 +236,8 @@ def _merge(node: CfgNode, values: dict, source: str, prefix: str = "") -> None:
     for key, value in values.items():
         full = f"{prefix}{key}"
         if key not in node:
-            raise ConfigError(f"unknown config key '{full}' in {source}")
+            raise ConfigError(f"unknown config key '{full}' in {source}"
+                              f"{_did_you_mean(full, node, prefix)}")
         old = node[key]
         if isinstance(old, CfgNode):
             if not isinstance(value, dict):

@@ -294,6 +294,16 @@ def build_dataset(cfg: CfgNode, split: str, transform=None):
         raise ValueError(f"split must be 'train' or 'val', not {split!r}")
     d = cfg.data
     splits = d.train_splits if split == "train" else d.val_splits
+    if not os.path.isdir(os.path.expanduser(d.root)):
+        raise DataError(f"dataset root '{d.root}' (data.root) does not exist")
+    try:
+        return _dataset(d, split, splits, transform)
+    except DataError as err:
+        raise DataError(f"{err} [data.dataset={d.dataset}, data.root={d.root}, "
+                        f"data.{split}_splits={list(splits)}]") from None
+
+
+def _dataset(d: CfgNode, split: str, splits: Sequence, transform):
     skip_empty = split == "train"
     if d.dataset == "coco":
         return COCOFormatDetection(d.root, [str(s) for s in splits], transform, skip_empty)
@@ -305,7 +315,7 @@ def build_dataset(cfg: CfgNode, split: str, transform=None):
         classes = VOCDetection.CLASSES
     else:
         pairs = [("", str(s)) for s in splits]
-        classes = dataset_classes(cfg)
+        classes = _class_names(d)
     return VOCFormatDetection(d.root, pairs, classes, transform, skip_empty)
 
 
@@ -322,6 +332,10 @@ def dataset_classes(cfg: CfgNode) -> List[str]:
         return list(VOCDetection.CLASSES)
     if d.dataset == "coco":
         return list(build_dataset(cfg, "val").classes)
+    return _class_names(d)
+
+
+def _class_names(d: CfgNode) -> List[str]:
     names = list(d.classes)
     if len(names) == 1 and names[0].endswith(".txt"):
         path = os.path.expanduser(names[0])
@@ -433,6 +447,13 @@ class ValTransform:
         img = timage.imresize(src, *self._size, interp=9)
         img = mx.nd.image.normalize(mx.nd.image.to_tensor(img), mean=self._mean, std=self._std)
         return img, label.astype(np.float32), np.array([w, h], dtype=np.float32)
+
+
+def boxes_to_image(boxes: np.ndarray, width: float, height: float, size: int) -> np.ndarray:
+    """Boxes predicted on ValTransform's size x size input, in the original image's pixels
+    (clipped to it): the inverse of its resize."""
+    scale = np.array([width, height, width, height], dtype=np.float32) / size
+    return np.clip(boxes * scale, 0, np.array([width, height, width, height], np.float32))
 
 
 class EpochSampler(gluon.data.Sampler):

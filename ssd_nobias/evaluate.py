@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from .atomic import write_json
 from .config import base_size, eval_metric
-from .data import COCOFormatDetection, read_image, split_batch, val_loader, val_set
+from .data import (COCOFormatDetection, boxes_to_image, read_image, split_batch, val_loader,
+                   val_set)
 from .plots import plot_detections, plot_pr_curves
 from .predictors import Predictor, load_predictor
 
@@ -89,8 +90,7 @@ def predict(predictor: Predictor, dataset, ctx: Sequence[mx.Context], size: int,
                 label, wh = label.asnumpy(), wh.asnumpy()
                 for i in range(ids.shape[0]):
                     keep = ids[i, :, 0] >= 0
-                    scale = np.tile(wh[i] / size, 2)
-                    box = np.clip(boxes[i][keep] * scale, 0, np.tile(wh[i], 2))
+                    box = boxes_to_image(boxes[i][keep], wh[i][0], wh[i][1], size)
                     gt = label[i][label[i][:, 4] >= 0]
                     yield Detections(index, box, ids[i, keep, 0].astype(int),
                                      scores[i, keep, 0], gt)

@@ -5,7 +5,7 @@ import fnmatch
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import mxnet as mx
 import numpy as np
@@ -313,6 +313,41 @@ def ssd_anchors(net: SSD, size: int, ctx: mx.Context) -> mx.nd.NDArray:
         for data, copy in zip(param.list_data(), copies):
             copy.copyto(data)
     return anchors
+
+
+UNIT_KINDS = ("full", "depthwise", "pointwise", "extras")
+
+
+def unit_kind(name: str) -> str:
+    """The kind of a feature unit, by its layer_names() name."""
+    if name.startswith("extra"):
+        return "extras"
+    if name.startswith("dw"):
+        return "depthwise"
+    return "pointwise" if name.startswith("pw") else "full"
+
+
+def recipe_summary(net: SSD) -> Dict[str, str]:
+    """What each kind of unit is built of (norm, weight mode, activation) and the heads'
+    bias, as the first lines of a run say it; a kind whose units differ lists each variant."""
+    variants: Dict[str, Dict[str, List[str]]] = {kind: {} for kind in UNIT_KINDS}
+    for name, block in net.features.pairs():
+        norm = type(block.norm).__name__
+        activation = "fused ReLU" if getattr(block.norm, "fuse_relu", False) else \
+            block.activation if block.activation == "relu" else f"leaky {block.slope:g}"
+        what = f"{norm}, {block.conv.mode} weights, {activation}"
+        variants[unit_kind(name)].setdefault(what, []).append(name)
+    summary = {}
+    for kind, found in variants.items():
+        if len(found) == 1:
+            summary[kind] = next(iter(found))
+        else:
+            summary[kind] = "; ".join(f"{what} ({', '.join(names)})"
+                                      for what, names in found.items())
+    heads = list(net.class_predictors) + list(net.box_predictors)
+    biased = sum(h.predictor.bias is not None for h in heads)
+    summary["heads"] = f"{len(heads)} predictor convs, {biased} with a bias"
+    return summary
 
 
 def _drop_predictor_bias(net: SSD) -> None:

@@ -144,3 +144,31 @@ def get_norm_layer(norm: Union[str, NormLayer]) -> NormLayer:
     if callable(norm):
         return norm
     raise TypeError(f"norm must be a name or a layer class, got {type(norm).__name__}")
+
+
+def impl_summary(net: nn.Block) -> str:
+    """Which implementation the NoBiasBatchNorm layers of an initialized `net` run, in words
+    (what the first lines of a run say)."""
+    found = {}
+
+    def visit(block):
+        if isinstance(block, NoBiasBatchNorm):
+            contexts = block._contexts()
+            with warnings.catch_warnings():  # the layer warned of a fallback already
+                warnings.simplefilter("ignore")
+                impl = choose_impl(block.impl, contexts, block._native_error)
+            if impl == "ops":
+                what = "ops (portable, built from MXNet operators)"
+            elif any(c.device_type == "gpu" for c in contexts):
+                what = "native (compiled operator, NVRTC GPU kernels)"
+            elif native.lib_api_only():
+                what = f"native (compiled operator, plain NCHW: ${native.PLAIN_LAYOUT_ENV}=1)"
+            else:
+                what = "native (compiled operator on MKLDNN layouts)"
+            found[what] = found.get(what, 0) + 1
+        for child in block._children.values():
+            visit(child)
+    visit(net)
+    if not found:
+        return "none (no NoBiasBatchNorm layer)"
+    return "; ".join(f"{what} x{count}" for what, count in found.items())

@@ -2,7 +2,6 @@
 atomic checkpoints with optimizer state, resume, and the run directory's logs and curves."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import logging
 import math
@@ -13,7 +12,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import mxnet as mx
 import numpy as np
@@ -30,10 +29,13 @@ from .data import EpochSampler, build_dataset, split_batch, train_loader, val_se
 from .distributed import RunningStatsSync, StopVote, Worker, connect, params_checksum
 from .errors import ConfigError, UserError
 from .evaluate import EvalResult, evaluate
-from .model import CONV_INIT, build_model, ssd_anchors
+from .machine import cpu_info, omp_threads
+from .model import CONV_INIT, build_model, recipe_summary, ssd_anchors
+from .nn import impl_summary
 from .plots import plot_training_curves
 from .predictors import net_predictor
 from .preemption import Preempted, RunLock, StopRequest, remove_stale_temps
+from .run_dir import StartGuard, claim
 
 log = logging.getLogger("ssd_nobias")
 
@@ -190,9 +192,11 @@ class Trainer:
     """One run: model, data, optimizer and run directory built from a config."""
 
     def __init__(self, cfg: CfgNode, worker: Optional[Worker] = None,
-                 stop: Optional[StopRequest] = None):
+                 stop: Optional[StopRequest] = None,
+                 on_first_step: Callable[[], None] = lambda: None):
         self.cfg = cfg
         self.stop = stop or StopRequest()  # never requested unless installed
+        self.on_first_step = on_first_step
         self.ctx = contexts(cfg.train.ctx)
         self.out_dir = cfg.output_dir
         os.makedirs(self.out_dir, exist_ok=True)
@@ -203,6 +207,7 @@ class Trainer:
         self._build_optimizer()
         self.loss_fn = SSDMultiBoxLoss()
         self.epoch, self.iteration, self.best_map = 0, 0, -1.0
+        self.stepped = False
 
     def _check_devices(self) -> None:
         t = self.cfg.train
@@ -287,14 +292,26 @@ class Trainer:
         return result
 
     def _announce(self) -> None:
+        """The run's first lines: what trains, on what, with which schedule and recipe."""
         cfg, t = self.cfg, self.cfg.train
         where = ",".join(map(str, self.ctx))
         if self.worker.kvstore is not None:
             where += (f" x {self.worker.num_workers} workers ({t.kvstore}, this is rank "
                       f"{self.worker.rank}, batch {self.batch_size} of {t.batch_size})")
-        log.info("training %s (%s) on %s: %d images, %d iterations/epoch, %d epochs, output %s",
-                 cfg.model.name, cfg.model.norm, where, len(self.train_set),
-                 self.iters_per_epoch, t.epochs, self.out_dir)
+        total = t.epochs * self.iters_per_epoch
+        log.info("training %s (%s) on %s: %d images, %d iterations/epoch, %d epochs "
+                 "(%d iterations), output %s", cfg.model.name, cfg.model.norm, where,
+                 len(self.train_set), self.iters_per_epoch, t.epochs, total, self.out_dir)
+        schedule = f"{t.lr_mode}" + (f" steps at epochs {list(t.lr_steps)} x{t.lr_factor:g}"
+                                     if t.lr_mode == "step" else "")
+        log.info("lr %g (%s, warmup %d iterations); batch %d global, %d per device "
+                 "(%d worker(s) x %d context(s))", t.lr, schedule, t.warmup_iters,
+                 t.batch_size, self.batch_size // len(self.ctx), self.worker.num_workers,
+                 len(self.ctx))
+        for kind, recipe in recipe_summary(self.net).items():
+            log.info("recipe %s: %s", kind, recipe)
+        log.info("NoBiasBatchNorm: %s", impl_summary(self.net))
+        log.info("OpenMP threads %s; CPU %s", omp_threads(), cpu_info().describe())
 
     def end_epoch(self, metrics: Optional[MetricsLog]) -> Optional[EvalResult]:
         """Close the epoch just trained: norm statistics agreed, a stop honoured; on rank 0,
@@ -349,6 +366,9 @@ class Trainer:
             self.trainer.set_learning_rate(lr)
             meter.add(self.step(batch), batch[0].shape[0])
             self.iteration += 1
+            if not self.stepped:
+                self.stepped = True
+                self.on_first_step()
             if self.iteration % t.log_interval == 0 or \
                     self.iteration % self.iters_per_epoch == 0:
                 self._log_progress(meter, lr, metrics, bar)
@@ -420,21 +440,30 @@ class Trainer:
                                self.trainer if with_states else None, meta)
 
 
-def train(cfg: CfgNode) -> Optional[EvalResult]:
-    """Run the training a config describes; everything lands in cfg.output_dir."""
-    os.makedirs(cfg.output_dir, exist_ok=True)
+def train(cfg: CfgNode, overwrite: bool = False) -> Optional[EvalResult]:
+    """Run the training a config describes; everything lands in cfg.output_dir.
+
+    A directory that holds another run is refused unless train.resume is 'auto' or
+    `overwrite` removes that run first (run_dir.claim); a start that fails before its first
+    step leaves the directory as it was (run_dir.StartGuard).
+    """
     worker = connect(cfg.train.kvstore)
-    handler = setup_logging(cfg.output_dir if worker.is_chief else None)
-    try:
-        # rank 0 alone writes in the run directory: it holds it and cleans it
-        with (RunLock(cfg.output_dir) if worker.is_chief else contextlib.nullcontext()):
-            if worker.is_chief:
-                remove_stale_temps(cfg.output_dir)
+    if not worker.is_chief:  # rank 0 alone writes in the run directory: it holds and cleans it
+        os.makedirs(cfg.output_dir, exist_ok=True)
+        setup_logging(None)
+        with StopRequest() as stop:
+            return Trainer(cfg, worker, stop).fit()
+    with StartGuard(cfg.output_dir) as guard, RunLock(cfg.output_dir):
+        removed = claim(cfg.output_dir, cfg.train.resume, overwrite)
+        handler = setup_logging(cfg.output_dir)
+        try:
+            if removed:
+                log.info("--overwrite: removed the previous run's %s", ", ".join(removed))
+            remove_stale_temps(cfg.output_dir)
             # installed before the loader's worker processes fork, which inherit it: a signal
             # to the whole process group (Ctrl-C, Slurm) does not kill them mid-epoch
             with StopRequest() as stop:
-                return Trainer(cfg, worker, stop).fit()
-    finally:
-        if handler is not None:
+                return Trainer(cfg, worker, stop, on_first_step=guard.started).fit()
+        finally:
             log.removeHandler(handler)
             handler.close()

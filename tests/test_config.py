@@ -1,12 +1,13 @@
 """Config loading: YAML + overrides -> one validated, frozen config; bad values stop early."""
 import glob
 import os
+import re
 
 import mxnet as mx
 import pytest
 
 from ssd_nobias.config import contexts, defaults, eval_metric, load_config, save_config
-from ssd_nobias.errors import ConfigError
+from ssd_nobias.errors import ConfigError, DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,3 +108,35 @@ def test_eval_metric_follows_the_dataset():
     assert eval_metric(load_config(None, ["data.dataset=coco",
                                           "model.name=ssd_300_mobilenet1.0_coco"])) == "coco"
     assert eval_metric(load_config(None, ["eval.metric=voc"])) == "voc"
+
+
+def test_every_key_says_what_it_does_and_print_config_shows_changes():
+    from ssd_nobias.config import DOCS, describe, keys
+    assert set(keys()) == set(DOCS) and all(DOCS.values())
+    text = describe(load_config(None, ["train.lr=0.1"]))
+    assert "train.lr = 0.1  (default 0.001)\n    peak learning rate" in text
+    assert "train.epochs = 240\n" in text  # unchanged keys show no default
+    assert len(re.findall(r"^\S+ = ", text, re.M)) == len(keys())
+
+
+@pytest.mark.parametrize("override, suggestion", [
+    ("train.batchsize=32", "did you mean train.batch_size?"),
+    ("model.nmsthresh=0.5", "did you mean model.nms_thresh"),
+    ("trian.lr=1", "did you mean train.lr"),
+])
+def test_an_unknown_key_suggests_the_nearest_known_ones(override, suggestion):
+    with pytest.raises(ConfigError, match=re.escape(suggestion)):
+        load_config(None, [override])
+
+
+def test_a_missing_dataset_names_the_config_key(tmp_path):
+    from ssd_nobias.data import build_dataset
+    cfg = load_config(None, [f"data.root={tmp_path / 'nowhere'}"])
+    with pytest.raises(DataError, match=r"\(data\.root\) does not exist"):
+        build_dataset(cfg, "train")
+    cfg = load_config(None, [f"data.root={tmp_path}", "data.dataset=voc_custom",
+                             "data.classes=[a]", "model.name=ssd_300_mobilenet1.0_custom",
+                             "data.train_splits=[mine]"])
+    with pytest.raises(DataError, match=r"mine\.txt' does not exist \[.*data\.train_splits="
+                                        r"\['mine'\]\]"):
+        build_dataset(cfg, "train")

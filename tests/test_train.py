@@ -2,6 +2,7 @@
 torn checkpoints, the schedule and weight-decay exclusions, and the scripts' error edge."""
 import csv
 import os
+import re
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ from ssd_nobias import native
 from ssd_nobias.checkpoint import find_resume, load_checkpoint, read_meta, save_checkpoint
 from ssd_nobias.config import load_config
 from ssd_nobias.errors import DataError
-from ssd_nobias.model import get_model
+from ssd_nobias.model import get_model, recipe_summary
 from ssd_nobias.synthetic import make_synthetic
 from ssd_nobias.data import split_batch
 from ssd_nobias.train import (CSV_FIELDS, Schedule, Trainer, TrainingDiverged, amp_fp32_ops,
@@ -65,6 +66,34 @@ def test_a_run_writes_its_files(finished_run):
     meta = read_meta(os.path.join(out, "tiny-last.params"))
     assert (meta["epoch"], meta["iteration"]) == (2, 4)
     assert meta["classes"] == ["circle", "square", "triangle", "star"]
+
+
+def test_the_first_lines_of_a_run_say_what_trains_and_how(finished_run):
+    with open(os.path.join(finished_run[0], "train.log")) as f:
+        lines = [line.split(" ", 2)[2].rstrip() for line in f][:9]  # after the timestamp
+    assert lines[0].startswith("training ssd_300_mobilenet0.25_custom (nobias) on cpu(0),cpu(1):"
+                               " 8 images, 2 iterations/epoch, 2 epochs (4 iterations)")
+    assert lines[1] == "lr 0.05 (cosine, warmup 2 iterations); batch 4 global, 2 per device " \
+                       "(1 worker(s) x 2 context(s))"
+    assert lines[2:7] == [
+        "recipe full: NoBiasBatchNorm, centered weights, fused ReLU",
+        "recipe depthwise: NoBiasBatchNorm, dc_positive weights, fused ReLU",
+        "recipe pointwise: NoBiasBatchNorm, centered weights, fused ReLU",
+        "recipe extras: NoBiasBatchNorm, centered weights, fused ReLU",
+        "recipe heads: 12 predictor convs, 12 with a bias"]
+    assert re.fullmatch(r"NoBiasBatchNorm: (native|ops) \(.*\) x35", lines[7])
+    assert re.fullmatch(r"OpenMP threads \S.*; CPU .*, \d+ cores, (AVX-512.*|AVX2|below AVX2)",
+                        lines[8])
+
+
+def test_the_recipe_summary_lists_each_variant_of_a_kind():
+    net = get_model("ssd_300_mobilenet0.25_custom", classes=["a"], bias_free=["dw1", "pw*"],
+                    heads_bias=False)
+    summary = recipe_summary(net)
+    assert summary["depthwise"].startswith("NoBiasBatchNorm, dc_positive weights, fused ReLU "
+                                           "(dw1); BatchNorm, plain weights, relu (dw2, ")
+    assert summary["pointwise"] == "NoBiasBatchNorm, centered weights, fused ReLU"
+    assert summary["heads"] == "12 predictor convs, 0 with a bias"
 
 
 def test_trained_model_has_zero_means_and_no_conv_bias(finished_run):

@@ -1,0 +1,54 @@
+"""Detect objects in your own images, folders of images or videos, with any exported or trained model.
+
+    python scripts/detect.py --config C.yaml --params runs/x/x-best.params photo.jpg [--out DIR]
+    python scripts/detect.py --deploy runs/x/export 'pictures/*.jpg' clip.mp4 [--thresh 0.3]
+    python scripts/detect.py --onnx runs/x/export/MODEL.onnx folder/ [--classes cat dog]
+"""
+import os
+import sys
+
+from ssd_nobias import cli
+from ssd_nobias.config import base_size, load_config
+from ssd_nobias.detect import Detector, Preprocess, find_inputs, run
+from ssd_nobias.predictors import load_predictor
+
+
+def main(argv=None) -> int:
+    p = cli.parser(__doc__.splitlines()[0], config_required=False)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--params", help="a .params file written by train_ssd.py (with --config)")
+    which.add_argument("--deploy", metavar="DIR", help="a folder written by export_ssd.py")
+    which.add_argument("--onnx", metavar="FILE", help="an ONNX model written by export_ssd.py")
+    p.add_argument("--input", dest="inputs", action="append", default=[], metavar="PATH",
+                   help="an image, a folder, a glob or a video (repeatable; or give them last)")
+    p.add_argument("--out", default="detections", help="output folder (default: detections)")
+    p.add_argument("--thresh", type=float, default=0.5, help="lowest score kept (default 0.5)")
+    p.add_argument("--classes", nargs="+", metavar="NAME", help="keep only these classes")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip (and count) unreadable inputs instead of stopping at the first")
+    args = p.parse_args(argv)
+    # positional words: key=value overrides, anything else an input
+    inputs = args.inputs + [w for w in args.overrides if "=" not in w]
+    overrides = [w for w in args.overrides if "=" in w]
+    if args.params and not args.config:
+        p.error("--params needs the --config it was trained with")
+    if not inputs:
+        p.error("give at least one input: an image, a folder, a glob or a video")
+    cfg = load_config(args.config, overrides)
+    model = load_predictor(cfg, params_path=args.params, deploy_dir=args.deploy,
+                           onnx_path=args.onnx)
+    if args.params:
+        prep = Preprocess(base_size(cfg), tuple(cfg.data.mean), tuple(cfg.data.std))
+    else:
+        prep = Preprocess.from_export(args.deploy or os.path.dirname(os.path.abspath(args.onnx)))
+    detector = Detector(model, prep, args.thresh, args.classes)
+    summary = run(detector, find_inputs(inputs), args.out, skip_bad=args.skip_bad)
+    skipped = f"; skipped {len(summary.skipped)} unreadable: " \
+              f"{', '.join(summary.skipped)}" if summary.skipped else ""
+    print(f"{summary.images} image(s) at {summary.images_per_s:.1f} images/s; wrote annotated "
+          f"copies and <name>.json under {args.out}{skipped}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,192 @@
+"""scripts/detect.py: any model file on one's own images, folders, globs and videos; boxes in
+the original image's pixels."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import mxnet as mx
+import numpy as np
+import pytest
+from gluoncv.data.transforms import image as timage
+
+from ssd_nobias.checkpoint import save_checkpoint
+from ssd_nobias.config import load_config
+from ssd_nobias.detect import Detector, Preprocess, find_inputs, run
+from ssd_nobias.errors import DataError
+from ssd_nobias.export import export_deploy
+from ssd_nobias.images import ImageError
+from ssd_nobias.predictors import load_predictor
+from ssd_nobias.synthetic import make_synthetic
+from ssd_nobias.train import initialized_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DETECT = [sys.executable, os.path.join(ROOT, "scripts", "detect.py")]
+CLASSES = ["circle", "square", "triangle", "star"]
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A random bias-free model (it still detects plenty) as a checkpoint and an export."""
+    base = tmp_path_factory.mktemp("detect")
+    root = make_synthetic(str(base / "data"), train=4, val=2, size=96, seed=1)["root"]
+    cfg = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml"), [
+        f"data.root={root}", f"output_dir={base / 'run'}", "data.num_workers=0"])
+    net = initialized_model(cfg, CLASSES, [mx.cpu()])
+    noise = mx.nd.array(np.random.RandomState(0).normal(0, 1, (2, 3, 300, 300)))
+    with mx.autograd.train_mode():  # running statistics of real activations, not the init's
+        for _ in range(40):
+            net(noise)
+    for head in net.class_predictors:  # spread its near-uniform class scores apart
+        weight = head.predictor.weight
+        weight.set_data(weight.data() * 30)
+    params = save_checkpoint(str(base / "model"), net, None, {"classes": CLASSES})
+    export_deploy(cfg, params, str(base / "deploy"), onnx=True)
+    return cfg, params, str(base / "deploy"), str(base / "deploy" / f"{cfg.model.name}.onnx")
+
+
+def pictures(folder, sizes=((97, 118), (200, 150))):
+    """Noise images of the given (width, height), none of them 300 x 300."""
+    os.makedirs(folder, exist_ok=True)
+    rng, paths = np.random.RandomState(3), []
+    for k, (w, h) in enumerate(sizes):
+        path = os.path.join(folder, f"pic{k}.png")
+        cv2.imwrite(path, rng.randint(0, 256, (h, w, 3)).astype(np.uint8))
+        paths.append(path)
+    return paths
+
+
+def expected(cfg, params, image):
+    """The predictor's boxes for `image`, mapped back through the 300 x 300 resize."""
+    net = load_predictor(cfg, params_path=params).predictor
+    h, w = image.shape[:2]
+    x = timage.imresize(mx.nd.array(image, dtype=np.uint8), 300, 300, interp=9)  # auto
+    x = mx.nd.image.normalize(mx.nd.image.to_tensor(x), mean=MEAN, std=STD).expand_dims(0)
+    ids, scores, boxes = (a[0].asnumpy() for a in net(x))
+    keep = ids[:, 0] >= 0
+    boxes = boxes[keep] * np.array([w / 300, h / 300, w / 300, h / 300])
+    boxes = np.clip(boxes, 0, [w, h, w, h])
+    return ids[keep, 0], scores[keep, 0], boxes
+
+
+def test_json_boxes_are_the_predictors_boxes_in_the_original_pixels(model, tmp_path):
+    cfg, params, _, _ = model
+    paths = pictures(str(tmp_path / "in"))
+    detector = Detector(load_predictor(cfg, params_path=params),
+                        Preprocess(300, MEAN, STD), thresh=0.0)
+    summary = run(detector, paths, str(tmp_path / "out"), progress=False)
+    assert summary.images == 2 and summary.images_per_s > 0
+    for path in paths:
+        image = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+        ids, scores, boxes = expected(cfg, params, image)
+        stem = os.path.join(str(tmp_path / "out"), os.path.basename(path)[:-4])
+        with open(stem + ".json") as f:
+            got = json.load(f)
+        assert (got["width"], got["height"]) == (image.shape[1], image.shape[0])
+        dets = got["detections"]
+        assert len(dets) == len(ids) > 10
+        order = np.argsort(-scores, kind="stable")
+        np.testing.assert_allclose([d["box"] for d in dets], boxes[order], atol=1e-3)
+        np.testing.assert_allclose([d["score"] for d in dets], scores[order], atol=1e-6)
+        assert [d["class"] for d in dets] == [CLASSES[int(i)] for i in ids[order]]
+        drawn = cv2.imread(stem + ".png")
+        assert drawn.shape == image.shape and not np.array_equal(drawn[..., ::-1], image)
+
+
+def test_threshold_and_class_filter(model, tmp_path):
+    cfg, params, _, _ = model
+    paths = pictures(str(tmp_path / "in"), sizes=((160, 120),))
+    loaded = load_predictor(cfg, params_path=params)
+    every = Detector(loaded, Preprocess(300, MEAN, STD), thresh=0.0)(
+        cv2.imread(paths[0])[..., ::-1].copy())
+    cut = sorted(d["score"] for d in every)[len(every) // 2]
+    kept = Detector(loaded, Preprocess(300, MEAN, STD), thresh=cut)(
+        cv2.imread(paths[0])[..., ::-1].copy())
+    assert kept == [d for d in every if d["score"] >= cut] and 0 < len(kept) < len(every)
+    some = {every[0]["class"]}
+    only = Detector(loaded, Preprocess(300, MEAN, STD), 0.0, sorted(some))(
+        cv2.imread(paths[0])[..., ::-1].copy())
+    assert only == [d for d in every if d["class"] in some]
+    with pytest.raises(DataError, match="--classes dog: not a class of this model"):
+        Detector(loaded, Preprocess(300, MEAN, STD), 0.0, ["dog"])
+
+
+def test_inputs_from_folders_globs_and_files(tmp_path):
+    paths = pictures(str(tmp_path / "a"))
+    (tmp_path / "a" / "notes.txt").write_text("x")
+    assert find_inputs([str(tmp_path / "a")]) == paths
+    assert find_inputs([str(tmp_path / "a" / "*.png"), paths[0]]) == paths + [paths[0]]
+    with pytest.raises(DataError, match="'nowhere/x.jpg' is no file, folder or matching"):
+        find_inputs(["nowhere/x.jpg"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no image"):
+        find_inputs([str(tmp_path / "empty")])
+
+
+def test_a_video_gives_an_annotated_video_and_one_detection_list_per_frame(model, tmp_path):
+    cfg, params, _, _ = model
+    video = str(tmp_path / "clip.mp4")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 96))
+    rng = np.random.RandomState(0)
+    for _ in range(3):
+        writer.write(rng.randint(0, 256, (96, 160, 3)).astype(np.uint8))
+    writer.release()
+    detector = Detector(load_predictor(cfg, params_path=params), Preprocess(300, MEAN, STD), 0.0)
+    summary = run(detector, [video], str(tmp_path / "out"), progress=False)
+    assert summary.images == 3
+    with open(tmp_path / "out" / "clip.json") as f:
+        got = json.load(f)
+    assert [f["frame"] for f in got["frames"]] == [0, 1, 2] and got["fps"] == 10
+    assert all(len(f["detections"]) > 0 for f in got["frames"])
+    back = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
+    assert int(back.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    assert (int(back.get(cv2.CAP_PROP_FRAME_WIDTH)), int(back.get(cv2.CAP_PROP_FRAME_HEIGHT))) \
+        == (160, 96)
+
+
+def test_unreadable_inputs_stop_naming_the_file_or_are_skipped_and_counted(model, tmp_path):
+    cfg, params, _, _ = model
+    good = pictures(str(tmp_path / "in"), sizes=((64, 48),))[0]
+    cut = tmp_path / "in" / "cut.jpg"
+    cv2.imwrite(str(cut), np.full((48, 64, 3), 128, np.uint8))
+    cut.write_bytes(cut.read_bytes()[:200])  # a half-copied JPEG
+    detector = Detector(load_predictor(cfg, params_path=params), Preprocess(300, MEAN, STD))
+    with pytest.raises(ImageError, match="cut.jpg"):
+        run(detector, [good, str(cut)], str(tmp_path / "out"), progress=False)
+    summary = run(detector, [str(cut), good], str(tmp_path / "out2"), skip_bad=True,
+                  progress=False)
+    assert summary.images == 1 and summary.skipped == [str(cut)]
+
+
+@pytest.mark.parametrize("which", ["params", "deploy", "onnx"])
+def test_the_script_runs_every_model_file_alike(model, tmp_path, which):
+    cfg, params, deploy, onnx_path = model
+    paths = pictures(str(tmp_path / "in"), sizes=((120, 90),))
+    source = {"params": ["--config", os.path.join(ROOT, "configs", "demo_synthetic.yaml"),
+                         "--params", params, f"data.root={cfg.data.root}"],
+              "deploy": ["--deploy", deploy], "onnx": ["--onnx", onnx_path]}[which]
+    done = subprocess.run(DETECT + source + [str(tmp_path / "in" / "*.png"), "--thresh", "0.05",
+                                             "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "1 image(s) at" in done.stdout and "images/s" in done.stdout
+    with open(tmp_path / "out" / "pic0.json") as f:
+        got = json.load(f)["detections"]
+    image = cv2.imread(paths[0])[..., ::-1].copy()
+    ids, scores, boxes = expected(cfg, params, image)
+    keep = scores >= 0.05
+    want = sorted(zip(scores[keep].tolist(), boxes[keep].tolist()), key=lambda t: -t[0])
+    assert len(got) == len(want) > 0
+    # the three files agree to the export's parity: scores and boxes within float rounding
+    np.testing.assert_allclose([d["score"] for d in got], [s for s, _ in want], atol=1e-4)
+    np.testing.assert_allclose(got[0]["box"], want[0][1], atol=1e-2)
+
+
+def test_the_script_names_a_bad_input_without_a_traceback(model, tmp_path):
+    _, _, deploy, _ = model
+    done = subprocess.run(DETECT + ["--deploy", deploy, str(tmp_path / "missing.jpg")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "missing.jpg' is no file" in done.stderr
+    assert "Traceback" not in done.stderr

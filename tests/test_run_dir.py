@@ -1,0 +1,137 @@
+"""A finished run is never trained over by accident; a failed start leaves no trace."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from ssd_nobias.config import load_config
+from ssd_nobias.preemption import LOCK_FILE
+from ssd_nobias.run_dir import RunDirectoryTaken, StartGuard, claim, previous_run
+from ssd_nobias.synthetic import make_synthetic
+from ssd_nobias.train import read_metrics, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(ROOT, "configs", "demo_synthetic.yaml")
+TRAIN = [sys.executable, os.path.join(ROOT, "scripts", "train_ssd.py"), "--config", DEMO]
+
+
+def overrides(data, out, *extra):
+    """One epoch of 2 iterations of 4 images."""
+    return [f"data.root={data}", f"output_dir={out}", "name=p", "data.num_workers=0",
+            "train.batch_size=4", "train.epochs=1", "train.warmup_iters=1", "eval.batch_size=4",
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_synthetic(str(tmp_path_factory.mktemp("rundir") / "data"), train=8, val=2,
+                          size=96, seed=2)["root"]
+
+
+@pytest.fixture(scope="module")
+def finished(data, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("finished") / "run")
+    train(load_config(DEMO, overrides(data, out)))
+    return out
+
+
+def snapshot(folder):
+    """Every file under folder with its bytes (the lock file: only that it is there; it names
+    the last process that held it)."""
+    found = {}
+    for base, _, names in os.walk(folder):
+        for name in names:
+            if name == LOCK_FILE:
+                found[name] = "present"
+                continue
+            path = os.path.join(base, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, folder)] = f.read()
+    return found
+
+
+def test_training_again_over_a_finished_run_is_refused_and_changes_nothing(data, finished,
+                                                                          tmp_path):
+    out = str(tmp_path / "run")
+    shutil.copytree(finished, out)
+    before = snapshot(out)
+    done = subprocess.run(TRAIN + overrides(data, out, "train.epochs=2"), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"output_dir '{out}' already holds a run: 3 checkpoint(s) (p-0001.params, " \
+           f"p-best.params, p-last.params; newest at iteration 2) and metrics.csv" in done.stderr
+    assert "train.resume=auto" in done.stderr and "--overwrite" in done.stderr
+    assert snapshot(out) == before
+
+
+def test_overwrite_removes_the_old_run_first_and_keeps_other_files(data, finished, tmp_path):
+    out = str(tmp_path / "run")
+    shutil.copytree(finished, out)
+    os.makedirs(os.path.join(out, "export"))
+    with open(os.path.join(out, "export", "model.onnx"), "w") as f:
+        f.write("old export")
+    with open(os.path.join(out, "notes.txt"), "w") as f:
+        f.write("mine")
+    done = subprocess.run(TRAIN + overrides(data, out, "name=q") + ["--overwrite"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    left = sorted(os.listdir(out))
+    assert not [n for n in left if n.startswith("p-")] and "export" not in left
+    assert "notes.txt" in left and "q-last.params" in left
+    assert [r["iteration"] for r in read_metrics(out) if r["loss"]] == ["2"]
+    with open(os.path.join(out, "train.log")) as f:
+        log = f.read()
+    assert "--overwrite: removed the previous run's " in log and "p-last.params" in log
+    assert log.count("training ssd_300_mobilenet0.25_custom") == 1  # the old log went too
+
+
+def test_resume_auto_continues_a_finished_run_in_place(finished, data, tmp_path):
+    out = str(tmp_path / "run")
+    shutil.copytree(finished, out)
+    train(load_config(DEMO, overrides(data, out, "train.resume=auto", "train.epochs=2")))
+    assert [r["iteration"] for r in read_metrics(out) if r["loss"]] == ["2", "4"]
+
+
+def test_a_start_that_fails_before_its_first_step_leaves_no_trace(data, finished, tmp_path):
+    fresh = tmp_path / "new" / "run"
+    done = subprocess.run(TRAIN + overrides(data, str(fresh), "train.ctx=[gpu7]"),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "gpu7" in done.stderr
+    assert not (tmp_path / "new").exists()
+    out = str(tmp_path / "run")
+    shutil.copytree(finished, out)
+    before = snapshot(out)
+    done = subprocess.run(TRAIN + overrides(data, out, "train.ctx=[gpu7]", "train.resume=auto",
+                                            "train.epochs=2"),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "gpu7" in done.stderr
+    assert snapshot(out) == before  # no lock file, no log lines, no config rewritten
+
+
+def test_the_guard_restores_only_a_failed_start(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "train.log").write_text("old\n")
+    with pytest.raises(RuntimeError):
+        with StartGuard(str(folder)):
+            (folder / "train.log").write_text("old\nnew\n")
+            (folder / "config.yaml").write_text("x")
+            raise RuntimeError
+    assert sorted(os.listdir(folder)) == ["train.log"]
+    assert (folder / "train.log").read_text() == "old\n"
+    with pytest.raises(RuntimeError):
+        with StartGuard(str(folder)) as guard:
+            (folder / "config.yaml").write_text("x")
+            guard.started()
+            raise RuntimeError  # after the first step: what the run wrote stays
+    assert (folder / "config.yaml").exists()
+
+
+def test_claim_lists_and_refuses(finished, tmp_path):
+    assert previous_run(str(tmp_path)) == [] and claim(str(tmp_path), "", False) == []
+    assert "metrics.csv" in previous_run(finished) and "p-last.states" in previous_run(finished)
+    with pytest.raises(RunDirectoryTaken, match="already holds a run"):
+        claim(finished, "", False)
+    assert claim(finished, "auto", False) == []
