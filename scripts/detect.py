@@ -3,6 +3,7 @@
     python scripts/detect.py --config C.yaml --params runs/x/x-best.params photo.jpg [--out DIR]
     python scripts/detect.py --deploy runs/x/export 'pictures/*.jpg' clip.mp4 [--thresh 0.3]
     python scripts/detect.py --onnx runs/x/export/MODEL.onnx folder/ [--classes cat dog]
+    python scripts/detect.py --accelerator runs/x/export/accelerator --int8 photo.jpg
 """
 import os
 import sys
@@ -19,6 +20,9 @@ def main(argv=None) -> int:
     which.add_argument("--params", help="a .params file written by train_ssd.py (with --config)")
     which.add_argument("--deploy", metavar="DIR", help="a folder written by export_ssd.py")
     which.add_argument("--onnx", metavar="FILE", help="an ONNX model written by export_ssd.py")
+    which.add_argument("--accelerator", metavar="DIR",
+                       help="the accelerator graph + host part (export_ssd.py --accelerator)")
+    p.add_argument("--int8", action="store_true", help="with --accelerator: the INT8 graph")
     p.add_argument("--input", dest="inputs", action="append", default=[], metavar="PATH",
                    help="an image, a folder, a glob or a video (repeatable; or give them last)")
     p.add_argument("--out", default="detections", help="output folder (default: detections)")
@@ -32,15 +36,19 @@ def main(argv=None) -> int:
     overrides = [w for w in args.overrides if "=" in w]
     if args.params and not args.config:
         p.error("--params needs the --config it was trained with")
+    if args.int8 and not args.accelerator:
+        p.error("--int8 goes with --accelerator DIR")
     if not inputs:
         p.error("give at least one input: an image, a folder, a glob or a video")
     cfg = load_config(args.config, overrides)
     model = load_predictor(cfg, params_path=args.params, deploy_dir=args.deploy,
-                           onnx_path=args.onnx)
+                           onnx_path=args.onnx, accelerator_dir=args.accelerator,
+                           int8=args.int8)
     if args.params:
         prep = Preprocess(base_size(cfg), tuple(cfg.data.mean), tuple(cfg.data.std))
     else:
-        prep = Preprocess.from_export(args.deploy or os.path.dirname(os.path.abspath(args.onnx)))
+        prep = Preprocess.from_export(args.deploy or args.accelerator or
+                                      os.path.dirname(os.path.abspath(args.onnx)))
     detector = Detector(model, prep, args.thresh, args.classes)
     summary = run(detector, find_inputs(inputs), args.out, skip_bad=args.skip_bad)
     skipped = f"; skipped {len(summary.skipped)} unreadable: " \

@@ -2,11 +2,14 @@
 
     python scripts/export_ssd.py --config C.yaml --params runs/x/x-best.params [--out DIR]
         [--onnx] [--force-zero-shift]
+        [--accelerator [--int8 [--calib-images N] [--calib-method minmax|entropy|percentile]]]
 """
 import os
 import sys
 
 from ssd_nobias import cli
+from ssd_nobias.deploy.int8 import CALIB_METHODS
+from ssd_nobias.deploy.split_export import export_accelerator, format_accelerator
 from ssd_nobias.export import export_deploy, format_report
 from ssd_nobias.naive_fix import export_zero_shift
 
@@ -21,7 +24,21 @@ def main(argv=None) -> int:
                    help="params trained with stock BatchNorm: drop the shifts (beta, running "
                         "mean) the config's bias-free layers cannot fold, and report the mAP "
                         "before and after")
+    p.add_argument("--accelerator", action="store_true",
+                   help="also write accelerator/: the graph a bias-free accelerator runs "
+                        "(weight-only convolutions and ReLU, to the 12 raw head outputs; MXNet "
+                        "and ONNX) and the host part (head biases, softmax, decoding, NMS)")
+    p.add_argument("--int8", action="store_true",
+                   help="with --accelerator: also the INT8 accelerator graph (QDQ, every zero "
+                        "point 0), proven and measured")
+    p.add_argument("--calib-images", type=int, default=64, metavar="N",
+                   help="training images that calibrate the INT8 ranges (default 64)")
+    p.add_argument("--calib-method", choices=CALIB_METHODS, default="minmax")
     args = p.parse_args(argv)
+    if args.int8 and not args.accelerator:
+        p.error("--int8 goes with --accelerator")
+    if args.calib_images < 1:
+        p.error("--calib-images must be at least 1")
     cfg = cli.config_from(args)
     out = args.out or os.path.join(cfg.output_dir, "export")
     if args.force_zero_shift:
@@ -32,6 +49,11 @@ def main(argv=None) -> int:
     onnx = f"{report['onnx']['file']}, " if "onnx" in report else ""
     print(f"wrote {report['symbol']}, {report['deploy_params']}, {onnx}{out}/preprocess.json, "
           f"{out}/export_report.json")
+    if args.accelerator:
+        split = export_accelerator(cfg, args.params, out, int8=args.int8,
+                                   calib_images=args.calib_images,
+                                   calib_method=args.calib_method)
+        print(format_accelerator(split))
     return 0
 
 

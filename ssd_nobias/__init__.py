@@ -1,7 +1,18 @@
-"""Bias-free MobileNet-SSD for MXNet/GluonCV: every conv+BatchNorm folds to a weight, no bias."""
-from .nn import NoBiasBatchNorm, get_norm_layer
-from .model import MODEL_NAMES, bias_report, format_bias_report, get_model
+"""Bias-free MobileNet-SSD for MXNet/GluonCV: every conv+BatchNorm folds to a weight, no bias.
 
-__all__ = ["NoBiasBatchNorm", "get_norm_layer", "get_model", "bias_report", "format_bias_report",
-           "MODEL_NAMES"]
+The names below load on first use, so that the deploy side's host part (deploy/host.py) runs
+where only NumPy is installed.
+"""
+import importlib
+
+_EXPORTS = {"NoBiasBatchNorm": "nn", "get_norm_layer": "nn", "get_model": "model",
+            "bias_report": "model", "format_bias_report": "model", "MODEL_NAMES": "model"}
+
+__all__ = list(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -237,14 +237,16 @@ def write_report(result: EvalResult, dataset, class_names: Sequence[str], out_di
 
 
 def evaluate_checkpoint(cfg, params_path: Optional[str], out_dir: str, progress: bool = True,
-                        deploy_dir: Optional[str] = None,
-                        onnx_path: Optional[str] = None) -> EvalResult:
+                        deploy_dir: Optional[str] = None, onnx_path: Optional[str] = None,
+                        accelerator_dir: Optional[str] = None,
+                        int8: bool = False) -> EvalResult:
     """Evaluate a training .params file, or what export_ssd.py made of it (the deploy graph in
-    `deploy_dir`, or the ONNX model `onnx_path`, run by ONNX Runtime on the CPU), on the
+    `deploy_dir`, the ONNX model `onnx_path`, or the accelerator graph + host part in
+    `accelerator_dir`, INT8 with `int8`; ONNX models run by ONNX Runtime on the CPU), on the
     configured val set and write the report."""
     dataset, config_classes = val_set(cfg)
     predictor, classes, ctx = load_predictor(cfg, params_path, deploy_dir, onnx_path,
-                                             classes=config_classes)
+                                             accelerator_dir, int8, classes=config_classes)
     result = evaluate(predictor, dataset, classes, ctx, base_size(cfg),
                       cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean, cfg.data.std,
                       metric=eval_metric(cfg), num_samples=cfg.eval.num_images,

@@ -290,8 +290,9 @@ def export_onnx(prefix: str, onnx_path: str, input_shape: Tuple[int, ...]) -> Gr
     return cut
 
 
-def session(onnx_path: str, extra_outputs: Sequence[str] = ()):
-    """An ONNX Runtime CPU session; `extra_outputs` exposes inner tensors (for parity checks)."""
+def session(onnx_path: str, extra_outputs: Sequence[str] = (), threads: int = 0):
+    """An ONNX Runtime CPU session; `extra_outputs` exposes inner tensors (for parity checks);
+    `threads`: intra-op threads (0: ONNX Runtime's default)."""
     import onnx
     import onnxruntime as ort
 
@@ -299,6 +300,7 @@ def session(onnx_path: str, extra_outputs: Sequence[str] = ()):
         raise DataError(f"ONNX model '{onnx_path}' does not exist")
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = threads
     try:
         model = onnx.load(onnx_path)
         for name in extra_outputs:

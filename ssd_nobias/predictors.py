@@ -108,16 +108,49 @@ def load_onnx(onnx_path: str) -> Tuple[OnnxPredictor, List[str]]:
     return predictor, export_classes(os.path.dirname(os.path.abspath(onnx_path)))
 
 
+class SplitPredictor:
+    """An accelerator graph (ONNX Runtime, float32 or INT8) and its NumPy host part, run like
+    a GluonCV detector."""
+
+    def __init__(self, folder: str, int8: bool = False, threads: int = 0):
+        from .deploy.accelerator import OnnxAccelerator
+        from .deploy.host import HostPart
+        from .deploy.split_export import FLOAT_ONNX, INT8_ONNX
+
+        name = INT8_ONNX if int8 else FLOAT_ONNX
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            hint = " (export_ssd.py --accelerator --int8 writes it)" if int8 else \
+                " (export_ssd.py --accelerator writes it)"
+            raise DataError(f"'{path}' does not exist{hint}")
+        self.accelerator = OnnxAccelerator(path, threads)
+        try:
+            self.host = HostPart.load(folder)
+        except (OSError, ValueError, KeyError) as err:
+            raise DataError(f"{folder}: the host part (host.json, host.npz) is missing or "
+                            f"unreadable: {err}") from None
+
+    def __call__(self, x: mx.nd.NDArray):
+        ids, scores, boxes = self.host(self.accelerator(x.asnumpy()))
+        return tuple(mx.nd.array(o, ctx=x.context) for o in (ids, scores, boxes))
+
+
 def load_predictor(cfg, params_path: Optional[str] = None, deploy_dir: Optional[str] = None,
-                   onnx_path: Optional[str] = None,
-                   classes: Optional[Sequence[str]] = None) -> LoadedModel:
+                   onnx_path: Optional[str] = None, accelerator_dir: Optional[str] = None,
+                   int8: bool = False, classes: Optional[Sequence[str]] = None) -> LoadedModel:
     """Exactly one of a training .params file (on the config's contexts), a deploy folder (the
-    same) or an ONNX model (ONNX Runtime, CPU), ready to predict. `classes`: the config's
-    dataset's, if known (a checkpoint is checked against them; exports carry their own)."""
-    given = [x for x in (params_path, deploy_dir, onnx_path) if x is not None]
+    same), an ONNX model (ONNX Runtime, CPU) or an accelerator folder (its graph in ONNX
+    Runtime, INT8 with `int8`, and its host part in NumPy), ready to predict. `classes`: the
+    config's dataset's, if known (a checkpoint is checked against them; exports carry their
+    own)."""
+    given = [x for x in (params_path, deploy_dir, onnx_path, accelerator_dir) if x is not None]
     if len(given) != 1:
-        raise ValueError("give exactly one of params_path, deploy_dir and onnx_path")
+        raise ValueError("give exactly one of params_path, deploy_dir, onnx_path and "
+                         "accelerator_dir")
     ctx = contexts(cfg.train.ctx)
+    if accelerator_dir is not None:
+        return LoadedModel(SplitPredictor(accelerator_dir, int8), export_classes(accelerator_dir),
+                           [mx.cpu()])
     if onnx_path is not None:
         predictor, classes = load_onnx(onnx_path)
         return LoadedModel(predictor, classes, [mx.cpu()])

@@ -11,15 +11,10 @@ import numpy as np
 import pytest
 from gluoncv.data.transforms import image as timage
 
-from ssd_nobias.checkpoint import save_checkpoint
-from ssd_nobias.config import load_config
 from ssd_nobias.detect import Detector, Preprocess, find_inputs, run
 from ssd_nobias.errors import DataError
-from ssd_nobias.export import export_deploy
 from ssd_nobias.images import ImageError
 from ssd_nobias.predictors import load_predictor
-from ssd_nobias.synthetic import make_synthetic
-from ssd_nobias.train import initialized_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DETECT = [sys.executable, os.path.join(ROOT, "scripts", "detect.py")]
@@ -27,24 +22,9 @@ CLASSES = ["circle", "square", "triangle", "star"]
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """A random bias-free model (it still detects plenty) as a checkpoint and an export."""
-    base = tmp_path_factory.mktemp("detect")
-    root = make_synthetic(str(base / "data"), train=4, val=2, size=96, seed=1)["root"]
-    cfg = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml"), [
-        f"data.root={root}", f"output_dir={base / 'run'}", "data.num_workers=0"])
-    net = initialized_model(cfg, CLASSES, [mx.cpu()])
-    noise = mx.nd.array(np.random.RandomState(0).normal(0, 1, (2, 3, 300, 300)))
-    with mx.autograd.train_mode():  # running statistics of real activations, not the init's
-        for _ in range(40):
-            net(noise)
-    for head in net.class_predictors:  # spread its near-uniform class scores apart
-        weight = head.predictor.weight
-        weight.set_data(weight.data() * 30)
-    params = save_checkpoint(str(base / "model"), net, None, {"classes": CLASSES})
-    export_deploy(cfg, params, str(base / "deploy"), onnx=True)
-    return cfg, params, str(base / "deploy"), str(base / "deploy" / f"{cfg.model.name}.onnx")
+@pytest.fixture
+def model(alive_model):
+    return alive_model
 
 
 def pictures(folder, sizes=((97, 118), (200, 150))):

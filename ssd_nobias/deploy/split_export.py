@@ -1,0 +1,283 @@
+"""`export_ssd.py --accelerator [--int8]`: the accelerator graph and host part written beside
+the deploy graph, checked against it, proven from the saved files, reported."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Dict, List, Optional
+
+import mxnet as mx
+import numpy as np
+from mxnet import gluon
+
+from ..atomic import write_json
+from ..config import base_size, contexts, eval_metric
+from ..data import ValTransform, build_dataset, val_set
+from ..errors import DataError, UserError
+from ..export import PARITY_RTOL, ParityError, fold_ssd, parity_images, raw_outputs, \
+    relative_error
+from ..onnx_model import find_cut, session
+from ..predictors import load_deploy, load_trained
+from .accelerator import (ACCELERATOR_DIR, NAME, AcceleratorNet, OnnxAccelerator,
+                          deploy_anchors, export_onnx, export_symbol, host_onnx, host_part)
+from .host import HostPart
+from .int8 import quantize, sqnr_db, weight_scale_spread
+from .proof import Proof, prove
+
+FLOAT_ONNX, INT8_ONNX, HOST_ONNX = f"{NAME}.onnx", f"{NAME}.int8.onnx", "host.onnx"
+
+
+class ProofError(UserError):
+    """A written accelerator graph breaks a rule of the bias-free integer deployment."""
+
+
+def calibration_images(cfg, count: int, seed: int = 0) -> List[np.ndarray]:
+    """`count` training images (a seeded draw), resized and normalized as for inference."""
+    dataset = build_dataset(cfg, "train")
+    size = base_size(cfg)
+    transform = ValTransform(size, size, cfg.data.mean, cfg.data.std)
+    order = np.random.RandomState(seed).permutation(len(dataset))[:count]
+    return [transform(*dataset[int(i)])[0].asnumpy() for i in order]
+
+
+def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = False,
+                       calib_images: int = 64, calib_method: str = "minmax",
+                       progress: bool = True) -> Dict:
+    """Write `export_dir`/accelerator/ (see deploy/accelerator.py) after export_deploy wrote the
+    deploy graph there; with `int8` also accelerator.int8.onnx. Adds an 'accelerator' entry to
+    export_report.json. Raises ProofError when a saved graph breaks its rules, ParityError
+    when the pair's outputs are not the deploy graph's."""
+    size = base_size(cfg)
+    deploy_prefix = os.path.join(export_dir, cfg.model.name)
+    if not os.path.isfile(deploy_prefix + "-symbol.json"):
+        raise DataError(f"{deploy_prefix}-symbol.json is missing: the accelerator export "
+                        f"goes beside a deploy graph")
+    ctx = [contexts(cfg.train.ctx)[0]]
+    dataset, classes = val_set(cfg)
+    net, classes = load_trained(cfg, params_path, ctx, classes=classes)
+    x = parity_images(dataset, size, cfg.data.mean, cfg.data.std).as_in_context(ctx[0])
+    trained = raw_outputs(net, x)
+    deploy, _ = load_deploy(export_dir, ctx)
+    deploy_det = [a.asnumpy() for a in deploy(x)]
+    cut = find_cut(mx.sym.load(deploy_prefix + "-symbol.json"), (1, 3, size, size))
+
+    folder = os.path.join(export_dir, ACCELERATOR_DIR)
+    os.makedirs(folder, exist_ok=True)
+    acc = AcceleratorNet(fold_ssd(net, ctx))
+    prefix = export_symbol(acc, x, folder)
+    host = host_part(acc, cut, deploy_anchors(deploy_prefix, cut, size))
+    host.save(folder)
+    with open(os.path.join(export_dir, "preprocess.json")) as f:
+        write_json(os.path.join(folder, "preprocess.json"), json.load(f))
+    float_path = os.path.join(folder, FLOAT_ONNX)
+    export_onnx(prefix, float_path, size)
+    float_acc = OnnxAccelerator(float_path)
+    outputs = float_acc(x.asnumpy())
+    host_onnx(host, os.path.join(folder, HOST_ONNX), [o.shape for o in outputs])
+
+    report = {"folder": folder, "symbol": prefix + "-symbol.json",
+              "params": prefix + "-0000.params", "onnx": float_path,
+              "host": [os.path.join(folder, n) for n in ("host.json", "host.npz", HOST_ONNX)],
+              "head_biases_on_host": sum(b is not None for b in host.biases),
+              "proof": _proof_entry(prove(float_path)),
+              "parity": _parity(prefix, host, x, outputs, trained, deploy_det, folder)}
+    if int8:
+        report["int8"] = _int8(cfg, float_path, os.path.join(folder, INT8_ONNX),
+                               calib_images, calib_method, progress)
+        report["int8"]["val"] = {
+            "metric": eval_metric(cfg),
+            "float32_pair": _val_map(cfg, dataset, classes, folder, False, progress),
+            "int8_pair": _val_map(cfg, dataset, classes, folder, True, progress)}
+    _update_report(export_dir, report)
+    _raise_failures(report, export_dir)
+    return report
+
+
+def _parity(prefix: str, host: HostPart, x: mx.nd.NDArray, outputs: List[np.ndarray],
+            trained, deploy_det, folder: str) -> Dict:
+    """The pair against the trained model (raw outputs) and the deploy graph (detections)."""
+    symbol = gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
+                                       prefix + "-0000.params", ctx=x.context)
+    mx_logits, mx_offsets = host.raw([o.asnumpy() for o in symbol(x)])
+    logits, offsets = host.raw(outputs)
+    n = len(logits)
+    ids, scores, boxes = host(outputs)
+    onnx_host = session(os.path.join(folder, HOST_ONNX))
+    names = [i.name for i in onnx_host.get_inputs()]
+    h_ids, h_scores, h_boxes = onnx_host.run(["ids", "scores", "bboxes"],
+                                             dict(zip(names, outputs)))
+    return {
+        "images": int(n),
+        "mxnet": {"class_logits": relative_error(mx_logits.reshape(n, -1), trained[0]),
+                  "box_offsets": relative_error(mx_offsets.reshape(n, -1), trained[1])},
+        "onnx": {"class_logits": relative_error(logits.reshape(n, -1), trained[0]),
+                 "box_offsets": relative_error(offsets.reshape(n, -1), trained[1])},
+        "same_detections_as_deploy": _same(deploy_det, (ids, scores, boxes)),
+        "host_onnx_same_as_numpy": _same((ids, scores, boxes), (h_ids, h_scores, h_boxes))}
+
+
+def _same(want, got) -> bool:
+    return bool(np.array_equal(want[0], got[0]) and
+                relative_error(got[1], want[1]) <= PARITY_RTOL and
+                relative_error(got[2], want[2]) <= PARITY_RTOL)
+
+
+def _proof_entry(proof: Proof) -> Dict:
+    return {"file": proof.path, "ok": proof.ok, "ops": proof.ops, "convs": proof.convs,
+            "quantized_convs": proof.quantized_convs, "zero_points": proof.zero_points,
+            "quantized_types": proof.types, "problems": proof.problems}
+
+
+def _val_map(cfg, dataset, classes, folder: str, int8: bool, progress: bool) -> float:
+    """The pair's val metric (float32 or INT8 accelerator graph)."""
+    from ..evaluate import evaluate
+    from ..predictors import SplitPredictor
+
+    result = evaluate(SplitPredictor(folder, int8), dataset, classes, [mx.cpu()],
+                      base_size(cfg), cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean,
+                      cfg.data.std, metric=eval_metric(cfg), progress=progress)
+    return round(result.value, 6)
+
+
+def _int8(cfg, float_path: str, int8_path: str, count: int, method: str,
+          progress: bool) -> Dict:
+    """Quantize, prove, and measure per layer: weight-scale spread and SQNR."""
+    images = calibration_images(cfg, count)
+    logging.getLogger().setLevel(logging.ERROR)  # ORT's advice to run its pre-processing
+    quantize(float_path, int8_path, images, method, progress)
+    return {"file": int8_path, "calibration": {"images": len(images), "method": method,
+                                               "split": "train"},
+            "proof": _proof_entry(prove(int8_path)),
+            "layers": _layer_figures(float_path, int8_path, images)}
+
+
+def layer_tensors(float_path: str, int8_path: str) -> Dict[str, str]:
+    """Each quantized activation of the float graph -> its dequantized tensor in the INT8
+    graph (the network's layer outputs: ReLU outputs and the heads)."""
+    import onnx
+
+    model = onnx.load(int8_path)
+    consumers = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    float_names = {o for n in onnx.load(float_path).graph.node for o in n.output}
+    pairs = {}
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear":
+            continue
+        source = node.input[0]
+        name = source[: -len("_QuantizeLinear_Input")] if \
+            source.endswith("_QuantizeLinear_Input") else source
+        dq = [c for c in consumers.get(node.output[0], []) if c.op_type == "DequantizeLinear"]
+        if name in float_names and dq:
+            pairs[name] = dq[0].output[0]
+    return pairs
+
+
+def _layer_figures(float_path: str, int8_path: str, images: List[np.ndarray]) -> List[Dict]:
+    """Per layer (in graph order): weight-scale spread of the conv that makes it, SQNR of the
+    INT8 graph's output against float32 on the calibration images."""
+    import onnx
+
+    pairs = layer_tensors(float_path, int8_path)
+    float_graph = onnx.load(float_path).graph
+    maker = {}  # layer output -> the Conv behind it (through its Relu)
+    for node in float_graph.node:
+        if node.op_type == "Conv":
+            maker[node.output[0]] = node.output[0]
+        elif node.op_type == "Relu":
+            maker[node.output[0]] = maker.get(node.input[0], node.input[0])
+    spread = weight_scale_spread(int8_path)
+    names = [n for n in (node.output[0] for node in float_graph.node) if n in pairs]
+    ref_sess = session(float_path, extra_outputs=[n for n in names
+                                                  if n not in {o.name for o in
+                                                               float_graph.output}])
+    q_sess = session(int8_path, extra_outputs=[pairs[n] for n in names
+                                               if pairs[n] != n])
+    ref = {n: [] for n in names}
+    got = {n: [] for n in names}
+    for image in images:
+        batch = {"data": image[None].astype(np.float32)}
+        for n, value in zip(names, ref_sess.run(names, batch)):
+            ref[n].append(value)
+        for n, value in zip(names, q_sess.run([pairs[n] for n in names], batch)):
+            got[n].append(value)
+    layers = []
+    for n in names:
+        conv = maker.get(n, n)
+        quantized_conv = conv if conv in spread else f"{conv}_QuantizeLinear_Input"
+        layers.append({"tensor": n, "weight_scale_max_over_median":
+                       spread.get(quantized_conv, spread.get(n)),
+                       "sqnr_db": round(sqnr_db(ref[n], got[n]), 2)})
+    return layers
+
+
+def _update_report(export_dir: str, entry: Dict) -> None:
+    path = os.path.join(export_dir, "export_report.json")
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        report = {}
+    report["accelerator"] = entry
+    write_json(path, report)
+
+
+def _raise_failures(report: Dict, export_dir: str) -> None:
+    for proof in [report["proof"]] + ([report["int8"]["proof"]] if "int8" in report else []):
+        if not proof["ok"]:
+            raise ProofError(f"{proof['file']} is not a bias-free accelerator graph: "
+                             f"{'; '.join(proof['problems'][:5])}")
+    p = report["parity"]
+    worst = max(v for part in ("mxnet", "onnx") for v in p[part].values())
+    if worst > PARITY_RTOL:
+        raise ParityError(f"the accelerator graph + host part differ from the trained model by "
+                          f"{worst:.3g} of their magnitude (allowed {PARITY_RTOL:g}); see "
+                          f"{export_dir}/export_report.json")
+    if not p["same_detections_as_deploy"]:
+        raise ParityError(f"the accelerator graph + host part detect otherwise than the deploy "
+                          f"graph; see {export_dir}/export_report.json")
+    if not p["host_onnx_same_as_numpy"]:
+        raise ParityError(f"host.onnx detects otherwise than the NumPy host part; see "
+                          f"{export_dir}/export_report.json")
+
+
+def format_accelerator(report: Dict) -> str:
+    """The accelerator export's proof, parity and INT8 figures, for the console."""
+    p = report["parity"]
+    rows = [f"accelerator graph: {report['onnx']} (+ MXNet {report['symbol']}); host part: "
+            f"{', '.join(report['host'])}; {report['head_biases_on_host']} head biases moved "
+            f"to the host",
+            f"proof: {_proof_line(report['proof'])}",
+            f"parity on {p['images']} images against the trained model: MXNet class logits "
+            f"{p['mxnet']['class_logits']:.2g}, box offsets {p['mxnet']['box_offsets']:.2g}; "
+            f"ONNX {p['onnx']['class_logits']:.2g}, {p['onnx']['box_offsets']:.2g}; same "
+            f"detections as the deploy graph: {p['same_detections_as_deploy']}; host.onnx = "
+            f"NumPy host: {p['host_onnx_same_as_numpy']}"]
+    q = report.get("int8")
+    if q:
+        sqnr = [layer["sqnr_db"] for layer in q["layers"]]
+        spread = [layer["weight_scale_max_over_median"] for layer in q["layers"]
+                  if layer["weight_scale_max_over_median"] is not None]
+        v = q["val"]
+        rows += [f"INT8: {q['file']}, {q['calibration']['method']} on "
+                 f"{q['calibration']['images']} training images",
+                 f"proof: {_proof_line(q['proof'])}",
+                 f"per layer: SQNR {min(sqnr):.1f} to {max(sqnr):.1f} dB (median "
+                 f"{float(np.median(sqnr)):.1f}); weight scales max/median up to "
+                 f"{max(spread):.1f}",
+                 f"val {v['metric']}: float32 pair {v['float32_pair']:.4f}, INT8 pair "
+                 f"{v['int8_pair']:.4f}"]
+    return "\n".join(rows)
+
+
+def _proof_line(proof: Dict) -> str:
+    ops = ", ".join(f"{k} {v}" for k, v in sorted(proof["ops"].items()))
+    line = f"{'OK' if proof['ok'] else 'FAILED'}: {proof['convs']} Conv, none with a bias; {ops}"
+    if proof["quantized_convs"]:
+        types = ", ".join(f"{k} {v}" for k, v in sorted(proof["quantized_types"].items()))
+        line += (f"; {proof['quantized_convs']} quantized, {proof['zero_points']} zero points "
+                 f"all 0; activations {types}")
+    return line

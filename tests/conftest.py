@@ -1,0 +1,40 @@
+"""Fixtures shared by the test modules."""
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from ssd_nobias.checkpoint import save_checkpoint
+from ssd_nobias.config import load_config
+from ssd_nobias.synthetic import make_synthetic
+from ssd_nobias.train import initialized_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = ["circle", "square", "triangle", "star"]
+
+
+@pytest.fixture(scope="session")
+def alive_model(tmp_path_factory):
+    """An untrained bias-free demo model that still detects plenty, as a checkpoint and its
+    deploy folder (+ ONNX): (cfg, params path, deploy folder, ONNX path).
+
+    Its running statistics are those of real activations (at initialization they are 1 and
+    every feature map is ~1e-11), and its class scores are spread apart."""
+    from ssd_nobias.export import export_deploy
+
+    base = tmp_path_factory.mktemp("alive")
+    root = make_synthetic(str(base / "data"), train=8, val=4, size=96, seed=1)["root"]
+    cfg = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml"), [
+        f"data.root={root}", f"output_dir={base / 'run'}", "data.num_workers=0"])
+    net = initialized_model(cfg, CLASSES, [mx.cpu()])
+    noise = mx.nd.array(np.random.RandomState(0).normal(0, 1, (2, 3, 300, 300)))
+    with mx.autograd.train_mode():
+        for _ in range(40):
+            net(noise)
+    for head in net.class_predictors:
+        weight = head.predictor.weight
+        weight.set_data(weight.data() * 30)
+    params = save_checkpoint(str(base / "model"), net, None, {"classes": CLASSES})
+    export_deploy(cfg, params, str(base / "deploy"), onnx=True)
+    return cfg, params, str(base / "deploy"), str(base / "deploy" / f"{cfg.model.name}.onnx")

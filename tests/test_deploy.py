@@ -1,0 +1,212 @@
+"""The split export: an accelerator graph of weight-only convolutions and ReLU (float32 and
+INT8 with every zero point 0), the host part, their parity with the deploy graph, and the
+proof walked from the saved files."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import onnx
+import pytest
+from gluoncv.nn.coder import MultiPerClassDecoder
+from onnx import numpy_helper
+
+from ssd_nobias.deploy.host import HostPart, per_class_nms
+from ssd_nobias.deploy.proof import prove
+from ssd_nobias.deploy.split_export import export_accelerator
+from ssd_nobias.errors import DataError
+from ssd_nobias.predictors import load_predictor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(ROOT, "scripts")
+
+
+@pytest.fixture(scope="module")
+def split(alive_model, tmp_path_factory):
+    """The alive model's deploy folder with accelerator/ (float32 and INT8) added."""
+    cfg, params, deploy, _ = alive_model
+    folder = str(tmp_path_factory.mktemp("split") / "export")
+    shutil.copytree(deploy, folder)
+    report = export_accelerator(cfg, params, folder, int8=True, calib_images=4, progress=False)
+    return cfg, params, folder, report
+
+
+def gluoncv_postprocess(probs, boxes, thresh=0.01, nms=0.45, topk=400, keep=100):
+    """GluonCV SSD's own post-processing (MultiPerClassDecoder + box_nms) in MXNet."""
+    cls_ids, scores = MultiPerClassDecoder(probs.shape[-1], thresh=thresh)(mx.nd.array(probs))
+    boxes = mx.nd.array(boxes)
+    per_class = [mx.nd.concat(cls_ids.slice_axis(axis=-1, begin=i, end=i + 1),
+                              scores.slice_axis(axis=-1, begin=i, end=i + 1), boxes, dim=-1)
+                 for i in range(probs.shape[-1] - 1)]
+    out = mx.nd.contrib.box_nms(mx.nd.concat(*per_class, dim=1), overlap_thresh=nms, topk=topk,
+                                valid_thresh=0.01, id_index=0, score_index=1, coord_start=2,
+                                force_suppress=False).slice_axis(axis=1, begin=0, end=keep)
+    return out.asnumpy()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_host_nms_is_gluoncvs_to_the_bit(seed):
+    """Random boxes on a coarse grid (many overlaps), scores with ties: the same detections."""
+    rng = np.random.RandomState(seed)
+    anchors, classes = 300, 3
+    logits = rng.randint(-3, 4, (1, anchors, classes + 1)).astype(np.float32)  # ties
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    probs = (e / e.sum(-1, keepdims=True)).astype(np.float32)
+    xy = rng.randint(0, 10, (anchors, 2)).astype(np.float32) * 10
+    wh = rng.randint(1, 5, (anchors, 2)).astype(np.float32) * 10
+    boxes = np.concatenate([xy, xy + wh], 1)[None]
+    want = gluoncv_postprocess(probs, boxes, topk=120, keep=50)[0]
+    cls, score, box = per_class_nms(probs[0, :, 1:], boxes[0], 0.01, 0.45, 120, 50)
+    valid = want[:, 0] >= 0
+    assert valid.sum() == len(cls) > 10
+    np.testing.assert_array_equal(cls, want[valid, 0])
+    np.testing.assert_array_equal(score, want[valid, 1])
+    np.testing.assert_array_equal(box, want[valid, 2:])
+
+
+def test_the_accelerator_graph_is_weight_only_convolutions_and_relu(split):
+    _, _, folder, report = split
+    proof = prove(os.path.join(folder, "accelerator", "accelerator.onnx"))
+    assert proof.ok, proof.problems
+    assert proof.ops == {"Conv": 47, "Relu": 35} and proof.convs == 47
+    model = onnx.load(os.path.join(folder, "accelerator", "accelerator.onnx"))
+    assert [o.name for o in model.graph.output] == [f"cls{i}" for i in range(6)] + \
+        [f"box{i}" for i in range(6)]
+    assert report["head_biases_on_host"] == 12  # heads_bias: true moves 12 biases out
+    assert report["proof"]["ok"]
+    symbol = json.load(open(os.path.join(folder, "accelerator", "accelerator-symbol.json")))
+    ops = {n["op"] for n in symbol["nodes"]} - {"null"}
+    assert ops == {"Convolution", "Activation"}
+    assert all(n["attrs"]["no_bias"] == "True" for n in symbol["nodes"]
+               if n["op"] == "Convolution")
+
+
+def test_the_int8_graph_has_every_conv_quantized_and_every_zero_point_zero(split):
+    _, _, folder, report = split
+    path = os.path.join(folder, "accelerator", "accelerator.int8.onnx")
+    proof = prove(path)
+    assert proof.ok, proof.problems
+    assert proof.convs == proof.quantized_convs == 47
+    assert proof.types == {"int8": 13, "uint8": 35}  # the input and 12 heads; 35 ReLU outputs
+    model = onnx.load(path)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    zero_points = [inits[n.input[2]] for n in qdq]
+    assert len(zero_points) == proof.zero_points == len(qdq)
+    assert all(not zp.any() for zp in zero_points)
+    assert all(len(n.input) == 2 for n in model.graph.node if n.op_type == "Conv")
+    layers = report["int8"]["layers"]
+    assert len(layers) == 47 and all(np.isfinite(layer["sqnr_db"]) for layer in layers)
+    assert all(layer["weight_scale_max_over_median"] >= 1 for layer in layers)
+    val = report["int8"]["val"]
+    assert val["metric"] == "voc07" and 0 <= val["int8_pair"] <= 1
+    assert report["int8"]["calibration"] == {"images": 4, "method": "minmax", "split": "train"}
+    with open(os.path.join(folder, "export_report.json")) as f:
+        assert json.load(f)["accelerator"]["int8"]["proof"]["ok"]
+
+
+def test_the_pair_detects_as_the_deploy_graph(split, alive_model):
+    cfg, _, folder, report = split
+    p = report["parity"]
+    assert max(p["mxnet"].values()) <= 1e-4 and max(p["onnx"].values()) <= 1e-4
+    assert p["same_detections_as_deploy"] and p["host_onnx_same_as_numpy"]
+    x = mx.nd.array(np.random.RandomState(5).normal(0, 1, (2, 3, 300, 300)))
+    deploy = load_predictor(cfg, deploy_dir=alive_model[2])
+    pair = load_predictor(cfg, accelerator_dir=os.path.join(folder, "accelerator"))
+    assert pair.classes == deploy.classes
+    want = [a.asnumpy() for a in deploy.predictor(x)]
+    got = [a.asnumpy() for a in pair.predictor(x)]
+    assert (want[0] >= 0).sum() > 10
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], atol=1e-5)
+    np.testing.assert_allclose(got[2], want[2], rtol=1e-4, atol=1e-3)
+
+
+def test_the_host_part_loads_without_mxnet(split):
+    folder = os.path.join(split[2], "accelerator")
+    code = ("import sys, numpy as np; sys.modules['mxnet'] = None\n"
+            "from ssd_nobias.deploy.host import HostPart\n"
+            f"host = HostPart.load({folder!r})\n"
+            "outs = [np.zeros((1, c, s, s), np.float32) for c, s in "
+            "zip([20, 30, 30, 30, 20, 20] * 0 + [a.size for a in host.biases[:6]] + "
+            "[a.size for a in host.biases[6:]], [19, 10, 5, 3, 2, 1] * 2)]\n"
+            "ids, scores, boxes = host(outs)\n"
+            "print(ids.shape, boxes.shape)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "(1, 100, 1) (1, 100, 4)"
+
+
+def _broken_copy(src, dst, edit):
+    model = onnx.load(src)
+    edit(model)
+    onnx.save(model, dst)
+    return dst
+
+
+def test_the_proof_names_the_node_that_breaks_a_rule(split, alive_model, tmp_path):
+    folder = os.path.join(split[2], "accelerator")
+    whole = prove(alive_model[3])  # the deploy ONNX: biases, softmax, NMS inside
+    assert not whole.ok
+    assert any("NonMaxSuppression is not allowed" in p for p in whole.problems)
+    assert any("Conv has a bias input" in p for p in whole.problems)
+
+    def nonzero_zero_point(model):
+        for init in model.graph.initializer:
+            if init.name.endswith("_zero_point") and init.data_type == onnx.TensorProto.UINT8:
+                value = numpy_helper.to_array(init).copy()
+                value[...] = 3
+                init.CopyFrom(numpy_helper.from_array(value, init.name))
+                return
+
+    bad = prove(_broken_copy(os.path.join(folder, "accelerator.int8.onnx"),
+                             str(tmp_path / "zp.onnx"), nonzero_zero_point))
+    assert any("zero point [3] is not 0" in p for p in bad.problems)
+
+    def float_conv(model):  # the first conv reads the float input directly
+        conv = next(n for n in model.graph.node if n.op_type == "Conv")
+        conv.input[0] = "data"
+
+    bad = prove(_broken_copy(os.path.join(folder, "accelerator.int8.onnx"),
+                             str(tmp_path / "f.onnx"), float_conv))
+    assert any("Conv input is not quantized" in p for p in bad.problems)
+    with pytest.raises(DataError, match="nope.onnx"):
+        prove(str(tmp_path / "nope.onnx"))
+
+
+def test_audit_takes_an_onnx_file(split, alive_model):
+    folder = os.path.join(split[2], "accelerator")
+    for name, code in (("accelerator.int8.onnx", 0), ("accelerator.onnx", 0)):
+        done = subprocess.run([sys.executable, os.path.join(SCRIPTS, "audit_params.py"),
+                               os.path.join(folder, name)], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == code, done.stdout + done.stderr
+        assert ": OK; 47 Conv without bias" in done.stdout
+    done = subprocess.run([sys.executable, os.path.join(SCRIPTS, "audit_params.py"),
+                           alive_model[3]], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "NonMaxSuppression is not allowed" in done.stdout
+
+
+def test_eval_and_detect_run_the_int8_pair(split, tmp_path):
+    cfg, _, folder, report = split
+    config = os.path.join(str(tmp_path), "config.yaml")
+    with open(config, "w") as f:
+        f.write(cfg.dump())
+    acc = os.path.join(folder, "accelerator")
+    done = subprocess.run([sys.executable, os.path.join(SCRIPTS, "eval_ssd.py"), "--config",
+                           config, "--accelerator", acc, "--int8", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(tmp_path / "eval.json") as f:
+        assert abs(json.load(f)["value"] - report["int8"]["val"]["int8_pair"]) < 1e-6
+    image = os.path.join(cfg.data.root, "JPEGImages",
+                         sorted(os.listdir(os.path.join(cfg.data.root, "JPEGImages")))[0])
+    done = subprocess.run([sys.executable, os.path.join(SCRIPTS, "detect.py"), "--accelerator",
+                           acc, "--int8", image, "--thresh", "0.05", "--out",
+                           str(tmp_path / "det")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "1 image(s) at" in done.stdout
