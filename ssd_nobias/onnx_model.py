@@ -237,6 +237,30 @@ def _detection_outputs(post: PostProcess):
             for name, width in (("ids", 1), ("scores", 1), ("bboxes", 4))]
 
 
+def convert(symbol, params, input_shape: Tuple[int, ...], scratch: str, what: str):
+    """`mx.onnx.export_model` of a symbol and its params (a dict or a file) with a dynamic
+    batch named N; the weights are constants, not graph inputs. `scratch`: a temporary file."""
+    import onnx
+
+    try:
+        mx.onnx.export_model(symbol, params, in_shapes=[input_shape], in_types=[np.float32],
+                             onnx_file_path=scratch, dynamic=True,
+                             dynamic_input_shapes=[(None,) + tuple(input_shape[1:])])
+        model = onnx.load(scratch)
+    except mx.base.MXNetError as err:
+        raise DataError(f"mx.onnx cannot convert {what}: {mxnet_reason(err)}") from None
+    finally:
+        if os.path.exists(scratch):
+            os.remove(scratch)
+    graph = model.graph
+    weights = {init.name for init in graph.initializer}
+    kept_inputs = [i for i in graph.input if i.name not in weights]
+    del graph.input[:]
+    graph.input.extend(kept_inputs)
+    graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    return model
+
+
 def export_onnx(prefix: str, onnx_path: str, input_shape: Tuple[int, ...]) -> GraphCut:
     """Convert the deploy graph `prefix`-symbol.json/-0000.params to ONNX with per-class NMS.
 
@@ -253,24 +277,9 @@ def export_onnx(prefix: str, onnx_path: str, input_shape: Tuple[int, ...]) -> Gr
                          for name in (cut.probs, cut.offsets, cut.anchors)])
     arrays = {k.split(":", 1)[1]: v for k, v in mx.nd.load(prefix + "-0000.params").items()}
     needed = set(body.list_arguments()) | set(body.list_auxiliary_states())
-    converted = onnx_path + ".body"
-    try:
-        mx.onnx.export_model(body, {k: v for k, v in arrays.items() if k in needed},
-                             in_shapes=[input_shape], in_types=[np.float32],
-                             onnx_file_path=converted, dynamic=True,
-                             dynamic_input_shapes=[(None,) + tuple(input_shape[1:])])
-        model = onnx.load(converted)
-    except mx.base.MXNetError as err:
-        raise DataError(f"mx.onnx cannot convert {prefix}: {mxnet_reason(err)}") from None
-    finally:
-        if os.path.exists(converted):
-            os.remove(converted)
+    model = convert(body, {k: v for k, v in arrays.items() if k in needed}, input_shape,
+                    onnx_path + ".body", prefix)
     graph = model.graph
-    weights = {init.name for init in graph.initializer}
-    kept_inputs = [i for i in graph.input if i.name not in weights]  # weights are constants
-    del graph.input[:]
-    graph.input.extend(kept_inputs)
-    graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
     for nodes, inits in (decode_nodes(cut.offsets, cut.anchors, "bd_boxes", cut.decode),
                          postprocess_nodes(cut.probs, "bd_boxes", cut.post)):
         graph.node.extend(nodes)

@@ -22,9 +22,9 @@ from mxnet import gluon
 from mxnet.gluon import nn
 
 from ..atomic import replacing
-from ..errors import DataError, mxnet_reason
-from ..onnx_model import (OPSET, GraphCut, PostProcess, decode_nodes, postprocess_nodes,
-                          session)
+from ..errors import DataError
+from ..onnx_model import (OPSET, GraphCut, PostProcess, convert, decode_nodes,
+                          postprocess_nodes, session)
 from .host import HostPart, HostSpec, head_names
 
 ACCELERATOR_DIR = "accelerator"
@@ -94,24 +94,9 @@ def export_onnx(prefix: str, onnx_path: str, size: int) -> None:
     """Convert the accelerator symbol to ONNX (dynamic batch), outputs named cls0.., box0.."""
     import onnx
 
-    converted = onnx_path + ".tmp-convert"
-    try:
-        mx.onnx.export_model(prefix + "-symbol.json", prefix + "-0000.params",
-                             in_shapes=[(1, 3, size, size)], in_types=[np.float32],
-                             onnx_file_path=converted, dynamic=True,
-                             dynamic_input_shapes=[(None, 3, size, size)])
-        model = onnx.load(converted)
-    except mx.base.MXNetError as err:
-        raise DataError(f"mx.onnx cannot convert {prefix}: {mxnet_reason(err)}") from None
-    finally:
-        if os.path.exists(converted):
-            os.remove(converted)
+    model = convert(prefix + "-symbol.json", prefix + "-0000.params", (1, 3, size, size),
+                    onnx_path + ".tmp-convert", prefix)
     graph = model.graph
-    weights = {init.name for init in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in weights]
-    del graph.input[:]
-    graph.input.extend(inputs)
-    graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
     names = head_names(len(graph.output) // 2)
     renamed = {out.name: new for out, new in zip(graph.output, names)}
     for node in graph.node:
