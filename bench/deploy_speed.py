@@ -6,7 +6,12 @@ the variants are timed in alternating rounds so that load on a shared machine hi
 Prints images/s at batch 1 and 8 and the ratio to the fused stock model. The ONNX model (the
 deploy graph with per-class NMS, see ssd_nobias/onnx_model.py) runs in ONNX Runtime on the CPU.
 
+The accelerator graph (ssd_nobias/deploy) runs in ONNX Runtime in float32 and in INT8 (QDQ,
+calibrated on random images: speed does not care), in the same alternating rounds, and the host
+part (NumPy and host.onnx) on the INT8 graph's outputs, per image against the INT8 graph.
+
     python bench/deploy_speed.py [--model ssd_300_mobilenet1.0_voc] [--rounds 5] [--iters 10]
+        [--only accelerator]
 """
 import argparse
 import statistics
@@ -18,8 +23,13 @@ import mxnet as mx
 import numpy as np
 
 from ssd_nobias import get_model
+from ssd_nobias.deploy.accelerator import (AcceleratorNet, OnnxAccelerator, deploy_anchors,
+                                           export_onnx as export_accelerator_onnx,
+                                           export_symbol, host_onnx, host_part)
+from ssd_nobias.deploy.int8 import quantize
 from ssd_nobias.export import fold_ssd
-from ssd_nobias.onnx_model import export_onnx
+from ssd_nobias.machine import cpu_info
+from ssd_nobias.onnx_model import export_onnx, find_cut, session
 from ssd_nobias.predictors import OnnxPredictor
 
 FUSED = "MKLDNN"
@@ -55,6 +65,44 @@ def onnx_model(model: str, size: int, folder: str) -> OnnxPredictor:
     return OnnxPredictor(f"{folder}/deploy.onnx")
 
 
+class Timed:
+    """A callable on a NumPy batch, timed like the MXNet variants."""
+
+    def __init__(self, run):
+        self.run = run
+
+
+def accelerator_variants(model: str, size: int, folder: str) -> dict:
+    """The accelerator graph in float32 and INT8 and the host part, as Timed variants."""
+    folded = fold_ssd(trained_looking("nobias", model, size), [mx.cpu()])
+    folded.hybridize()
+    x = mx.nd.random.normal(shape=(2, 3, size, size))
+    folded(x)
+    folded.export(f"{folder}/acc-deploy")
+    acc = AcceleratorNet(folded)
+    prefix = export_symbol(acc, x, folder)
+    float_path, int8_path = f"{prefix}.onnx", f"{prefix}.int8.onnx"
+    export_accelerator_onnx(prefix, float_path, size)
+    cut = find_cut(mx.sym.load(f"{folder}/acc-deploy-symbol.json"), (1, 3, size, size))
+    host = host_part(acc, cut, deploy_anchors(f"{folder}/acc-deploy", cut, size))
+    calib = [np.random.RandomState(i).normal(0, 1, (3, size, size)).astype(np.float32)
+             for i in range(8)]
+    quantize(float_path, int8_path, calib, progress=False)
+    fp32, int8 = OnnxAccelerator(float_path), OnnxAccelerator(int8_path)
+    outputs = {}
+
+    def int8_run(batch):
+        outputs[len(batch)] = int8(batch)
+    host_onnx(host, f"{folder}/host.onnx", [o.shape for o in int8(calib[0][None])])
+    host_sess = session(f"{folder}/host.onnx")
+    names = [i.name for i in host_sess.get_inputs()]
+    return {"accelerator graph float32 (ORT)": Timed(fp32),
+            "accelerator graph INT8 (ORT)": Timed(int8_run),
+            "host part, NumPy": Timed(lambda batch: host(outputs[len(batch)])),
+            "host part, host.onnx (ORT)": Timed(
+                lambda batch: host_sess.run(None, dict(zip(names, outputs[len(batch)]))))}
+
+
 def prepared(block, x, fuse: bool):
     block.hybridize(static_alloc=True, static_shape=True)
     if fuse:
@@ -63,6 +111,13 @@ def prepared(block, x, fuse: bool):
 
 
 def images_per_s(block, x, iters: int) -> float:
+    if isinstance(block, Timed):
+        batch = x.asnumpy()
+        block.run(batch)
+        start = time.perf_counter()
+        for _ in range(iters):
+            block.run(batch)
+        return iters * x.shape[0] / (time.perf_counter() - start)
     if isinstance(block, OnnxPredictor):  # time ONNX Runtime alone, not NDArray conversions
         feed = {block.input: x.asnumpy()}
         sess = block.session
@@ -80,12 +135,17 @@ def main() -> None:
     p.add_argument("--model", default="ssd_300_mobilenet1.0_voc")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--only", choices=["accelerator"],
+                   help="time the accelerator graph and host part alone")
     args = p.parse_args()
     size = int(args.model.split("_")[1])
+    cpu = cpu_info()
+    print(f"CPU: {cpu.describe()}; MXNet and ONNX Runtime with their default threads")
     with tempfile.TemporaryDirectory() as tmp:
+        accelerator = accelerator_variants(args.model, size, tmp)
         for batch in (1, 8):
             x = mx.nd.random.uniform(shape=(batch, 3, size, size))
-            variants = {
+            variants = {} if args.only else {
                 "deploy graph (folded, bias-free)": prepared(deploy_graph(args.model, size, tmp),
                                                              x, False),
                 "deploy graph + MKLDNN fusion": prepared(deploy_graph(args.model, size, tmp),
@@ -98,16 +158,25 @@ def main() -> None:
                     trained_looking("batchnorm", args.model, size), x, True),
                 "ONNX model in ONNX Runtime": onnx_model(args.model, size, tmp),
             }
+            variants.update(accelerator)  # the host part runs on the INT8 outputs just made
             speeds = {name: [] for name in variants}
             for _ in range(args.rounds):
                 for name, block in variants.items():
                     speeds[name].append(images_per_s(block, x, args.iters))
-            base = statistics.median(speeds["stock BatchNorm + MKLDNN fusion"])
+            medians = {name: statistics.median(v) for name, v in speeds.items()}
+            base_name = "accelerator graph float32 (ORT)" if args.only else \
+                "stock BatchNorm + MKLDNN fusion"
             print(f"{args.model}, batch {batch}, CPU, median of {args.rounds} rounds of "
                   f"{args.iters} forwards")
-            for name, values in speeds.items():
-                median = statistics.median(values)
-                print(f"  {name:34s} {median:8.1f} images/s  {median / base:5.2f}x fused stock")
+            for name, median in medians.items():
+                print(f"  {name:34s} {median:8.1f} images/s  {median / medians[base_name]:5.2f}x "
+                      f"{base_name}")
+            int8 = medians["accelerator graph INT8 (ORT)"]
+            print(f"  INT8 / float32 accelerator graph: "
+                  f"{int8 / medians['accelerator graph float32 (ORT)']:.2f}x; host part per "
+                  f"image as a share of the INT8 graph's time: NumPy "
+                  f"{int8 / medians['host part, NumPy']:.1%}, host.onnx "
+                  f"{int8 / medians['host part, host.onnx (ORT)']:.1%}")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,8 @@ def test_the_int8_graph_has_every_conv_quantized_and_every_zero_point_zero(split
     assert all(not zp.any() for zp in zero_points)
     assert all(len(n.input) == 2 for n in model.graph.node if n.op_type == "Conv")
     layers = report["int8"]["layers"]
+    assert [layer["layer"] for layer in layers][:3] == ["conv0", "dw1", "pw1"]
+    assert {"extra4_conv", "cls0", "box5"} <= {layer["layer"] for layer in layers}
     assert len(layers) == 47 and all(np.isfinite(layer["sqnr_db"]) for layer in layers)
     assert all(layer["weight_scale_max_over_median"] >= 1 for layer in layers)
     val = report["int8"]["val"]
@@ -210,3 +212,22 @@ def test_eval_and_detect_run_the_int8_pair(split, tmp_path):
                            str(tmp_path / "det")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "1 image(s) at" in done.stdout
+
+
+def test_mxnet_int8_quantizes_every_convolution_and_still_detects(alive_model):
+    from ssd_nobias.deploy.mxnet_int8 import quantize_deploy
+    from ssd_nobias.predictors import load_deploy
+
+    cfg, _, deploy, _ = alive_model
+    fp32, _ = load_deploy(deploy, [mx.cpu()])
+    rng = np.random.RandomState(0)
+    images = [rng.normal(0, 1, (3, 300, 300)).astype(np.float32) for _ in range(4)]
+    int8 = quantize_deploy(load_deploy(deploy, [mx.cpu()])[0], images)
+    x = mx.nd.array(np.stack(images[:2]))
+    want, got = [a.asnumpy() for a in fp32(x)], [a.asnumpy() for a in int8(x)]
+    assert got[0].shape == want[0].shape and (got[0] >= 0).sum() > 10
+    symbol = json.loads(int8._cached_graph[1].tojson())
+    ops = [n["op"] for n in symbol["nodes"]]
+    assert "Convolution" not in ops and ops.count("_sg_mkldnn_conv") == 47
+    with pytest.raises(ValueError, match="calib_mode"):
+        quantize_deploy(fp32, images, calib_mode="kl")

@@ -134,9 +134,26 @@ def per_class_nms(probs: np.ndarray, boxes: np.ndarray, score_thresh: float, nms
     anchors = probs.shape[0]
     flat = probs.T.reshape(-1)  # class-major, as the per-class concatenation
     candidates = np.flatnonzero(flat > score_thresh)
-    order = candidates[np.argsort(-flat[candidates], kind="stable")][:topk]
+    if len(candidates) > topk:  # the topk best, ties at the cut in index order, as a full sort
+        scores = flat[candidates]
+        kth = np.partition(scores, len(scores) - topk)[len(scores) - topk]
+        above = np.flatnonzero(scores > kth)
+        ties = np.flatnonzero(scores == kth)[: topk - len(above)]
+        candidates = candidates[np.sort(np.concatenate([above, ties]))]
+    order = candidates[np.argsort(-flat[candidates], kind="stable")]
     cls, anchor = order // anchors, order % anchors
     b = boxes[anchor]
+    suppressed = np.zeros(len(order), bool)
+    for c in np.unique(cls):  # NMS is per class: one small IoU matrix per class
+        members = np.flatnonzero(cls == c)  # best first
+        if len(members) > 1:
+            suppressed[members[_greedy_nms(b[members], nms_thresh)]] = True
+    kept = np.flatnonzero(~suppressed)[:keep]
+    return cls[kept].astype(np.float32), flat[order[kept]], b[kept]
+
+
+def _greedy_nms(b: np.ndarray, nms_thresh: float) -> np.ndarray:
+    """Which of the boxes b (best first) greedy NMS suppresses, as box_nms computes IoU."""
     bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
     area = np.where((bw < 0) | (bh < 0), 0, bw * bh)  # box_nms: an inverted box has no area
     w = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) -
@@ -146,12 +163,9 @@ def per_class_nms(probs: np.ndarray, boxes: np.ndarray, score_thresh: float, nms
     inter = w * h
     union = area[:, None] + area[None, :] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, inter / union, 0)
-    over = (iou > nms_thresh) & (cls[:, None] == cls[None, :])
-    over = np.triu(over, 1)
-    suppressed = np.zeros(len(order), bool)
+        over = np.triu(np.where(union > 0, inter / union, 0) > nms_thresh, 1)
+    suppressed = np.zeros(len(b), bool)
     for i in np.flatnonzero(over.any(1)):  # only rows that can suppress anything
         if not suppressed[i]:
             suppressed |= over[i]
-    kept = np.flatnonzero(~suppressed)[:keep]
-    return cls[kept].astype(np.float32), flat[order[kept]], b[kept]
+    return suppressed

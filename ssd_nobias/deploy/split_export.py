@@ -18,6 +18,7 @@ from ..errors import DataError, UserError
 from ..export import PARITY_RTOL, ParityError, fold_ssd, parity_images, raw_outputs, \
     relative_error
 from ..onnx_model import find_cut, session
+from ..model import layer_names
 from ..predictors import load_deploy, load_trained
 from .accelerator import (ACCELERATOR_DIR, NAME, AcceleratorNet, OnnxAccelerator,
                           deploy_anchors, export_onnx, export_symbol, host_onnx, host_part)
@@ -204,11 +205,14 @@ def _layer_figures(float_path: str, int8_path: str, images: List[np.ndarray]) ->
             ref[n].append(value)
         for n, value in zip(names, q_sess.run([pairs[n] for n in names], batch)):
             got[n].append(value)
+    relus = [node.output[0] for node in float_graph.node if node.op_type == "Relu"]
+    units = dict(zip(relus, layer_names())) if len(relus) == len(layer_names()) else {}
     layers = []
     for n in names:
         conv = maker.get(n, n)
         quantized_conv = conv if conv in spread else f"{conv}_QuantizeLinear_Input"
-        layers.append({"tensor": n, "weight_scale_max_over_median":
+        layers.append({"layer": units.get(n, n), "tensor": n,
+                       "weight_scale_max_over_median":
                        spread.get(quantized_conv, spread.get(n)),
                        "sqnr_db": round(sqnr_db(ref[n], got[n]), 2)})
     return layers
