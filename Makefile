@@ -44,7 +44,7 @@ check-cuda-build: setup
 		tests/test_model.py tests/test_export.py tests/test_gpu.py
 
 # The demo: synthetic data (generated once), a bias-free SSD trained on the CPU, exported
-# (deploy graph + ONNX), audited, evaluated.
+# (deploy graph + ONNX, accelerator graph in float32 and INT8 + host part), audited, evaluated.
 DEMO_DATA := data/synthetic
 DEMO_MODEL := ssd_300_mobilenet0.25_custom
 # MXNet's default OpenMP thread count can be below the core count: use every core.
@@ -54,9 +54,10 @@ demo: setup
 		$(BIN)/python scripts/make_synthetic_voc.py --out $(DEMO_DATA) --train 1000 --val 100
 	$(CORES) $(BIN)/python scripts/train_ssd.py --config configs/demo_synthetic.yaml
 	$(CORES) $(BIN)/python scripts/export_ssd.py --config configs/demo_synthetic.yaml \
-		--params runs/demo/demo-best.params --out runs/demo/export --onnx
+		--params runs/demo/demo-best.params --out runs/demo/export --onnx --accelerator --int8
 	$(BIN)/python scripts/audit_params.py runs/demo/export/$(DEMO_MODEL)-0000.params --summary \
 		--symbol runs/demo/export/$(DEMO_MODEL)-symbol.json --expect-bias-free '*features*'
+	$(BIN)/python scripts/audit_params.py runs/demo/export/accelerator/accelerator.int8.onnx --summary
 	$(CORES) $(BIN)/python scripts/eval_ssd.py --config configs/demo_synthetic.yaml \
 		--params runs/demo/demo-best.params --out runs/demo
 

@@ -4,7 +4,6 @@ by quantize_net_v2 (MKLDNN, channel-wise, calibrated on training images) against
     python bench/mxnet_int8.py --config runs/demo/config.yaml --deploy runs/demo/export \
         [--calib-images 64] [--calib-mode naive|entropy] [--rounds 5] [--iters 10]
 """
-import argparse
 import statistics
 import sys
 import time

@@ -7,7 +7,7 @@ import glob
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
@@ -116,9 +116,11 @@ class Detector:
 
 @dataclass
 class Summary:
+    """What a run did: images (video frames) detected, time in the detector, inputs skipped."""
+
     images: int = 0
     seconds: float = 0.0  # in the detector, reading and writing excluded
-    skipped: List[str] = None
+    skipped: List[str] = field(default_factory=list)
 
     @property
     def images_per_s(self) -> float:
@@ -160,7 +162,7 @@ def run(detector: Detector, inputs: Sequence[str], out_dir: str, skip_bad: bool 
         progress: bool = True) -> Summary:
     """Detect on every input; write <stem>.<ext> (annotated) and <stem>.json under out_dir."""
     os.makedirs(out_dir, exist_ok=True)
-    summary, taken = Summary(skipped=[]), set()
+    summary, taken = Summary(), set()
     bar = tqdm(total=len(inputs), unit="file", disable=not progress, desc="detect")
     for path in inputs:
         stem = _out_stem(path, taken)

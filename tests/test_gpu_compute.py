@@ -219,6 +219,39 @@ def test_emulated_compute_runs_in_each_devices_context_and_loads_its_module_once
         lib.emu_reset(0, 0)
 
 
+def test_kernels_compile_for_each_devices_own_architecture(emulation, monkeypatch):
+    """PTX for the device's compute capability (compute_50 the floor), an override by
+    SSD_NOBIAS_CUDA_ARCH, and NVRTC's refusal named with the architecture it refused."""
+    lib = emulation.lib
+    for name in ("emu_compiled_archs", "emu_arch_for", "emu_kernel_compile_error"):
+        getattr(lib, name).restype = ctypes.c_char_p
+    inputs = layer_inputs((2, 3, 9), "float32")
+    dy = np.ones((2, 3, 9), "float32")
+    x, gamma, mean, var, is_train = [a.copy() for a in inputs]
+    forward = ([x, gamma, mean, var, is_train], [np.empty_like(x), np.empty(3, "float32")])
+    monkeypatch.delenv("SSD_NOBIAS_CUDA_ARCH", raising=False)
+    try:
+        for capability, arch in ((90, b"compute_90"), (87, b"compute_87"), (37, b"compute_50")):
+            lib.emu_set_devices(capability, b"compute_50" if capability > 50 else b"")
+            assert lib.emu_arch_for(0) == arch
+            emulated_pass(emulation, inputs, dy)  # compiles for it (once per process)
+            assert b";" + arch + b";" in lib.emu_compiled_archs()
+            assert lib.emu_kernel_compile_error() == b""
+        monkeypatch.setenv("SSD_NOBIAS_CUDA_ARCH", "compute_80")
+        assert lib.emu_arch_for(0) == b"compute_80"
+        emulated_pass(emulation, inputs, dy)
+        assert b";compute_80;" in lib.emu_compiled_archs()
+        lib.emu_set_devices(90, b"compute_75")
+        monkeypatch.setenv("SSD_NOBIAS_CUDA_ARCH", "compute_75")
+        ok, error, _ = emulation.run(False, *forward, "float32")
+        assert not ok
+        assert "compiling the nobias_batch_norm GPU kernels for compute_75 with NVRTC failed" \
+            in error and "invalid value for --gpu-architecture" in error
+        assert b"for compute_75" in lib.emu_kernel_compile_error()
+    finally:
+        lib.emu_set_devices(50, b"")
+
+
 def test_frozen_statistics_need_no_sums_in_the_forward_pass(emulation):
     inputs = layer_inputs((3, 2, 5000), "float32")
     got = emulated_pass(emulation, inputs, np.ones((3, 2, 5000), "float32"),

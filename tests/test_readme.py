@@ -95,7 +95,7 @@ def sandbox(tmp_path_factory):
                           text=True)
     assert demo.returncode == 0, demo.stderr
     recipe = [c for c in commands(demo.stdout) if "scripts/" in c]
-    assert len(recipe) == 5  # data, train, export, audit, eval
+    assert len(recipe) == 6  # data, train, export, audit params, audit the INT8 graph, eval
     for command in recipe:
         run(command, box)
     shutil.copy(os.path.join(box, "data", "synthetic", "JPEGImages",

@@ -22,12 +22,17 @@ typedef struct CUstream_st* CUstream;
 typedef int nvrtcResult;  // 0: NVRTC_SUCCESS
 typedef struct _nvrtcProgram* nvrtcProgram;
 
+// cuDeviceGetAttribute's CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR and _MINOR
+constexpr int kComputeCapabilityMajor = 75;
+constexpr int kComputeCapabilityMinor = 76;
+
 struct CudaApi {
   CUresult (*cuInit)(unsigned int flags);
   CUresult (*cuCtxGetCurrent)(CUcontext* ctx);
   CUresult (*cuCtxSetCurrent)(CUcontext ctx);
   CUresult (*cuCtxGetDevice)(CUdevice* device);
   CUresult (*cuDeviceGet)(CUdevice* device, int ordinal);
+  CUresult (*cuDeviceGetAttribute)(int* value, int attribute, CUdevice device);
   CUresult (*cuDevicePrimaryCtxRetain)(CUcontext* ctx, CUdevice device);
   CUresult (*cuModuleLoadData)(CUmodule* module, const void* image);
   CUresult (*cuModuleGetFunction)(CUfunction* function, CUmodule module, const char* name);

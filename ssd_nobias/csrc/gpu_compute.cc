@@ -5,10 +5,13 @@
 
 #include "gpu_compute.h"
 
+#include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <stdexcept>
+#include <tuple>
 #include <utility>
 
 #include "gpu_args.h"
@@ -20,6 +23,7 @@
 namespace nobias_gpu {
 
 const char kArch[] = "compute_50";
+const char kArchEnv[] = "SSD_NOBIAS_CUDA_ARCH";
 
 namespace {
 
@@ -52,15 +56,16 @@ struct Functions {
   CUfunction of[kNumDTypes][kNumKernels];
 };
 
-// The PTX (compiled once per process) and each CUDA context's module. MXNet calls the compute
-// from several worker threads per GPU; each GPU has its own context.
+// The PTX (compiled once per process and architecture) and each CUDA context's module. MXNet
+// calls the compute from several worker threads per GPU; each GPU has its own context.
 class Modules {
  public:
-  const Functions& For(const Apis& apis, CUcontext ctx) {
+  const Functions& For(const Apis& apis, CUcontext ctx, const std::string& arch) {
     std::lock_guard<std::mutex> lock(mutex_);
-    auto found = functions_.find({apis.cuda, ctx});
+    const auto key = std::make_tuple(apis.cuda, ctx, arch);
+    auto found = functions_.find(key);
     if (found != functions_.end()) return found->second;
-    const std::string& ptx = Ptx(*apis.nvrtc);
+    const std::string& ptx = Ptx(*apis.nvrtc, arch);
     const CudaApi& cu = *apis.cuda;
     CUmodule module = nullptr;
     Check(cu, cu.cuModuleLoadData(&module, ptx.c_str()), "cuModuleLoadData");
@@ -72,14 +77,14 @@ class Modules {
               "cuModuleGetFunction");
       }
     }
-    return functions_[{apis.cuda, ctx}] = fns;
+    return functions_[key] = fns;
   }
 
-  // Why the kernels do not compile; empty if they do (and the PTX is kept for For).
-  std::string CompileError(const NvrtcApi& nvrtc) {
+  // Why the kernels do not compile for `arch`; empty if they do (and the PTX is kept for For).
+  std::string CompileError(const NvrtcApi& nvrtc, const std::string& arch) {
     std::lock_guard<std::mutex> lock(mutex_);
     try {
-      Ptx(nvrtc);
+      Ptx(nvrtc, arch);
     } catch (const GpuError& err) {
       return err.what();
     }
@@ -87,20 +92,24 @@ class Modules {
   }
 
  private:
-  // Compiled at the first call; the caller holds mutex_.
-  const std::string& Ptx(const NvrtcApi& nvrtc) {
-    if (ptx_.empty()) {
+  // Compiled at the first call for `arch`; the caller holds mutex_.
+  const std::string& Ptx(const NvrtcApi& nvrtc, const std::string& arch) {
+    std::string& ptx = ptx_[arch];
+    if (ptx.empty()) {
       std::string log;
-      if (!CompilePtx(nvrtc, kArch, &ptx_, &log)) {
-        throw GpuError("compiling the nobias_batch_norm GPU kernels with NVRTC failed: " + log);
+      if (!CompilePtx(nvrtc, arch, &ptx, &log)) {
+        ptx.clear();
+        throw GpuError("compiling the nobias_batch_norm GPU kernels for " + arch +
+                       " with NVRTC failed: " + log + " (" + kArchEnv +
+                       "=compute_XY chooses another architecture)");
       }
     }
-    return ptx_;
+    return ptx;
   }
 
   std::mutex mutex_;
-  std::string ptx_;
-  std::map<std::pair<const CudaApi*, CUcontext>, Functions> functions_;
+  std::map<std::string, std::string> ptx_;
+  std::map<std::tuple<const CudaApi*, CUcontext, std::string>, Functions> functions_;
 };
 
 Modules& AllModules() {
@@ -174,7 +183,9 @@ class Launcher {
   Launcher(const Apis& apis, const MXTensor& data, const OpResource& res)
       : cu_(*apis.cuda), stream_(static_cast<CUstream>(res.get_cuda_stream())) {
     const CUcontext ctx = ContextFor(cu_, data.ctx.dev_id);
-    fns_ = AllModules().For(apis, ctx).of[DTypeOf(data)];
+    CUdevice device = 0;
+    Check(cu_, cu_.cuDeviceGet(&device, data.ctx.dev_id), "cuDeviceGet");
+    fns_ = AllModules().For(apis, ctx, ArchFor(cu_, device)).of[DTypeOf(data)];
   }
 
   void Run(Kernel kernel, Grid grid, KernelArgs* k) const {
@@ -270,6 +281,18 @@ MXReturnValue Guarded(Body body) {
 
 }  // namespace
 
+std::string ArchFor(const CudaApi& cu, CUdevice device) {
+  const char* forced = std::getenv(kArchEnv);
+  if (forced != nullptr && *forced != '\0') return forced;
+  int major = 0, minor = 0;
+  Check(cu, cu.cuDeviceGetAttribute(&major, kComputeCapabilityMajor, device),
+        "cuDeviceGetAttribute");
+  Check(cu, cu.cuDeviceGetAttribute(&minor, kComputeCapabilityMinor, device),
+        "cuDeviceGetAttribute");
+  const int floor = std::atoi(kArch + std::string("compute_").size());  // kArch's number
+  return "compute_" + std::to_string(std::max(major * 10 + minor, floor));
+}
+
 bool CompilePtx(const NvrtcApi& nv, const std::string& arch, std::string* ptx,
                 std::string* log) {
   nvrtcProgram prog = nullptr;
@@ -303,8 +326,14 @@ bool CompilePtx(const NvrtcApi& nv, const std::string& arch, std::string* ptx,
   return status == 0;
 }
 
-std::string KernelCompileError(const NvrtcApi& nvrtc) {
-  return AllModules().CompileError(nvrtc);
+std::string KernelCompileError(const Apis& apis) {
+  try {
+    CUdevice device = 0;
+    Check(*apis.cuda, apis.cuda->cuDeviceGet(&device, 0), "cuDeviceGet");
+    return AllModules().CompileError(*apis.nvrtc, ArchFor(*apis.cuda, device));
+  } catch (const GpuError& err) {
+    return err.what();
+  }
 }
 
 MXReturnValue Forward(const Apis& apis, const Attrs& attrs, std::vector<MXTensor>* inputs,

@@ -18,18 +18,26 @@ using mxnet::ext::MXReturnValue;
 using mxnet::ext::MXTensor;
 using mxnet::ext::OpResource;
 
-// The virtual architecture the kernels are compiled for: PTX that the driver compiles for the
-// GPU at hand, any GPU from Maxwell on (as old as anything mxnet-cu11x runs on).
+// The oldest virtual architecture the kernels are compiled for (Maxwell, as old as anything
+// mxnet-cu11x runs on). Each GPU gets PTX for its own compute capability, never below this
+// floor (NVRTC of CUDA 13 no longer compiles for Maxwell to Volta); the environment variable
+// kArchEnv (e.g. compute_80) overrides it for every device.
 extern const char kArch[];
+extern const char kArchEnv[];
+
+// The virtual architecture for `device`: kArchEnv if set, else compute_<major><minor> of the
+// device, at least kArch.
+std::string ArchFor(const CudaApi& cuda, CUdevice device);
 
 // gpu_kernels.cuh to PTX for `arch` (compute_XX) with the library's NVRTC options. False on
 // failure, with the reason in `log`; the compiler's messages, if any, are in `log` either way.
 bool CompilePtx(const NvrtcApi& nvrtc, const std::string& arch, std::string* ptx,
                 std::string* log);
 
-// Why gpu_kernels.cuh does not compile with `nvrtc`; empty if it does. The PTX is kept for the
-// compute functions, which compile it on their first call otherwise.
-std::string KernelCompileError(const NvrtcApi& nvrtc);
+// Why gpu_kernels.cuh does not compile for device 0's architecture (ArchFor) with `apis`; empty
+// if it does. The PTX is kept for the compute functions, which compile it on their first call
+// on a device of that architecture otherwise.
+std::string KernelCompileError(const Apis& apis);
 
 // The lib_api compute functions, on device arrays (see nobias_bn.cc for inputs and outputs).
 MXReturnValue Forward(const Apis& apis, const Attrs& attrs, std::vector<MXTensor>* inputs,

@@ -47,6 +47,7 @@ struct System {
     Bind(cu, "cuCtxSetCurrent", &cuda.cuCtxSetCurrent, &cuda_error);
     Bind(cu, "cuCtxGetDevice", &cuda.cuCtxGetDevice, &cuda_error);
     Bind(cu, "cuDeviceGet", &cuda.cuDeviceGet, &cuda_error);
+    Bind(cu, "cuDeviceGetAttribute", &cuda.cuDeviceGetAttribute, &cuda_error);
     Bind(cu, "cuDevicePrimaryCtxRetain", &cuda.cuDevicePrimaryCtxRetain, &cuda_error);
     Bind(cu, "cuModuleLoadData", &cuda.cuModuleLoadData, &cuda_error);
     Bind(cu, "cuModuleGetFunction", &cuda.cuModuleGetFunction, &cuda_error);
@@ -115,7 +116,9 @@ extern "C" const char* nobias_gpu_unavailable() {
   using nobias_gpu::last_result;
   const nobias_gpu::System& system = nobias_gpu::TheSystem();
   last_result = system.Unavailable();
-  if (last_result.empty()) last_result = nobias_gpu::KernelCompileError(system.nvrtc);
+  if (last_result.empty()) {
+    last_result = nobias_gpu::KernelCompileError(nobias_gpu::Apis{&system.cuda, &system.nvrtc});
+  }
   return last_result.c_str();
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import mxnet as mx
 import numpy as np
@@ -48,7 +48,7 @@ def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = Fals
     """Write `export_dir`/accelerator/ (see deploy/accelerator.py) after export_deploy wrote the
     deploy graph there; with `int8` also accelerator.int8.onnx. Adds an 'accelerator' entry to
     export_report.json. Raises ProofError when a saved graph breaks its rules, ParityError
-    when the pair's outputs are not the deploy graph's."""
+    when the pair's raw outputs differ from the trained model's by more than PARITY_RTOL."""
     size = base_size(cfg)
     deploy_prefix = os.path.join(export_dir, cfg.model.name)
     if not os.path.isfile(deploy_prefix + "-symbol.json"):
@@ -114,6 +114,8 @@ def _parity(prefix: str, host: HostPart, x: mx.nd.NDArray, outputs: List[np.ndar
                   "box_offsets": relative_error(mx_offsets.reshape(n, -1), trained[1])},
         "onnx": {"class_logits": relative_error(logits.reshape(n, -1), trained[0]),
                  "box_offsets": relative_error(offsets.reshape(n, -1), trained[1])},
+        # after NMS, for information (as the deploy graph's own parity): convolutions summed
+        # in another order may reorder or swap near-tied detections
         "same_detections_as_deploy": _same(deploy_det, (ids, scores, boxes)),
         "host_onnx_same_as_numpy": _same((ids, scores, boxes), (h_ids, h_scores, h_boxes))}
 
@@ -145,8 +147,13 @@ def _int8(cfg, float_path: str, int8_path: str, count: int, method: str,
           progress: bool) -> Dict:
     """Quantize, prove, and measure per layer: weight-scale spread and SQNR."""
     images = calibration_images(cfg, count)
-    logging.getLogger().setLevel(logging.ERROR)  # ORT's advice to run its pre-processing
-    quantize(float_path, int8_path, images, method, progress)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # ORT's quantizer warns, through the root logger, to run its
+    try:  # pre-processing (shape inference): the graph's shapes are all known already
+        quantize(float_path, int8_path, images, method, progress)
+    finally:
+        root.setLevel(level)
     return {"file": int8_path, "calibration": {"images": len(images), "method": method,
                                                "split": "train"},
             "proof": _proof_entry(prove(int8_path)),
@@ -239,12 +246,6 @@ def _raise_failures(report: Dict, export_dir: str) -> None:
     if worst > PARITY_RTOL:
         raise ParityError(f"the accelerator graph + host part differ from the trained model by "
                           f"{worst:.3g} of their magnitude (allowed {PARITY_RTOL:g}); see "
-                          f"{export_dir}/export_report.json")
-    if not p["same_detections_as_deploy"]:
-        raise ParityError(f"the accelerator graph + host part detect otherwise than the deploy "
-                          f"graph; see {export_dir}/export_report.json")
-    if not p["host_onnx_same_as_numpy"]:
-        raise ParityError(f"host.onnx detects otherwise than the NumPy host part; see "
                           f"{export_dir}/export_report.json")
 
 

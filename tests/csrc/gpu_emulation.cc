@@ -41,6 +41,10 @@ std::string problem;   // the first thing a GPU would have refused
 int device_of_call = 0;  // the device the operator's arrays are on
 CUcontext current = reinterpret_cast<CUcontext>(0xc0);  // device 0's
 int module_loads = 0, primary_retains = 0;
+int capability = 50;        // every device's compute capability, major * 10 + minor
+std::string compiled_arch;  // the --gpu-architecture of the last compile
+std::string compiled_archs = ";";  // of every compile that succeeded, ";"-separated
+std::string refused_arch;   // an architecture the emulated NVRTC refuses, as CUDA 13's does 50
 
 CUcontext PrimaryContext(int device) { return reinterpret_cast<CUcontext>(0xc0 + device); }
 
@@ -58,6 +62,12 @@ CUresult CtxGetDevice(CUdevice* device) {
   return 0;
 }
 CUresult DeviceGet(CUdevice* device, int ordinal) { *device = ordinal; return 0; }
+CUresult DeviceGetAttribute(int* value, int attribute, CUdevice) {
+  if (attribute == nobias_gpu::kComputeCapabilityMajor) *value = capability / 10;
+  else if (attribute == nobias_gpu::kComputeCapabilityMinor) *value = capability % 10;
+  else return Refuse("cuDeviceGetAttribute: attribute " + std::to_string(attribute));
+  return 0;
+}
 CUresult PrimaryCtxRetain(CUcontext* ctx, CUdevice device) {
   ++primary_retains;
   *ctx = PrimaryContext(device);
@@ -125,9 +135,28 @@ nvrtcResult CreateProgram(nvrtcProgram* prog, const char*, const char*, int, con
   *prog = reinterpret_cast<nvrtcProgram>(0x9);
   return 0;
 }
-nvrtcResult CompileProgram(nvrtcProgram, int, const char* const*) { return 0; }
-nvrtcResult GetProgramLogSize(nvrtcProgram, size_t* size) { *size = 1; return 0; }
-nvrtcResult GetProgramLog(nvrtcProgram, char* log) { *log = '\0'; return 0; }
+std::string compile_log;
+nvrtcResult CompileProgram(nvrtcProgram, int num_options, const char* const* options) {
+  const std::string prefix = "--gpu-architecture=";
+  compile_log.clear();
+  for (int i = 0; i < num_options; ++i) {
+    if (std::string(options[i]).rfind(prefix, 0) == 0) compiled_arch = options[i] + prefix.size();
+  }
+  if (compiled_arch == refused_arch) {
+    compile_log = "nvrtc: error: invalid value for --gpu-architecture (-arch)";
+    return 7;  // NVRTC_ERROR_INVALID_OPTION
+  }
+  compiled_archs += compiled_arch + ";";
+  return 0;
+}
+nvrtcResult GetProgramLogSize(nvrtcProgram, size_t* size) {
+  *size = compile_log.size() + 1;
+  return 0;
+}
+nvrtcResult GetProgramLog(nvrtcProgram, char* log) {
+  std::memcpy(log, compile_log.c_str(), compile_log.size() + 1);
+  return 0;
+}
 nvrtcResult GetPTXSize(nvrtcProgram, size_t* size) { *size = sizeof kEmulatedPtx; return 0; }
 nvrtcResult GetPTX(nvrtcProgram, char* ptx) {
   std::memcpy(ptx, kEmulatedPtx, sizeof kEmulatedPtx);
@@ -137,7 +166,8 @@ nvrtcResult DestroyProgram(nvrtcProgram*) { return 0; }
 const char* NvrtcErrorString(nvrtcResult) { return "emulated NVRTC failure"; }
 
 const nobias_gpu::CudaApi kCuda = {Init, CtxGetCurrent, CtxSetCurrent, CtxGetDevice,
-                                   DeviceGet, PrimaryCtxRetain, ModuleLoadData,
+                                   DeviceGet, DeviceGetAttribute, PrimaryCtxRetain,
+                                   ModuleLoadData,
                                    ModuleGetFunction, LaunchKernel, MemsetD8Async,
                                    GetErrorString};
 const nobias_gpu::NvrtcApi kNvrtc = {CreateProgram, CompileProgram, GetProgramLogSize,
@@ -161,6 +191,22 @@ extern "C" void emu_reset(int device, int current_device) {
   module_loads = primary_retains = 0;
 }
 extern "C" int emu_module_loads() { return module_loads; }
+// Every device's compute capability (major * 10 + minor), and an architecture NVRTC refuses.
+extern "C" void emu_set_devices(int compute_capability, const char* refused) {
+  capability = compute_capability;
+  refused_arch = refused;
+}
+extern "C" const char* emu_compiled_archs() { return compiled_archs.c_str(); }
+extern "C" const char* emu_arch_for(int device) {
+  static std::string arch;
+  arch = nobias_gpu::ArchFor(kCuda, device);
+  return arch.c_str();
+}
+extern "C" const char* emu_kernel_compile_error() {
+  static std::string why;
+  why = nobias_gpu::KernelCompileError(nobias_gpu::Apis{&kCuda, &kNvrtc});
+  return why.c_str();
+}
 extern "C" int emu_primary_retains() { return primary_retains; }
 
 // Runs the GPU compute's forward (backward = 0) or backward pass on host arrays laid out as the

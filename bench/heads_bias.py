@@ -1,0 +1,105 @@
+"""What the heads' biases are worth: the bias-free recipe with model.heads_bias true (12 head
+biases, added on the host) against false (no additive constant anywhere), on the study's
+protocol (bench/study.py: synthetic shapes, 1000 images x 12 epochs, last checkpoint), each
+seed exported with --accelerator --int8.
+
+Per arm and seed: val VOC07 mAP of the deploy graph, of the float32 accelerator pair and of the
+INT8 pair, and the CPU. Writes OUT/heads_bias.json after every run; --resume keeps the runs
+already there.
+
+    python bench/heads_bias.py [--seeds 1 2 3] [--out docs] [--resume]
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from ssd_nobias.config import load_config
+from ssd_nobias.deploy.split_export import export_accelerator
+from ssd_nobias.evaluate import evaluate_checkpoint
+from ssd_nobias.export import export_deploy
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from study import BUDGETS, DATA_SEED, ROOT, VAL_IMAGES, call, cpu, train_run  # noqa: E402
+
+ARMS = {"heads_bias": ["model.heads_bias=true"], "no_heads_bias": ["model.heads_bias=false"]}
+
+
+def one_run(arm: str, seed: int, data: str, work: str, budget: dict) -> dict:
+    out = os.path.join(work, f"{arm}-{seed}")
+    trained = train_run(out, ["model.norm=nobias"] + ARMS[arm], seed, data, budget)
+    cfg = load_config(os.path.join(out, "config.yaml"))
+    params = os.path.join(out, f"{cfg.name}-last.params")
+    export = os.path.join(out, "export")
+    export_deploy(cfg, params, export)
+    split = export_accelerator(cfg, params, export, int8=True, progress=False)
+    deploy = evaluate_checkpoint(cfg, None, os.path.join(out, "eval"), progress=False,
+                                 deploy_dir=export)
+    return {"map": deploy.value, "float32_pair_map": split["int8"]["val"]["float32_pair"],
+            "int8_map": split["int8"]["val"]["int8_pair"],
+            "head_biases_on_host": split["head_biases_on_host"],
+            "min_layer_sqnr_db": min(layer["sqnr_db"] for layer in split["int8"]["layers"]),
+            "curve": trained["curve"], "cpu": cpu()}
+
+
+def summary(results: dict) -> dict:
+    table = {}
+    for arm, seeds in results.items():
+        for key in ("map", "int8_map"):
+            values = [r[key] for r in seeds.values()]
+            if values:
+                table.setdefault(arm, {}).update({
+                    f"{key}_mean": float(np.mean(values)), f"{key}_min": min(values),
+                    f"{key}_max": max(values)})
+        if seeds:
+            table[arm]["int8_minus_float_points_max_abs"] = 100 * max(
+                abs(r["int8_map"] - r["map"]) for r in seeds.values())
+    return table
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--out", default=os.path.join(ROOT, "docs"))
+    p.add_argument("--work", default=os.path.join(ROOT, "runs", "heads_bias"))
+    p.add_argument("--resume", action="store_true")
+    args = p.parse_args()
+    budget = BUDGETS["full"]
+    path = os.path.join(args.out, "heads_bias.json")
+    results = {arm: {} for arm in ARMS}
+    if args.resume and os.path.isfile(path):
+        with open(path) as f:
+            results.update(json.load(f)["arms"])
+    data = os.path.join(args.work, f"data-{budget['train']}")
+    if not os.path.isfile(os.path.join(data, "classes.txt")):
+        call([sys.executable, os.path.join(ROOT, "scripts", "make_synthetic_voc.py"), "--out",
+              data, "--train", str(budget["train"]), "--val", str(VAL_IMAGES), "--seed",
+              str(DATA_SEED)])
+    for seed in args.seeds:
+        for arm in ARMS:
+            if str(seed) in results[arm]:
+                continue
+            start = time.perf_counter()
+            results[arm][str(seed)] = one_run(arm, seed, data, os.path.join(args.work, "runs"),
+                                              budget)
+            r = results[arm][str(seed)]
+            print(f"{arm} seed {seed}: deploy {r['map']:.4f}, INT8 pair {r['int8_map']:.4f} "
+                  f"({(time.perf_counter() - start) / 60:.1f} min)", flush=True)
+            os.makedirs(args.out, exist_ok=True)
+            with open(path, "w") as f:
+                json.dump({"protocol": {"command": "python bench/heads_bias.py",
+                                        "recipe": "configs/demo_synthetic.yaml, model.norm "
+                                                  "nobias", "data": {"seed": DATA_SEED,
+                                                                     "train": budget["train"],
+                                                                     "val": VAL_IMAGES},
+                                        "epochs": budget["epochs"], "checkpoint": "last",
+                                        "int8": "MinMax, 64 training images"},
+                           "arms": results, "summary": summary(results)}, f, indent=1)
+    print(json.dumps(summary(results), indent=1))
+
+
+if __name__ == "__main__":
+    main()
