@@ -14,6 +14,7 @@ part (NumPy and host.onnx) on the INT8 graph's outputs, per image against the IN
         [--only accelerator]
 """
 import argparse
+import glob
 import statistics
 import tempfile
 import time
@@ -26,7 +27,11 @@ from ssd_nobias import get_model
 from ssd_nobias.deploy.accelerator import (AcceleratorNet, OnnxAccelerator, deploy_anchors,
                                            export_onnx as export_accelerator_onnx,
                                            export_symbol, host_onnx, host_part)
+from ssd_nobias.data import ValTransform
+from ssd_nobias.deploy.host import HostPart
 from ssd_nobias.deploy.int8 import quantize
+from ssd_nobias.detect import Preprocess
+from ssd_nobias.images import read_image
 from ssd_nobias.export import fold_ssd
 from ssd_nobias.machine import cpu_info
 from ssd_nobias.onnx_model import export_onnx, find_cut, session
@@ -72,8 +77,8 @@ class Timed:
         self.run = run
 
 
-def accelerator_variants(model: str, size: int, folder: str) -> dict:
-    """The accelerator graph in float32 and INT8 and the host part, as Timed variants."""
+def build_accelerator(model: str, size: int, folder: str) -> None:
+    """Write folder/accelerator{.onnx,.int8.onnx} and the host part for an untrained model."""
     folded = fold_ssd(trained_looking("nobias", model, size), [mx.cpu()])
     folded.hybridize()
     x = mx.nd.random.normal(shape=(2, 3, size, size))
@@ -81,26 +86,44 @@ def accelerator_variants(model: str, size: int, folder: str) -> dict:
     folded.export(f"{folder}/acc-deploy")
     acc = AcceleratorNet(folded)
     prefix = export_symbol(acc, x, folder)
-    float_path, int8_path = f"{prefix}.onnx", f"{prefix}.int8.onnx"
-    export_accelerator_onnx(prefix, float_path, size)
+    export_accelerator_onnx(prefix, f"{prefix}.onnx", size)
     cut = find_cut(mx.sym.load(f"{folder}/acc-deploy-symbol.json"), (1, 3, size, size))
     host = host_part(acc, cut, deploy_anchors(f"{folder}/acc-deploy", cut, size))
+    host.save(folder)
     calib = [np.random.RandomState(i).normal(0, 1, (3, size, size)).astype(np.float32)
              for i in range(8)]
-    quantize(float_path, int8_path, calib, progress=False)
-    fp32, int8 = OnnxAccelerator(float_path), OnnxAccelerator(int8_path)
+    quantize(f"{prefix}.onnx", f"{prefix}.int8.onnx", calib, progress=False)
+    host_onnx(host, f"{folder}/host.onnx", [o.shape for o in
+                                             OnnxAccelerator(f"{prefix}.onnx")(calib[0][None])])
+
+
+def accelerator_variants(folder: str) -> dict:
+    """The accelerator graph of `folder` in float32 and INT8 and its host part (NumPy and
+    host.onnx, on the INT8 graph's outputs for the same batch), as Timed variants."""
+    fp32 = OnnxAccelerator(f"{folder}/accelerator.onnx")
+    int8 = OnnxAccelerator(f"{folder}/accelerator.int8.onnx")
+    host = HostPart.load(folder)
+    host_sess = session(f"{folder}/host.onnx")
+    names = [i.name for i in host_sess.get_inputs()]
     outputs = {}
 
     def int8_run(batch):
         outputs[len(batch)] = int8(batch)
-    host_onnx(host, f"{folder}/host.onnx", [o.shape for o in int8(calib[0][None])])
-    host_sess = session(f"{folder}/host.onnx")
-    names = [i.name for i in host_sess.get_inputs()]
     return {"accelerator graph float32 (ORT)": Timed(fp32),
             "accelerator graph INT8 (ORT)": Timed(int8_run),
             "host part, NumPy": Timed(lambda batch: host(outputs[len(batch)])),
             "host part, host.onnx (ORT)": Timed(
                 lambda batch: host_sess.run(None, dict(zip(names, outputs[len(batch)]))))}
+
+
+def real_images(folder: str, pattern: str, count: int) -> np.ndarray:
+    """`count` images matching `pattern`, preprocessed as the export's preprocess.json says."""
+    prep = Preprocess.from_export(folder)
+    transform = ValTransform(prep.size, prep.size, prep.mean, prep.std)
+    paths = sorted(glob.glob(pattern))[:count]
+    if len(paths) < count:
+        raise SystemExit(f"{pattern} matches {len(paths)} images, fewer than {count}")
+    return np.stack([transform(read_image(p), np.zeros((0, 5)))[0].asnumpy() for p in paths])
 
 
 def prepared(block, x, fuse: bool):
@@ -137,14 +160,26 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--only", choices=["accelerator"],
                    help="time the accelerator graph and host part alone")
+    p.add_argument("--accelerator", metavar="DIR",
+                   help="time this export's accelerator/ folder (trained weights) instead of "
+                        "an untrained --model's; implies --only accelerator")
+    p.add_argument("--images", metavar="GLOB",
+                   help="with --accelerator: real inputs (the host part's work depends on how "
+                        "many boxes a trained model proposes); default random")
     args = p.parse_args()
-    size = int(args.model.split("_")[1])
+    args.only = "accelerator" if args.accelerator else args.only
+    size = 300 if args.accelerator else int(args.model.split("_")[1])
     cpu = cpu_info()
     print(f"CPU: {cpu.describe()}; MXNet and ONNX Runtime with their default threads")
     with tempfile.TemporaryDirectory() as tmp:
-        accelerator = accelerator_variants(args.model, size, tmp)
+        folder = args.accelerator or tmp
+        if not args.accelerator:
+            build_accelerator(args.model, size, tmp)
+        accelerator = accelerator_variants(folder)
         for batch in (1, 8):
             x = mx.nd.random.uniform(shape=(batch, 3, size, size))
+            if args.images:
+                x = mx.nd.array(real_images(folder, args.images, batch))
             variants = {} if args.only else {
                 "deploy graph (folded, bias-free)": prepared(deploy_graph(args.model, size, tmp),
                                                              x, False),
@@ -166,8 +201,8 @@ def main() -> None:
             medians = {name: statistics.median(v) for name, v in speeds.items()}
             base_name = "accelerator graph float32 (ORT)" if args.only else \
                 "stock BatchNorm + MKLDNN fusion"
-            print(f"{args.model}, batch {batch}, CPU, median of {args.rounds} rounds of "
-                  f"{args.iters} forwards")
+            print(f"{args.accelerator or args.model}, batch {batch}, CPU, median of "
+                  f"{args.rounds} rounds of {args.iters} forwards")
             for name, median in medians.items():
                 print(f"  {name:34s} {median:8.1f} images/s  {median / medians[base_name]:5.2f}x "
                       f"{base_name}")

@@ -7,7 +7,7 @@ Per arm and seed: val VOC07 mAP of the deploy graph, of the float32 accelerator 
 INT8 pair, and the CPU. Writes OUT/heads_bias.json after every run; --resume keeps the runs
 already there.
 
-    python bench/heads_bias.py [--seeds 1 2 3] [--out docs] [--resume]
+    python bench/heads_bias.py [--seeds 1 2 3] [--out docs] [--resume [--reexport]]
 """
 import argparse
 import json
@@ -31,6 +31,12 @@ ARMS = {"heads_bias": ["model.heads_bias=true"], "no_heads_bias": ["model.heads_
 def one_run(arm: str, seed: int, data: str, work: str, budget: dict) -> dict:
     out = os.path.join(work, f"{arm}-{seed}")
     trained = train_run(out, ["model.norm=nobias"] + ARMS[arm], seed, data, budget)
+    return dict(exported(out), curve=trained["curve"])
+
+
+def exported(out: str) -> dict:
+    """Export a finished run's last checkpoint (deploy graph, accelerator pair in float32 and
+    INT8) and evaluate all three on val."""
     cfg = load_config(os.path.join(out, "config.yaml"))
     params = os.path.join(out, f"{cfg.name}-last.params")
     export = os.path.join(out, "export")
@@ -40,9 +46,10 @@ def one_run(arm: str, seed: int, data: str, work: str, budget: dict) -> dict:
                                  deploy_dir=export)
     return {"map": deploy.value, "float32_pair_map": split["int8"]["val"]["float32_pair"],
             "int8_map": split["int8"]["val"]["int8_pair"],
+            "int8_head_outputs": split["int8"]["head_outputs"],
             "head_biases_on_host": split["head_biases_on_host"],
             "min_layer_sqnr_db": min(layer["sqnr_db"] for layer in split["int8"]["layers"]),
-            "curve": trained["curve"], "cpu": cpu()}
+            "cpu": cpu()}
 
 
 def summary(results: dict) -> dict:
@@ -66,6 +73,9 @@ def main() -> None:
     p.add_argument("--out", default=os.path.join(ROOT, "docs"))
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "heads_bias"))
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--reexport", action="store_true",
+                   help="with --resume: export and evaluate the finished runs again (the "
+                        "training is kept), e.g. after a change to the INT8 export")
     args = p.parse_args()
     budget = BUDGETS["full"]
     path = os.path.join(args.out, "heads_bias.json")
@@ -80,11 +90,15 @@ def main() -> None:
               str(DATA_SEED)])
     for seed in args.seeds:
         for arm in ARMS:
-            if str(seed) in results[arm]:
-                continue
             start = time.perf_counter()
-            results[arm][str(seed)] = one_run(arm, seed, data, os.path.join(args.work, "runs"),
-                                              budget)
+            if str(seed) in results[arm]:
+                if not args.reexport:
+                    continue
+                results[arm][str(seed)].update(exported(
+                    os.path.join(args.work, "runs", f"{arm}-{seed}")))
+            else:
+                results[arm][str(seed)] = one_run(arm, seed, data,
+                                                  os.path.join(args.work, "runs"), budget)
             r = results[arm][str(seed)]
             print(f"{arm} seed {seed}: deploy {r['map']:.4f}, INT8 pair {r['int8_map']:.4f} "
                   f"({(time.perf_counter() - start) / 60:.1f} min)", flush=True)
@@ -96,7 +110,8 @@ def main() -> None:
                                                                      "train": budget["train"],
                                                                      "val": VAL_IMAGES},
                                         "epochs": budget["epochs"], "checkpoint": "last",
-                                        "int8": "MinMax, 64 training images"},
+                                        "int8": "MinMax, 64 training images; head outputs "
+                                                "as recorded per run"},
                            "arms": results, "summary": summary(results)}, f, indent=1)
     print(json.dumps(summary(results), indent=1))
 

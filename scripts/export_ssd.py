@@ -2,13 +2,14 @@
 
     python scripts/export_ssd.py --config C.yaml --params runs/x/x-best.params [--out DIR]
         [--onnx] [--force-zero-shift]
-        [--accelerator [--int8 [--calib-images N] [--calib-method minmax|entropy|percentile]]]
+        [--accelerator [--int8 [--calib-images N] [--calib-method minmax|entropy|percentile]
+                             [--int8-heads int32|int8]]]
 """
 import os
 import sys
 
 from ssd_nobias import cli
-from ssd_nobias.deploy.int8 import CALIB_METHODS
+from ssd_nobias.deploy.int8 import CALIB_METHODS, HEAD_OUTPUTS
 from ssd_nobias.deploy.split_export import export_accelerator, format_accelerator
 from ssd_nobias.export import export_deploy, format_report
 from ssd_nobias.naive_fix import export_zero_shift
@@ -34,6 +35,9 @@ def main(argv=None) -> int:
     p.add_argument("--calib-images", type=int, default=64, metavar="N",
                    help="training images that calibrate the INT8 ranges (default 64)")
     p.add_argument("--calib-method", choices=CALIB_METHODS, default="minmax")
+    p.add_argument("--int8-heads", choices=HEAD_OUTPUTS, default="int32",
+                   help="the 12 head outputs as the convs' int32 accumulators (default) or "
+                        "requantized to symmetric int8 (coarser class logits: see README)")
     args = p.parse_args(argv)
     if args.int8 and not args.accelerator:
         p.error("--int8 goes with --accelerator")
@@ -52,7 +56,8 @@ def main(argv=None) -> int:
     if args.accelerator:
         split = export_accelerator(cfg, args.params, out, int8=args.int8,
                                    calib_images=args.calib_images,
-                                   calib_method=args.calib_method)
+                                   calib_method=args.calib_method,
+                                   int8_heads=args.int8_heads)
         print(format_accelerator(split))
     return 0
 

@@ -90,7 +90,9 @@ def test_the_int8_graph_has_every_conv_quantized_and_every_zero_point_zero(split
     proof = prove(path)
     assert proof.ok, proof.problems
     assert proof.convs == proof.quantized_convs == 47
-    assert proof.types == {"int8": 13, "uint8": 35}  # the input and 12 heads; 35 ReLU outputs
+    # the input int8, 35 ReLU outputs uint8, the 12 heads their convs' int32 accumulators
+    assert proof.types == {"int8": 1, "uint8": 35, "int32 head": 12}
+    assert report["int8"]["head_outputs"] == "int32"
     model = onnx.load(path)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
@@ -108,6 +110,19 @@ def test_the_int8_graph_has_every_conv_quantized_and_every_zero_point_zero(split
     assert report["int8"]["calibration"] == {"images": 4, "method": "minmax", "split": "train"}
     with open(os.path.join(folder, "export_report.json")) as f:
         assert json.load(f)["accelerator"]["int8"]["proof"]["ok"]
+
+
+def test_int8_head_outputs_can_be_requantized_to_int8(split, tmp_path):
+    from ssd_nobias.deploy.int8 import quantize
+
+    folder = os.path.join(split[2], "accelerator")
+    rng = np.random.RandomState(1)
+    images = [rng.normal(0, 1, (3, 300, 300)).astype(np.float32) for _ in range(2)]
+    path = str(tmp_path / "heads8.onnx")
+    quantize(os.path.join(folder, "accelerator.onnx"), path, images, progress=False, heads="int8")
+    proof = prove(path)
+    assert proof.ok, proof.problems
+    assert proof.types == {"int8": 13, "uint8": 35}  # the input and the 12 heads int8
 
 
 def test_the_pair_detects_as_the_deploy_graph(split, alive_model):

@@ -154,16 +154,16 @@ def per_class_nms(probs: np.ndarray, boxes: np.ndarray, score_thresh: float, nms
 
 def _greedy_nms(b: np.ndarray, nms_thresh: float) -> np.ndarray:
     """Which of the boxes b (best first) greedy NMS suppresses, as box_nms computes IoU."""
-    bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    x0, y0, x1, y1 = (np.ascontiguousarray(c) for c in b.T)
+    bw, bh = x1 - x0, y1 - y0
     area = np.where((bw < 0) | (bh < 0), 0, bw * bh)  # box_nms: an inverted box has no area
-    w = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) -
-                np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
-    h = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) -
-                np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
+    zero = np.float32(0)
+    w = np.maximum(np.minimum.outer(x1, x1) - np.maximum.outer(x0, x0), zero)
+    h = np.maximum(np.minimum.outer(y1, y1) - np.maximum.outer(y0, y0), zero)
     inter = w * h
-    union = area[:, None] + area[None, :] - inter
+    union = np.add.outer(area, area) - inter
     with np.errstate(invalid="ignore", divide="ignore"):
-        over = np.triu(np.where(union > 0, inter / union, 0) > nms_thresh, 1)
+        over = np.triu(np.where(union > 0, inter / union, zero) > nms_thresh, 1)
     suppressed = np.zeros(len(b), bool)
     for i in np.flatnonzero(over.any(1)):  # only rows that can suppress anything
         if not suppressed[i]:

@@ -44,9 +44,10 @@ def calibration_images(cfg, count: int, seed: int = 0) -> List[np.ndarray]:
 
 def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = False,
                        calib_images: int = 64, calib_method: str = "minmax",
-                       progress: bool = True) -> Dict:
+                       int8_heads: str = "int32", progress: bool = True) -> Dict:
     """Write `export_dir`/accelerator/ (see deploy/accelerator.py) after export_deploy wrote the
-    deploy graph there; with `int8` also accelerator.int8.onnx. Adds an 'accelerator' entry to
+    deploy graph there; with `int8` also accelerator.int8.onnx (head outputs `int8_heads`: the
+    convs' int32 accumulators or int8, see deploy/int8.py). Adds an 'accelerator' entry to
     export_report.json. Raises ProofError when a saved graph breaks its rules, ParityError
     when the pair's raw outputs differ from the trained model's by more than PARITY_RTOL."""
     size = base_size(cfg)
@@ -85,7 +86,7 @@ def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = Fals
               "parity": _parity(prefix, host, x, outputs, trained, deploy_det, folder)}
     if int8:
         report["int8"] = _int8(cfg, float_path, os.path.join(folder, INT8_ONNX),
-                               calib_images, calib_method, progress)
+                               calib_images, calib_method, int8_heads, progress)
         report["int8"]["val"] = {
             "metric": eval_metric(cfg),
             "float32_pair": _val_map(cfg, dataset, classes, folder, False, progress),
@@ -143,7 +144,7 @@ def _val_map(cfg, dataset, classes, folder: str, int8: bool, progress: bool) -> 
     return round(result.value, 6)
 
 
-def _int8(cfg, float_path: str, int8_path: str, count: int, method: str,
+def _int8(cfg, float_path: str, int8_path: str, count: int, method: str, heads: str,
           progress: bool) -> Dict:
     """Quantize, prove, and measure per layer: weight-scale spread and SQNR."""
     images = calibration_images(cfg, count)
@@ -151,11 +152,11 @@ def _int8(cfg, float_path: str, int8_path: str, count: int, method: str,
     level = root.level
     root.setLevel(logging.ERROR)  # ORT's quantizer warns, through the root logger, to run its
     try:  # pre-processing (shape inference): the graph's shapes are all known already
-        quantize(float_path, int8_path, images, method, progress)
+        quantize(float_path, int8_path, images, method, progress, heads)
     finally:
         root.setLevel(level)
-    return {"file": int8_path, "calibration": {"images": len(images), "method": method,
-                                               "split": "train"},
+    return {"file": int8_path, "head_outputs": heads,
+            "calibration": {"images": len(images), "method": method, "split": "train"},
             "proof": _proof_entry(prove(int8_path)),
             "layers": _layer_figures(float_path, int8_path, images)}
 
@@ -181,6 +182,9 @@ def layer_tensors(float_path: str, int8_path: str) -> Dict[str, str]:
         dq = [c for c in consumers.get(node.output[0], []) if c.op_type == "DequantizeLinear"]
         if name in float_names and dq:
             pairs[name] = dq[0].output[0]
+    for output in model.graph.output:  # head outputs left as int32 accumulators
+        if output.name in float_names:
+            pairs.setdefault(output.name, output.name)
     return pairs
 
 
@@ -268,7 +272,8 @@ def format_accelerator(report: Dict) -> str:
                   if layer["weight_scale_max_over_median"] is not None]
         v = q["val"]
         rows += [f"INT8: {q['file']}, {q['calibration']['method']} on "
-                 f"{q['calibration']['images']} training images",
+                 f"{q['calibration']['images']} training images, head outputs "
+                 f"{q['head_outputs']}",
                  f"proof: {_proof_line(q['proof'])}",
                  f"per layer: SQNR {min(sqnr):.1f} to {max(sqnr):.1f} dB (median "
                  f"{float(np.median(sqnr)):.1f}); weight scales max/median up to "
