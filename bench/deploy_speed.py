@@ -15,6 +15,7 @@ part (NumPy and host.onnx) on the INT8 graph's outputs, per image against the IN
 """
 import argparse
 import glob
+import os
 import statistics
 import tempfile
 import time
@@ -93,6 +94,7 @@ def build_accelerator(model: str, size: int, folder: str) -> None:
     calib = [np.random.RandomState(i).normal(0, 1, (3, size, size)).astype(np.float32)
              for i in range(8)]
     quantize(f"{prefix}.onnx", f"{prefix}.int8.onnx", calib, progress=False)
+    quantize(f"{prefix}.onnx", f"{prefix}.int8heads.onnx", calib, progress=False, heads="int8")
     host_onnx(host, f"{folder}/host.onnx", [o.shape for o in
                                              OnnxAccelerator(f"{prefix}.onnx")(calib[0][None])])
 
@@ -109,11 +111,15 @@ def accelerator_variants(folder: str) -> dict:
 
     def int8_run(batch):
         outputs[len(batch)] = int8(batch)
-    return {"accelerator graph float32 (ORT)": Timed(fp32),
-            "accelerator graph INT8 (ORT)": Timed(int8_run),
+    variants = {"accelerator graph float32 (ORT)": Timed(fp32),
+                "accelerator graph INT8 (ORT)": Timed(int8_run)}
+    if os.path.isfile(f"{folder}/accelerator.int8heads.onnx"):
+        variants["  the same, int8 head outputs"] = Timed(
+            OnnxAccelerator(f"{folder}/accelerator.int8heads.onnx"))
+    return dict(variants, **{
             "host part, NumPy": Timed(lambda batch: host(outputs[len(batch)])),
             "host part, host.onnx (ORT)": Timed(
-                lambda batch: host_sess.run(None, dict(zip(names, outputs[len(batch)]))))}
+                lambda batch: host_sess.run(None, dict(zip(names, outputs[len(batch)]))))})
 
 
 def real_images(folder: str, pattern: str, count: int) -> np.ndarray:
