@@ -23,7 +23,7 @@ from ssd_nobias.evaluate import evaluate_checkpoint
 from ssd_nobias.export import export_deploy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study import BUDGETS, DATA_SEED, ROOT, VAL_IMAGES, call, cpu, train_run  # noqa: E402
+from study import BUDGETS, DATA_SEED, ROOT, VAL_IMAGES, cpu, study_data, train_run  # noqa: E402,E501
 
 ARMS = {"heads_bias": ["model.heads_bias=true"], "no_heads_bias": ["model.heads_bias=false"]}
 
@@ -83,11 +83,7 @@ def main() -> None:
     if args.resume and os.path.isfile(path):
         with open(path) as f:
             results.update(json.load(f)["arms"])
-    data = os.path.join(args.work, f"data-{budget['train']}")
-    if not os.path.isfile(os.path.join(data, "classes.txt")):
-        call([sys.executable, os.path.join(ROOT, "scripts", "make_synthetic_voc.py"), "--out",
-              data, "--train", str(budget["train"]), "--val", str(VAL_IMAGES), "--seed",
-              str(DATA_SEED)])
+    data = study_data(args.work, budget)
     for seed in args.seeds:
         for arm in ARMS:
             start = time.perf_counter()

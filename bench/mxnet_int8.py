@@ -4,9 +4,9 @@ by quantize_net_v2 (MKLDNN, channel-wise, calibrated on training images) against
     python bench/mxnet_int8.py --config runs/demo/config.yaml --deploy runs/demo/export \
         [--calib-images 64] [--calib-mode naive|entropy] [--rounds 5] [--iters 10]
 """
+import os
 import statistics
 import sys
-import time
 
 import mxnet as mx
 
@@ -19,14 +19,8 @@ from ssd_nobias.evaluate import evaluate
 from ssd_nobias.machine import cpu_info
 from ssd_nobias.predictors import load_deploy
 
-
-def images_per_s(block, x, iters: int) -> float:
-    block(x)[0].wait_to_read()
-    start = time.perf_counter()
-    for _ in range(iters):
-        out = block(x)
-    out[0].wait_to_read()
-    return iters * x.shape[0] / (time.perf_counter() - start)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from deploy_speed import images_per_s  # noqa: E402
 
 
 def main(argv=None) -> int:

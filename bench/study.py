@@ -63,6 +63,16 @@ def call(command, env=None) -> None:
         sys.exit(f"failed: {' '.join(command)}\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
+def study_data(work: str, budget: dict) -> str:
+    """The study's synthetic dataset for `budget` under `work`, generated once."""
+    data = os.path.join(work, f"data-{budget['train']}")
+    if not os.path.isfile(os.path.join(data, "classes.txt")):
+        call([sys.executable, os.path.join(ROOT, "scripts", "make_synthetic_voc.py"), "--out",
+              data, "--train", str(budget["train"]), "--val", str(VAL_IMAGES), "--seed",
+              str(DATA_SEED)])
+    return data
+
+
 def train_run(out: str, overrides: list, seed: int, data: str, budget: dict) -> dict:
     """Train the demo recipe with `overrides`; its val mAP per validated epoch and images/s."""
     # --overwrite: an arm-seed a stopped study left half-trained starts again from scratch
@@ -212,11 +222,7 @@ def main() -> None:
     budget["val_interval"] = min(budget["val_interval"], budget["epochs"])
     start = time.perf_counter()
     per_seed, minutes = read_results(args.out, budget) if args.resume else ({}, 0.0)
-    data = os.path.join(args.work, f"data-{budget['train']}")
-    if not os.path.isfile(os.path.join(data, "classes.txt")):
-        call([sys.executable, os.path.join(ROOT, "scripts", "make_synthetic_voc.py"), "--out",
-              data, "--train", str(budget["train"]), "--val", str(VAL_IMAGES), "--seed",
-              str(DATA_SEED)])
+    data = study_data(args.work, budget)
     for seed in args.seeds:
         per_seed[seed] = one_seed(seed, data, os.path.join(args.work, "runs"), budget)
         print(f"seed {seed}: " + ", ".join(f"{arm} {r['map']:.4f}"
