@@ -179,7 +179,7 @@ def describe(cfg: CfgNode) -> str:
     return "\n".join(lines)
 
 
-def _did_you_mean(key: str, node: CfgNode, prefix: str) -> str:
+def _did_you_mean(key: str, prefix: str) -> str:
     """' (did you mean ...?)' with the nearest known keys, or ''."""
     candidates = [k for k in keys() if k.startswith(prefix)] or keys()
     near = difflib.get_close_matches(key, candidates, n=3, cutoff=0.8) or \
@@ -226,7 +226,7 @@ def _lookup(cfg: CfgNode, key: str):
     for i, part in enumerate(parts[:-1]):
         if not isinstance(node.get(part), CfgNode):
             raise ConfigError(f"unknown config key '{'.'.join(parts[:i + 1])}' (in '{key}')"
-                              f"{_did_you_mean(key, node, '')}")
+                              f"{_did_you_mean(key, '')}")
         node = node[part]
     return node, parts[-1]
 
@@ -237,7 +237,7 @@ def _merge(node: CfgNode, values: dict, source: str, prefix: str = "") -> None:
         full = f"{prefix}{key}"
         if key not in node:
             raise ConfigError(f"unknown config key '{full}' in {source}"
-                              f"{_did_you_mean(full, node, prefix)}")
+                              f"{_did_you_mean(full, prefix)}")
         old = node[key]
         if isinstance(old, CfgNode):
             if not isinstance(value, dict):

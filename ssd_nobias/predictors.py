@@ -16,6 +16,8 @@ from mxnet import gluon
 from .checkpoint import read_meta
 from .config import contexts
 from .data import dataset_classes
+from .deploy.accelerator import FLOAT_ONNX, INT8_ONNX, OnnxAccelerator
+from .deploy.host import HostPart
 from .errors import DataError, mxnet_reason
 from .model import build_model
 from .onnx_model import session
@@ -113,10 +115,6 @@ class SplitPredictor:
     a GluonCV detector."""
 
     def __init__(self, folder: str, int8: bool = False, threads: int = 0):
-        from .deploy.accelerator import OnnxAccelerator
-        from .deploy.host import HostPart
-        from .deploy.split_export import FLOAT_ONNX, INT8_ONNX
-
         name = INT8_ONNX if int8 else FLOAT_ONNX
         path = os.path.join(folder, name)
         if not os.path.isfile(path):

@@ -3,11 +3,11 @@ that fails before its first step leaves the directory as it found it."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 from typing import Dict, List, Optional
 
-from .checkpoint import read_meta
 from .errors import Stopped, UserError
 from .preemption import LOCK_FILE
 
@@ -21,14 +21,27 @@ class RunDirectoryTaken(UserError):
     """The output directory holds another run's checkpoints or metrics."""
 
 
+def _sidecars(out_dir: str) -> Dict[str, dict]:
+    """The checkpoint sidecars in out_dir (file name -> content), read without checking the
+    CRCs: a torn checkpoint is still the previous run's, and every start reads these."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(glob.escape(out_dir), "*.json"))):
+        try:
+            with open(path) as f:
+                meta = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and isinstance(meta.get("params"), dict) and \
+                "iteration" in meta:
+            found[os.path.basename(path)] = meta
+    return found
+
+
 def checkpoints(out_dir: str) -> List[str]:
     """Names of the checkpoint files (.params, .states and their .json sidecars) in out_dir."""
     names = []
-    for sidecar in sorted(glob.glob(os.path.join(glob.escape(out_dir), "*.json"))):
-        meta = read_meta(sidecar[: -len(".json")] + ".params")
-        if meta is None or "params" not in meta:
-            continue
-        names.append(os.path.basename(sidecar))
+    for sidecar, meta in _sidecars(out_dir).items():
+        names.append(sidecar)
         names += [meta[kind]["file"] for kind in ("params", "states") if kind in meta]
     return names
 
@@ -46,11 +59,11 @@ def previous_run(out_dir: str) -> List[str]:
 
 
 def _summary(out_dir: str) -> str:
-    params = [n for n in checkpoints(out_dir) if n.endswith(".params")]
-    iterations = [read_meta(os.path.join(out_dir, n)) for n in params]
+    sidecars = _sidecars(out_dir)
     parts = []
-    if params:
-        newest = max(m["iteration"] for m in iterations)
+    if sidecars:
+        params = [meta["params"]["file"] for meta in sidecars.values()]
+        newest = max(meta["iteration"] for meta in sidecars.values())
         parts.append(f"{len(params)} checkpoint(s) ({', '.join(params)}; newest at iteration "
                      f"{newest})")
     metrics = os.path.join(out_dir, "metrics.csv")
@@ -65,8 +78,10 @@ def claim(out_dir: str, resume: str, overwrite: bool) -> List[str]:
     """Make out_dir ready for a run: refuse one that holds another run's checkpoints or
     metrics unless resuming ('auto') or `overwrite`, which removes that run's files (returned)
     so that nothing of it stays mixed with the new one."""
+    if resume == "auto":
+        return []
     held = _summary(out_dir)
-    if not held or resume == "auto":
+    if not held:
         return []
     if not overwrite:
         raise RunDirectoryTaken(

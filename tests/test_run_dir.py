@@ -135,3 +135,17 @@ def test_claim_lists_and_refuses(finished, tmp_path):
     with pytest.raises(RunDirectoryTaken, match="already holds a run"):
         claim(finished, "", False)
     assert claim(finished, "auto", False) == []
+
+
+def test_a_torn_checkpoint_still_counts_as_the_previous_runs(finished, tmp_path):
+    """A checkpoint whose files no longer match its sidecar's CRCs (killed mid-write) is
+    refused and removed like a whole one, so nothing of the old run stays mixed in."""
+    out = str(tmp_path / "run")
+    shutil.copytree(finished, out)
+    with open(os.path.join(out, "p-last.params"), "r+b") as f:
+        f.write(b"torn")
+    with pytest.raises(RunDirectoryTaken, match="p-last.params; newest at iteration 2"):
+        claim(out, "", False)
+    removed = claim(out, "", True)
+    assert {"p-last.params", "p-last.states", "p-last.json"} <= set(removed)
+    assert not [n for n in os.listdir(out) if n.startswith("p-")]

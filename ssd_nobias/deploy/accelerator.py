@@ -29,6 +29,7 @@ from .host import HostPart, HostSpec, head_names
 
 ACCELERATOR_DIR = "accelerator"
 NAME = "accelerator"
+FLOAT_ONNX, INT8_ONNX, HOST_ONNX = f"{NAME}.onnx", f"{NAME}.int8.onnx", "host.onnx"
 
 
 class AcceleratorNet(nn.HybridBlock):

@@ -93,9 +93,17 @@ def _accumulator_outputs(path: str) -> None:
     onnx.save(model, path)
 
 
+def layer_tensor(name: str) -> str:
+    """The float graph's name of a layer output, from its name in the QDQ graph (a tensor the
+    quantizer put a QuantizeLinear after is renamed <name>_QuantizeLinear_Input)."""
+    suffix = "_QuantizeLinear_Input"
+    return name[: -len(suffix)] if name.endswith(suffix) else name
+
+
 def weight_scale_spread(int8_path: str) -> Dict[str, float]:
-    """Per quantized Conv: max over median of its per-channel weight scales (a channel whose
-    scale is far above the others' loses their precision in a per-tensor engine)."""
+    """Per quantized Conv, by the layer output it makes (layer_tensor): max over median of
+    its per-channel weight scales (a channel whose scale is far above the others' loses their
+    precision in a per-tensor engine)."""
     import onnx
     from onnx import numpy_helper
 
@@ -110,7 +118,7 @@ def weight_scale_spread(int8_path: str) -> Dict[str, float]:
         if dq is None or dq.op_type != "DequantizeLinear":
             continue
         scale = inits[dq.input[1]].astype(np.float64)
-        spread[node.output[0]] = float(scale.max() / max(np.median(scale), 1e-30))
+        spread[layer_tensor(node.output[0])] = float(scale.max() / max(np.median(scale), 1e-30))
     return spread
 
 

@@ -95,10 +95,10 @@ def _constant_allowed(node, index: int, int8: bool) -> bool:
 
 
 def _check_conv(node, name: str, inits, producer, proof: Proof) -> None:
-    proof.convs += 1
     if len(node.input) > 2 and node.input[2]:
         proof.problems.append(f"node {name}: Conv has a bias input '{node.input[2]}'")
-        proof.convs -= 1
+    else:
+        proof.convs += 1  # a Conv without bias
     if not proof.int8:
         if node.input[1] not in inits:
             proof.problems.append(f"node {name}: Conv weight '{node.input[1]}' is no constant")

@@ -19,15 +19,14 @@ from ..export import PARITY_RTOL, ParityError, fold_ssd, parity_images, raw_outp
     relative_error
 from ..onnx_model import find_cut, session
 from ..model import layer_names
-from ..predictors import load_deploy, load_trained
-from .accelerator import (ACCELERATOR_DIR, NAME, AcceleratorNet, OnnxAccelerator,
-                          deploy_anchors, export_onnx, export_symbol, host_onnx, host_part)
+from ..evaluate import evaluate
+from ..predictors import SplitPredictor, load_deploy, load_trained
+from .accelerator import (ACCELERATOR_DIR, FLOAT_ONNX, HOST_ONNX, INT8_ONNX, AcceleratorNet,
+                          OnnxAccelerator, deploy_anchors, export_onnx, export_symbol,
+                          host_onnx, host_part)
 from .host import HostPart
-from .int8 import quantize, sqnr_db, weight_scale_spread
+from .int8 import layer_tensor, quantize, sqnr_db, weight_scale_spread
 from .proof import Proof, prove
-
-FLOAT_ONNX, INT8_ONNX, HOST_ONNX = f"{NAME}.onnx", f"{NAME}.int8.onnx", "host.onnx"
-
 
 class ProofError(UserError):
     """A written accelerator graph breaks a rule of the bias-free integer deployment."""
@@ -135,9 +134,6 @@ def _proof_entry(proof: Proof) -> Dict:
 
 def _val_map(cfg, dataset, classes, folder: str, int8: bool, progress: bool) -> float:
     """The pair's val metric (float32 or INT8 accelerator graph)."""
-    from ..evaluate import evaluate
-    from ..predictors import SplitPredictor
-
     result = evaluate(SplitPredictor(folder, int8), dataset, classes, [mx.cpu()],
                       base_size(cfg), cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean,
                       cfg.data.std, metric=eval_metric(cfg), progress=progress)
@@ -176,9 +172,7 @@ def layer_tensors(float_path: str, int8_path: str) -> Dict[str, str]:
     for node in model.graph.node:
         if node.op_type != "QuantizeLinear":
             continue
-        source = node.input[0]
-        name = source[: -len("_QuantizeLinear_Input")] if \
-            source.endswith("_QuantizeLinear_Input") else source
+        name = layer_tensor(node.input[0])
         dq = [c for c in consumers.get(node.output[0], []) if c.op_type == "DequantizeLinear"]
         if name in float_names and dq:
             pairs[name] = dq[0].output[0]
@@ -195,19 +189,11 @@ def _layer_figures(float_path: str, int8_path: str, images: List[np.ndarray]) ->
 
     pairs = layer_tensors(float_path, int8_path)
     float_graph = onnx.load(float_path).graph
-    maker = {}  # layer output -> the Conv behind it (through its Relu)
-    for node in float_graph.node:
-        if node.op_type == "Conv":
-            maker[node.output[0]] = node.output[0]
-        elif node.op_type == "Relu":
-            maker[node.output[0]] = maker.get(node.input[0], node.input[0])
     spread = weight_scale_spread(int8_path)
     names = [n for n in (node.output[0] for node in float_graph.node) if n in pairs]
-    ref_sess = session(float_path, extra_outputs=[n for n in names
-                                                  if n not in {o.name for o in
-                                                               float_graph.output}])
-    q_sess = session(int8_path, extra_outputs=[pairs[n] for n in names
-                                               if pairs[n] != n])
+    outputs = {o.name for o in float_graph.output}
+    ref_sess = session(float_path, extra_outputs=[n for n in names if n not in outputs])
+    q_sess = session(int8_path, extra_outputs=[pairs[n] for n in names if pairs[n] != n])
     ref = {n: [] for n in names}
     got = {n: [] for n in names}
     for image in images:
@@ -220,11 +206,8 @@ def _layer_figures(float_path: str, int8_path: str, images: List[np.ndarray]) ->
     units = dict(zip(relus, layer_names())) if len(relus) == len(layer_names()) else {}
     layers = []
     for n in names:
-        conv = maker.get(n, n)
-        quantized_conv = conv if conv in spread else f"{conv}_QuantizeLinear_Input"
         layers.append({"layer": units.get(n, n), "tensor": n,
-                       "weight_scale_max_over_median":
-                       spread.get(quantized_conv, spread.get(n)),
+                       "weight_scale_max_over_median": spread.get(n),
                        "sqnr_db": round(sqnr_db(ref[n], got[n]), 2)})
     return layers
 
