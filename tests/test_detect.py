@@ -81,7 +81,11 @@ def test_threshold_and_class_filter(model, tmp_path):
     loaded = load_predictor(cfg, params_path=params)
     every = Detector(loaded, Preprocess(300, MEAN, STD), thresh=0.0)(
         cv2.imread(paths[0])[..., ::-1].copy())
-    cut = sorted(d["score"] for d in every)[len(every) // 2]
+    # a threshold between two scores, far from both: the JSON rounds scores to 1e-6, so a
+    # threshold equal to one rounded score would test the rounding, not the filter
+    scores = sorted({d["score"] for d in every})
+    middles = [(a + b) / 2 for a, b in zip(scores, scores[1:]) if b - a > 1e-5]
+    cut = middles[len(middles) // 2]
     kept = Detector(loaded, Preprocess(300, MEAN, STD), thresh=cut)(
         cv2.imread(paths[0])[..., ::-1].copy())
     assert kept == [d for d in every if d["score"] >= cut] and 0 < len(kept) < len(every)
@@ -147,16 +151,21 @@ def test_the_script_runs_every_model_file_alike(model, tmp_path, which):
     source = {"params": ["--config", os.path.join(ROOT, "configs", "demo_synthetic.yaml"),
                          "--params", params, f"data.root={cfg.data.root}"],
               "deploy": ["--deploy", deploy], "onnx": ["--onnx", onnx_path]}[which]
-    done = subprocess.run(DETECT + source + [str(tmp_path / "in" / "*.png"), "--thresh", "0.05",
-                                             "--out", str(tmp_path / "out")],
+    image = cv2.imread(paths[0])[..., ::-1].copy()
+    ids, scores, boxes = expected(cfg, params, image)
+    # a threshold near 0.05 that no score comes close to: the three files' scores differ in
+    # the last bits, which must not decide which detections pass it
+    values = np.sort(scores)
+    middles = [(a + b) / 2 for a, b in zip(values, values[1:]) if b - a > 1e-3]
+    thresh = min(middles, key=lambda m: abs(m - 0.05))
+    done = subprocess.run(DETECT + source + [str(tmp_path / "in" / "*.png"), "--thresh",
+                                             f"{thresh:.6f}", "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "1 image(s) at" in done.stdout and "images/s" in done.stdout
     with open(tmp_path / "out" / "pic0.json") as f:
         got = json.load(f)["detections"]
-    image = cv2.imread(paths[0])[..., ::-1].copy()
-    ids, scores, boxes = expected(cfg, params, image)
-    keep = scores >= 0.05
+    keep = scores >= thresh
     want = sorted(zip(scores[keep].tolist(), boxes[keep].tolist()), key=lambda t: -t[0])
     assert len(got) == len(want) > 0
     # the three files agree to the export's parity: scores and boxes within float rounding
