@@ -8,7 +8,8 @@ deploy graph with per-class NMS, see ssd_nobias/onnx_model.py) runs in ONNX Runt
 
 The accelerator graph (ssd_nobias/deploy) runs in ONNX Runtime in float32 and in INT8 (QDQ,
 calibrated on random images: speed does not care), in the same alternating rounds, and the host
-part (NumPy and host.onnx) on the INT8 graph's outputs, per image against the INT8 graph.
+part (NumPy and host.int8.onnx) on the INT8 graph's int8 outputs, per image against the INT8
+graph.
 
     python bench/deploy_speed.py [--model ssd_300_mobilenet1.0_voc] [--rounds 5] [--iters 10]
         [--only accelerator]
@@ -93,19 +94,23 @@ def build_accelerator(model: str, size: int, folder: str) -> None:
     host.save(folder)
     calib = [np.random.RandomState(i).normal(0, 1, (3, size, size)).astype(np.float32)
              for i in range(8)]
-    quantize(f"{prefix}.onnx", f"{prefix}.int8.onnx", calib, progress=False)
-    quantize(f"{prefix}.onnx", f"{prefix}.int8heads.onnx", calib, progress=False, heads="int8")
-    host_onnx(host, f"{folder}/host.onnx", [o.shape for o in
-                                             OnnxAccelerator(f"{prefix}.onnx")(calib[0][None])])
+    scales = quantize(f"{prefix}.onnx", f"{prefix}.int8.onnx", calib, progress=False)
+    quantize(f"{prefix}.onnx", f"{prefix}.int32heads.onnx", calib, progress=False,
+             heads="int32")
+    host = HostPart(host.spec, host.anchors, host.biases, scales)
+    host.save(folder)
+    shapes = [o.shape for o in OnnxAccelerator(f"{prefix}.onnx")(calib[0][None])]
+    host_onnx(host, f"{folder}/host.onnx", shapes)
+    host_onnx(host, f"{folder}/host.int8.onnx", shapes, int8=True)
 
 
 def accelerator_variants(folder: str) -> dict:
     """The accelerator graph of `folder` in float32 and INT8 and its host part (NumPy and
-    host.onnx, on the INT8 graph's outputs for the same batch), as Timed variants."""
+    host.int8.onnx, on the INT8 graph's int8 outputs for the same batch), as Timed variants."""
     fp32 = OnnxAccelerator(f"{folder}/accelerator.onnx")
     int8 = OnnxAccelerator(f"{folder}/accelerator.int8.onnx")
     host = HostPart.load(folder)
-    host_sess = session(f"{folder}/host.onnx")
+    host_sess = session(f"{folder}/host.int8.onnx")
     names = [i.name for i in host_sess.get_inputs()]
     outputs = {}
 
@@ -113,12 +118,12 @@ def accelerator_variants(folder: str) -> dict:
         outputs[len(batch)] = int8(batch)
     variants = {"accelerator graph float32 (ORT)": Timed(fp32),
                 "accelerator graph INT8 (ORT)": Timed(int8_run)}
-    if os.path.isfile(f"{folder}/accelerator.int8heads.onnx"):
-        variants["  the same, int8 head outputs"] = Timed(
-            OnnxAccelerator(f"{folder}/accelerator.int8heads.onnx"))
+    if os.path.isfile(f"{folder}/accelerator.int32heads.onnx"):
+        variants["  the same, int32 head outputs"] = Timed(
+            OnnxAccelerator(f"{folder}/accelerator.int32heads.onnx"))
     return dict(variants, **{
             "host part, NumPy": Timed(lambda batch: host(outputs[len(batch)])),
-            "host part, host.onnx (ORT)": Timed(
+            "host part, host.int8.onnx (ORT)": Timed(
                 lambda batch: host_sess.run(None, dict(zip(names, outputs[len(batch)]))))})
 
 
@@ -216,8 +221,8 @@ def main() -> None:
             print(f"  INT8 / float32 accelerator graph: "
                   f"{int8 / medians['accelerator graph float32 (ORT)']:.2f}x; host part per "
                   f"image as a share of the INT8 graph's time: NumPy "
-                  f"{int8 / medians['host part, NumPy']:.1%}, host.onnx "
-                  f"{int8 / medians['host part, host.onnx (ORT)']:.1%}")
+                  f"{int8 / medians['host part, NumPy']:.1%}, host.int8.onnx "
+                  f"{int8 / medians['host part, host.int8.onnx (ORT)']:.1%}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 
 from ssd_nobias.config import load_config
 from ssd_nobias.evaluate import evaluate_checkpoint
+from ssd_nobias.deploy.split_export import export_accelerator
 from ssd_nobias.export import export_deploy
 from ssd_nobias.machine import cpu_info
 from ssd_nobias.model import BIAS_FREE_RECIPE, STOCK_RECIPE
@@ -99,6 +100,19 @@ def deploy_eval(cfg, params: str, out: str, force_zero_shift: bool = False) -> d
             "bias_free_layers": report["bias_free_layers"], "report": report}
 
 
+def int8_figures(cfg, params: str, export: str) -> dict:
+    """The accelerator pair of a run exported beside its deploy graph in `export`, in float32
+    and INT8, val mAP of each: int8 head outputs (the default, written last) and int32 ones."""
+    int32 = export_accelerator(cfg, params, export, int8=True, int8_heads="int32",
+                               progress=False)
+    split = export_accelerator(cfg, params, export, int8=True, progress=False)
+    return {"float32_pair_map": split["int8"]["val"]["float32_pair"],
+            "int8_map": split["int8"]["val"]["int8_pair"],
+            "int8_int32_heads_map": int32["int8"]["val"]["int8_pair"],
+            "min_layer_sqnr_db": min(layer["sqnr_db"] for layer in split["int8"]["layers"]),
+            "head_biases_on_host": split["head_biases_on_host"]}
+
+
 def one_seed(seed: int, data: str, work: str, budget: dict) -> dict:
     runs = {}
     for norm in ("nobias", "batchnorm"):
@@ -112,6 +126,7 @@ def one_seed(seed: int, data: str, work: str, budget: dict) -> dict:
     a = deploy_eval(a_cfg, a_params, runs["nobias"]["dir"])
     a["trained_map"] = evaluate_checkpoint(a_cfg, a_params, os.path.join(
         runs["nobias"]["dir"], "eval_params"), progress=False).value
+    a.update(int8_figures(a_cfg, a_params, os.path.join(runs["nobias"]["dir"], "export")))
     b = deploy_eval(b_cfg, b_params, runs["batchnorm"]["dir"])
     naive_cfg = load_config(os.path.join(runs["batchnorm"]["dir"], "config.yaml"),
                             ["model.norm=nobias"] + STOCK_WEIGHTS)
@@ -156,6 +171,10 @@ def summary(per_seed: dict) -> dict:
         if arm != "naive":
             dead = [r[arm]["dead_fraction"] for r in per_seed.values()]
             table[arm].update(dead_mean=float(np.mean(dead)), dead_max=float(max(dead)))
+    int8 = [r["nobias"]["int8_map"] - r["nobias"]["map"] for r in per_seed.values()
+            if "int8_map" in r["nobias"]]
+    if int8:
+        table["nobias"]["int8_minus_deploy_points_max_abs"] = 100 * float(np.abs(int8).max())
     diffs = [r["nobias"]["map"] - r["nobias"]["trained_map"] for r in per_seed.values()]
     table["deploy_minus_trained_max_abs"] = float(np.abs(diffs).max())
     table["nobias_minus_batchnorm_points"] = \

@@ -3,7 +3,7 @@
     python scripts/export_ssd.py --config C.yaml --params runs/x/x-best.params [--out DIR]
         [--onnx] [--force-zero-shift]
         [--accelerator [--int8 [--calib-images N] [--calib-method minmax|entropy|percentile]
-                             [--int8-heads int32|int8]]]
+                             [--int8-heads int8|int32]]]
 """
 import os
 import sys
@@ -35,9 +35,10 @@ def main(argv=None) -> int:
     p.add_argument("--calib-images", type=int, default=64, metavar="N",
                    help="training images that calibrate the INT8 ranges (default 64)")
     p.add_argument("--calib-method", choices=CALIB_METHODS, default="minmax")
-    p.add_argument("--int8-heads", choices=HEAD_OUTPUTS, default="int32",
-                   help="the 12 head outputs as the convs' int32 accumulators (default) or "
-                        "requantized to symmetric int8 (coarser class logits: see README)")
+    p.add_argument("--int8-heads", choices=HEAD_OUTPUTS, default="int8",
+                   help="the 12 head outputs as symmetric int8, each channel equalized to the "
+                        "full range and dequantized on the host (default), or as the convs' "
+                        "int32 accumulators (ONNX Runtime runs those convs in float)")
     args = p.parse_args(argv)
     if args.int8 and not args.accelerator:
         p.error("--int8 goes with --accelerator")

@@ -90,9 +90,9 @@ def test_the_int8_graph_has_every_conv_quantized_and_every_zero_point_zero(split
     proof = prove(path)
     assert proof.ok, proof.problems
     assert proof.convs == proof.quantized_convs == 47
-    # the input int8, 35 ReLU outputs uint8, the 12 heads their convs' int32 accumulators
-    assert proof.types == {"int8": 1, "uint8": 35, "int32 head": 12}
-    assert report["int8"]["head_outputs"] == "int32"
+    assert proof.types == {"int8": 13, "uint8": 35}  # the input and the 12 heads int8
+    assert report["int8"]["head_outputs"] == "int8"
+    assert report["int8"]["host_onnx_same_as_numpy"] is True
     model = onnx.load(path)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
@@ -112,17 +112,49 @@ def test_the_int8_graph_has_every_conv_quantized_and_every_zero_point_zero(split
         assert json.load(f)["accelerator"]["int8"]["proof"]["ok"]
 
 
-def test_int8_head_outputs_can_be_requantized_to_int8(split, tmp_path):
+def _dominated_heads(folder: str, path: str) -> None:
+    """A copy of the float accelerator graph whose cls0 channel 0 is 1000x larger (as a
+    background logit can be): one tensor scale would leave the other channels nothing."""
+    model = onnx.load(os.path.join(folder, "accelerator.onnx"))
+    conv = next(n for n in model.graph.node if n.output[0] == "cls0")
+    init = next(i for i in model.graph.initializer if i.name == conv.input[1])
+    weight = numpy_helper.to_array(init).copy()
+    weight[0] *= 1000
+    init.CopyFrom(numpy_helper.from_array(weight, init.name))
+    onnx.save(model, path)
+
+
+def test_int8_head_outputs_give_every_channel_its_own_range(split, tmp_path):
+    """Each head output channel is equalized before quantization: its int8 step is its own
+    calibrated max |y| / 127, and the int8 output is the int32 accumulators rounded to it."""
     from ssd_nobias.deploy.int8 import quantize
+    from ssd_nobias.onnx_model import session
 
     folder = os.path.join(split[2], "accelerator")
+    float_path = str(tmp_path / "dominated.onnx")
+    _dominated_heads(folder, float_path)
     rng = np.random.RandomState(1)
     images = [rng.normal(0, 1, (3, 300, 300)).astype(np.float32) for _ in range(2)]
-    path = str(tmp_path / "heads8.onnx")
-    quantize(os.path.join(folder, "accelerator.onnx"), path, images, progress=False, heads="int8")
-    proof = prove(path)
-    assert proof.ok, proof.problems
-    assert proof.types == {"int8": 13, "uint8": 35}  # the input and the 12 heads int8
+    int8_path, int32_path = str(tmp_path / "heads8.onnx"), str(tmp_path / "heads32.onnx")
+    scales = quantize(float_path, int8_path, images, progress=False, heads="int8")
+    assert quantize(float_path, int32_path, images, progress=False, heads="int32") is None
+    assert prove(int8_path).types == {"int8": 13, "uint8": 35}
+    proof = prove(int32_path)
+    assert proof.ok and proof.types == {"int8": 1, "uint8": 35, "int32 head": 12}
+
+    batch = {"data": np.stack(images)}
+    reference = session(float_path).run(None, batch)
+    q8 = session(int8_path).run(None, batch)
+    q32 = session(int32_path).run(None, batch)
+    for ref, out8, out32, scale in zip(reference, q8, q32, scales):
+        assert out8.dtype == np.int8 and scale.shape == (ref.shape[1],)
+        np.testing.assert_allclose(scale * 127, np.abs(ref).max(axis=(0, 2, 3)), rtol=1e-3)
+        # the int32 accumulators (scaled) rounded to the channel's step, saturating at the
+        # range calibrated in float (an output quantization error can push values past it);
+        # the int32 graph's conv sums in float: 0.05 of a step for its rounding
+        levels = np.clip(out32 / scale.reshape(1, -1, 1, 1), -128, 127)
+        assert np.abs(out8 - levels).max() <= 0.55
+    assert scales[0][0] > 100 * np.median(scales[0])  # the dominant channel kept its own range
 
 
 def test_the_pair_detects_as_the_deploy_graph(split, alive_model):
@@ -142,16 +174,22 @@ def test_the_pair_detects_as_the_deploy_graph(split, alive_model):
     np.testing.assert_allclose(got[2][:, 0], want[2][:, 0], rtol=1e-4, atol=1e-2)
 
 
-def test_host_onnx_computes_what_the_numpy_host_part_does(split):
+@pytest.mark.parametrize("int8", [False, True])
+def test_host_onnx_computes_what_the_numpy_host_part_does(split, int8):
     from ssd_nobias.deploy.host import HostPart
     from ssd_nobias.onnx_model import session
 
     folder = os.path.join(split[2], "accelerator")
     host = HostPart.load(folder)
-    onnx_host = session(os.path.join(folder, "host.onnx"))
+    onnx_host = session(os.path.join(folder, "host.int8.onnx" if int8 else "host.onnx"))
     shapes = [(2, len(b.reshape(-1)), s, s) for b, s in zip(host.biases, [19, 10, 5, 3, 2, 1] * 2)]
     rng = np.random.RandomState(0)
-    heads = [rng.normal(0, 2, shape).astype(np.float32) for shape in shapes]
+    if int8:  # int8 outputs: the host multiplies each channel by its scale first
+        heads = [rng.randint(-127, 128, shape).astype(np.int8) for shape in shapes]
+        want = host([h.astype(np.float32) * s for h, s in zip(heads, host.int8_scales)])
+        np.testing.assert_array_equal(host(heads)[1], want[1])
+    else:
+        heads = [rng.normal(0, 2, shape).astype(np.float32) for shape in shapes]
     names = [i.name for i in onnx_host.get_inputs()]
     want = host(heads)
     got = onnx_host.run(["ids", "scores", "bboxes"], dict(zip(names, heads)))

@@ -36,6 +36,9 @@ def test_study_trains_three_ways_reports_and_resumes(tmp_path):
     assert stock["bias_free_layers"] == 0  # folded with biases
     assert naive["bias_free_layers"] == 35 and naive["max_shift"] > 0
     assert abs(naive["map_before"] - stock["map"]) < 2e-3
+    assert abs(nobias["float32_pair_map"] - nobias["map"]) < 2e-3  # the accelerator pair
+    assert 0 <= nobias["int8_map"] <= 1 and 0 <= nobias["int8_int32_heads_map"] <= 1
+    assert nobias["head_biases_on_host"] == 12
     assert nobias["curve"][-1][0] == 1.0
     assert 0 <= nobias["dead_fraction"] <= 1 and naive["dead_fraction"] is None
     assert nobias["dead_fraction"] == nobias["dead_channels"]["dead"][-1]
@@ -50,6 +53,8 @@ def test_study_trains_three_ways_reports_and_resumes(tmp_path):
         assert set(resumed["arms"][arm]["seeds"]) == {"1", "2"}
     summary = resumed["summary"]
     assert summary["deploy_minus_trained_max_abs"] < 5e-4
+    assert summary["nobias"]["int8_minus_deploy_points_max_abs"] == 100 * max(
+        abs(s["int8_map"] - s["map"]) for s in resumed["arms"]["nobias"]["seeds"].values())
     for arm in arms:
         maps = [s["map"] for s in resumed["arms"][arm]["seeds"].values()]
         assert summary[arm]["map_min"] == min(maps) and summary[arm]["map_max"] == max(maps)

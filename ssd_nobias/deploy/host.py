@@ -1,6 +1,7 @@
 """The host part of a split SSD: what runs after the accelerator's 12 raw head outputs.
 
-Head biases added per channel, the heads laid out as (N, anchors, classes + 1) and (N,
+An INT8 accelerator's int8 outputs dequantized per channel (their int8 scales), head biases
+added per channel, the heads laid out as (N, anchors, classes + 1) and (N,
 anchors, 4), softmax, box decoding against the anchors and GluonCV's per-class NMS, in NumPy
 alone (no MXNet). `host.json` holds the settings, `host.npz` the biases and anchors.
 
@@ -46,11 +47,14 @@ class HostPart:
     (N, post_nms, 1), (N, post_nms, 4) float32, boxes x0 y0 x1 y1 in input pixels."""
 
     def __init__(self, spec: HostSpec, anchors: np.ndarray,
-                 biases: Sequence[Optional[np.ndarray]]):
+                 biases: Sequence[Optional[np.ndarray]],
+                 int8_scales: Optional[Sequence[np.ndarray]] = None):
         self.spec = spec
         self.anchors = np.asarray(anchors, np.float32).reshape(-1, 4)  # center: cx cy w h
         self.biases = [None if b is None else np.asarray(b, np.float32).reshape(1, -1, 1, 1)
                        for b in biases]
+        self.int8_scales = None if int8_scales is None else \
+            [np.asarray(s, np.float32).reshape(1, -1, 1, 1) for s in int8_scales]
 
     # -- files -----------------------------------------------------------------------------
     def save(self, folder: str) -> None:
@@ -58,11 +62,15 @@ class HostPart:
         write_json(os.path.join(folder, HOST_JSON), dict(
             asdict(self.spec), inputs=head_names(self.spec.heads),
             biases=[b is not None for b in self.biases],
-            formula="logits = cls_i + bias; softmax; boxes decoded against anchors "
-                    "(center form, GluonCV's box_decode); per-class NMS"))
+            int8_scales=self.int8_scales is not None,
+            formula="an int8 input i: x = int8_scale_i * x per channel; logits = cls_i + "
+                    "bias; softmax; boxes decoded against anchors (center form, GluonCV's "
+                    "box_decode); per-class NMS"))
         arrays = {"anchors": self.anchors}
         arrays.update({f"bias{i}": b.reshape(-1) for i, b in enumerate(self.biases)
                        if b is not None})
+        arrays.update({f"int8_scale{i}": s.reshape(-1)
+                       for i, s in enumerate(self.int8_scales or [])})
         with replacing(os.path.join(folder, HOST_NPZ), ".npz") as tmp:
             np.savez(tmp, **arrays)
 
@@ -76,17 +84,25 @@ class HostPart:
                                 for k, v in spec.items() if k in fields})
         biases = [arrays[f"bias{i}"] if present else None
                   for i, present in enumerate(spec["biases"])]
-        return cls(host_spec, arrays["anchors"], biases)
+        scales = [arrays[f"int8_scale{i}"] for i in range(2 * host_spec.heads)] \
+            if spec.get("int8_scales") else None
+        return cls(host_spec, arrays["anchors"], biases, scales)
 
     # -- computation -----------------------------------------------------------------------
     def raw(self, outputs: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-        """(class logits (N, A, C + 1), box offsets (N, A, 4)) from the 12 head outputs."""
+        """(class logits (N, A, C + 1), box offsets (N, A, 4)) from the 12 head outputs
+        (float32, or an INT8 graph's int8 ones)."""
         heads = self.spec.heads
         if len(outputs) != 2 * heads:
             raise ValueError(f"expected {2 * heads} head outputs, got {len(outputs)}")
         n = outputs[0].shape[0]
         parts = []
         for i, out in enumerate(outputs):
+            if np.asarray(out).dtype == np.int8:
+                if self.int8_scales is None:
+                    raise ValueError("int8 head outputs, but the host part has no int8 scales "
+                                     "(export_ssd.py --accelerator --int8 writes them)")
+                out = np.asarray(out, np.float32) * self.int8_scales[i]
             out = np.asarray(out, np.float32)
             if self.biases[i] is not None:
                 out = out + self.biases[i]

@@ -3,7 +3,8 @@
 Float32: only the allowed operators; every Conv with a weight and no bias input; no constant
 other than those weights. INT8 (QDQ): additionally every Conv quantized (its input and weight
 come from DequantizeLinear, the weight int8 and per-channel; a head conv's output either
-requantized to int8 or left as its int32 accumulator), and every zero point exactly 0:
+quantized to int8, the graph's output, or left as its int32 accumulator), and every zero point
+exactly 0:
 an integer convolution whose input has zero point zp adds zp * sum(w) per channel, a bias in
 disguise. A graph that breaks a rule gets a problem naming the node.
 """
@@ -137,15 +138,17 @@ def _check_zero_point(node, name: str, inits, proof: Proof) -> None:
 
 def _check_activation_types(graph, producer, inits, proof: Proof) -> None:
     """The input int8 and ReLU outputs uint8 (zero point 0); each head output either an int8
-    symmetric tensor or its conv's int32 accumulator (a quantized Conv's output, scaled)."""
+    symmetric tensor (a QuantizeLinear's output, or its DequantizeLinear's) or its conv's
+    int32 accumulator (a quantized Conv's output, scaled)."""
     heads = set()
     for out in graph.output:
         node = producer.get(out.name)
         if node is not None and node.op_type == "Conv":
             proof.types["int32 head"] = proof.types.get("int32 head", 0) + 1
             continue
-        q = producer.get(node.input[0]) if node is not None and \
-            node.op_type == "DequantizeLinear" else None
+        q = node
+        if node is not None and node.op_type == "DequantizeLinear":
+            q = producer.get(node.input[0])
         if q is None or q.op_type != "QuantizeLinear":
             proof.problems.append(f"output '{out.name}' is neither quantized nor a conv's "
                                   f"accumulator")

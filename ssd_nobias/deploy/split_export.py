@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import mxnet as mx
 import numpy as np
@@ -21,9 +21,9 @@ from ..onnx_model import find_cut, session
 from ..model import layer_names
 from ..evaluate import evaluate
 from ..predictors import SplitPredictor, load_deploy, load_trained
-from .accelerator import (ACCELERATOR_DIR, FLOAT_ONNX, HOST_ONNX, INT8_ONNX, AcceleratorNet,
-                          OnnxAccelerator, deploy_anchors, export_onnx, export_symbol,
-                          host_onnx, host_part)
+from .accelerator import (ACCELERATOR_DIR, FLOAT_ONNX, HOST_INT8_ONNX, HOST_ONNX, INT8_ONNX,
+                          AcceleratorNet, OnnxAccelerator, deploy_anchors, export_onnx,
+                          export_symbol, host_onnx, host_part)
 from .host import HostPart
 from .int8 import layer_tensor, quantize, sqnr_db, weight_scale_spread
 from .proof import Proof, prove
@@ -43,10 +43,10 @@ def calibration_images(cfg, count: int, seed: int = 0) -> List[np.ndarray]:
 
 def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = False,
                        calib_images: int = 64, calib_method: str = "minmax",
-                       int8_heads: str = "int32", progress: bool = True) -> Dict:
+                       int8_heads: str = "int8", progress: bool = True) -> Dict:
     """Write `export_dir`/accelerator/ (see deploy/accelerator.py) after export_deploy wrote the
-    deploy graph there; with `int8` also accelerator.int8.onnx (head outputs `int8_heads`: the
-    convs' int32 accumulators or int8, see deploy/int8.py). Adds an 'accelerator' entry to
+    deploy graph there; with `int8` also accelerator.int8.onnx (head outputs `int8_heads`:
+    int8, or the convs' int32 accumulators, see deploy/int8.py). Adds an 'accelerator' entry to
     export_report.json. Raises ProofError when a saved graph breaks its rules, ParityError
     when the pair's raw outputs differ from the trained model's by more than PARITY_RTOL."""
     size = base_size(cfg)
@@ -84,7 +84,7 @@ def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = Fals
               "proof": _proof_entry(prove(float_path)),
               "parity": _parity(prefix, host, x, outputs, trained, deploy_det, folder)}
     if int8:
-        report["int8"] = _int8(cfg, float_path, os.path.join(folder, INT8_ONNX),
+        report["int8"] = _int8(cfg, float_path, os.path.join(folder, INT8_ONNX), host,
                                calib_images, calib_method, int8_heads, progress)
         report["int8"]["val"] = {
             "metric": eval_metric(cfg),
@@ -140,21 +140,38 @@ def _val_map(cfg, dataset, classes, folder: str, int8: bool, progress: bool) -> 
     return round(result.value, 6)
 
 
-def _int8(cfg, float_path: str, int8_path: str, count: int, method: str, heads: str,
-          progress: bool) -> Dict:
-    """Quantize, prove, and measure per layer: weight-scale spread and SQNR."""
+def _int8(cfg, float_path: str, int8_path: str, host: HostPart, count: int, method: str,
+          heads: str, progress: bool) -> Dict:
+    """Quantize; with int8 head outputs, save the host part again with their scales and write
+    host.int8.onnx; prove, and measure per layer: weight-scale spread and SQNR."""
     images = calibration_images(cfg, count)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # ORT's quantizer warns, through the root logger, to run its
     try:  # pre-processing (shape inference): the graph's shapes are all known already
-        quantize(float_path, int8_path, images, method, progress, heads)
+        scales = quantize(float_path, int8_path, images, method, progress, heads)
     finally:
         root.setLevel(level)
-    return {"file": int8_path, "head_outputs": heads,
-            "calibration": {"images": len(images), "method": method, "split": "train"},
-            "proof": _proof_entry(prove(int8_path)),
-            "layers": _layer_figures(float_path, int8_path, images)}
+    folder = os.path.dirname(int8_path)
+    host_int8 = os.path.join(folder, HOST_INT8_ONNX)
+    entry = {"file": int8_path, "head_outputs": heads,
+             "calibration": {"images": len(images), "method": method, "split": "train"},
+             "proof": _proof_entry(prove(int8_path))}
+    if scales is None:
+        if os.path.exists(host_int8):
+            os.remove(host_int8)  # an earlier export's, for int8 outputs
+    else:
+        outputs = OnnxAccelerator(int8_path)(np.stack(images[:2]))
+        host = HostPart(host.spec, host.anchors, host.biases, scales)
+        host.save(folder)
+        host_onnx(host, host_int8, [o.shape for o in outputs], int8=True)
+        onnx_host = session(host_int8)
+        got = onnx_host.run(["ids", "scores", "bboxes"],
+                            dict(zip([i.name for i in onnx_host.get_inputs()], outputs)))
+        entry["host"] = host_int8
+        entry["host_onnx_same_as_numpy"] = _same(host(outputs), got)
+    entry["layers"] = _layer_figures(float_path, int8_path, images, scales)
+    return entry
 
 
 def layer_tensors(float_path: str, int8_path: str) -> Dict[str, str]:
@@ -182,9 +199,11 @@ def layer_tensors(float_path: str, int8_path: str) -> Dict[str, str]:
     return pairs
 
 
-def _layer_figures(float_path: str, int8_path: str, images: List[np.ndarray]) -> List[Dict]:
+def _layer_figures(float_path: str, int8_path: str, images: List[np.ndarray],
+                   scales: Optional[List[np.ndarray]]) -> List[Dict]:
     """Per layer (in graph order): weight-scale spread of the conv that makes it, SQNR of the
-    INT8 graph's output against float32 on the calibration images."""
+    INT8 graph's output (an int8 head output dequantized by its `scales`) against float32 on
+    the calibration images."""
     import onnx
 
     pairs = layer_tensors(float_path, int8_path)
@@ -194,6 +213,7 @@ def _layer_figures(float_path: str, int8_path: str, images: List[np.ndarray]) ->
     outputs = {o.name for o in float_graph.output}
     ref_sess = session(float_path, extra_outputs=[n for n in names if n not in outputs])
     q_sess = session(int8_path, extra_outputs=[pairs[n] for n in names if pairs[n] != n])
+    dequant = dict(zip([o.name for o in float_graph.output], scales or []))
     ref = {n: [] for n in names}
     got = {n: [] for n in names}
     for image in images:
@@ -201,6 +221,8 @@ def _layer_figures(float_path: str, int8_path: str, images: List[np.ndarray]) ->
         for n, value in zip(names, ref_sess.run(names, batch)):
             ref[n].append(value)
         for n, value in zip(names, q_sess.run([pairs[n] for n in names], batch)):
+            if value.dtype == np.int8:
+                value = value.astype(np.float32) * dequant[n].reshape(1, -1, 1, 1)
             got[n].append(value)
     relus = [node.output[0] for node in float_graph.node if node.op_type == "Relu"]
     units = dict(zip(relus, layer_names())) if len(relus) == len(layer_names()) else {}
@@ -256,7 +278,9 @@ def format_accelerator(report: Dict) -> str:
         v = q["val"]
         rows += [f"INT8: {q['file']}, {q['calibration']['method']} on "
                  f"{q['calibration']['images']} training images, head outputs "
-                 f"{q['head_outputs']}",
+                 f"{q['head_outputs']}" + (f"; host part {q['host']} (dequantizes them), "
+                                           f"= NumPy host: {q['host_onnx_same_as_numpy']}"
+                                           if "host" in q else ""),
                  f"proof: {_proof_line(q['proof'])}",
                  f"per layer: SQNR {min(sqnr):.1f} to {max(sqnr):.1f} dB (median "
                  f"{float(np.median(sqnr)):.1f}); weight scales max/median up to "
