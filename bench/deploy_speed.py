@@ -8,8 +8,7 @@ deploy graph with per-class NMS, see ssd_nobias/onnx_model.py) runs in ONNX Runt
 
 The accelerator graph (ssd_nobias/deploy) runs in ONNX Runtime in float32 and in INT8 (QDQ,
 calibrated on random images: speed does not care), in the same alternating rounds, and the host
-part (NumPy and host.int8.onnx) on the INT8 graph's int8 outputs, per image against the INT8
-graph.
+part (NumPy and host.int8.onnx) on the INT8 graph's outputs, per image against the INT8 graph.
 
     python bench/deploy_speed.py [--model ssd_300_mobilenet1.0_voc] [--rounds 5] [--iters 10]
         [--only accelerator]
@@ -106,10 +105,10 @@ def build_accelerator(model: str, size: int, folder: str) -> None:
 
 def accelerator_variants(folder: str) -> dict:
     """The accelerator graph of `folder` in float32 and INT8 and its host part (NumPy and
-    host.int8.onnx, on the INT8 graph's int8 outputs for the same batch), as Timed variants."""
+    host.int8.onnx, on the INT8 graph's outputs for the same batch), as Timed variants."""
     fp32 = OnnxAccelerator(f"{folder}/accelerator.onnx")
     int8 = OnnxAccelerator(f"{folder}/accelerator.int8.onnx")
-    host = HostPart.load(folder)
+    host = HostPart.load(folder, int8=True)
     host_sess = session(f"{folder}/host.int8.onnx")
     names = [i.name for i in host_sess.get_inputs()]
     outputs = {}

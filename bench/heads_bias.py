@@ -50,15 +50,16 @@ def summary(results: dict) -> dict:
     table = {}
     for arm, seeds in results.items():
         for key in ("map", "int8_map", "int8_int32_heads_map"):
-            values = [r[key] for r in seeds.values()]
+            values = [r[key] for r in seeds.values() if key in r]
             if values:
                 table.setdefault(arm, {}).update({
                     f"{key}_mean": float(np.mean(values)), f"{key}_min": min(values),
                     f"{key}_max": max(values)})
         if seeds:
             for key in ("int8_map", "int8_int32_heads_map"):
-                table[arm][f"{key}_minus_float_points_max_abs"] = 100 * max(
-                    abs(r[key] - r["map"]) for r in seeds.values())
+                diffs = [abs(r[key] - r["map"]) for r in seeds.values() if key in r]
+                if diffs:
+                    table[arm][f"{key}_minus_float_points_max_abs"] = 100 * max(diffs)
     return table
 
 

@@ -123,7 +123,7 @@ class SplitPredictor:
             raise DataError(f"'{path}' does not exist{hint}")
         self.accelerator = OnnxAccelerator(path, threads)
         try:
-            self.host = HostPart.load(folder)
+            self.host = HostPart.load(folder, int8)
         except (OSError, ValueError, KeyError) as err:
             raise DataError(f"{folder}: the host part (host.json, host.npz) is missing or "
                             f"unreadable: {err}") from None

@@ -146,14 +146,20 @@ def test_int8_head_outputs_give_every_channel_its_own_range(split, tmp_path):
     reference = session(float_path).run(None, batch)
     q8 = session(int8_path).run(None, batch)
     q32 = session(int32_path).run(None, batch)
-    for ref, out8, out32, scale in zip(reference, q8, q32, scales):
-        assert out8.dtype == np.int8 and scale.shape == (ref.shape[1],)
-        np.testing.assert_allclose(scale * 127, np.abs(ref).max(axis=(0, 2, 3)), rtol=1e-3)
+    model = onnx.load(int8_path)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    dq = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    for output, ref, out8, out32, scale in zip(model.graph.output, reference, q8, q32, scales):
+        s_y = float(inits[dq[output.name].input[1]])
+        levels = out8 / s_y  # the int8 values the head conv produced
+        assert np.abs(levels - np.round(levels)).max() < 1e-3 and np.abs(levels).max() <= 128
+        step = s_y * scale  # channel c's step in the float graph's units
+        np.testing.assert_allclose(step * 127, np.abs(ref).max(axis=(0, 2, 3)), rtol=1e-3)
         # the int32 accumulators (scaled) rounded to the channel's step, saturating at the
         # range calibrated in float (an output quantization error can push values past it);
         # the int32 graph's conv sums in float: 0.05 of a step for its rounding
-        levels = np.clip(out32 / scale.reshape(1, -1, 1, 1), -128, 127)
-        assert np.abs(out8 - levels).max() <= 0.55
+        want = np.clip(out32 / step.reshape(1, -1, 1, 1), -128, 127)
+        assert np.abs(levels - want).max() <= 0.55
     assert scales[0][0] > 100 * np.median(scales[0])  # the dominant channel kept its own range
 
 
@@ -180,16 +186,17 @@ def test_host_onnx_computes_what_the_numpy_host_part_does(split, int8):
     from ssd_nobias.onnx_model import session
 
     folder = os.path.join(split[2], "accelerator")
-    host = HostPart.load(folder)
+    host = HostPart.load(folder, int8)
     onnx_host = session(os.path.join(folder, "host.int8.onnx" if int8 else "host.onnx"))
     shapes = [(2, len(b.reshape(-1)), s, s) for b, s in zip(host.biases, [19, 10, 5, 3, 2, 1] * 2)]
     rng = np.random.RandomState(0)
-    if int8:  # int8 outputs: the host multiplies each channel by its scale first
-        heads = [rng.randint(-127, 128, shape).astype(np.int8) for shape in shapes]
-        want = host([h.astype(np.float32) * s for h, s in zip(heads, host.int8_scales)])
-        np.testing.assert_array_equal(host(heads)[1], want[1])
-    else:
-        heads = [rng.normal(0, 2, shape).astype(np.float32) for shape in shapes]
+    heads = [rng.normal(0, 2, shape).astype(np.float32) for shape in shapes]
+    if int8:  # the INT8 graph's outputs: the host multiplies each channel by its scale first
+        float_host = HostPart.load(folder)
+        assert float_host.channel_scales is None and len(host.channel_scales) == 12
+        heads = [h / s for h, s in zip(heads, host.channel_scales)]
+        np.testing.assert_allclose(host(heads)[1], float_host(
+            [h * s for h, s in zip(heads, host.channel_scales)])[1])
     names = [i.name for i in onnx_host.get_inputs()]
     want = host(heads)
     got = onnx_host.run(["ids", "scores", "bboxes"], dict(zip(names, heads)))

@@ -6,8 +6,8 @@ detections. Written beside the deploy graph, in `<export>/accelerator/`:
     accelerator.onnx                                   the same graph in ONNX
     host.json, host.npz                                the host part for NumPy (deploy/host.py)
     host.onnx                                          the host part for ONNX Runtime
-    accelerator.int8.onnx, host.int8.onnx              with --int8: the INT8 graph (int8
-                                                       outputs) and the host part it needs
+    accelerator.int8.onnx, host.int8.onnx              with --int8: the INT8 graph and the
+                                                       host part it needs (channel scales)
 
 The heads' biases (model.heads_bias) leave the graph: the host adds them to the raw outputs,
 so every convolution the accelerator runs has a weight and no bias.
@@ -121,7 +121,7 @@ def export_onnx(prefix: str, onnx_path: str, size: int) -> None:
 def host_onnx(host: HostPart, path: str, head_shapes: Sequence[Tuple[int, ...]],
               int8: bool = False) -> None:
     """The host part as an ONNX model: inputs cls0.., box0.. -> ids, scores, bboxes; with
-    `int8`, the inputs are an INT8 graph's int8 outputs, dequantized by the host's scales."""
+    `int8`, for the INT8 graph: each input first multiplied by its channel scales."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -134,11 +134,9 @@ def host_onnx(host: HostPart, path: str, head_shapes: Sequence[Tuple[int, ...]],
     for i, name in enumerate(names):
         tensor = name
         if int8:
-            inits.append(numpy_helper.from_array(host.int8_scales[i], f"h_scale_{name}"))
-            nodes += [helper.make_node("Cast", [name], [f"h_c_{name}"], name=f"h_cast_{name}",
-                                       to=TensorProto.FLOAT),
-                      helper.make_node("Mul", [f"h_c_{name}", f"h_scale_{name}"],
-                                       [f"h_s_{name}"], name=f"h_mul_{name}")]
+            inits.append(numpy_helper.from_array(host.channel_scales[i], f"h_scale_{name}"))
+            nodes.append(helper.make_node("Mul", [name, f"h_scale_{name}"], [f"h_s_{name}"],
+                                          name=f"h_mul_{name}"))
             tensor = f"h_s_{name}"
         if host.biases[i] is not None:
             inits.append(numpy_helper.from_array(host.biases[i].astype(np.float32),
@@ -167,8 +165,7 @@ def host_onnx(host: HostPart, path: str, head_shapes: Sequence[Tuple[int, ...]],
                              postprocess_nodes("h_probs", "h_boxes", post)):
         nodes += more
         inits += more_inits
-    kind = TensorProto.INT8 if int8 else TensorProto.FLOAT
-    inputs = [helper.make_tensor_value_info(name, kind, ["N"] + list(shape[1:]))
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N"] + list(shape[1:]))
               for name, shape in zip(names, head_shapes)]
     outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT,
                                              ["N", spec.post_nms, width])
@@ -183,7 +180,7 @@ def host_onnx(host: HostPart, path: str, head_shapes: Sequence[Tuple[int, ...]],
 
 class OnnxAccelerator:
     """An accelerator graph in ONNX Runtime: normalized NCHW float32 in, the 12 head outputs
-    out (float32; an INT8 graph's int8, or float32 for its int32 accumulators)."""
+    (float32; an INT8 graph's dequantized) out."""
 
     def __init__(self, onnx_path: str, threads: int = 0):
         self.session = session(onnx_path, threads=threads)

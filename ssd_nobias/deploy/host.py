@@ -1,7 +1,8 @@
 """The host part of a split SSD: what runs after the accelerator's 12 raw head outputs.
 
-An INT8 accelerator's int8 outputs dequantized per channel (their int8 scales), head biases
-added per channel, the heads laid out as (N, anchors, classes + 1) and (N,
+For an INT8 accelerator graph, each output channel multiplied by its scale (the head convs'
+channels were equalized before quantization, deploy/int8.py), head biases added per channel,
+the heads laid out as (N, anchors, classes + 1) and (N,
 anchors, 4), softmax, box decoding against the anchors and GluonCV's per-class NMS, in NumPy
 alone (no MXNet). `host.json` holds the settings, `host.npz` the biases and anchors.
 
@@ -44,17 +45,18 @@ def head_names(heads: int) -> List[str]:
 
 class HostPart:
     """Raw head outputs in, GluonCV detections out: (ids, scores, boxes) as (N, post_nms, 1),
-    (N, post_nms, 1), (N, post_nms, 4) float32, boxes x0 y0 x1 y1 in input pixels."""
+    (N, post_nms, 1), (N, post_nms, 4) float32, boxes x0 y0 x1 y1 in input pixels.
+    `channel_scales`: the INT8 graph's per-channel output scales (None for the float graph)."""
 
     def __init__(self, spec: HostSpec, anchors: np.ndarray,
                  biases: Sequence[Optional[np.ndarray]],
-                 int8_scales: Optional[Sequence[np.ndarray]] = None):
+                 channel_scales: Optional[Sequence[np.ndarray]] = None):
         self.spec = spec
         self.anchors = np.asarray(anchors, np.float32).reshape(-1, 4)  # center: cx cy w h
         self.biases = [None if b is None else np.asarray(b, np.float32).reshape(1, -1, 1, 1)
                        for b in biases]
-        self.int8_scales = None if int8_scales is None else \
-            [np.asarray(s, np.float32).reshape(1, -1, 1, 1) for s in int8_scales]
+        self.channel_scales = None if channel_scales is None else \
+            [np.asarray(s, np.float32).reshape(1, -1, 1, 1) for s in channel_scales]
 
     # -- files -----------------------------------------------------------------------------
     def save(self, folder: str) -> None:
@@ -62,20 +64,22 @@ class HostPart:
         write_json(os.path.join(folder, HOST_JSON), dict(
             asdict(self.spec), inputs=head_names(self.spec.heads),
             biases=[b is not None for b in self.biases],
-            int8_scales=self.int8_scales is not None,
-            formula="an int8 input i: x = int8_scale_i * x per channel; logits = cls_i + "
-                    "bias; softmax; boxes decoded against anchors (center form, GluonCV's "
+            int8_scales=self.channel_scales is not None,
+            formula="INT8 graph: x_i *= int8_scale_i per channel; logits = cls_i + bias; "
+                    "softmax; boxes decoded against anchors (center form, GluonCV's "
                     "box_decode); per-class NMS"))
         arrays = {"anchors": self.anchors}
         arrays.update({f"bias{i}": b.reshape(-1) for i, b in enumerate(self.biases)
                        if b is not None})
         arrays.update({f"int8_scale{i}": s.reshape(-1)
-                       for i, s in enumerate(self.int8_scales or [])})
+                       for i, s in enumerate(self.channel_scales or [])})
         with replacing(os.path.join(folder, HOST_NPZ), ".npz") as tmp:
             np.savez(tmp, **arrays)
 
     @classmethod
-    def load(cls, folder: str) -> "HostPart":
+    def load(cls, folder: str, int8: bool = False) -> "HostPart":
+        """The host part in `folder`: for the float32 accelerator graph, or with `int8` for the
+        INT8 one (with its channel scales)."""
         with open(os.path.join(folder, HOST_JSON)) as f:
             spec = json.load(f)
         arrays = np.load(os.path.join(folder, HOST_NPZ))
@@ -85,25 +89,21 @@ class HostPart:
         biases = [arrays[f"bias{i}"] if present else None
                   for i, present in enumerate(spec["biases"])]
         scales = [arrays[f"int8_scale{i}"] for i in range(2 * host_spec.heads)] \
-            if spec.get("int8_scales") else None
+            if int8 and spec.get("int8_scales") else None
         return cls(host_spec, arrays["anchors"], biases, scales)
 
     # -- computation -----------------------------------------------------------------------
     def raw(self, outputs: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-        """(class logits (N, A, C + 1), box offsets (N, A, 4)) from the 12 head outputs
-        (float32, or an INT8 graph's int8 ones)."""
+        """(class logits (N, A, C + 1), box offsets (N, A, 4)) from the 12 head outputs."""
         heads = self.spec.heads
         if len(outputs) != 2 * heads:
             raise ValueError(f"expected {2 * heads} head outputs, got {len(outputs)}")
         n = outputs[0].shape[0]
         parts = []
         for i, out in enumerate(outputs):
-            if np.asarray(out).dtype == np.int8:
-                if self.int8_scales is None:
-                    raise ValueError("int8 head outputs, but the host part has no int8 scales "
-                                     "(export_ssd.py --accelerator --int8 writes them)")
-                out = np.asarray(out, np.float32) * self.int8_scales[i]
             out = np.asarray(out, np.float32)
+            if self.channel_scales is not None:
+                out = out * self.channel_scales[i]
             if self.biases[i] is not None:
                 out = out + self.biases[i]
             parts.append(out.transpose(0, 2, 3, 1).reshape(n, -1))

@@ -202,8 +202,8 @@ def layer_tensors(float_path: str, int8_path: str) -> Dict[str, str]:
 def _layer_figures(float_path: str, int8_path: str, images: List[np.ndarray],
                    scales: Optional[List[np.ndarray]]) -> List[Dict]:
     """Per layer (in graph order): weight-scale spread of the conv that makes it, SQNR of the
-    INT8 graph's output (an int8 head output dequantized by its `scales`) against float32 on
-    the calibration images."""
+    INT8 graph's output (a head output times its channel `scales`) against float32 on the
+    calibration images."""
     import onnx
 
     pairs = layer_tensors(float_path, int8_path)
@@ -221,8 +221,8 @@ def _layer_figures(float_path: str, int8_path: str, images: List[np.ndarray],
         for n, value in zip(names, ref_sess.run(names, batch)):
             ref[n].append(value)
         for n, value in zip(names, q_sess.run([pairs[n] for n in names], batch)):
-            if value.dtype == np.int8:
-                value = value.astype(np.float32) * dequant[n].reshape(1, -1, 1, 1)
+            if n in dequant:
+                value = value * dequant[n].reshape(1, -1, 1, 1)
             got[n].append(value)
     relus = [node.output[0] for node in float_graph.node if node.op_type == "Relu"]
     units = dict(zip(relus, layer_names())) if len(relus) == len(layer_names()) else {}
