@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from ssd_nobias.atomic import write_json
 from ssd_nobias.config import load_config
 from ssd_nobias.evaluate import evaluate_checkpoint
 from ssd_nobias.export import export_deploy
@@ -96,17 +97,16 @@ def main() -> None:
                   f"(int32 head outputs {r['int8_int32_heads_map']:.4f}) "
                   f"({(time.perf_counter() - start) / 60:.1f} min)", flush=True)
             os.makedirs(args.out, exist_ok=True)
-            with open(path, "w") as f:
-                json.dump({"protocol": {"command": "python bench/heads_bias.py",
-                                        "recipe": "configs/demo_synthetic.yaml, model.norm "
-                                                  "nobias", "data": {"seed": DATA_SEED,
-                                                                     "train": budget["train"],
-                                                                     "val": VAL_IMAGES},
-                                        "epochs": budget["epochs"], "checkpoint": "last",
-                                        "int8": "MinMax, 64 training images; int8_map: "
-                                                "int8 head outputs (equalized per channel), "
-                                                "int8_int32_heads_map: int32 ones"},
-                           "arms": results, "summary": summary(results)}, f, indent=1)
+            write_json(path, {
+                "protocol": {"command": "python bench/heads_bias.py",
+                             "recipe": "configs/demo_synthetic.yaml, model.norm nobias",
+                             "data": {"seed": DATA_SEED, "train": budget["train"],
+                                      "val": VAL_IMAGES},
+                             "epochs": budget["epochs"], "checkpoint": "last",
+                             "int8": "MinMax, 64 training images; int8_map: int8 head outputs "
+                                     "(equalized per channel), int8_int32_heads_map: int32 "
+                                     "ones"},
+                "arms": results, "summary": summary(results)})
     print(json.dumps(summary(results), indent=1))
 
 

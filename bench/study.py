@@ -31,6 +31,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ssd_nobias.atomic import write_json
 from ssd_nobias.config import load_config
 from ssd_nobias.evaluate import evaluate_checkpoint
 from ssd_nobias.deploy.split_export import export_accelerator
@@ -277,8 +278,7 @@ def write_results(out: str, budget: dict, per_seed: dict, minutes: float) -> Non
                 "dead_fraction"))
     result = {"protocol": protocol(budget, list(per_seed)), "arms": arms,
               "summary": summary(per_seed), "minutes": round(minutes, 1)}
-    with open(os.path.join(out, "study.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(os.path.join(out, "study.json"), result)
     plot(os.path.join(out, "study.png"), dict(sorted(per_seed.items())),
          f"synthetic shapes, {budget['train']} images x {budget['epochs']} epochs, "
          f"seeds {', '.join(map(str, sorted(per_seed)))}")
