@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import yaml
@@ -42,6 +42,7 @@ def defaults() -> CfgNode:
     # NoBiasBatchNorm's implementation: auto (compiled operator on CPU contexts, MXNet-operator
     # version elsewhere) | native | ops (nn.NoBiasBatchNorm)
     c.model.norm_impl = "auto"
+    c.model.anchor_sizes = []  # empty: the model's preset; else 7 sizes in input pixels
     c.model.pretrained_base = ""  # a local Gluon MobileNet .params file; empty: from scratch
     c.model.nms_thresh = 0.45
     c.model.nms_topk = 400
@@ -57,6 +58,9 @@ def defaults() -> CfgNode:
     c.data.num_workers = 4
     c.data.mean = [0.485, 0.456, 0.406]
     c.data.std = [0.229, 0.224, 0.225]
+    # per_image: the normalized image is divided by its own RMS (one scalar, no additive term):
+    # the network sees the same input whatever the image's contrast around the mean
+    c.data.normalize = "dataset"
     # A training image that is truncated, corrupt or not the size its annotation says: 'error'
     # stops the run naming it; 'skip' replaces it by the next image with a warning naming it.
     # Validation and evaluation always stop.
@@ -68,13 +72,16 @@ def defaults() -> CfgNode:
     c.train.batch_size = 32  # global: total over all contexts of all workers
     c.train.epochs = 240
     c.train.lr = 0.001
+    # The global batch train.lr and train.warmup_iters are given for (0: train.batch_size).
+    # Another batch scales the lr linearly and the warmup to the same number of images.
+    c.train.base_batch_size = 0
     c.train.lr_mode = "cosine"  # cosine | step
     c.train.lr_steps = [160, 200]  # epochs, for lr_mode step
     c.train.lr_factor = 0.1
     c.train.warmup_iters = 0
     c.train.momentum = 0.9
     c.train.wd = 5e-4
-    c.train.norm_wd = False  # weight decay on norm gammas
+    c.train.norm_wd = False  # weight decay on the norms' scale and shift
     c.train.kvstore = "device"
     c.train.amp = False
     c.train.log_interval = 20  # iterations
@@ -107,6 +114,8 @@ DOCS = {
     "model.leaky_slope": "negative slope of activation: leaky",
     "model.norm_impl": "NoBiasBatchNorm's implementation: auto | native (compiled) | ops "
                        "(portable)",
+    "model.anchor_sizes": "7 anchor sizes in input pixels, map i takes sizes i and i + 1 "
+                          "(empty: the preset; scripts/anchor_coverage.py compares them)",
     "model.pretrained_base": "a local Gluon MobileNet .params file for the base; empty: "
                              "from scratch",
     "model.nms_thresh": "IoU above which NMS drops the lower-scored box of a class",
@@ -121,20 +130,27 @@ DOCS = {
     "data.num_workers": "loader worker processes (0: load in the training process)",
     "data.mean": "per-channel mean subtracted from RGB in [0, 1]",
     "data.std": "per-channel std the mean-subtracted image is divided by",
+    "data.normalize": "dataset ((pixel / 255 - mean) / std) | per_image (that, divided by its "
+                      "own RMS: invariant to contrast around the mean)",
     "data.bad_images": "a broken training image: error (stop, naming it) | skip (warn, "
                        "take the next)",
     "data.max_expand": "SSD's zoom-out augmentation (p 0.5) up to this factor; 1 turns it off",
     "train.ctx": "devices: [cpu], [cpu0, cpu1] or [gpu0, gpu1, ...]",
     "train.batch_size": "global batch: over every context of every worker",
     "train.epochs": "passes over the training set",
-    "train.lr": "peak learning rate (after warmup)",
+    "train.lr": "peak learning rate (after warmup) at train.base_batch_size",
+    "train.base_batch_size": "the global batch train.lr and warmup_iters are for (0: "
+                             "train.batch_size); other batches scale the lr linearly, the "
+                             "warmup to the same images",
     "train.lr_mode": "cosine (to 0) | step",
     "train.lr_steps": "epochs at which lr_mode step multiplies the lr by lr_factor",
     "train.lr_factor": "the step schedule's factor",
-    "train.warmup_iters": "iterations of linear warmup from 0 to train.lr",
+    "train.warmup_iters": "iterations of linear warmup from 0 to the lr, at "
+                          "train.base_batch_size",
     "train.momentum": "SGD momentum",
-    "train.wd": "weight decay (not on norm parameters unless train.norm_wd)",
-    "train.norm_wd": "also decay the norms' scale and shift",
+    "train.wd": "weight decay (not on biases, nor on norms' scale and shift unless "
+                "train.norm_wd)",
+    "train.norm_wd": "also decay the norms' scale and shift (gamma, beta)",
     "train.kvstore": "gradient reduction: device | local | dist_sync | dist_device_sync",
     "train.amp": "float16 mixed precision (GPUs only)",
     "train.log_interval": "iterations between log lines",
@@ -298,6 +314,9 @@ def validate(cfg: CfgNode) -> None:
          f"must be in (0, 1), got {cfg.model.leaky_slope}")
     need(0 < cfg.model.nms_thresh <= 1, "model.nms_thresh", "must be in (0, 1]")
     need(cfg.model.post_nms > 0, "model.post_nms", "must be positive")
+    sizes = list(cfg.model.anchor_sizes)
+    need(not sizes or (len(sizes) == 7 and all(b > a > 0 for a, b in zip(sizes, sizes[1:]))),
+         "model.anchor_sizes", f"must be empty or 7 increasing positive sizes, got {sizes}")
     need(cfg.data.dataset in ("voc", "coco", "voc_custom"), "data.dataset",
          "must be one of voc, coco, voc_custom")
     kind = cfg.model.name.rsplit("_", 1)[1]
@@ -311,6 +330,8 @@ def validate(cfg: CfgNode) -> None:
     need(len(cfg.data.train_splits) > 0, "data.train_splits", "must not be empty")
     need(len(cfg.data.val_splits) > 0, "data.val_splits", "must not be empty")
     need(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
+    need(cfg.data.normalize in ("dataset", "per_image"), "data.normalize",
+         f"must be dataset or per_image, got '{cfg.data.normalize}'")
     need(len(cfg.data.mean) == 3 and len(cfg.data.std) == 3 and min(cfg.data.std) > 0,
          "data.mean/std", "must be 3 values each, std positive")
     need(cfg.data.bad_images in ("error", "skip"), "data.bad_images",
@@ -327,6 +348,7 @@ def validate(cfg: CfgNode) -> None:
          f"({t.batch_size}) must be divisible by the number of contexts ({len(t.ctx)})")
     need(t.epochs > 0, "train.epochs", "must be positive")
     need(t.lr > 0, "train.lr", f"must be positive, got {t.lr}")
+    need(t.base_batch_size >= 0, "train.base_batch_size", "must be >= 0 (0: train.batch_size)")
     need(t.lr_mode in ("cosine", "step"), "train.lr_mode", "must be cosine or step")
     need(list(t.lr_steps) == sorted(t.lr_steps) and all(s > 0 for s in t.lr_steps),
          "train.lr_steps", "must be increasing positive epochs")
@@ -357,6 +379,15 @@ def save_config(cfg: CfgNode, path: str) -> None:
 def base_size(cfg: CfgNode) -> int:
     """The input side of the configured model (300 or 512)."""
     return int(cfg.model.name.split("_")[1])
+
+
+def scaled_lr(train: CfgNode) -> Tuple[float, int]:
+    """(peak lr, warmup iterations) for train.batch_size: train.lr and train.warmup_iters are
+    given at train.base_batch_size; the lr scales linearly with the batch (Goyal et al. 2017,
+    mmdetection's auto_scale_lr) and the warmup keeps its number of images."""
+    base = train.base_batch_size or train.batch_size
+    factor = train.batch_size / base
+    return train.lr * factor, int(round(train.warmup_iters / factor))
 
 
 def contexts(names: Sequence[str]) -> List[mx.Context]:

@@ -24,7 +24,7 @@ from yacs.config import CfgNode
 from . import native
 from .atomic import replacing
 from .checkpoint import find_resume, load_checkpoint, save_checkpoint
-from .config import base_size, contexts, eval_metric, save_config
+from .config import base_size, contexts, eval_metric, save_config, scaled_lr
 from .data import EpochSampler, build_dataset, split_batch, train_loader, val_set
 from .distributed import RunningStatsSync, StopVote, Worker, connect, params_checksum
 from .errors import ConfigError, UserError
@@ -75,10 +75,12 @@ class Schedule:
 
 
 def no_decay_params(net: gluon.Block, norm_wd: bool) -> List[str]:
-    """Set wd_mult 0 on biases (and norm gammas unless norm_wd); return their names."""
+    """Set wd_mult 0 on biases and, unless norm_wd, on every norm's scale and shift (gamma and
+    beta: stock BatchNorm's and NoBiasBatchNorm's alike); return their names."""
     names = []
+    norm_params = ("_gamma", "_beta")
     for name, param in net.collect_params().items():
-        if name.endswith("_bias") or (not norm_wd and name.endswith("_gamma")):
+        if name.endswith("_bias") or (not norm_wd and name.endswith(norm_params)):
             param.wd_mult = 0.0
             names.append(name)
     return names
@@ -233,13 +235,15 @@ class Trainer:
         self.stop_vote = StopVote(self.worker) if distributed else None
         self.loader = train_loader(self.train_set, anchors, self.size, self.batch_size,
                                    cfg.data.num_workers, cfg.data.mean, cfg.data.std,
-                                   self.sampler, cfg.data.max_expand, cfg.data.bad_images)
+                                   self.sampler, cfg.data.max_expand, cfg.data.bad_images,
+                                   cfg.data.normalize == "per_image")
         self.iters_per_epoch = self.sampler.shard_length // self.batch_size
 
     def _build_optimizer(self) -> None:
         t = self.cfg.train
-        self.schedule = Schedule(t.lr, t.epochs * self.iters_per_epoch, self.iters_per_epoch,
-                                 t.warmup_iters, t.lr_mode, tuple(t.lr_steps), t.lr_factor)
+        lr, warmup = scaled_lr(t)
+        self.schedule = Schedule(lr, t.epochs * self.iters_per_epoch, self.iters_per_epoch,
+                                 warmup, t.lr_mode, tuple(t.lr_steps), t.lr_factor)
         no_decay_params(self.net, t.norm_wd)
         if t.amp:
             from mxnet.contrib import amp
@@ -304,10 +308,13 @@ class Trainer:
                  len(self.train_set), self.iters_per_epoch, t.epochs, total, self.out_dir)
         schedule = f"{t.lr_mode}" + (f" steps at epochs {list(t.lr_steps)} x{t.lr_factor:g}"
                                      if t.lr_mode == "step" else "")
-        log.info("lr %g (%s, warmup %d iterations); batch %d global, %d per device "
-                 "(%d worker(s) x %d context(s))", t.lr, schedule, t.warmup_iters,
-                 t.batch_size, self.batch_size // len(self.ctx), self.worker.num_workers,
-                 len(self.ctx))
+        base = t.base_batch_size or t.batch_size
+        scaled = "" if base == t.batch_size else \
+            f" = train.lr {t.lr:g} x batch {t.batch_size} / base {base}"
+        log.info("lr %g%s (%s, warmup %d iterations); batch %d global, %d per device "
+                 "(%d worker(s) x %d context(s))", self.schedule.lr, scaled, schedule,
+                 self.schedule.warmup_iters, t.batch_size, self.batch_size // len(self.ctx),
+                 self.worker.num_workers, len(self.ctx))
         for kind, recipe in recipe_summary(self.net).items():
             log.info("recipe %s: %s", kind, recipe)
         log.info("NoBiasBatchNorm: %s", impl_summary(self.net))
@@ -425,7 +432,7 @@ class Trainer:
         cfg = self.cfg
         result = evaluate(net_predictor(self.net), self.val_set, self.classes, self.ctx,
                           self.size, cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean,
-                          cfg.data.std, metric=eval_metric(cfg))
+                          cfg.data.std, metric=eval_metric(cfg), per_image=cfg.data.normalize == "per_image")
         log.info("epoch %d val %s %.4f", self.epoch, result.metric, result.value)
         metrics.add(epoch=float(self.epoch), iteration=self.iteration, val_map=result.value)
         if result.value > self.best_map:

@@ -120,7 +120,7 @@ def test_every_key_says_what_it_does_and_print_config_shows_changes():
 
 
 @pytest.mark.parametrize("override, suggestion", [
-    ("train.batchsize=32", "did you mean train.batch_size?"),
+    ("train.batchsize=32", "did you mean train.batch_size or train.base_batch_size?"),
     ("model.nmsthresh=0.5", "did you mean model.nms_thresh"),
     ("trian.lr=1", "did you mean train.lr"),
 ])

@@ -65,9 +65,9 @@ def trained(tmp_path_factory):
     root = make_synthetic(str(base / "data"), train=8, val=4, size=96, seed=1)["root"]
     cfg = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml"), [
         f"data.root={root}", f"output_dir={base / 'run'}", "name=tiny", "data.num_workers=0",
-        "train.batch_size=4", "train.epochs=1", "train.warmup_iters=1", "train.val_interval=1",
-        "eval.batch_size=4"])
-    train(cfg)
+        "train.batch_size=4", "train.base_batch_size=4", "train.epochs=1",
+        "train.warmup_iters=1", "train.val_interval=1", "eval.batch_size=4"])
+    train(cfg)  # lr 0.05 at batch 4: features that outweigh the head biases (a wrong fold shows)
     return cfg, str(base / "run" / "tiny-last.params"), base
 
 
@@ -257,11 +257,14 @@ def test_scripts_export_onnx_then_evaluate_it(trained):
 
 
 @pytest.mark.parametrize("options", [
-    ("model.activation=leaky", "model.heads_bias=false"),
+    ("model.activation=leaky", "model.heads_bias=false", "data.normalize=per_image"),
     ("model.conv_weights=plain", "model.depthwise_weights=plain", "model.activation=relu")])
 def test_every_recipe_option_exports_exactly_and_audits_bias_free(trained, tmp_path, options):
-    """Leaky activations without any head bias, and the recipe's reparametrizations off: the
-    deploy graph and ONNX model fold exactly, carry no BatchNorm, and give the trained mAP."""
+    """Leaky activations without any head bias on per-image normalized inputs, and the recipe's
+    reparametrizations off: the deploy graph and ONNX model fold exactly, carry no BatchNorm,
+    and give the trained mAP; preprocess.json says how inputs are normalized."""
+    from ssd_nobias.detect import Preprocess
+
     cfg, _, base = trained
     opts = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml"), [
         f"data.root={cfg.data.root}", f"output_dir={tmp_path / 'run'}", "name=opt",
@@ -278,6 +281,8 @@ def test_every_recipe_option_exports_exactly_and_audits_bias_free(trained, tmp_p
     heads_bias = "model.heads_bias=false" not in options
     assert report["bias_free_layers"] == (35 if heads_bias else 47)
     assert report["onnx"]["batchnorm_nodes"] == 0
+    per_image = "data.normalize=per_image" in options
+    assert Preprocess.from_export(out).per_image == per_image
     assert report["onnx"]["conv_nodes_without_bias"] == report["bias_free_layers"]
     with open(os.path.join(out, f"{opts.model.name}-symbol.json")) as f:
         ops = {n["op"] for n in json.load(f)["nodes"]}

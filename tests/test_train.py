@@ -13,7 +13,7 @@ from mxnet import autograd
 
 from ssd_nobias import native
 from ssd_nobias.checkpoint import find_resume, load_checkpoint, read_meta, save_checkpoint
-from ssd_nobias.config import load_config
+from ssd_nobias.config import load_config, scaled_lr
 from ssd_nobias.errors import DataError
 from ssd_nobias.model import get_model, recipe_summary
 from ssd_nobias.synthetic import make_synthetic
@@ -73,8 +73,10 @@ def test_the_first_lines_of_a_run_say_what_trains_and_how(finished_run):
         lines = [line.split(" ", 2)[2].rstrip() for line in f][:9]  # after the timestamp
     assert lines[0].startswith("training ssd_300_mobilenet0.25_custom (nobias) on cpu(0),cpu(1):"
                                " 8 images, 2 iterations/epoch, 2 epochs (4 iterations)")
-    assert lines[1] == "lr 0.05 (cosine, warmup 2 iterations); batch 4 global, 2 per device " \
-                       "(1 worker(s) x 2 context(s))"
+    # the demo config's lr and warmup are for its base batch 16: batch 4 takes a quarter of
+    # the lr and four times the warmup iterations
+    assert lines[1] == "lr 0.0125 = train.lr 0.05 x batch 4 / base 16 (cosine, warmup 8 " \
+                       "iterations); batch 4 global, 2 per device (1 worker(s) x 2 context(s))"
     assert lines[2:7] == [
         "recipe full: NoBiasBatchNorm, centered weights, fused ReLU",
         "recipe depthwise: NoBiasBatchNorm, dc_positive weights, fused ReLU",
@@ -227,18 +229,32 @@ def test_schedule():
     assert [step(i) for i in (0, 29, 30, 59, 60, 99)] == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
 
 
-def test_no_weight_decay_on_norm_scales_and_head_biases():
-    net = get_model("ssd_300_mobilenet0.25_custom", classes=["a"],
-                    heads_bias=True)
-    names = no_decay_params(net, norm_wd=False)
+@pytest.mark.parametrize("norm", ["nobias", "batchnorm"])
+def test_one_weight_decay_rule_for_every_norms_scale_and_shift(norm):
+    """Biases and every norm's gamma and beta are exempt (unless norm_wd: then only biases),
+    whichever the norm: the two arms of a comparison are regularized alike."""
+    net = get_model("ssd_300_mobilenet0.25_custom", classes=["a"], norm=norm)
     params = net.collect_params()
-    assert names and all(params[n].wd_mult == 0.0 for n in names)
-    assert all(n.endswith(("_bias", "_gamma")) for n in names)
-    assert any(n.endswith("_bias") for n in names) and any(n.endswith("_gamma") for n in names)
-    conv_weights = [n for n in params if n.endswith("_weight")]
-    assert all(params[n].wd_mult == 1.0 for n in conv_weights)
-    net2 = get_model("ssd_300_mobilenet0.25_custom", classes=["a"])
-    assert all(n.endswith("_bias") for n in no_decay_params(net2, norm_wd=True))
+    names = set(no_decay_params(net, norm_wd=False))
+    norm_params = {n for n in params if n.endswith(("_gamma", "_beta"))}
+    biases = {n for n in params if n.endswith("_bias")}
+    assert norm_params and biases
+    assert any(n.endswith("_beta") for n in norm_params) == (norm == "batchnorm")
+    assert names == norm_params | biases
+    assert {n for n in params if params[n].wd_mult == 0.0} == names
+    net2 = get_model("ssd_300_mobilenet0.25_custom", classes=["a"], norm=norm)
+    assert set(no_decay_params(net2, norm_wd=True)) == \
+        {n for n in net2.collect_params() if n.endswith("_bias")}
+
+
+@pytest.mark.parametrize("batch, base, lr, warmup", [(16, 0, 0.05, 50), (16, 16, 0.05, 50),
+                                                     (32, 16, 0.1, 25), (128, 16, 0.4, 6),
+                                                     (4, 16, 0.0125, 200)])
+def test_lr_scales_linearly_with_the_batch_and_warmup_keeps_its_images(batch, base, lr, warmup):
+    cfg = load_config(None, ["train.lr=0.05", "train.warmup_iters=50",
+                             f"train.batch_size={batch}", f"train.base_batch_size={base}"])
+    got_lr, got_warmup = scaled_lr(cfg.train)
+    assert got_lr == pytest.approx(lr, rel=1e-12) and got_warmup == warmup
 
 
 def script(name, *args):
