@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
@@ -58,6 +58,20 @@ _NAME = re.compile(r"ssd_(300|512)_mobilenet(1\.0|0\.75|0\.5|0\.25)_(voc|coco|cu
 _VARIANTS = [(300, m) for m in ("1.0", "0.75", "0.5", "0.25")] + [(512, "1.0")]
 MODEL_NAMES = tuple(f"ssd_{size}_mobilenet{mult}_{data}"
                     for size, mult in _VARIANTS for data in ("voc", "coco", "custom"))
+
+
+def preset(name: str, anchor_sizes: Optional[Sequence[float]] = None) -> Preset:
+    """The layout of model `name` (one of MODEL_NAMES), with `anchor_sizes` if given."""
+    match = _NAME.fullmatch(name)
+    if match is None or name not in MODEL_NAMES:
+        raise ValueError(f"unknown model '{name}'; choose one of: {', '.join(MODEL_NAMES)}")
+    layout = _preset(int(match[1]), float(match[2]))
+    if anchor_sizes:
+        if len(anchor_sizes) != len(layout.sizes):
+            raise ValueError(f"{name} takes {len(layout.sizes)} anchor sizes, got "
+                             f"{len(anchor_sizes)}")
+        layout = replace(layout, sizes=tuple(float(s) for s in anchor_sizes))
+    return layout
 
 
 ACTIVATIONS = ("relu", "leaky")
@@ -235,7 +249,8 @@ def get_model(name: str, classes: Optional[Sequence[str]] = None,
               heads_bias: bool = True, pretrained_base: Optional[Union[str, Path]] = None,
               conv_weights: Optional[str] = None, depthwise_weights: Optional[str] = None,
               activation: Optional[str] = None, leaky_slope: float = 0.1,
-              norm_impl: str = "auto", **kwargs) -> SSD:
+              norm_impl: str = "auto", anchor_sizes: Optional[Sequence[float]] = None,
+              **kwargs) -> SSD:
     """Build a GluonCV `SSD` whose conv+BN pairs fold to weight-only convolutions.
 
     name: one of MODEL_NAMES. norm: 'nobias' (NoBiasBatchNorm where `bias_free` globs match a
@@ -246,25 +261,23 @@ def get_model(name: str, classes: Optional[Sequence[str]] = None,
     the recipe of its norm: BIAS_FREE_RECIPE for bias-free units, STOCK_RECIPE (GluonCV's
     plain convs and ReLU) for stock BatchNorm. norm_impl: NoBiasBatchNorm's implementation,
     'auto', 'native' or 'ops' (nn.NoBiasBatchNorm).
+    anchor_sizes: the 7 anchor sizes instead of the preset's (anchors.ANCHOR_PRESETS).
     pretrained_base: a local MobileNet .params file (GluonCV/Gluon model zoo layout) loaded into
     the base, which is then initialized; everything else waits for `net.initialize()`.
     kwargs go to GluonCV's SSD (nms_thresh, nms_topk, post_nms, ...).
     """
-    match = _NAME.fullmatch(name)
-    if match is None or name not in MODEL_NAMES:
-        raise ValueError(f"unknown model '{name}'; choose one of: {', '.join(MODEL_NAMES)}")
-    base_size, multiplier, dataset = int(match[1]), float(match[2]), match[3]
-    preset = _preset(base_size, multiplier)
+    layout = preset(name, anchor_sizes)
+    base_size, multiplier, dataset = layout.base_size, layout.multiplier, name.rsplit("_", 1)[1]
     class_names = _classes_for(dataset, classes)
     recipe_for = _recipe_selector(_norm_selector(norm, bias_free), conv_weights,
                                   depthwise_weights, activation, leaky_slope, norm_impl)
 
     def features(**_ssd_kwargs):  # SSD passes pretrained/ctx/norm_layer: the layout fixes them
-        return MobileNetSSDFeatures(multiplier, preset.extra_filters, recipe_for)
+        return MobileNetSSDFeatures(multiplier, layout.extra_filters, recipe_for)
 
     net = SSD(network=None, base_size=base_size, features=features, num_filters=None,
-              sizes=list(preset.sizes), ratios=[list(r) for r in preset.ratios],
-              steps=list(preset.steps), classes=class_names, **kwargs)
+              sizes=list(layout.sizes), ratios=[list(r) for r in layout.ratios],
+              steps=list(layout.steps), classes=class_names, **kwargs)
     if not isinstance(net.features, MobileNetSSDFeatures):
         raise RuntimeError("GluonCV's SSD did not use the MobileNetSSDFeatures it was given")
     if not heads_bias:
@@ -287,7 +300,7 @@ def build_model(cfg, classes: Sequence[str]) -> SSD:
                          conv_weights=_auto(m.conv_weights),
                          depthwise_weights=_auto(m.depthwise_weights),
                          activation=_auto(m.activation), leaky_slope=m.leaky_slope,
-                         norm_impl=m.norm_impl,
+                         norm_impl=m.norm_impl, anchor_sizes=list(m.anchor_sizes) or None,
                          pretrained_base=m.pretrained_base or None, nms_thresh=m.nms_thresh,
                          nms_topk=m.nms_topk, post_nms=m.post_nms)
     except (ValueError, FileNotFoundError) as err:  # get_model's argument checks
@@ -363,8 +376,9 @@ def load_pretrained_base(features: MobileNetSSDFeatures, path: Union[str, Path])
     """Load ImageNet MobileNet weights saved by Gluon (`features.<i>.weight`, ...) into the base.
 
     Convolutions take their weights; stock BatchNorm layers take all four arrays; NoBiasBatchNorm
-    layers take gamma only (a pretrained beta or running_mean is a shift, and a centered running
-    variance is not the uncentered second moment they track).
+    layers take gamma and, as the uncentered second moment they track, running_var +
+    running_mean ** 2 (a pretrained beta or mean subtraction is a shift they cannot hold, so a
+    bias-free layer starts near, not at, the pretrained function).
     """
     path = Path(path)
     if not path.is_file():
@@ -383,12 +397,14 @@ def load_pretrained_base(features: MobileNetSSDFeatures, path: Union[str, Path])
     for key, (name, block) in zip(conv_keys, base):
         prefix = f"features.{int(index.fullmatch(key)[1]) + 1}."
         arrays = {"conv.weight": saved[key]}
-        stats = ("gamma",) if isinstance(block.norm, NoBiasBatchNorm) else \
-            ("gamma", "beta", "running_mean", "running_var")
-        for stat in stats:
+        for stat in ("gamma", "beta", "running_mean", "running_var"):
             if prefix + stat not in saved:
                 raise ValueError(f"pretrained_base: {path} has no '{prefix + stat}' for {name}")
             arrays[f"norm.{stat}"] = saved[prefix + stat]
+        if isinstance(block.norm, NoBiasBatchNorm):
+            mean = arrays.pop("norm.running_mean")
+            del arrays["norm.beta"]
+            arrays["norm.running_var"] = arrays["norm.running_var"] + mean * mean
         params = block._collect_params_with_prefix()
         for local, value in arrays.items():
             if tuple(params[local].shape) != tuple(value.shape):

@@ -181,6 +181,11 @@ def test_pretrained_base_loads_by_name(tmp_path):
     np.testing.assert_array_equal(net.features.dw13.norm.gamma.data().asnumpy(),
                                   saved[f"features.{6 * 13 - 2}.gamma"].asnumpy())
     assert not net.features.dw13.norm.running_mean.data().asnumpy().any()
+    # its running second moment: the pretrained E[x^2] = var + mean^2
+    mean, var = (saved[f"features.{6 * 13 - 2}.{k}"].asnumpy() for k in ("running_mean",
+                                                                          "running_var"))
+    np.testing.assert_allclose(net.features.dw13.norm.running_var.data().asnumpy(),
+                               var + mean * mean, rtol=1e-6)
     # a centered bias-free conv keeps the pretrained weight and computes with its centred form
     centered = get_model("ssd_300_mobilenet0.25_voc", pretrained_base=path)
     pretrained = saved[f"features.{6 * 12}.weight"].asnumpy()  # pw12
