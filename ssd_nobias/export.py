@@ -147,10 +147,11 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12))
 
 
-def parity_images(dataset, size: int, mean, std, count: int = 8) -> mx.nd.NDArray:
+def parity_images(dataset, size: int, mean, std, count: int = 8,
+                  per_image: bool = False) -> mx.nd.NDArray:
     """Up to `count` val images as a normalized (N, 3, size, size) batch."""
     from .data import ValTransform
-    transform = ValTransform(size, size, mean, std)
+    transform = ValTransform(size, size, mean, std, per_image)
     return mx.nd.stack(*[transform(*dataset[i])[0] for i in range(min(count, len(dataset)))])
 
 
@@ -235,7 +236,8 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
     else:
         net, classes = load_trained(cfg, params_path, ctx, classes=classes)
     size = base_size(cfg)
-    x = parity_images(dataset, size, cfg.data.mean, cfg.data.std).as_in_context(ctx[0])
+    x = parity_images(dataset, size, cfg.data.mean, cfg.data.std,
+                      per_image=cfg.data.normalize == "per_image").as_in_context(ctx[0])
     trained_cls, trained_box = raw_outputs(net, x)
     trained_det = [a.asnumpy() for a in net(x)]
 
@@ -249,7 +251,10 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
     write_json(os.path.join(out_dir, "preprocess.json"), {
         "input": "data", "shape": [1, 3, size, size], "layout": "NCHW", "channel_order": "RGB",
         "scale": 1 / 255, "mean": list(cfg.data.mean), "std": list(cfg.data.std),
-        "formula": "(pixel / 255 - mean) / std, per channel", "classes": classes,
+        "normalize": cfg.data.normalize,
+        "formula": "x = (pixel / 255 - mean) / std, per channel" + (
+            "; then x / sqrt(mean(x^2)) over the whole image" if cfg.data.normalize == "per_image" else ""),
+        "classes": classes,
         "outputs": ["ids", "scores", "boxes (x0, y0, x1, y1 in input pixels)"]})
     deploy, _ = load_deploy(out_dir, ctx)
     deploy_det = [a.asnumpy() for a in deploy(x)]
@@ -280,6 +285,18 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
     if onnx:
         _raise_onnx_failures(report["onnx"], out_dir)
     return report
+
+
+def add_to_report(export_dir: str, key: str, entry: Dict) -> None:
+    """Set `key` of export_dir/export_report.json to `entry` (the file is created if need be)."""
+    path = os.path.join(export_dir, "export_report.json")
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        report = {}
+    report[key] = entry
+    write_json(path, report)
 
 
 def check_onnx(prefix: str, x: mx.nd.NDArray, deploy_raw: Tuple[np.ndarray, np.ndarray],

@@ -15,8 +15,8 @@ from ..atomic import write_json
 from ..config import base_size, contexts, eval_metric
 from ..data import ValTransform, build_dataset, val_set
 from ..errors import DataError, UserError
-from ..export import PARITY_RTOL, ParityError, fold_ssd, parity_images, raw_outputs, \
-    relative_error
+from ..export import PARITY_RTOL, ParityError, add_to_report, fold_ssd, parity_images, \
+    raw_outputs, relative_error
 from ..onnx_model import find_cut, session
 from ..model import layer_names
 from ..evaluate import evaluate
@@ -36,7 +36,7 @@ def calibration_images(cfg, count: int, seed: int = 0) -> List[np.ndarray]:
     """`count` training images (a seeded draw), resized and normalized as for inference."""
     dataset = build_dataset(cfg, "train")
     size = base_size(cfg)
-    transform = ValTransform(size, size, cfg.data.mean, cfg.data.std)
+    transform = ValTransform(size, size, cfg.data.mean, cfg.data.std, cfg.data.normalize == "per_image")
     order = np.random.RandomState(seed).permutation(len(dataset))[:count]
     return [transform(*dataset[int(i)])[0].asnumpy() for i in order]
 
@@ -57,7 +57,8 @@ def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = Fals
     ctx = [contexts(cfg.train.ctx)[0]]
     dataset, classes = val_set(cfg)
     net, classes = load_trained(cfg, params_path, ctx, classes=classes)
-    x = parity_images(dataset, size, cfg.data.mean, cfg.data.std).as_in_context(ctx[0])
+    x = parity_images(dataset, size, cfg.data.mean, cfg.data.std,
+                      per_image=cfg.data.normalize == "per_image").as_in_context(ctx[0])
     trained = raw_outputs(net, x)
     deploy, _ = load_deploy(export_dir, ctx)
     deploy_det = [a.asnumpy() for a in deploy(x)]
@@ -90,7 +91,7 @@ def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = Fals
             "metric": eval_metric(cfg),
             "float32_pair": _val_map(cfg, dataset, classes, folder, False, progress),
             "int8_pair": _val_map(cfg, dataset, classes, folder, True, progress)}
-    _update_report(export_dir, report)
+    add_to_report(export_dir, "accelerator", report)
     _raise_failures(report, export_dir)
     return report
 
@@ -136,7 +137,8 @@ def _val_map(cfg, dataset, classes, folder: str, int8: bool, progress: bool) -> 
     """The pair's val metric (float32 or INT8 accelerator graph)."""
     result = evaluate(SplitPredictor(folder, int8), dataset, classes, [mx.cpu()],
                       base_size(cfg), cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean,
-                      cfg.data.std, metric=eval_metric(cfg), progress=progress)
+                      cfg.data.std, metric=eval_metric(cfg), progress=progress,
+                      per_image=cfg.data.normalize == "per_image")
     return round(result.value, 6)
 
 
@@ -232,17 +234,6 @@ def _layer_figures(float_path: str, int8_path: str, images: List[np.ndarray],
                        "weight_scale_max_over_median": spread.get(n),
                        "sqnr_db": round(sqnr_db(ref[n], got[n]), 2)})
     return layers
-
-
-def _update_report(export_dir: str, entry: Dict) -> None:
-    path = os.path.join(export_dir, "export_report.json")
-    try:
-        with open(path) as f:
-            report = json.load(f)
-    except (OSError, ValueError):
-        report = {}
-    report["accelerator"] = entry
-    write_json(path, report)
 
 
 def _raise_failures(report: Dict, export_dir: str) -> None:
