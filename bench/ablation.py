@@ -51,7 +51,8 @@ def dead_at_end(run_dir: str, images: int = 32) -> float:
     """Dead channel fraction of a run's last checkpoint (running statistics, as deployed)."""
     cfg = load_config(os.path.join(run_dir, "config.yaml"))
     net, _ = load_trained(cfg, os.path.join(run_dir, f"{cfg.name}-last.params"), [mx.cpu()])
-    x = parity_images(build_dataset(cfg, "val"), base_size(cfg), cfg.data.mean, cfg.data.std, count=images)
+    x = parity_images(build_dataset(cfg, "val"), base_size(cfg), cfg.data.mean, cfg.data.std,
+                      count=images, per_image=cfg.data.normalize == "per_image")
     return dead_fraction(unit_activity(net.features, x))
 
 

@@ -26,7 +26,8 @@ def run_trajectory(run_dir: str, images: int) -> dict:
     """trajectory() of a run: its initial weights, then every checkpoint in epoch order."""
     cfg = load_config(os.path.join(run_dir, "config.yaml"))
     dataset, classes = val_set(cfg)
-    x = parity_images(dataset, base_size(cfg), cfg.data.mean, cfg.data.std, count=images)
+    x = parity_images(dataset, base_size(cfg), cfg.data.mean, cfg.data.std, count=images,
+                      per_image=cfg.data.normalize == "per_image")
     net = initialized_model(cfg, classes, [mx.cpu()])
     snapshots = {"init": unit_activity(net.features, x, batch_stats=True)}
     for path in checkpoints_in_order(run_dir, cfg.name):

@@ -129,7 +129,7 @@ def accelerator_variants(folder: str) -> dict:
 def real_images(folder: str, pattern: str, count: int) -> np.ndarray:
     """`count` images matching `pattern`, preprocessed as the export's preprocess.json says."""
     prep = Preprocess.from_export(folder)
-    transform = ValTransform(prep.size, prep.size, prep.mean, prep.std)
+    transform = ValTransform(prep.size, prep.size, prep.mean, prep.std, prep.per_image)
     paths = sorted(glob.glob(pattern))[:count]
     if len(paths) < count:
         raise SystemExit(f"{pattern} matches {len(paths)} images, fewer than {count}")

@@ -41,7 +41,8 @@ def main(argv=None) -> int:
           f"{args.calib_images} training images")
     for name, block in (("float32 deploy graph", fp32), ("INT8 (quantize_net_v2)", int8)):
         result = evaluate(block, dataset, classes, [mx.cpu()], size, cfg.eval.batch_size,
-                          0, cfg.data.mean, cfg.data.std, metric=eval_metric(cfg))
+                          0, cfg.data.mean, cfg.data.std, metric=eval_metric(cfg),
+                          per_image=cfg.data.normalize == "per_image")
         print(f"  {name:24s} val {result.metric} {result.value:.4f}")
     for batch in (1, 8):
         x = mx.nd.random.normal(shape=(batch, 3, size, size))

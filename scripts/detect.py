@@ -45,7 +45,8 @@ def main(argv=None) -> int:
                            onnx_path=args.onnx, accelerator_dir=args.accelerator,
                            int8=args.int8)
     if args.params:
-        prep = Preprocess(base_size(cfg), tuple(cfg.data.mean), tuple(cfg.data.std))
+        prep = Preprocess(base_size(cfg), tuple(cfg.data.mean), tuple(cfg.data.std),
+                          cfg.data.normalize == "per_image")
     else:
         prep = Preprocess.from_export(args.deploy or args.accelerator or
                                       os.path.dirname(os.path.abspath(args.onnx)))

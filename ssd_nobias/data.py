@@ -398,6 +398,13 @@ def random_crop_with_constraints(bbox: np.ndarray, size: Tuple[int, int],
     return bbox, (0, 0, w, h)
 
 
+def per_image_normalize(x: mx.nd.NDArray) -> mx.nd.NDArray:
+    """A normalized (3, H, W) image divided by its own RMS: a scalar, no additive term, so an
+    image whose contrast around the mean is scaled by a gives the same tensor."""
+    rms = mx.nd.sqrt(mx.nd.mean(mx.nd.square(x)))
+    return x / mx.nd.maximum(rms, 1e-6)
+
+
 class SSDTrainTransform(SSDDefaultTrainTransform):
     """GluonCV's SSD training augmentation, step for step, with the hue jitter it intends and
     a vectorized crop sampler.
@@ -407,9 +414,10 @@ class SSDTrainTransform(SSDDefaultTrainTransform):
     """
 
     def __init__(self, width: int, height: int, anchors=None, max_expand: float = 4.0,
-                 **kwargs):
+                 per_image: bool = False, **kwargs):
         super().__init__(width, height, anchors, **kwargs)
         self._max_expand = max_expand
+        self._per_image = per_image
 
     def __call__(self, src, label):
         img = experimental.image.random_color_distort(src, hue_delta=HUE_DELTA)
@@ -427,6 +435,8 @@ class SSDTrainTransform(SSDDefaultTrainTransform):
         img, flips = timage.random_flip(img, px=0.5)
         bbox = tbbox.flip(bbox, (self._width, self._height), flip_x=flips[0])
         img = mx.nd.image.normalize(mx.nd.image.to_tensor(img), mean=self._mean, std=self._std)
+        if self._per_image:
+            img = per_image_normalize(img)
         if self._anchors is None:
             return img, bbox.astype(img.dtype)
         cls_targets, box_targets, _ = self._target_generator(
@@ -436,16 +446,21 @@ class SSDTrainTransform(SSDDefaultTrainTransform):
 
 
 class ValTransform:
-    """Resize to the network input and normalize; keep the label in original pixels."""
+    """Resize to the network input and normalize (per image too with `per_image`); keep the
+    label in original pixels."""
 
-    def __init__(self, width: int, height: int, mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, width: int, height: int, mean: Sequence[float], std: Sequence[float],
+                 per_image: bool = False):
         self._size = (width, height)
         self._mean, self._std = tuple(mean), tuple(std)
+        self._per_image = per_image
 
     def __call__(self, src, label):
         h, w = src.shape[:2]
         img = timage.imresize(src, *self._size, interp=9)
         img = mx.nd.image.normalize(mx.nd.image.to_tensor(img), mean=self._mean, std=self._std)
+        if self._per_image:
+            img = per_image_normalize(img)
         return img, label.astype(np.float32), np.array([w, h], dtype=np.float32)
 
 
@@ -534,7 +549,7 @@ class SeededTransform(gluon.data.Dataset):
 def train_loader(dataset, anchors: mx.nd.NDArray, size: int, batch_size: int,
                  num_workers: int, mean: Sequence[float], std: Sequence[float],
                  sampler: EpochSampler, max_expand: float = 4.0,
-                 bad_images: str = "error") -> gluon.data.DataLoader:
+                 bad_images: str = "error", per_image: bool = False) -> gluon.data.DataLoader:
     """Batches of (image, class targets, box targets) in the sampler's order, last partial dropped.
 
     Augmentation (SSDTrainTransform) and anchor matching run in the workers; bad images raise
@@ -544,7 +559,7 @@ def train_loader(dataset, anchors: mx.nd.NDArray, size: int, batch_size: int,
         raise DataError(f"{dataset} has {len(dataset)} training images, fewer than one batch "
                         f"of {batch_size}")
     transform = SSDTrainTransform(size, size, anchors.as_in_context(mx.cpu()), max_expand,
-                                  mean=tuple(mean), std=tuple(std))
+                                  per_image, mean=tuple(mean), std=tuple(std))
     batches = gluon.data.BatchSampler(sampler, batch_size, last_batch="discard")
     return gluon.data.DataLoader(SeededTransform(dataset, transform, bad_images),
                                  batch_sampler=batches,
@@ -562,9 +577,12 @@ def pad_labels(labels: Sequence[np.ndarray]) -> mx.nd.NDArray:
 
 
 def val_loader(dataset, size: int, batch_size: int, num_workers: int,
-               mean: Sequence[float], std: Sequence[float]) -> gluon.data.DataLoader:
-    """Every image exactly once, in order: (images, padded labels, original (w, h))."""
-    return gluon.data.DataLoader(dataset.transform(ValTransform(size, size, mean, std)),
+               mean: Sequence[float], std: Sequence[float], per_image: bool = False,
+               transform=None) -> gluon.data.DataLoader:
+    """Every image exactly once, in order: (images, padded labels, original (w, h)), made by
+    ValTransform or by `transform` (the same outputs)."""
+    transform = transform or ValTransform(size, size, mean, std, per_image)
+    return gluon.data.DataLoader(dataset.transform(transform),
                                  batch_size, shuffle=False,
                                  batchify_fn=BTuple(Stack(), pad_labels, Stack()),
                                  last_batch="keep", num_workers=num_workers)

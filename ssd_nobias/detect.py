@@ -28,11 +28,13 @@ VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 @dataclass(frozen=True)
 class Preprocess:
-    """What the network's input is: size x size RGB, (pixel / 255 - mean) / std."""
+    """What the network's input is: size x size RGB, (pixel / 255 - mean) / std, divided by its
+    own RMS with `per_image` (data.normalize: per_image)."""
 
     size: int
     mean: Tuple[float, float, float]
     std: Tuple[float, float, float]
+    per_image: bool = False
 
     @classmethod
     def from_export(cls, folder: str) -> "Preprocess":
@@ -41,7 +43,8 @@ class Preprocess:
         try:
             with open(path) as f:
                 spec = json.load(f)
-            return cls(int(spec["shape"][-1]), tuple(spec["mean"]), tuple(spec["std"]))
+            return cls(int(spec["shape"][-1]), tuple(spec["mean"]), tuple(spec["std"]),
+                       spec.get("normalize", "dataset") == "per_image")
         except (OSError, ValueError, KeyError, IndexError) as err:
             raise DataError(f"{path} (written by export_ssd.py) is missing or unreadable: "
                             f"{err}") from None
@@ -78,7 +81,7 @@ class Detector:
     def __init__(self, model: LoadedModel, prep: Preprocess, thresh: float = 0.5,
                  keep_classes: Optional[Sequence[str]] = None):
         self.model, self.prep, self.thresh = model, prep, thresh
-        self.transform = ValTransform(prep.size, prep.size, prep.mean, prep.std)
+        self.transform = ValTransform(prep.size, prep.size, prep.mean, prep.std, prep.per_image)
         names = list(model.classes)
         unknown = sorted(set(keep_classes or ()) - set(names))
         if unknown:

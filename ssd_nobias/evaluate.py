@@ -69,10 +69,12 @@ def _num(x: float) -> Optional[float]:
 
 
 def predict(predictor: Predictor, dataset, ctx: Sequence[mx.Context], size: int,
-            batch_size: int, num_workers: int, mean, std, progress: bool = False
+            batch_size: int, num_workers: int, mean, std, progress: bool = False,
+            per_image: bool = False, transform=None
             ) -> Tuple[Iterator[Detections], Dict[str, float]]:
-    """Yield every image's Detections in dataset order; timing['seconds'] sums the forwards."""
-    loader = val_loader(dataset, size, batch_size, num_workers, mean, std)
+    """Yield every image's Detections in dataset order; timing['seconds'] sums the forwards.
+    `transform`: another preprocessing than ValTransform's (val_loader)."""
+    loader = val_loader(dataset, size, batch_size, num_workers, mean, std, per_image, transform)
     timing = {"seconds": 0.0, "images": 0}
 
     def run():
@@ -106,7 +108,7 @@ def evaluate(predictor: Predictor, dataset, class_names: Sequence[str],
              ctx: Sequence[mx.Context], size: int, batch_size: int = 32, num_workers: int = 0,
              mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), metric: str = "voc07",
              num_samples: int = 0, out_dir: Optional[str] = None,
-             progress: bool = False) -> EvalResult:
+             progress: bool = False, per_image: bool = False, transform=None) -> EvalResult:
     """mAP of a predictor on a dataset; metric 'voc07'/'voc' (both computed) or 'coco'.
 
     With out_dir, COCO detections are written there as `detections.json`.
@@ -116,7 +118,7 @@ def evaluate(predictor: Predictor, dataset, class_names: Sequence[str],
     if metric == "coco" and not isinstance(dataset, COCOFormatDetection):
         raise ValueError("the coco metric needs a COCO-format dataset (data.dataset: coco)")
     detections, timing = predict(predictor, dataset, ctx, size, batch_size, num_workers,
-                                 mean, std, progress)
+                                 mean, std, progress, per_image, transform)
     scorer = CocoScorer(dataset, out_dir) if metric == "coco" else VocScorer(class_names)
     samples = []
     for det in detections:
@@ -250,6 +252,6 @@ def evaluate_checkpoint(cfg, params_path: Optional[str], out_dir: str, progress:
     result = evaluate(predictor, dataset, classes, ctx, base_size(cfg),
                       cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean, cfg.data.std,
                       metric=eval_metric(cfg), num_samples=cfg.eval.num_images,
-                      out_dir=out_dir, progress=progress)
+                      out_dir=out_dir, progress=progress, per_image=cfg.data.normalize == "per_image")
     write_report(result, dataset, classes, out_dir, cfg.eval.score_thresh)
     return result

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from ssd_nobias.config import load_config
-from ssd_nobias.data import (COCOFormatDetection, EpochSampler, SSDTrainTransform,
+from ssd_nobias.data import (COCOFormatDetection, EpochSampler, SSDTrainTransform, ValTransform,
                              VOCFormatDetection, build_dataset, dataset_classes,
-                             random_crop_with_constraints, split_batch, train_loader, val_loader)
+                             per_image_normalize, random_crop_with_constraints, split_batch,
+                             train_loader, val_loader)
 from ssd_nobias.errors import DataError
 from ssd_nobias.images import ImageError
 
@@ -392,3 +393,21 @@ def test_crop_sampler_keeps_the_ssd_rules_and_gluoncv_s_distribution():
 def test_crop_sampler_without_boxes_keeps_the_image():
     boxes, crop = random_crop_with_constraints(np.zeros((0, 5), np.float32), (64, 48))
     assert crop == (0, 0, 64, 48) and boxes.shape == (0, 5)
+
+
+@pytest.mark.parametrize("contrast", [0.25, 0.5, 2.0, 4.0])
+def test_per_image_normalization_removes_contrast_around_the_mean(contrast):
+    """data.normalize: per_image divides the normalized image by its RMS, a scalar: an image
+    whose deviation from the mean is scaled by `contrast` gives the same tensor."""
+    rng = np.random.RandomState(0)
+    image = mx.nd.array(rng.randint(0, 256, (40, 50, 3)), dtype=np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    x = ValTransform(32, 32, mean, std)(image, np.zeros((0, 5)))[0]
+    y = ValTransform(32, 32, mean, std, per_image=True)(image, np.zeros((0, 5)))[0]
+    assert float(mx.nd.mean(mx.nd.square(y)).asscalar()) == pytest.approx(1.0, rel=1e-5)
+    np.testing.assert_allclose(y.asnumpy(), (x / np.sqrt((x.asnumpy() ** 2).mean())).asnumpy(),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(per_image_normalize(x * contrast).asnumpy(), y.asnumpy(),
+                               rtol=1e-5, atol=1e-6)
+    flat = per_image_normalize(mx.nd.zeros((3, 4, 4)))  # an image that is the mean: no NaN
+    assert not flat.asnumpy().any()
