@@ -5,17 +5,22 @@ On the synthetic dataset, with the demo's recipe, model and budget, for each see
       (BatchNorm folded, no bias) and evaluated from the deploy graph, and also from the
       training params;
   (b) norm: batchnorm, trained and evaluated as is (folded into convs with biases);
-  (c) the naive fix: (b)'s params exported bias-free with --force-zero-shift and evaluated.
-Every arm is evaluated on the last checkpoint (a fixed budget; no selection on val), and its
-dead ReLU channels are followed from init through every epoch's checkpoint
+  (c) the naive fix: (b)'s params exported bias-free with --force-zero-shift and evaluated;
+  (d) stock BatchNorm with the bias-free recipe's weight reparametrizations;
+  (e) the bias-free recipe with model.heads_bias false: no additive constant anywhere.
+Every arm is evaluated on the last checkpoint (a fixed budget), on val and on a test split
+generated apart (another generator seed) and used for nothing but the reported numbers. Each
+arm trains at its own learning rate: with --sweep-lrs, one seed per arm and lr is trained
+first and the lr with the best val mAP is kept (study.json's "sweep"). The dead ReLU channels
+of (a) and (b) are followed from init through every epoch's checkpoint
 (bench/dead_channels.py). Writes bench/results/study.json and study.png (val mAP against
-epochs, mean and min-max over seeds) after every seed, and prints the table: final mAP mean and
-spread, dead channels, training images/s, deploy images/s.
+epochs, mean and min-max over seeds) after every run, and prints the table: final mAP mean and
+spread (val and test), dead channels, training images/s, deploy images/s.
 
 study.json: {"protocol": {...}, "arms": {"<arm>": {"recipe": {...}, "seeds": {"<seed>":
 {"map", "dead_fraction", ...}}}}, "summary": {...}}; each seed records the CPU it ran on.
 
-    python bench/study.py            # 5 seeds, 1000 images x 12 epochs: about 75 min on 2 cores
+    python bench/study.py --sweep-lrs 0.0125 0.025 0.05 0.1   # the sweep, then 5 seeds x 4 arms
     python bench/study.py --quick    # 240 images x 4 epochs: checks the pipeline, learns little
     python bench/study.py --seeds 5 --resume   # add seed 5 to the seeds already in study.json
 """
@@ -26,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Optional
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -54,8 +60,16 @@ STOCK_WEIGHTS = ["model.conv_weights=plain", "model.depthwise_weights=plain",
                  "model.activation=relu"]
 ARMS = {"nobias": "(a) NoBiasBatchNorm, deploy graph",
         "batchnorm": "(b) stock BatchNorm, folded with biases",
-        "naive": "(c) stock BatchNorm, shift dropped (naive fix)"}
+        "naive": "(c) stock BatchNorm, shift dropped (naive fix)",
+        "batchnorm_reparam": "(d) stock BatchNorm, recipe's weights",
+        "nobias_noheadbias": "(e) NoBiasBatchNorm, no head biases"}
+# What each trained arm adds to the demo config; (c) is made from (b)'s params.
+TRAINED = {"nobias": ["model.norm=nobias"], "batchnorm": ["model.norm=batchnorm"],
+           "batchnorm_reparam": ["model.norm=batchnorm", "model.conv_weights=centered",
+                                 "model.depthwise_weights=dc_positive"],
+           "nobias_noheadbias": ["model.norm=nobias", "model.heads_bias=false"]}
 DATA_SEED, VAL_IMAGES = 0, 100
+TEST_SEED = 1
 RECIPE_KEYS = ("norm", "conv_weights", "depthwise_weights", "activation", "leaky_slope")
 
 
@@ -67,11 +81,22 @@ def call(command, env=None) -> None:
 
 def study_data(work: str, budget: dict) -> str:
     """The study's synthetic dataset for `budget` under `work`, generated once."""
-    data = os.path.join(work, f"data-{budget['train']}")
+    val = budget.get("val", VAL_IMAGES)
+    data = os.path.join(work, f"data-{budget['train']}" + ("" if val == VAL_IMAGES else f"-{val}"))
     if not os.path.isfile(os.path.join(data, "classes.txt")):
         call([sys.executable, os.path.join(ROOT, "scripts", "make_synthetic_voc.py"), "--out",
-              data, "--train", str(budget["train"]), "--val", str(VAL_IMAGES), "--seed",
+              data, "--train", str(budget["train"]), "--val", str(val), "--seed",
               str(DATA_SEED)])
+    return data
+
+
+def test_data(work: str, images: int) -> str:
+    """The test split: `images` images of another generator seed (its 'val' list), apart from
+    everything a run trains or is chosen on."""
+    data = os.path.join(work, f"test-{TEST_SEED}-{images}")
+    if not os.path.isfile(os.path.join(data, "classes.txt")):
+        call([sys.executable, os.path.join(ROOT, "scripts", "make_synthetic_voc.py"), "--out",
+              data, "--train", "1", "--val", str(images), "--seed", str(TEST_SEED)])
     return data
 
 
@@ -91,13 +116,20 @@ def train_run(out: str, overrides: list, seed: int, data: str, budget: dict) -> 
     return {"curve": curve, "train_images_per_s": statistics.median(speeds[1:] or speeds)}
 
 
-def deploy_eval(cfg, params: str, out: str, force_zero_shift: bool = False) -> dict:
-    """Export, then evaluate the deploy graph: its mAP and forward images/s."""
+def deploy_eval(cfg, params: str, out: str, test: str, force_zero_shift: bool = False) -> dict:
+    """Export, then evaluate the deploy graph on val and on the test split (data root `test`):
+    its mAP and forward images/s."""
     export = export_zero_shift if force_zero_shift else export_deploy
     report = export(cfg, params, os.path.join(out, "export"))
     result = evaluate_checkpoint(cfg, None, os.path.join(out, "eval"), progress=False,
                                  deploy_dir=os.path.join(out, "export"))
-    return {"map": result.value, "deploy_images_per_s": result.images_per_s,
+    test_cfg = cfg.clone()
+    test_cfg.defrost()
+    test_cfg.data.root = test
+    tested = evaluate_checkpoint(test_cfg, None, os.path.join(out, "eval_test"), progress=False,
+                                 deploy_dir=os.path.join(out, "export"))
+    return {"map": result.value, "test_map": tested.value,
+            "deploy_images_per_s": result.images_per_s,
             "bias_free_layers": report["bias_free_layers"], "report": report}
 
 
@@ -114,42 +146,68 @@ def int8_figures(cfg, params: str, export: str) -> dict:
             "head_biases_on_host": split["head_biases_on_host"]}
 
 
-def one_seed(seed: int, data: str, work: str, budget: dict) -> dict:
-    runs = {}
-    for norm in ("nobias", "batchnorm"):
-        out = os.path.join(work, f"{norm}-{seed}")
-        runs[norm] = train_run(out, [f"model.norm={norm}"], seed, data, budget)
-        runs[norm]["dir"] = out
-    a_cfg = load_config(os.path.join(runs["nobias"]["dir"], "config.yaml"))
-    b_cfg = load_config(os.path.join(runs["batchnorm"]["dir"], "config.yaml"))
-    a_params = os.path.join(runs["nobias"]["dir"], f"{a_cfg.name}-last.params")
-    b_params = os.path.join(runs["batchnorm"]["dir"], f"{b_cfg.name}-last.params")
-    a = deploy_eval(a_cfg, a_params, runs["nobias"]["dir"])
-    a["trained_map"] = evaluate_checkpoint(a_cfg, a_params, os.path.join(
-        runs["nobias"]["dir"], "eval_params"), progress=False).value
-    a.update(int8_figures(a_cfg, a_params, os.path.join(runs["nobias"]["dir"], "export")))
-    b = deploy_eval(b_cfg, b_params, runs["batchnorm"]["dir"])
-    naive_cfg = load_config(os.path.join(runs["batchnorm"]["dir"], "config.yaml"),
-                            ["model.norm=nobias"] + STOCK_WEIGHTS)
-    c = deploy_eval(naive_cfg, b_params, os.path.join(runs["batchnorm"]["dir"], "naive"),
-                    force_zero_shift=True)
-    forced = c["report"]["forced_zero_shift"]
-    c["map_before"], c["max_shift"] = forced["before"], max(forced["layers"].values())
-    for norm in ("nobias", "batchnorm"):
-        runs[norm]["dead_channels"] = run_trajectory(runs[norm]["dir"], images=32)
-    out = {}
-    for arm, result, cfg in (("nobias", a, a_cfg), ("batchnorm", b, b_cfg), ("naive", c, b_cfg)):
+def one_seed(seed: int, data: str, test: str, work: str, budget: dict, arms: list,
+             lrs: dict) -> dict:
+    """Train every arm of `arms` (TRAINED keys) at its lr in `lrs`, evaluate; (c) with (b)."""
+    runs, out = {}, {}
+    for arm in arms:
+        run = os.path.join(work, f"{arm}-{seed}")
+        runs[arm] = train_run(run, TRAINED[arm] + [f"train.lr={lrs[arm]}"], seed, data, budget)
+        runs[arm]["dir"] = run
+    for arm in arms:
+        run = runs[arm]["dir"]
+        cfg = load_config(os.path.join(run, "config.yaml"))
+        params = os.path.join(run, f"{cfg.name}-last.params")
+        result = deploy_eval(cfg, params, run, test)
+        if cfg.model.norm == "nobias":
+            result["trained_map"] = evaluate_checkpoint(cfg, params, os.path.join(
+                run, "eval_params"), progress=False).value
+            result.update(int8_figures(cfg, params, os.path.join(run, "export")))
+        out[arm] = (result, cfg, arm)
+        if arm == "batchnorm":
+            naive_cfg = load_config(os.path.join(run, "config.yaml"),
+                                    ["model.norm=nobias"] + STOCK_WEIGHTS)
+            c = deploy_eval(naive_cfg, params, os.path.join(run, "naive"), test,
+                            force_zero_shift=True)
+            forced = c["report"]["forced_zero_shift"]
+            c["map_before"], c["max_shift"] = forced["before"], max(forced["layers"].values())
+            out["naive"] = (c, cfg, arm)
+    for arm in ("nobias", "batchnorm"):
+        if arm in runs:
+            runs[arm]["dead_channels"] = run_trajectory(runs[arm]["dir"], images=32)
+    final = {}
+    for arm, (result, cfg, source_arm) in out.items():
         result.pop("report")
-        source = runs["nobias" if arm == "nobias" else "batchnorm"]
-        out[arm] = dict(result, curve=source["curve"], cpu=cpu(),
-                        train_images_per_s=source["train_images_per_s"],
-                        recipe=resolved_recipe(cfg))
-        if arm != "naive":
-            out[arm]["dead_fraction"] = source["dead_channels"]["dead"][-1]
-            out[arm]["dead_channels"] = source["dead_channels"]
-        else:
-            out[arm]["recipe"]["export"] = "--force-zero-shift"
-    return out
+        source = runs[source_arm]
+        final[arm] = dict(result, curve=source["curve"], cpu=cpu(), lr=lrs[source_arm],
+                          train_images_per_s=source["train_images_per_s"],
+                          recipe=resolved_recipe(cfg))
+        if "dead_channels" in source and arm != "naive":
+            final[arm]["dead_fraction"] = source["dead_channels"]["dead"][-1]
+            final[arm]["dead_channels"] = source["dead_channels"]
+        if arm == "naive":
+            final[arm]["recipe"]["export"] = "--force-zero-shift"
+    return final
+
+
+def sweep(results: dict, arms: list, lrs: list, seed: int, data: str, work: str,
+          budget: dict, save) -> dict:
+    """Val mAP (last checkpoint, trained params) per arm and lr on one seed, resumable:
+    `results` holds what is done ({arm: {lr: map}}); `save()` is called after every run.
+    Returns each arm's lr with the best val mAP."""
+    for arm in arms:
+        for lr in lrs:
+            if str(lr) in results.setdefault(arm, {}):
+                continue
+            run = os.path.join(work, f"sweep-{arm}-lr{lr}")
+            train_run(run, TRAINED[arm] + [f"train.lr={lr}"], seed, data, budget)
+            cfg = load_config(os.path.join(run, "config.yaml"))
+            results[arm][str(lr)] = evaluate_checkpoint(
+                cfg, os.path.join(run, f"{cfg.name}-last.params"), os.path.join(run, "eval"),
+                progress=False).value
+            print(f"sweep {arm} lr {lr}: val {results[arm][str(lr)]:.4f}", flush=True)
+            save()
+    return {arm: float(max(results[arm], key=lambda lr: results[arm][lr])) for arm in arms}
 
 
 def resolved_recipe(cfg) -> dict:
@@ -159,18 +217,25 @@ def resolved_recipe(cfg) -> dict:
             for k in RECIPE_KEYS}
 
 
+def _spread(values: list, key: str) -> dict:
+    return {f"{key}_mean": float(np.mean(values)), f"{key}_std": float(np.std(values, ddof=1))
+            if len(values) > 1 else 0.0, f"{key}_min": min(values), f"{key}_max": max(values)}
+
+
 def summary(per_seed: dict) -> dict:
     table = {}
-    for arm in ARMS:
-        maps = [r[arm]["map"] for r in per_seed.values()]
-        table[arm] = {"map_mean": float(np.mean(maps)), "map_std": float(np.std(maps, ddof=1))
-                      if len(maps) > 1 else 0.0, "map_min": min(maps), "map_max": max(maps),
-                      "train_images_per_s": statistics.median(
-                          r[arm]["train_images_per_s"] for r in per_seed.values()),
-                      "deploy_images_per_s": statistics.median(
-                          r[arm]["deploy_images_per_s"] for r in per_seed.values())}
-        if arm != "naive":
-            dead = [r[arm]["dead_fraction"] for r in per_seed.values()]
+    present = [arm for arm in ARMS if all(arm in r for r in per_seed.values())]
+    for arm in present:
+        results = [r[arm] for r in per_seed.values()]
+        table[arm] = dict(_spread([r["map"] for r in results], "map"),
+                          train_images_per_s=statistics.median(
+                              r["train_images_per_s"] for r in results),
+                          deploy_images_per_s=statistics.median(
+                              r["deploy_images_per_s"] for r in results))
+        if all("test_map" in r for r in results):
+            table[arm].update(_spread([r["test_map"] for r in results], "test_map"))
+        if all(r.get("dead_fraction") is not None for r in results):
+            dead = [r["dead_fraction"] for r in results]
             table[arm].update(dead_mean=float(np.mean(dead)), dead_max=float(max(dead)))
     int8 = [r["nobias"]["int8_map"] - r["nobias"]["map"] for r in per_seed.values()
             if "int8_map" in r["nobias"]]
@@ -178,8 +243,17 @@ def summary(per_seed: dict) -> dict:
         table["nobias"]["int8_minus_deploy_points_max_abs"] = 100 * float(np.abs(int8).max())
     diffs = [r["nobias"]["map"] - r["nobias"]["trained_map"] for r in per_seed.values()]
     table["deploy_minus_trained_max_abs"] = float(np.abs(diffs).max())
-    table["nobias_minus_batchnorm_points"] = \
-        100 * (table["nobias"]["map_mean"] - table["batchnorm"]["map_mean"])
+    if "batchnorm" in table:
+        table["nobias_minus_batchnorm_points"] = \
+            100 * (table["nobias"]["map_mean"] - table["batchnorm"]["map_mean"])
+    stock = [a for a in ("batchnorm", "batchnorm_reparam") if "test_map_mean" in table.get(a, {})]
+    if stock and "test_map_mean" in table["nobias"]:
+        best = max(stock, key=lambda a: table[a]["test_map_mean"])
+        table["test_best_stock_arm"] = best
+        table["test_nobias_minus_best_stock_points"] = \
+            100 * (table["nobias"]["test_map_mean"] - table[best]["test_map_mean"])
+        table["test_nobias_worst_minus_best_stock_worst_points"] = \
+            100 * (table["nobias"]["test_map_min"] - table[best]["test_map_min"])
     return table
 
 
@@ -187,7 +261,10 @@ def plot(path: str, per_seed: dict, title: str) -> None:
     fig = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    for arm, color in (("nobias", "tab:blue"), ("batchnorm", "tab:orange")):
+    for arm, color in (("nobias", "tab:blue"), ("batchnorm", "tab:orange"),
+                       ("batchnorm_reparam", "tab:green"), ("nobias_noheadbias", "tab:purple")):
+        if not all(arm in r for r in per_seed.values()):
+            continue
         curves = [r[arm]["curve"] for r in per_seed.values()]
         epochs = [e for e, _ in curves[0]]
         values = np.array([[m for _, m in c] for c in curves])
@@ -195,6 +272,8 @@ def plot(path: str, per_seed: dict, title: str) -> None:
         ax.fill_between(epochs, values.min(0), values.max(0), color=color, alpha=0.2)
     last = max(e for e, _ in next(iter(per_seed.values()))["nobias"]["curve"])
     for arm, color, marker in (("nobias", "tab:blue", "D"), ("naive", "tab:red", "X")):
+        if not all(arm in r for r in per_seed.values()):
+            continue
         maps = [r[arm]["map"] for r in per_seed.values()]
         ax.errorbar([last + 0.3], [np.mean(maps)], yerr=[[np.mean(maps) - min(maps)],
                                                           [max(maps) - np.mean(maps)]],
@@ -211,16 +290,25 @@ def plot(path: str, per_seed: dict, title: str) -> None:
 
 
 def format_table(table: dict) -> str:
-    rows = [f"{'arm':48s} {'val mAP (mean +- std, min..max)':>34s} {'dead mean/max':>14s} "
-            f"{'train img/s':>12s} {'deploy img/s':>13s}"]
+    rows = [f"{'arm':40s} {'val mAP (mean +- std, min..max)':>34s} "
+            f"{'test mAP (mean, min..max)':>28s} {'dead mean/max':>14s} {'train img/s':>12s} "
+            f"{'deploy img/s':>13s}"]
     for arm, name in ARMS.items():
+        if arm not in table:
+            continue
         t = table[arm]
         dead = f"{t['dead_mean']:.3f}/{t['dead_max']:.3f}" if "dead_mean" in t else "-"
-        rows.append(f"{name:48s} {t['map_mean']:.4f} +- {t['map_std']:.4f} "
-                    f"({t['map_min']:.3f}..{t['map_max']:.3f}) {dead:>14s} "
+        test = f"{t['test_map_mean']:.4f} ({t['test_map_min']:.3f}..{t['test_map_max']:.3f})" \
+            if "test_map_mean" in t else "-"
+        rows.append(f"{name:40s} {t['map_mean']:.4f} +- {t['map_std']:.4f} "
+                    f"({t['map_min']:.3f}..{t['map_max']:.3f}) {test:>28s} {dead:>14s} "
                     f"{t['train_images_per_s']:11.1f} {t['deploy_images_per_s']:13.1f}")
-    rows.append(f"bias-free minus stock BatchNorm: {table['nobias_minus_batchnorm_points']:+.2f} "
-                f"mAP points; deploy graph vs trained params, max |mAP difference|: "
+    if "test_best_stock_arm" in table:
+        rows.append(f"test: bias-free minus the best stock arm ({table['test_best_stock_arm']}): "
+                    f"{table['test_nobias_minus_best_stock_points']:+.2f} mAP points on the "
+                    f"mean, {table['test_nobias_worst_minus_best_stock_worst_points']:+.2f} "
+                    f"worst seed against worst seed")
+    rows.append(f"deploy graph vs trained params, max |val mAP difference|: "
                 f"{table['deploy_minus_trained_max_abs']:.2g}")
     return "\n".join(rows)
 
@@ -229,26 +317,57 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="the 10-minute version")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    p.add_argument("--arms", nargs="+", choices=list(TRAINED), default=list(TRAINED),
+                   help="trained arms ((c), the naive fix, comes with batchnorm)")
+    p.add_argument("--sweep-lrs", type=float, nargs="+", metavar="LR",
+                   help="choose each arm's lr among these by val mAP on --sweep-seed first "
+                        "(default: every arm at the config's lr)")
+    p.add_argument("--sweep-seed", type=int, default=1)
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "study"),
                    help="data and run directories")
     p.add_argument("--train", type=int, help="training images (default: the budget's)")
     p.add_argument("--epochs", type=int, help="epochs (default: the budget's)")
+    p.add_argument("--val-images", type=int, default=VAL_IMAGES, help="the val split's size")
+    p.add_argument("--test-images", type=int, default=300, help="the test split's size")
     p.add_argument("--resume", action="store_true",
-                   help="keep the seeds already in OUT/study.json (same protocol), run the rest")
+                   help="keep the runs already in OUT/study.json (same protocol), run the rest")
     args = p.parse_args()
     budget = dict(BUDGETS["quick" if args.quick else "full"])
     budget.update({k: v for k, v in (("train", args.train), ("epochs", args.epochs)) if v})
     budget["val_interval"] = min(budget["val_interval"], budget["epochs"])
+    budget["val"], budget["test"] = args.val_images, args.test_images
     start = time.perf_counter()
-    per_seed, minutes = read_results(args.out, budget) if args.resume else ({}, 0.0)
-    data = study_data(args.work, budget)
-    for seed in args.seeds:
-        per_seed[seed] = one_seed(seed, data, os.path.join(args.work, "runs"), budget)
-        print(f"seed {seed}: " + ", ".join(f"{arm} {r['map']:.4f}"
-                                           for arm, r in per_seed[seed].items()), flush=True)
+    per_seed, minutes, swept = read_results(args.out, budget) if args.resume else ({}, 0.0, {})
+    data, test = study_data(args.work, budget), test_data(args.work, args.test_images)
+    work = os.path.join(args.work, "runs")
+    state = {"sweep": None, "lrs": None}
+
+    def save() -> None:
         elapsed = minutes + (time.perf_counter() - start) / 60
-        write_results(args.out, budget, per_seed, elapsed)  # so far
+        write_results(args.out, budget, per_seed, elapsed, state["sweep"], state["lrs"])
+
+    if args.sweep_lrs:
+        state["sweep"] = {"seed": args.sweep_seed, "lrs": sorted(args.sweep_lrs),
+                          "val_map": swept.get("val_map", {})}
+        lrs = sweep(state["sweep"]["val_map"], args.arms, sorted(args.sweep_lrs),
+                    args.sweep_seed, data, work, budget, save)
+    else:
+        lr = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml")).train.lr
+        lrs = {arm: lr for arm in args.arms}
+    state["lrs"] = lrs
+    for seed in list(per_seed):  # a seed trained at another lr than the one chosen now
+        if any(per_seed[seed].get(arm, {}).get("lr", lrs[arm]) != lrs[arm] for arm in lrs):
+            print(f"seed {seed}: trained at other learning rates than {lrs}; run again")
+            del per_seed[seed]
+    for seed in args.seeds:
+        if seed in per_seed and all(arm in per_seed[seed] for arm in args.arms):
+            continue
+        per_seed[seed] = one_seed(seed, data, test, work, budget, args.arms, lrs)
+        print(f"seed {seed}: " + ", ".join(f"{arm} {r['map']:.4f} (test {r['test_map']:.4f})"
+                                           for arm, r in per_seed[seed].items()), flush=True)
+        save()
+    save()
     print(format_table(summary(per_seed)))
     print(f"{(time.perf_counter() - start) / 60:.1f} minutes; wrote {args.out}/study.json and "
           f"study.png")
@@ -259,46 +378,56 @@ def protocol(budget: dict, seeds: list) -> dict:
     return {"command": "python bench/study.py", "recipe": "configs/demo_synthetic.yaml",
             "model": "ssd_300_mobilenet0.25_custom",
             "data": {"generator": "scripts/make_synthetic_voc.py", "seed": DATA_SEED,
-                     "train_images": budget["train"], "val_images": VAL_IMAGES},
+                     "train_images": budget["train"],
+                     "val_images": budget.get("val", VAL_IMAGES)},
+            "test": {"generator": "scripts/make_synthetic_voc.py", "seed": TEST_SEED,
+                     "images": budget.get("test"), "use": "the reported numbers only"},
             "epochs": budget["epochs"], "val_interval": budget["val_interval"],
             "save_interval": budget["save_interval"], "checkpoint": "last",
-            "metric": "val VOC07 mAP of the deploy graph (BatchNorm folded)",
+            "metric": "VOC07 mAP of the deploy graph (BatchNorm folded), val and test",
             "seeds": sorted(seeds)}
 
 
-def write_results(out: str, budget: dict, per_seed: dict, minutes: float) -> None:
-    """study.json (protocol, arms -> recipe and seeds, summary) and study.png."""
+def write_results(out: str, budget: dict, per_seed: dict, minutes: float,
+                  sweep_state: Optional[dict] = None, lrs: Optional[dict] = None) -> None:
+    """study.json (protocol, the lr sweep and the lrs chosen, arms -> recipe and seeds, summary)
+    and study.png."""
     os.makedirs(out, exist_ok=True)
-    arms = {arm: {"description": name, "recipe": None, "seeds": {}} for arm, name in ARMS.items()}
+    arms = {arm: {"description": name, "recipe": None, "seeds": {}} for arm, name in ARMS.items()
+            if any(arm in r for r in per_seed.values())}
     for seed in sorted(per_seed):
         for arm, result in per_seed[seed].items():
             result = dict(result)
             arms[arm]["recipe"] = result.pop("recipe")
             arms[arm]["seeds"][str(seed)] = dict(result, dead_fraction=result.get(
                 "dead_fraction"))
-    result = {"protocol": protocol(budget, list(per_seed)), "arms": arms,
-              "summary": summary(per_seed), "minutes": round(minutes, 1)}
+    result = {"protocol": dict(protocol(budget, list(per_seed)), lrs=lrs), "sweep": sweep_state,
+              "arms": arms, "summary": summary(per_seed) if per_seed else None,
+              "minutes": round(minutes, 1)}
     write_json(os.path.join(out, "study.json"), result)
-    plot(os.path.join(out, "study.png"), dict(sorted(per_seed.items())),
-         f"synthetic shapes, {budget['train']} images x {budget['epochs']} epochs, "
-         f"seeds {', '.join(map(str, sorted(per_seed)))}")
+    if per_seed:
+        plot(os.path.join(out, "study.png"), dict(sorted(per_seed.items())),
+             f"synthetic shapes, {budget['train']} images x {budget['epochs']} epochs, "
+             f"seeds {', '.join(map(str, sorted(per_seed)))}")
 
 
 def read_results(out: str, budget: dict) -> tuple:
-    """The per-seed results and minutes already in OUT/study.json, if its protocol is `budget`'s."""
+    """The per-seed results, minutes and sweep already in OUT/study.json, if its protocol is
+    `budget`'s."""
     path = os.path.join(out, "study.json")
     if not os.path.isfile(path):
-        return {}, 0.0
+        return {}, 0.0, {}
     with open(path) as f:
         study = json.load(f)
-    if {k: v for k, v in study["protocol"].items() if k != "seeds"} != \
-            {k: v for k, v in protocol(budget, []).items() if k != "seeds"}:
+    ignore = ("seeds", "lrs")
+    if {k: v for k, v in study["protocol"].items() if k not in ignore} != \
+            {k: v for k, v in protocol(budget, []).items() if k not in ignore}:
         sys.exit(f"{path} was measured on another protocol; --resume needs the same budget")
     per_seed = {}
     for arm, entry in study["arms"].items():
         for seed, result in entry["seeds"].items():
             per_seed.setdefault(int(seed), {})[arm] = dict(result, recipe=entry["recipe"])
-    return per_seed, study["minutes"]
+    return per_seed, study["minutes"], study.get("sweep") or {}
 
 
 def cpu() -> dict:

@@ -9,8 +9,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_study(tmp_path, *args):
     done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "study.py"), "--train",
-                           "16", "--epochs", "1", "--work", str(tmp_path / "work"), "--out",
-                           str(tmp_path / "results"), *args],
+                           "16", "--epochs", "1", "--val-images", "12", "--test-images", "12",
+                           "--arms", "nobias", "batchnorm", "--sweep-lrs", "0.02", "0.05",
+                           "--work", str(tmp_path / "work"), "--out", str(tmp_path / "results"),
+                           *args],
                           capture_output=True, text=True, timeout=900,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -18,11 +20,19 @@ def run_study(tmp_path, *args):
         return json.load(f), done.stdout
 
 
-def test_study_trains_three_ways_reports_and_resumes(tmp_path):
+def test_study_sweeps_trains_three_ways_reports_and_resumes(tmp_path):
     study, stdout = run_study(tmp_path, "--seeds", "1")
     assert study["protocol"]["seeds"] == [1]
     assert study["protocol"]["data"] == {"generator": "scripts/make_synthetic_voc.py",
-                                         "seed": 0, "train_images": 16, "val_images": 100}
+                                         "seed": 0, "train_images": 16, "val_images": 12}
+    assert study["protocol"]["test"]["seed"] == 1 and study["protocol"]["test"]["images"] == 12
+    sweep = study["sweep"]
+    assert sweep["lrs"] == [0.02, 0.05] and set(sweep["val_map"]) == {"nobias", "batchnorm"}
+    for arm, by_lr in sweep["val_map"].items():  # each arm at its best lr on val
+        assert set(by_lr) == {"0.02", "0.05"}
+        best = max(by_lr, key=by_lr.get)
+        assert study["protocol"]["lrs"][arm] == float(best)
+        assert study["arms"][arm]["seeds"]["1"]["lr"] == float(best)
     arms = study["arms"]
     assert set(arms) == {"nobias", "batchnorm", "naive"}
     assert arms["nobias"]["recipe"] == {
@@ -36,6 +46,7 @@ def test_study_trains_three_ways_reports_and_resumes(tmp_path):
     assert stock["bias_free_layers"] == 0  # folded with biases
     assert naive["bias_free_layers"] == 35 and naive["max_shift"] > 0
     assert abs(naive["map_before"] - stock["map"]) < 2e-3
+    assert all(0 <= r["test_map"] <= 1 for r in (nobias, stock, naive))
     assert abs(nobias["float32_pair_map"] - nobias["map"]) < 2e-3  # the accelerator pair
     assert 0 <= nobias["int8_map"] <= 1 and 0 <= nobias["int8_int32_heads_map"] <= 1
     assert nobias["head_biases_on_host"] == 12
@@ -46,12 +57,15 @@ def test_study_trains_three_ways_reports_and_resumes(tmp_path):
     assert os.path.getsize(tmp_path / "results" / "study.png") > 10000
     assert "(c) stock BatchNorm, shift dropped (naive fix)" in stdout
 
-    resumed, _ = run_study(tmp_path, "--seeds", "2", "--resume")
+    resumed, stdout = run_study(tmp_path, "--seeds", "2", "--resume")
+    assert "sweep " not in stdout  # the sweep was done: nothing trained again
+    assert resumed["sweep"] == study["sweep"]
     assert resumed["protocol"]["seeds"] == [1, 2]
     for arm in arms:  # seed 1 kept as it was, seed 2 added
         assert resumed["arms"][arm]["seeds"]["1"] == arms[arm]["seeds"]["1"]
         assert set(resumed["arms"][arm]["seeds"]) == {"1", "2"}
     summary = resumed["summary"]
+    assert summary["test_best_stock_arm"] == "batchnorm"
     assert summary["deploy_minus_trained_max_abs"] < 5e-4
     assert summary["nobias"]["int8_minus_deploy_points_max_abs"] == 100 * max(
         abs(s["int8_map"] - s["map"]) for s in resumed["arms"]["nobias"]["seeds"].values())
