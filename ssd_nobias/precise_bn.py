@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .checkpoint import read_meta, save_checkpoint
 from .config import base_size, contexts, eval_metric
-from .data import SSDTrainTransform, build_dataset, val_set
+from .data import SSDTrainTransform, SeededTransform, build_dataset, val_set
 from .errors import DataError
 from .evaluate import evaluate
 from .predictors import load_trained, net_predictor
@@ -50,17 +50,15 @@ def training_batches(cfg, count: int, seed: int = 0) -> Iterable[mx.nd.NDArray]:
         raise DataError(f"{dataset} has {len(dataset)} training images, fewer than one batch "
                         f"of {per_device}")
     size = base_size(cfg)
-    transform = SSDTrainTransform(size, size, None, cfg.data.max_expand, cfg.data.normalize == "per_image",
-                                  mean=tuple(cfg.data.mean), std=tuple(cfg.data.std))
+    transform = SSDTrainTransform(size, size, None, cfg.data.max_expand,
+                                  cfg.data.normalize == "per_image", mean=tuple(cfg.data.mean),
+                                  std=tuple(cfg.data.std))
+    seeded = SeededTransform(dataset, transform, cfg.data.bad_images)
     rng = np.random.RandomState(seed)
-    state = np.random.get_state()
-    np.random.seed(seed)  # the augmentation draws from NumPy's global generator
-    try:
-        for _ in range(count):
-            order = rng.choice(len(dataset), per_device, replace=False)
-            yield mx.nd.stack(*[transform(*dataset[int(i)])[0] for i in order])
-    finally:
-        np.random.set_state(state)
+    for k in range(count):  # each image's augmentation seeded by its place: reproducible
+        order = rng.choice(len(dataset), per_device, replace=False)
+        yield mx.nd.stack(*[seeded[(seed * 1_000_003 + k * per_device + j, int(i))][0]
+                            for j, i in enumerate(order)])
 
 
 def recalibrate(net: SSD, batches: Iterable[mx.nd.NDArray], count: int,

@@ -67,6 +67,19 @@ def test_too_few_batches_is_an_error_and_leaves_momentum_alone():
     assert [b._kwargs["momentum"] for b in norm_layers(net)] == [0.9, 0.9]
 
 
+def test_training_batches_are_augmented_the_same_way_every_time(alive_model):
+    from ssd_nobias.precise_bn import training_batches
+
+    cfg = alive_model[0].clone()
+    cfg.defrost()
+    cfg.train.batch_size = 4
+    first, again = (list(training_batches(cfg, 3)) for _ in range(2))
+    assert [b.shape for b in first] == [(4, 3, 300, 300)] * 3
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a.asnumpy(), b.asnumpy())
+    assert not np.array_equal(first[0].asnumpy(), first[1].asnumpy())
+
+
 def test_export_recalibrates_then_exports_what_it_recomputed(alive_model, tmp_path):
     cfg, params, _, _ = alive_model
     config = tmp_path / "config.yaml"
