@@ -4,7 +4,8 @@ covers a dataset's boxes: the fraction of ground-truth boxes whose best anchor h
 
 The 300 models' first map has stride 16 (MobileNet's 19x19), and a 21 px anchor on a 16 px
 grid overlaps a 21 px box by IoU >= 0.5 only when the box's centre is within a few pixels of a
-cell centre; the sizes GluonCV ships for them come from its stride-8 VGG presets.
+cell centre; the sizes GluonCV ships for them come from its stride-8 VGG presets, and the
+models here take SSD's scales instead (model.py).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 # Candidate anchor sizes (base 300): 7 values, map i uses sizes i and i+1 as GluonCV does.
 ANCHOR_PRESETS = {
     "gluoncv": (21, 45, 99, 153, 207, 261, 315),  # ssd_300_mobilenet0.25 (from VGG's stride 8)
-    "ssd": (30, 60, 111, 162, 213, 264, 315),  # SSD's scales 0.1, 0.2 .. 0.9 (ssd_300_vgg16)
+    "ssd": (30, 60, 111, 162, 213, 264, 315),  # SSD's scales 0.1, 0.2 .. 0.9: the 300 default
     "lite": (60, 105, 150, 195, 240, 285, 300),  # ssd_300_mobilenet1.0_lite
 }
 SIZE_EDGES = (0, 16, 32, 64, 128, math.inf)  # box size sqrt(w * h) in input pixels

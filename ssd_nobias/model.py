@@ -41,14 +41,17 @@ class Preset:
 
 
 def _preset(base_size: int, multiplier: float) -> Preset:
-    # Extra widths and anchor sizes are GluonCV's for this family (ssd_512_mobilenet1.0 and
-    # ssd_300_mobilenet0.25). Steps are not: GluonCV's 300 models use VGG's [8, 16, 32, 64, 100,
-    # 300], but MobileNet's maps at 300 are 19/10/5/3/2/1 (stride 16 first), which leaves the
-    # right and bottom halves without anchor centres (gluon-cv#778). These match the maps, as
-    # in GluonCV's ssd_300_mobilenet1.0_lite preset.
+    # Extra widths are GluonCV's for this family (ssd_512_mobilenet1.0 and ssd_300_mobilenet0.25),
+    # and so are the 512 model's anchor sizes. Steps are not: GluonCV's 300 models use VGG's
+    # [8, 16, 32, 64, 100, 300], but MobileNet's maps at 300 are 19/10/5/3/2/1 (stride 16
+    # first), which leaves the right and bottom halves without anchor centres (gluon-cv#778).
+    # These match the maps, as in GluonCV's ssd_300_mobilenet1.0_lite preset. The 300 sizes are
+    # SSD's scales 0.1, 0.2 .. 0.9 (anchors.ANCHOR_PRESETS["ssd"]): GluonCV's 21-315 px come
+    # from a stride-8 first map, and a 21 px anchor on a 16 px grid misses most 21 px boxes;
+    # scripts/anchor_coverage.py and the demo's mAP chose them (README, Models).
     filters = (512, 512, 256, 256) if multiplier >= 0.75 else (256, 256, 128, 128)
     if base_size == 300:
-        return Preset(300, multiplier, filters, sizes=(21, 45, 99, 153, 207, 261, 315),
+        return Preset(300, multiplier, filters, sizes=(30, 60, 111, 162, 213, 264, 315),
                       steps=(16, 30, 60, 100, 150, 300))
     return Preset(512, multiplier, filters, sizes=(51.2, 102.4, 189.4, 276.4, 363.52, 450.6, 492),
                   steps=(16, 32, 64, 128, 256, 512))

@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.parametrize("name, sizes", [("ssd_300_mobilenet0.25_voc", None),
                                          ("ssd_512_mobilenet1.0_voc", None),
-                                         ("ssd_300_mobilenet0.25_voc", ANCHOR_PRESETS["ssd"])])
+                                         ("ssd_300_mobilenet0.25_voc", ANCHOR_PRESETS["lite"])])
 def test_numpy_anchors_are_the_models(name, sizes):
     net = get_model(name, anchor_sizes=sizes)
     net.initialize()
@@ -45,10 +45,10 @@ def test_best_iou_and_coverage_by_size():
 
 
 def test_a_stride_16_map_misses_small_boxes_that_sit_between_its_cells():
-    """The preset's 21 px anchors on the 16 px grid of the 300 models: a 21 px box centred on a
+    """GluonCV's 21 px anchors on the 16 px grid of the 300 models: a 21 px box centred on a
     cell is matched, one 8 px off in x and y is not: its best anchor is the cell's
     sqrt(21 * 45) px square, overlapping a / 2 + 2.5 px per axis (IoU 0.30)."""
-    layout = preset("ssd_300_mobilenet1.0_voc")
+    layout = preset("ssd_300_mobilenet1.0_voc", ANCHOR_PRESETS["gluoncv"])
     anchors = ssd_anchors_np(layout.sizes, layout.steps, layout.ratios, 300)
     on_cell = np.array([[8 + 16 * 5 - 10.5, 8 + 16 * 5 - 10.5, 8 + 16 * 5 + 10.5,
                          8 + 16 * 5 + 10.5]])
@@ -69,8 +69,9 @@ def test_coco_like_boxes_have_cocos_size_mix_inside_the_image():
     assert abs(small - 0.41) < 0.02 and abs(large - 0.25) < 0.02
 
 
-def test_config_anchor_sizes_reach_the_model_and_bad_ones_name_the_key():
-    sizes = list(ANCHOR_PRESETS["ssd"])
+def test_the_300_models_take_ssds_scales_and_a_config_its_own_sizes():
+    assert preset("ssd_300_mobilenet1.0_voc").sizes == ANCHOR_PRESETS["ssd"]
+    sizes = list(ANCHOR_PRESETS["gluoncv"])
     cfg = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml"),
                       [f"model.anchor_sizes={sizes}"])
     net = build_model(cfg, ["a", "b"])
@@ -88,13 +89,13 @@ def test_script_reports_each_preset_by_size(tmp_path):
     done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "anchor_coverage.py"),
                            "--config", os.path.join(ROOT, "configs", "demo_synthetic.yaml"),
                            "--coco-like", "500", "--json", str(out), f"data.root={root}",
-                           "model.anchor_sizes=[30,60,111,162,213,264,315]"],
+                           "model.anchor_sizes=[21,45,99,153,207,261,315]"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "fraction with an anchor of IoU >= 0.5" in done.stdout
     report = json.loads(out.read_text())
     train = report["presets"]["voc_custom train"]
     assert set(train) == {"gluoncv", "ssd", "lite", "config"}
-    assert train["config"] == dict(train["ssd"], sizes=train["config"]["sizes"])
+    assert train["config"] == train["gluoncv"]
     counts = [b["boxes"] for b in train["gluoncv"]["buckets"]]
     assert sum(counts) > 12 and report["presets"]["COCO-like"]["ssd"]["buckets"][0]["boxes"] > 100
