@@ -381,6 +381,19 @@ def base_size(cfg: CfgNode) -> int:
     return int(cfg.model.name.split("_")[1])
 
 
+def with_anchor_sizes(cfg: CfgNode) -> CfgNode:
+    """`cfg` with model.anchor_sizes spelled out (the model's preset when empty), as a run
+    records them: a later change of a preset cannot change what its checkpoints mean."""
+    if list(cfg.model.anchor_sizes):
+        return cfg
+    from .model import preset
+    out = cfg.clone()
+    out.defrost()
+    out.model.anchor_sizes = [float(s) for s in preset(cfg.model.name).sizes]
+    out.freeze()
+    return out
+
+
 def scaled_lr(train: CfgNode) -> Tuple[float, int]:
     """(peak lr, warmup iterations) for train.batch_size: train.lr and train.warmup_iters are
     given at train.base_batch_size; the lr scales linearly with the batch (Goyal et al. 2017,

@@ -11,15 +11,16 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
+import yaml
 from mxnet import gluon
 
 from .checkpoint import read_meta
-from .config import contexts
+from .config import contexts, with_anchor_sizes
 from .data import dataset_classes
 from .deploy.accelerator import FLOAT_ONNX, INT8_ONNX, OnnxAccelerator
 from .deploy.host import HostPart
 from .errors import DataError, mxnet_reason
-from .model import build_model
+from .model import build_model, preset
 from .onnx_model import session
 
 Predictor = Callable[[mx.nd.NDArray], Tuple[mx.nd.NDArray, mx.nd.NDArray, mx.nd.NDArray]]
@@ -51,6 +52,7 @@ def load_trained(cfg, params_path: str, ctx: Sequence[mx.Context], ignore_extra:
     if meta and meta.get("classes") not in (None, classes):
         raise DataError(f"{params_path} was trained on classes {meta['classes']}, the config's "
                         f"dataset has {classes}")
+    _check_anchor_sizes(cfg, params_path, meta)
     net = build_model(cfg, classes)
     try:
         net.load_parameters(params_path, ctx=list(ctx), ignore_extra=ignore_extra)
@@ -58,6 +60,29 @@ def load_trained(cfg, params_path: str, ctx: Sequence[mx.Context], ignore_extra:
         raise DataError(f"{params_path} does not fit model {cfg.model.name} "
                         f"(norm {cfg.model.norm}): {mxnet_reason(err)}") from None
     return net, classes
+
+
+LEGACY_300_SIZES = [21.0, 45.0, 99.0, 153.0, 207.0, 261.0, 315.0]  # before SSD's scales
+
+
+def _check_anchor_sizes(cfg, params_path: str, meta: Optional[dict]) -> None:
+    """The anchors a checkpoint was trained with (its recorded config) against the config's:
+    the same weights decoded against other anchors give wrong boxes without any error."""
+    if not meta or "config" not in meta:
+        return  # no record (not written by train_ssd.py): nothing to check against
+    trained = (yaml.safe_load(meta["config"]) or {}).get("model", {})
+    want = [float(s) for s in with_anchor_sizes(cfg).model.anchor_sizes]
+    if "anchor_sizes" in trained:
+        got = [float(s) for s in trained["anchor_sizes"] or preset(cfg.model.name).sizes]
+    elif cfg.model.name.startswith("ssd_300"):
+        got = LEGACY_300_SIZES  # trained before sizes were recorded: the 300 preset then
+    else:
+        return
+    if got != want:
+        def listed(sizes):
+            return "[" + ",".join(f"{s:g}" for s in sizes) + "]"
+        raise DataError(f"{params_path} was trained with anchor sizes {listed(got)}, the config "
+                        f"gives {listed(want)}: set model.anchor_sizes={listed(got)}")
 
 
 def export_classes(folder: str) -> List[str]:

@@ -24,7 +24,8 @@ from yacs.config import CfgNode
 from . import native
 from .atomic import replacing
 from .checkpoint import find_resume, load_checkpoint, save_checkpoint
-from .config import base_size, contexts, eval_metric, save_config, scaled_lr
+from .config import (base_size, contexts, eval_metric, save_config, scaled_lr,
+                     with_anchor_sizes)
 from .data import EpochSampler, build_dataset, split_batch, train_loader, val_set
 from .distributed import RunningStatsSync, StopVote, Worker, connect, params_checksum
 from .errors import ConfigError, UserError
@@ -196,7 +197,7 @@ class Trainer:
     def __init__(self, cfg: CfgNode, worker: Optional[Worker] = None,
                  stop: Optional[StopRequest] = None,
                  on_first_step: Callable[[], None] = lambda: None):
-        self.cfg = cfg
+        self.cfg = with_anchor_sizes(cfg)  # recorded in config.yaml and every checkpoint
         self.stop = stop or StopRequest()  # never requested unless installed
         self.on_first_step = on_first_step
         self.ctx = contexts(cfg.train.ctx)

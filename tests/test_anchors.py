@@ -99,3 +99,36 @@ def test_script_reports_each_preset_by_size(tmp_path):
     assert train["config"] == train["gluoncv"]
     counts = [b["boxes"] for b in train["gluoncv"]["buckets"]]
     assert sum(counts) > 12 and report["presets"]["COCO-like"]["ssd"]["buckets"][0]["boxes"] > 100
+
+
+def test_a_checkpoint_is_loaded_with_the_anchors_it_was_trained_with(tmp_path):
+    """A run records its anchor sizes (config.yaml and every checkpoint); a checkpoint whose
+    record disagrees with the config, or one from before the 300 models took SSD's scales, is
+    refused with the setting that fits it."""
+    from ssd_nobias.checkpoint import save_checkpoint
+    from ssd_nobias.config import with_anchor_sizes
+    from ssd_nobias.errors import DataError
+    from ssd_nobias.predictors import load_trained
+
+    cfg = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml"))
+    resolved = with_anchor_sizes(cfg)
+    assert list(resolved.model.anchor_sizes) == list(ANCHOR_PRESETS["ssd"])
+    net = build_model(cfg, ["a", "b"])
+    net.initialize()
+    net(mx.nd.zeros((1, 3, 300, 300)))
+    record = {"classes": ["a", "b"], "config": resolved.dump()}
+    params = save_checkpoint(str(tmp_path / "now"), net, None, record)
+    load_trained(cfg, params, [mx.cpu()], classes=["a", "b"])  # the preset it recorded
+    other = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml"),
+                        ["model.anchor_sizes=[21,45,99,153,207,261,315]"])
+    with pytest.raises(DataError, match=r"trained with anchor sizes \[30,60,111,162,213,264,"
+                                        r"315\], the config gives \[21,45,.*set model\."):
+        load_trained(other, params, [mx.cpu()], classes=["a", "b"])
+    old_record = cfg.clone()
+    old_record.defrost()
+    del old_record.model["anchor_sizes"]  # written before sizes were recorded
+    params = save_checkpoint(str(tmp_path / "old"), net, None,
+                             {"classes": ["a", "b"], "config": old_record.dump()})
+    with pytest.raises(DataError, match=r"set model.anchor_sizes=\[21,45,99,153,207,261,315\]"):
+        load_trained(cfg, params, [mx.cpu()], classes=["a", "b"])
+    load_trained(other, params, [mx.cpu()], classes=["a", "b"])
