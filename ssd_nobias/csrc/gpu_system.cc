@@ -11,11 +11,12 @@
 namespace nobias_gpu {
 namespace {
 
-// The sonames of CUDA 11 and 12 (libnvrtc.so.11.2 serves 11.2 to 11.8) and of CUDA 10.2.
+// The sonames of CUDA 11 to 13 (libnvrtc.so.11.2 serves 11.2 to 11.8) and of CUDA 10.2; one
+// MXNet has loaded already comes first (Open).
 const char* const kCudaNames[] = {"libcuda.so.1", "libcuda.so", nullptr};
-const char* const kNvrtcNames[] = {"libnvrtc.so.11.2", "libnvrtc.so.12", "libnvrtc.so.11.1",
-                                   "libnvrtc.so.11.0", "libnvrtc.so.10.2", "libnvrtc.so",
-                                   nullptr};
+const char* const kNvrtcNames[] = {"libnvrtc.so.11.2", "libnvrtc.so.12", "libnvrtc.so.13",
+                                   "libnvrtc.so.11.1", "libnvrtc.so.11.0", "libnvrtc.so.10.2",
+                                   "libnvrtc.so", nullptr};
 
 // The first of `names` already loaded in the process, else the first that loads.
 void* Open(const char* const* names, std::string* error) {
