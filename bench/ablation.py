@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from study import ROOT, call, train_run  # noqa: E402
 
-from ssd_nobias.config import base_size, load_config  # noqa: E402
+from ssd_nobias.config import base_size, load_config, per_image  # noqa: E402
 from ssd_nobias.data import build_dataset  # noqa: E402
 from ssd_nobias.diagnostics import dead_fraction, unit_activity  # noqa: E402
 from ssd_nobias.export import parity_images  # noqa: E402
@@ -52,7 +52,7 @@ def dead_at_end(run_dir: str, images: int = 32) -> float:
     cfg = load_config(os.path.join(run_dir, "config.yaml"))
     net, _ = load_trained(cfg, os.path.join(run_dir, f"{cfg.name}-last.params"), [mx.cpu()])
     x = parity_images(build_dataset(cfg, "val"), base_size(cfg), cfg.data.mean, cfg.data.std,
-                      count=images, per_image=cfg.data.normalize == "per_image")
+                      count=images, per_image=per_image(cfg))
     return dead_fraction(unit_activity(net.features, x))
 
 

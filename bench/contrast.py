@@ -22,7 +22,7 @@ import numpy as np
 from mxnet import gluon
 
 from ssd_nobias.atomic import write_json
-from ssd_nobias.config import base_size, eval_metric, load_config
+from ssd_nobias.config import base_size, eval_metric, load_config, per_image
 from ssd_nobias.data import val_set
 from ssd_nobias.evaluate import evaluate
 from ssd_nobias.machine import cpu_info
@@ -56,7 +56,7 @@ def run_figures(run: str, factors, low: float, high: float) -> dict:
         return evaluate(predictor, Contrast(dataset, per_image_factors, cfg.data.mean), classes,
                         [mx.cpu()], base_size(cfg), cfg.eval.batch_size, 0, cfg.data.mean,
                         cfg.data.std, metric=eval_metric(cfg),
-                        per_image=cfg.data.normalize == "per_image").value
+                        per_image=per_image(cfg)).value
 
     n = len(dataset)
     by_factor = {str(a): val(np.full(n, a)) for a in factors}

@@ -14,7 +14,7 @@ import os
 
 import mxnet as mx
 
-from ssd_nobias.config import base_size, load_config
+from ssd_nobias.config import base_size, load_config, per_image
 from ssd_nobias.diagnostics import checkpoints_in_order, epoch_of, trajectory, unit_activity
 from ssd_nobias.data import val_set
 from ssd_nobias.predictors import load_trained
@@ -27,7 +27,7 @@ def run_trajectory(run_dir: str, images: int) -> dict:
     cfg = load_config(os.path.join(run_dir, "config.yaml"))
     dataset, classes = val_set(cfg)
     x = parity_images(dataset, base_size(cfg), cfg.data.mean, cfg.data.std, count=images,
-                      per_image=cfg.data.normalize == "per_image")
+                      per_image=per_image(cfg))
     net = initialized_model(cfg, classes, [mx.cpu()])
     snapshots = {"init": unit_activity(net.features, x, batch_stats=True)}
     for path in checkpoints_in_order(run_dir, cfg.name):

@@ -11,7 +11,7 @@ import sys
 import mxnet as mx
 
 from ssd_nobias import cli
-from ssd_nobias.config import base_size, eval_metric
+from ssd_nobias.config import base_size, eval_metric, per_image
 from ssd_nobias.data import val_set
 from ssd_nobias.deploy.mxnet_int8 import CALIB_MODES, quantize_deploy
 from ssd_nobias.deploy.split_export import calibration_images
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     for name, block in (("float32 deploy graph", fp32), ("INT8 (quantize_net_v2)", int8)):
         result = evaluate(block, dataset, classes, [mx.cpu()], size, cfg.eval.batch_size,
                           0, cfg.data.mean, cfg.data.std, metric=eval_metric(cfg),
-                          per_image=cfg.data.normalize == "per_image")
+                          per_image=per_image(cfg))
         print(f"  {name:24s} val {result.metric} {result.value:.4f}")
     for batch in (1, 8):
         x = mx.nd.random.normal(shape=(batch, 3, size, size))

@@ -48,7 +48,8 @@ def main(argv=None) -> int:
         report["presets"][title] = {
             name: {"sizes": list(candidates[name]), "all": total,
                    "buckets": [{"size_px": [b.low, b.high if b.high != float("inf") else None],
-                                "boxes": b.boxes, "covered": b.covered if b.boxes else None} for b in buckets]}
+                                "boxes": b.boxes, "covered": b.covered if b.boxes else None}
+                               for b in buckets]}
             for name, (total, buckets) in results.items()}
     if args.json:
         write_json(args.json, report)

@@ -9,7 +9,7 @@ import os
 import sys
 
 from ssd_nobias import cli
-from ssd_nobias.config import base_size, load_config
+from ssd_nobias.config import base_size, load_config, per_image
 from ssd_nobias.detect import Detector, Preprocess, find_inputs, run
 from ssd_nobias.predictors import load_predictor
 
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
                            int8=args.int8)
     if args.params:
         prep = Preprocess(base_size(cfg), tuple(cfg.data.mean), tuple(cfg.data.std),
-                          cfg.data.normalize == "per_image")
+                          per_image(cfg))
     else:
         prep = Preprocess.from_export(args.deploy or args.accelerator or
                                       os.path.dirname(os.path.abspath(args.onnx)))

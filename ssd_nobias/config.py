@@ -381,6 +381,11 @@ def base_size(cfg: CfgNode) -> int:
     return int(cfg.model.name.split("_")[1])
 
 
+def per_image(cfg: CfgNode) -> bool:
+    """Whether inputs are also divided by their own RMS (data.normalize: per_image)."""
+    return cfg.data.normalize == "per_image"
+
+
 def with_anchor_sizes(cfg: CfgNode) -> CfgNode:
     """`cfg` with model.anchor_sizes spelled out (the model's preset when empty), as a run
     records them: a later change of a preset cannot change what its checkpoints mean."""

@@ -20,7 +20,7 @@ from gluoncv.utils.metrics.voc_detection import VOC07MApMetric, VOCMApMetric
 from tqdm import tqdm
 
 from .atomic import write_json
-from .config import base_size, eval_metric
+from .config import base_size, eval_metric, per_image
 from .data import (COCOFormatDetection, boxes_to_image, read_image, split_batch, val_loader,
                    val_set)
 from .plots import plot_detections, plot_pr_curves
@@ -252,6 +252,6 @@ def evaluate_checkpoint(cfg, params_path: Optional[str], out_dir: str, progress:
     result = evaluate(predictor, dataset, classes, ctx, base_size(cfg),
                       cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean, cfg.data.std,
                       metric=eval_metric(cfg), num_samples=cfg.eval.num_images,
-                      out_dir=out_dir, progress=progress, per_image=cfg.data.normalize == "per_image")
+                      out_dir=out_dir, progress=progress, per_image=per_image(cfg))
     write_report(result, dataset, classes, out_dir, cfg.eval.score_thresh)
     return result

@@ -19,7 +19,7 @@ from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
 from .atomic import write_json
-from .config import base_size, contexts
+from .config import base_size, contexts, per_image
 from .data import val_set
 from .errors import DataError, UserError, mxnet_reason
 from .model import (STOCK_RECIPE, ConvNorm, MobileNetSSDFeatures, activate, bias_report,
@@ -237,7 +237,7 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
         net, classes = load_trained(cfg, params_path, ctx, classes=classes)
     size = base_size(cfg)
     x = parity_images(dataset, size, cfg.data.mean, cfg.data.std,
-                      per_image=cfg.data.normalize == "per_image").as_in_context(ctx[0])
+                      per_image=per_image(cfg)).as_in_context(ctx[0])
     trained_cls, trained_box = raw_outputs(net, x)
     trained_det = [a.asnumpy() for a in net(x)]
 
@@ -253,7 +253,7 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
         "scale": 1 / 255, "mean": list(cfg.data.mean), "std": list(cfg.data.std),
         "normalize": cfg.data.normalize,
         "formula": "x = (pixel / 255 - mean) / std, per channel" + (
-            "; then x / sqrt(mean(x^2)) over the whole image" if cfg.data.normalize == "per_image" else ""),
+            "; then x / sqrt(mean(x^2)) over the whole image" if per_image(cfg) else ""),
         "classes": classes,
         "outputs": ["ids", "scores", "boxes (x0, y0, x1, y1 in input pixels)"]})
     deploy, _ = load_deploy(out_dir, ctx)

@@ -21,7 +21,7 @@ from mxnet.gluon import nn
 from tqdm import tqdm
 
 from .checkpoint import read_meta, save_checkpoint
-from .config import base_size, contexts, eval_metric
+from .config import base_size, contexts, eval_metric, per_image
 from .data import SSDTrainTransform, SeededTransform, build_dataset, val_set
 from .errors import DataError
 from .evaluate import evaluate
@@ -41,17 +41,22 @@ def norm_layers(net: gluon.Block) -> List[nn.BatchNorm]:
     return found
 
 
+def device_batch(cfg) -> int:
+    """The batch one device normalizes over in training: train.batch_size over the contexts."""
+    return cfg.train.batch_size // len(cfg.train.ctx)
+
+
 def training_batches(cfg, count: int, seed: int = 0) -> Iterable[mx.nd.NDArray]:
-    """`count` batches of training images as training augments them, each the size one device
-    normalizes over in training (train.batch_size over the contexts), in a seeded order."""
-    per_device = cfg.train.batch_size // len(cfg.train.ctx)
+    """`count` batches of training images as training augments them, each of device_batch
+    images, in a seeded order."""
+    per_device = device_batch(cfg)
     dataset = build_dataset(cfg, "train")
     if len(dataset) < per_device:
         raise DataError(f"{dataset} has {len(dataset)} training images, fewer than one batch "
                         f"of {per_device}")
     size = base_size(cfg)
     transform = SSDTrainTransform(size, size, None, cfg.data.max_expand,
-                                  cfg.data.normalize == "per_image", mean=tuple(cfg.data.mean),
+                                  per_image(cfg), mean=tuple(cfg.data.mean),
                                   std=tuple(cfg.data.std))
     seeded = SeededTransform(dataset, transform, cfg.data.bad_images)
     rng = np.random.RandomState(seed)
@@ -120,12 +125,12 @@ def recalibrate_params(cfg, params_path: str, prefix: str, count: int,
         return evaluate(net_predictor(net), dataset, classes, ctx, base_size(cfg),
                         cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean, cfg.data.std,
                         metric=eval_metric(cfg), progress=progress,
-                        per_image=cfg.data.normalize == "per_image").value
+                        per_image=per_image(cfg)).value
 
     before = val(load_trained(cfg, params_path, ctx, classes=classes)[0])
     net, _ = load_trained(cfg, params_path, ctx, classes=classes)
     change = recalibrate(net, training_batches(cfg, count), count, progress)
-    per_device = cfg.train.batch_size // len(cfg.train.ctx)
+    per_device = device_batch(cfg)
     report = {"params": params_path, "batches": count, "batch": per_device,
               "images": count * per_device, "split": "train, training augmentation",
               "running_var_change_max": max(change.values()),

@@ -24,7 +24,7 @@ from yacs.config import CfgNode
 from . import native
 from .atomic import replacing
 from .checkpoint import find_resume, load_checkpoint, save_checkpoint
-from .config import (base_size, contexts, eval_metric, save_config, scaled_lr,
+from .config import (base_size, contexts, eval_metric, per_image, save_config, scaled_lr,
                      with_anchor_sizes)
 from .data import EpochSampler, build_dataset, split_batch, train_loader, val_set
 from .distributed import RunningStatsSync, StopVote, Worker, connect, params_checksum
@@ -237,7 +237,7 @@ class Trainer:
         self.loader = train_loader(self.train_set, anchors, self.size, self.batch_size,
                                    cfg.data.num_workers, cfg.data.mean, cfg.data.std,
                                    self.sampler, cfg.data.max_expand, cfg.data.bad_images,
-                                   cfg.data.normalize == "per_image")
+                                   per_image(cfg))
         self.iters_per_epoch = self.sampler.shard_length // self.batch_size
 
     def _build_optimizer(self) -> None:
@@ -433,7 +433,7 @@ class Trainer:
         cfg = self.cfg
         result = evaluate(net_predictor(self.net), self.val_set, self.classes, self.ctx,
                           self.size, cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean,
-                          cfg.data.std, metric=eval_metric(cfg), per_image=cfg.data.normalize == "per_image")
+                          cfg.data.std, metric=eval_metric(cfg), per_image=per_image(cfg))
         log.info("epoch %d val %s %.4f", self.epoch, result.metric, result.value)
         metrics.add(epoch=float(self.epoch), iteration=self.iteration, val_map=result.value)
         if result.value > self.best_map:

@@ -12,7 +12,7 @@ import numpy as np
 from mxnet import gluon
 
 from ..atomic import write_json
-from ..config import base_size, contexts, eval_metric
+from ..config import base_size, contexts, eval_metric, per_image
 from ..data import ValTransform, build_dataset, val_set
 from ..errors import DataError, UserError
 from ..export import PARITY_RTOL, ParityError, add_to_report, fold_ssd, parity_images, \
@@ -36,7 +36,7 @@ def calibration_images(cfg, count: int, seed: int = 0) -> List[np.ndarray]:
     """`count` training images (a seeded draw), resized and normalized as for inference."""
     dataset = build_dataset(cfg, "train")
     size = base_size(cfg)
-    transform = ValTransform(size, size, cfg.data.mean, cfg.data.std, cfg.data.normalize == "per_image")
+    transform = ValTransform(size, size, cfg.data.mean, cfg.data.std, per_image(cfg))
     order = np.random.RandomState(seed).permutation(len(dataset))[:count]
     return [transform(*dataset[int(i)])[0].asnumpy() for i in order]
 
@@ -58,7 +58,7 @@ def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = Fals
     dataset, classes = val_set(cfg)
     net, classes = load_trained(cfg, params_path, ctx, classes=classes)
     x = parity_images(dataset, size, cfg.data.mean, cfg.data.std,
-                      per_image=cfg.data.normalize == "per_image").as_in_context(ctx[0])
+                      per_image=per_image(cfg)).as_in_context(ctx[0])
     trained = raw_outputs(net, x)
     deploy, _ = load_deploy(export_dir, ctx)
     deploy_det = [a.asnumpy() for a in deploy(x)]
@@ -138,7 +138,7 @@ def _val_map(cfg, dataset, classes, folder: str, int8: bool, progress: bool) -> 
     result = evaluate(SplitPredictor(folder, int8), dataset, classes, [mx.cpu()],
                       base_size(cfg), cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean,
                       cfg.data.std, metric=eval_metric(cfg), progress=progress,
-                      per_image=cfg.data.normalize == "per_image")
+                      per_image=per_image(cfg))
     return round(result.value, 6)
 
 
