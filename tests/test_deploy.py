@@ -156,10 +156,12 @@ def test_int8_head_outputs_give_every_channel_its_own_range(split, tmp_path):
         step = s_y * scale  # channel c's step in the float graph's units
         np.testing.assert_allclose(step * 127, np.abs(ref).max(axis=(0, 2, 3)), rtol=1e-3)
         # the int32 accumulators (scaled) rounded to the channel's step, saturating at the
-        # range calibrated in float (an output quantization error can push values past it);
-        # the int32 graph's conv sums in float: 0.05 of a step for its rounding
-        want = np.clip(out32 / step.reshape(1, -1, 1, 1), -128, 127)
-        assert np.abs(levels - want).max() <= 0.55
+        # range calibrated in float (an output quantization error can push values past it).
+        # The int32 graph sums its conv in float and ONNX Runtime's integer kernel requantizes
+        # with a float multiplier: a value that sits on a half step may round either way, so
+        # every value is within one step and all but a few within half a step (+ 0.05)
+        off = np.abs(levels - np.clip(out32 / step.reshape(1, -1, 1, 1), -128, 127))
+        assert off.max() <= 1.0 + 1e-3 and (off > 0.55).mean() < 1e-3
     assert scales[0][0] > 100 * np.median(scales[0])  # the dominant channel kept its own range
 
 
