@@ -11,9 +11,11 @@ On the synthetic dataset, with the demo's recipe, model and budget, for each see
 Every arm is evaluated on the last checkpoint (a fixed budget), on val and on a test split
 generated apart (another generator seed) and used for nothing but the reported numbers. Each
 arm trains at its own learning rate: with --sweep-lrs, one seed per arm and lr is trained
-first and the lr with the best val mAP is kept (study.json's "sweep"). The dead ReLU channels
-of (a) and (b) are followed from init through every epoch's checkpoint
-(bench/dead_channels.py). Writes bench/results/study.json and study.png (val mAP against
+first and the lr with the best val mAP is kept (study.json's "sweep"); an arm whose best lr is
+at the edge of the grid gets the next lr out (--sweep-extend), and the sweep seed's run at the
+chosen lr is that seed's run in the table (its val figure is the maximum over the sweep; the
+test split is the unbiased one). The dead ReLU channels of (a) and (b) are followed from init
+through every epoch's checkpoint (bench/dead_channels.py). Writes bench/results/study.json and study.png (val mAP against
 epochs, mean and min-max over seeds) after every run, and prints the table: final mAP mean and
 spread (val and test), dead channels, training images/s, deploy images/s.
 
@@ -110,6 +112,11 @@ def train_run(out: str, overrides: list, seed: int, data: str, budget: dict) -> 
           f"train.save_interval={budget.get('save_interval', budget['epochs'])}"] + overrides,
          env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS",
                                                              str(os.cpu_count() or 1))))
+    return run_figures(out)
+
+
+def run_figures(out: str) -> dict:
+    """A finished run's val mAP per validated epoch and its median training images/s."""
     rows = read_metrics(out)
     curve = [(float(r["epoch"]), float(r["val_map"])) for r in rows if r["val_map"]]
     speeds = [float(r["images_per_s"]) for r in rows if r["images_per_s"]]
@@ -146,68 +153,76 @@ def int8_figures(cfg, params: str, export: str) -> dict:
             "head_biases_on_host": split["head_biases_on_host"]}
 
 
-def one_seed(seed: int, data: str, test: str, work: str, budget: dict, arms: list,
-             lrs: dict) -> dict:
-    """Train every arm of `arms` (TRAINED keys) at its lr in `lrs`, evaluate; (c) with (b)."""
-    runs, out = {}, {}
-    for arm in arms:
+def one_arm(arm: str, seed: int, data: str, test: str, work: str, budget: dict, lr: float,
+            trained: Optional[str] = None) -> dict:
+    """Train arm `arm` (a TRAINED key) of one seed at `lr` (or take the finished run `trained`,
+    the sweep's), evaluate it: {arm: result}, and (c) the naive fix with (b)."""
+    if trained:
+        run, figures = trained, run_figures(trained)
+    else:
         run = os.path.join(work, f"{arm}-{seed}")
-        runs[arm] = train_run(run, TRAINED[arm] + [f"train.lr={lrs[arm]}"], seed, data, budget)
-        runs[arm]["dir"] = run
-    for arm in arms:
-        run = runs[arm]["dir"]
-        cfg = load_config(os.path.join(run, "config.yaml"))
-        params = os.path.join(run, f"{cfg.name}-last.params")
-        result = deploy_eval(cfg, params, run, test)
-        if cfg.model.norm == "nobias":
-            result["trained_map"] = evaluate_checkpoint(cfg, params, os.path.join(
-                run, "eval_params"), progress=False).value
-            result.update(int8_figures(cfg, params, os.path.join(run, "export")))
-        out[arm] = (result, cfg, arm)
-        if arm == "batchnorm":
-            naive_cfg = load_config(os.path.join(run, "config.yaml"),
-                                    ["model.norm=nobias"] + STOCK_WEIGHTS)
-            c = deploy_eval(naive_cfg, params, os.path.join(run, "naive"), test,
-                            force_zero_shift=True)
-            forced = c["report"]["forced_zero_shift"]
-            c["map_before"], c["max_shift"] = forced["before"], max(forced["layers"].values())
-            out["naive"] = (c, cfg, arm)
-    for arm in ("nobias", "batchnorm"):
-        if arm in runs:
-            runs[arm]["dead_channels"] = run_trajectory(runs[arm]["dir"], images=32)
-    final = {}
-    for arm, (result, cfg, source_arm) in out.items():
-        result.pop("report")
-        source = runs[source_arm]
-        final[arm] = dict(result, curve=source["curve"], cpu=cpu(), lr=lrs[source_arm],
-                          train_images_per_s=source["train_images_per_s"],
-                          recipe=resolved_recipe(cfg))
-        if "dead_channels" in source and arm != "naive":
-            final[arm]["dead_fraction"] = source["dead_channels"]["dead"][-1]
-            final[arm]["dead_channels"] = source["dead_channels"]
-        if arm == "naive":
-            final[arm]["recipe"]["export"] = "--force-zero-shift"
-    return final
+        figures = train_run(run, TRAINED[arm] + [f"train.lr={lr}"], seed, data, budget)
+    cfg = load_config(os.path.join(run, "config.yaml"))
+    params = os.path.join(run, f"{cfg.name}-last.params")
+    common = dict(curve=figures["curve"], cpu=cpu(), lr=lr,
+                  train_images_per_s=figures["train_images_per_s"])
+    result = deploy_eval(cfg, params, run, test)
+    if cfg.model.norm == "nobias":
+        result["trained_map"] = evaluate_checkpoint(cfg, params, os.path.join(
+            run, "eval_params"), progress=False).value
+        result.update(int8_figures(cfg, params, os.path.join(run, "export")))
+    if arm in ("nobias", "batchnorm"):
+        dead = run_trajectory(run, images=32)
+        result.update(dead_fraction=dead["dead"][-1], dead_channels=dead)
+    result.pop("report")
+    out = {arm: dict(result, recipe=resolved_recipe(cfg), **common)}
+    if arm == "batchnorm":
+        naive_cfg = load_config(os.path.join(run, "config.yaml"),
+                                ["model.norm=nobias"] + STOCK_WEIGHTS)
+        c = deploy_eval(naive_cfg, params, os.path.join(run, "naive"), test,
+                        force_zero_shift=True)
+        forced = c.pop("report")["forced_zero_shift"]
+        c["map_before"], c["max_shift"] = forced["before"], max(forced["layers"].values())
+        out["naive"] = dict(c, recipe=dict(resolved_recipe(cfg), export="--force-zero-shift"),
+                            **common)
+    return out
 
 
 def sweep(results: dict, arms: list, lrs: list, seed: int, data: str, work: str,
-          budget: dict, save) -> dict:
+          budget: dict, save, extend: int = 2) -> dict:
     """Val mAP (last checkpoint, trained params) per arm and lr on one seed, resumable:
     `results` holds what is done ({arm: {lr: map}}); `save()` is called after every run.
+    An arm whose best lr is the smallest or largest it tried gets the next one out (half or
+    twice), up to `extend` times, so that its chosen lr is bracketed where possible.
     Returns each arm's lr with the best val mAP."""
+    def one(arm: str, lr: float) -> None:
+        if str(lr) in results.setdefault(arm, {}):
+            return
+        run = sweep_dir(work, arm, lr)
+        train_run(run, TRAINED[arm] + [f"train.lr={lr}"], seed, data, budget)
+        cfg = load_config(os.path.join(run, "config.yaml"))
+        results[arm][str(lr)] = evaluate_checkpoint(
+            cfg, os.path.join(run, f"{cfg.name}-last.params"), os.path.join(run, "eval"),
+            progress=False).value
+        print(f"sweep {arm} lr {lr}: val {results[arm][str(lr)]:.4f}", flush=True)
+        save()
+
+    best = {}
     for arm in arms:
         for lr in lrs:
-            if str(lr) in results.setdefault(arm, {}):
-                continue
-            run = os.path.join(work, f"sweep-{arm}-lr{lr}")
-            train_run(run, TRAINED[arm] + [f"train.lr={lr}"], seed, data, budget)
-            cfg = load_config(os.path.join(run, "config.yaml"))
-            results[arm][str(lr)] = evaluate_checkpoint(
-                cfg, os.path.join(run, f"{cfg.name}-last.params"), os.path.join(run, "eval"),
-                progress=False).value
-            print(f"sweep {arm} lr {lr}: val {results[arm][str(lr)]:.4f}", flush=True)
-            save()
-    return {arm: float(max(results[arm], key=lambda lr: results[arm][lr])) for arm in arms}
+            one(arm, lr)
+        while True:  # the grid's lrs and up to `extend` more (a resumed sweep counts them)
+            tried = sorted(float(lr) for lr in results[arm])
+            top = max(tried, key=lambda lr: results[arm][str(lr)])
+            if top not in (tried[0], tried[-1]) or len(tried) - len(lrs) >= extend:
+                break
+            one(arm, top / 2 if top == tried[0] else top * 2)
+        best[arm] = float(max(results[arm], key=lambda lr: results[arm][lr]))
+    return best
+
+
+def sweep_dir(work: str, arm: str, lr: float) -> str:
+    return os.path.join(work, f"sweep-{arm}-lr{lr}")
 
 
 def resolved_recipe(cfg) -> dict:
@@ -323,6 +338,9 @@ def main() -> None:
                    help="choose each arm's lr among these by val mAP on --sweep-seed first "
                         "(default: every arm at the config's lr)")
     p.add_argument("--sweep-seed", type=int, default=1)
+    p.add_argument("--sweep-extend", type=int, default=2, metavar="N",
+                   help="an arm whose best lr is at the edge of those tried gets the next "
+                        "(half or twice) up to N times")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "study"),
                    help="data and run directories")
@@ -349,9 +367,10 @@ def main() -> None:
 
     if args.sweep_lrs:
         state["sweep"] = {"seed": args.sweep_seed, "lrs": sorted(args.sweep_lrs),
+                          "extend": args.sweep_extend,
                           "val_map": swept.get("val_map", {})}
         lrs = sweep(state["sweep"]["val_map"], args.arms, sorted(args.sweep_lrs),
-                    args.sweep_seed, data, work, budget, save)
+                    args.sweep_seed, data, work, budget, save, args.sweep_extend)
     else:
         lr = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml")).train.lr
         lrs = {arm: lr for arm in args.arms}
@@ -360,15 +379,22 @@ def main() -> None:
         if any(per_seed[seed].get(arm, {}).get("lr", lrs[arm]) != lrs[arm] for arm in lrs):
             print(f"seed {seed}: trained at other learning rates than {lrs}; run again")
             del per_seed[seed]
-    for seed in args.seeds:
-        if seed in per_seed and all(arm in per_seed[seed] for arm in args.arms):
-            continue
-        per_seed[seed] = one_seed(seed, data, test, work, budget, args.arms, lrs)
+    for seed in sorted(set(args.seeds) | set(per_seed)):  # and a part-done seed resumed
+        done = per_seed.setdefault(seed, {})
+        for arm in args.arms:
+            if arm in done and (arm != "batchnorm" or "naive" in done):
+                continue
+            # the sweep trained its seed at every lr: the run at the chosen lr is that seed's
+            sweep_run = sweep_dir(work, arm, lrs[arm])
+            trained = sweep_run if (args.sweep_lrs and seed == args.sweep_seed and
+                                    os.path.isfile(os.path.join(sweep_run, "metrics.csv"))) \
+                else None
+            done.update(one_arm(arm, seed, data, test, work, budget, lrs[arm], trained))
+            save()  # after every arm: a stopped study resumes from the next
         print(f"seed {seed}: " + ", ".join(f"{arm} {r['map']:.4f} (test {r['test_map']:.4f})"
-                                           for arm, r in per_seed[seed].items()), flush=True)
-        save()
+                                           for arm, r in done.items()), flush=True)
     save()
-    print(format_table(summary(per_seed)))
+    print(format_table(summary(complete_seeds(per_seed))))
     print(f"{(time.perf_counter() - start) / 60:.1f} minutes; wrote {args.out}/study.json and "
           f"study.png")
 
@@ -401,14 +427,22 @@ def write_results(out: str, budget: dict, per_seed: dict, minutes: float,
             arms[arm]["recipe"] = result.pop("recipe")
             arms[arm]["seeds"][str(seed)] = dict(result, dead_fraction=result.get(
                 "dead_fraction"))
-    result = {"protocol": dict(protocol(budget, list(per_seed)), lrs=lrs), "sweep": sweep_state,
-              "arms": arms, "summary": summary(per_seed) if per_seed else None,
+    full = complete_seeds(per_seed)
+    result = {"protocol": dict(protocol(budget, list(full)), lrs=lrs), "sweep": sweep_state,
+              "arms": arms, "summary": summary(full) if full else None,
               "minutes": round(minutes, 1)}
     write_json(os.path.join(out, "study.json"), result)
-    if per_seed:
-        plot(os.path.join(out, "study.png"), dict(sorted(per_seed.items())),
+    if full:
+        plot(os.path.join(out, "study.png"), dict(sorted(full.items())),
              f"synthetic shapes, {budget['train']} images x {budget['epochs']} epochs, "
-             f"seeds {', '.join(map(str, sorted(per_seed)))}")
+             f"seeds {', '.join(map(str, sorted(full)))}")
+
+
+def complete_seeds(per_seed: dict) -> dict:
+    """The seeds with every arm that any seed has: the ones the table and the plot are over
+    (a stopped study leaves its last seed part-done in study.json, to resume)."""
+    arms = set().union(*per_seed.values()) if per_seed else set()
+    return {seed: r for seed, r in per_seed.items() if r and set(r) == arms}
 
 
 def read_results(out: str, budget: dict) -> tuple:

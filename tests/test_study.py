@@ -11,6 +11,7 @@ def run_study(tmp_path, *args):
     done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "study.py"), "--train",
                            "16", "--epochs", "1", "--val-images", "12", "--test-images", "12",
                            "--arms", "nobias", "batchnorm", "--sweep-lrs", "0.02", "0.05",
+                           "--sweep-extend", "1",
                            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "results"),
                            *args],
                           capture_output=True, text=True, timeout=900,
@@ -27,12 +28,19 @@ def test_study_sweeps_trains_three_ways_reports_and_resumes(tmp_path):
                                          "seed": 0, "train_images": 16, "val_images": 12}
     assert study["protocol"]["test"]["seed"] == 1 and study["protocol"]["test"]["images"] == 12
     sweep = study["sweep"]
-    assert sweep["lrs"] == [0.02, 0.05] and set(sweep["val_map"]) == {"nobias", "batchnorm"}
+    assert sweep["lrs"] == [0.02, 0.05] and sweep["extend"] == 1
+    assert set(sweep["val_map"]) == {"nobias", "batchnorm"}
     for arm, by_lr in sweep["val_map"].items():  # each arm at its best lr on val
-        assert set(by_lr) == {"0.02", "0.05"}
-        best = max(by_lr, key=by_lr.get)
-        assert study["protocol"]["lrs"][arm] == float(best)
-        assert study["arms"][arm]["seeds"]["1"]["lr"] == float(best)
+        # two lrs: the best is at an edge, so the sweep tries the next one out beyond it
+        grid_best = max((0.02, 0.05), key=lambda lr: by_lr[str(lr)])
+        assert sorted(map(float, by_lr)) == sorted([0.02, 0.05, grid_best * (
+            0.5 if grid_best == 0.02 else 2)])
+        best = float(max(by_lr, key=by_lr.get))
+        assert study["protocol"]["lrs"][arm] == best
+        assert study["arms"][arm]["seeds"]["1"]["lr"] == best
+        # the sweep trained seed 1 at every lr: its run at the best one is seed 1's
+        assert not (tmp_path / "work" / "runs" / f"{arm}-1").exists()
+        assert (tmp_path / "work" / "runs" / f"sweep-{arm}-lr{best}" / "export").is_dir()
     arms = study["arms"]
     assert set(arms) == {"nobias", "batchnorm", "naive"}
     assert arms["nobias"]["recipe"] == {
@@ -57,13 +65,24 @@ def test_study_sweeps_trains_three_ways_reports_and_resumes(tmp_path):
     assert os.path.getsize(tmp_path / "results" / "study.png") > 10000
     assert "(c) stock BatchNorm, shift dropped (naive fix)" in stdout
 
+    # a study stopped after seed 1's nobias arm: the resume evaluates the rest of seed 1 again
+    partial = json.loads(json.dumps(study))
+    for arm in ("batchnorm", "naive"):
+        del partial["arms"][arm]["seeds"]["1"]
+    with open(tmp_path / "results" / "study.json", "w") as f:
+        json.dump(partial, f)
     resumed, stdout = run_study(tmp_path, "--seeds", "2", "--resume")
     assert "sweep " not in stdout  # the sweep was done: nothing trained again
     assert resumed["sweep"] == study["sweep"]
     assert resumed["protocol"]["seeds"] == [1, 2]
-    for arm in arms:  # seed 1 kept as it was, seed 2 added
-        assert resumed["arms"][arm]["seeds"]["1"] == arms[arm]["seeds"]["1"]
+    for arm in arms:  # seed 1 kept or completed as it was, seed 2 added
+        kept, before = resumed["arms"][arm]["seeds"]["1"], arms[arm]["seeds"]["1"]
+        if arm == "nobias":
+            assert kept == before
+        else:  # evaluated again from the same run: the same figures
+            assert kept["map"] == before["map"] and kept["test_map"] == before["test_map"]
         assert set(resumed["arms"][arm]["seeds"]) == {"1", "2"}
+    assert (tmp_path / "work" / "runs" / "nobias-2").is_dir()
     summary = resumed["summary"]
     assert summary["test_best_stock_arm"] == "batchnorm"
     assert summary["deploy_minus_trained_max_abs"] < 5e-4
