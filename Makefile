@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup test test-gpu check-cuda-build demo bench clean
+.PHONY: setup test test-gpu gpu-check check-cuda-build demo bench clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,12 @@ test: setup
 # NoBiasBatchNorm on GPUs against the CPU operator, two GPUs, AMP, export. Skips without a GPU.
 test-gpu: setup
 	$(BIN)/python -m pytest -q -rs tests/test_gpu.py
+
+# The first thing to run on a new GPU, with or without MXNet (tools/gpu_check/run.sh): the GPU
+# kernels against the CPU arithmetic, their bits run to run, their speed against PyTorch's
+# batch norm + ReLU and the memory bandwidth, compute-sanitizer; writes gpu-check/report.md.
+gpu-check:
+	tools/gpu_check/run.sh
 
 # Without a GPU: MXNet's CUDA build (mxnet-cu112, 500 MB) in .venv-cu112, importable through
 # stand-in CUDA libraries (tools/cuda_stubs.py); the operator built against it, its CPU tests
@@ -69,4 +75,4 @@ bench: setup
 	$(BIN)/python bench/study.py
 
 clean:
-	rm -rf $(VENV) $(CU_VENV) ssd_nobias/_build runs data
+	rm -rf $(VENV) $(CU_VENV) ssd_nobias/_build runs data gpu-check

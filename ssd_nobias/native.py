@@ -27,13 +27,12 @@ from typing import Optional
 import mxnet as mx
 
 from .errors import UserError
+from .gpu_sources import write_gpu_sources
 
 CSRC = Path(__file__).with_name("csrc")
 SOURCES = ("kernels.h", "operator_io.h", "nobias_bn.cc", "mkldnn_layouts.h", "mkldnn_layouts.cc",
            "install.cc", "gpu_args.h", "gpu_api.h", "gpu_kernels.cuh", "gpu_compute.h", "gpu_compute.cc",
            "gpu_system.cc")
-# Embedded in the library as strings for NVRTC (gpu_compute.cc), under these C++ names.
-GPU_SOURCES = {"kKernelSource": "gpu_kernels.cuh", "kArgsSource": "gpu_args.h"}
 MXNET_VERSION = "1.9.1"  # mkldnn_layouts.cc and install.cc use this build's C++ ABI
 COMMON = ("-std=c++14", "-fopenmp", "-fPIC", "-march=native", "-D_GLIBCXX_USE_CXX11_ABI=0")
 # The wheel's libmxnet.so: built with GCC 4.8, MKLDNN on, no CUDA, no MKL.
@@ -77,19 +76,6 @@ def library_path() -> Path:
     root = Path(os.environ.get("SSD_NOBIAS_BUILD_DIR", Path(__file__).with_name("_build")))
     root = root.absolute()  # mx.library.load refuses a relative path
     return root / f"nobias_bn-{key.hexdigest()[:16]}.so"
-
-
-def write_gpu_sources(directory: Path) -> Path:
-    """gpu_sources.inc: the GPU kernels' source files as C++ raw strings, for gpu_compute.cc."""
-    lines = []
-    for name, source in GPU_SOURCES.items():
-        text = (CSRC / source).read_text()
-        if ')nobias_src"' in text:
-            raise RuntimeError(f"{source} contains the raw-string delimiter")
-        lines.append(f'static const char {name}[] = R"nobias_src({text})nobias_src";\n')
-    path = Path(directory) / "gpu_sources.inc"
-    path.write_text("".join(lines))
-    return path
 
 
 def _compile_commands(cxx: str, output: Path, workdir: Path) -> tuple:

@@ -2,7 +2,7 @@
 
 - Emulated: gpu_compute.cc's host code, unchanged, drives gpu_kernels.cuh compiled by g++ with
   tests/csrc/cuda_emulation.h (threads of a block as std::threads, __syncthreads a barrier),
-  through an emulated CUDA driver and NVRTC (tests/csrc/gpu_emulation.cc). Its results are
+  through an emulated CUDA driver and NVRTC (tests/csrc/emulated_driver.cc). Its results are
   compared with the CPU operator (kernels.h) and with NumPy for float16.
 - Compiled: the library's own NVRTC call on the kernels, with pip's NVRTC 11.8, then ptxas for
   every GPU generation from Maxwell (sm_50) to Hopper (sm_90).
@@ -22,6 +22,7 @@ import pytest
 from mxnet import autograd
 
 from ssd_nobias import native
+from ssd_nobias.gpu_sources import write_gpu_sources
 
 TESTS = Path(__file__).parent
 DTYPE_CODES = {"float32": 0, "float64": 1, "float16": 2}
@@ -50,11 +51,12 @@ class Emulation:
 
 def emulation_build(build: Path, target: Path, *flags: str, sources=()) -> list:
     """The compiler command for gpu_compute.cc + the emulation (+ `sources`) into `target`."""
-    native.write_gpu_sources(build)
+    write_gpu_sources(build)
     mxnet_dir = Path(mx.__file__).parent
     return [os.environ.get("CXX", "g++"), "-std=c++20", "-O1", "-pthread", *flags,
             f"-I{native.CSRC}", f"-I{TESTS / 'csrc'}", f"-I{mxnet_dir / 'include'}", f"-I{build}",
             *map(str, sources), str(TESTS / "csrc" / "gpu_emulation.cc"),
+            str(TESTS / "csrc" / "emulated_driver.cc"),
             str(native.CSRC / "gpu_compute.cc"), str(mxnet_dir / "src" / "lib_api.cc"),
             "-o", str(target), "-ldl"]
 

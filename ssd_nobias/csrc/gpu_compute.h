@@ -45,8 +45,11 @@ MXReturnValue Forward(const Apis& apis, const Attrs& attrs, std::vector<MXTensor
 MXReturnValue Backward(const Apis& apis, const Attrs& attrs, std::vector<MXTensor>* inputs,
                        std::vector<MXTensor>* outputs, const OpResource& res);
 
-// The same with this process's libcuda and libnvrtc (gpu_system.cc): what nobias_bn.cc
-// registers for "gpu" contexts.
+// This process's libcuda and libnvrtc (gpu_system.cc), loaded on first use; nullptr, with the
+// reason in `why`, if either is missing or no GPU is usable.
+const Apis* SystemApis(std::string* why);
+
+// The compute with SystemApis: what nobias_bn.cc registers for "gpu" contexts.
 MXReturnValue SystemForward(const Attrs& attrs, std::vector<MXTensor>* inputs,
                             std::vector<MXTensor>* outputs, const OpResource& res);
 MXReturnValue SystemBackward(const Attrs& attrs, std::vector<MXTensor>* inputs,

@@ -81,16 +81,27 @@ const System& TheSystem() {
   return system;
 }
 
+}  // namespace
+
+const Apis* SystemApis(std::string* why) {
+  const System& system = TheSystem();
+  *why = system.Unavailable();
+  static const Apis apis{&system.cuda, &system.nvrtc};
+  return why->empty() ? &apis : nullptr;
+}
+
+namespace {
+
 template <typename Compute>
 MXReturnValue OnSystem(Compute compute, const Attrs& attrs, std::vector<MXTensor>* inputs,
                        std::vector<MXTensor>* outputs, const OpResource& res) {
-  const System& system = TheSystem();
-  const std::string why = system.Unavailable();
-  if (!why.empty()) {
+  std::string why;
+  const Apis* apis = SystemApis(&why);
+  if (apis == nullptr) {
     MX_ERROR_MSG << "nobias_batch_norm cannot run on the GPU: " << why;
     return mxnet::ext::MX_FAIL;
   }
-  return compute(Apis{&system.cuda, &system.nvrtc}, attrs, inputs, outputs, res);
+  return compute(*apis, attrs, inputs, outputs, res);
 }
 
 thread_local std::string last_result;
