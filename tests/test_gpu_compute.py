@@ -295,25 +295,38 @@ ENTRIES = {f"nobias_{kernel}_{dtype}" for kernel in (
 ARCHS = ("sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_89", "sm_90")
 
 
-@pytest.fixture(scope="module")
-def library_ptx(tmp_path_factory):
-    """The library's kernels compiled by its own code (nobias_gpu_ptx) with pip's NVRTC, in a
-    fresh process (the library looks NVRTC up once, among the libraries already loaded): for
-    its own architecture, and for an invalid one (its error text)."""
-    out = tmp_path_factory.mktemp("ptx")
+def compile_in_fresh_process(nvrtc: Path, archs: list, out: Path) -> dict:
+    """{arch: (ok, PTX or NVRTC's reason)}: the library's kernels compiled by its own code
+    (nobias_gpu_ptx) with the NVRTC `nvrtc`, in a fresh process (the library looks NVRTC up
+    once, among the libraries already loaded); arch None is the library's own."""
     code = ("import ctypes, sys\n"
-            f"ctypes.CDLL({str(NVRTC)!r}, mode=ctypes.RTLD_GLOBAL)\n"
+            f"ctypes.CDLL({str(nvrtc)!r}, mode=ctypes.RTLD_GLOBAL)\n"
             "from ssd_nobias import native\n"
             "lib = ctypes.CDLL(str(native.load()))\n"
             "lib.nobias_gpu_ptx.restype = ctypes.c_char_p\n"
-            "for arch, name in ((None, 'kernels.ptx'), (b'compute_1', 'invalid.txt')):\n"
+            f"for i, arch in enumerate({archs!r}):\n"
             "    ok = ctypes.c_int()\n"
-            "    text = lib.nobias_gpu_ptx(arch, ctypes.byref(ok))\n"
-            f"    open({str(out)!r} + '/' + name, 'wb').write(text + b'\\n%d' % ok.value)\n")
+            "    text = lib.nobias_gpu_ptx(arch and arch.encode(), ctypes.byref(ok))\n"
+            f"    open({str(out)!r} + '/%d.txt' % i, 'wb').write(text + b'\\n%d' % ok.value)\n")
     subprocess.run([sys.executable, "-c", code], check=True)
-    text, ok = (out / "kernels.ptx").read_text().rsplit("\n", 1)
-    assert ok == "1", text
+    results = {}
+    for i, arch in enumerate(archs):
+        text, ok = (out / f"{i}.txt").read_text().rsplit("\n", 1)
+        results[arch] = (ok == "1", text)
+    return results
+
+
+@pytest.fixture(scope="module")
+def library_ptx(tmp_path_factory):
+    """The kernels compiled with pip's NVRTC 11.8 for the library's own architecture
+    (kernels.ptx) and for an invalid one (invalid.txt: the error text)."""
+    out = tmp_path_factory.mktemp("ptx")
+    compiled = compile_in_fresh_process(NVRTC, [None, "compute_1"], out)
+    ok, text = compiled[None]
+    assert ok, text
     (out / "kernels.ptx").write_text(text)
+    (out / "invalid.txt").write_text("%s\n%d" % (compiled["compute_1"][1],
+                                                  compiled["compute_1"][0]))
     return out
 
 
@@ -338,6 +351,28 @@ def test_ptxas_assembles_the_kernels_without_spills(library_ptx, tmp_path, arch)
     assert len(spills) == len(ENTRIES) and set(spills) == {("0", "0")}
     registers = [int(n) for n in re.findall(r"Used (\d+) registers", info)]
     assert len(registers) == len(ENTRIES) and max(registers) <= 64  # 256 threads stay resident
+
+
+NVRTC13 = pip_cuda_tool("cu13", "lib/libnvrtc.so.13")
+
+
+@pytest.mark.skipif(NVRTC13 is None, reason="nvidia-cuda-nvrtc 13 is not installed (make setup "
+                                            "installs it on Linux x86-64)")
+def test_cuda13_nvrtc_compiles_for_turing_to_blackwell_and_refuses_maxwell(tmp_path):
+    """NVRTC of CUDA 13, as a machine with a new GPU has it: the library's floor, compute_50,
+    is refused, and Volta's (hence PTX for each device's own architecture); Turing to
+    Blackwell compile."""
+    archs = ["compute_50", "compute_70", "compute_75", "compute_80", "compute_86", "compute_89",
+             "compute_90", "compute_100", "compute_120"]
+    compiled = compile_in_fresh_process(NVRTC13, archs, tmp_path)
+    for arch in archs[:2]:  # Maxwell, Volta
+        ok, reason = compiled[arch]
+        assert not ok and "invalid value for --gpu-architecture" in reason
+    for arch in archs[2:]:
+        ok, ptx = compiled[arch]
+        assert ok, ptx
+        assert f".target sm_{arch.split('_')[1]}" in ptx
+        assert set(re.findall(r"\.entry\s+(\w+)\(", ptx)) == ENTRIES
 
 
 @needs_nvrtc
