@@ -58,13 +58,15 @@ bool OpenDevice(Device* dev, std::string* why) {
   Bind(lib, &driver_version, why, "cuDriverGetVersion");
   if (!why->empty()) return false;
 
+  // A blocking stream (flags 0): kernels on it wait for the copies the check makes on the
+  // legacy default stream, whose host-to-device ones may return before the data has landed.
   const nobias_gpu::CudaApi& cu = *apis->cuda;
   nobias_gpu::CUdevice device = 0;
   nobias_gpu::CUcontext ctx = nullptr;
   char name[256] = {};
   int version = 0, major = 0, minor = 0, clock_khz = 0, bus_bits = 0, l2 = 0;
   if (cu.cuDeviceGet(&device, 0) != 0 || cu.cuDevicePrimaryCtxRetain(&ctx, device) != 0 ||
-      cu.cuCtxSetCurrent(ctx) != 0 || stream_create(&dev->stream, 1) != 0 ||
+      cu.cuCtxSetCurrent(ctx) != 0 || stream_create(&dev->stream, 0) != 0 ||
       device_name(name, sizeof name, device) != 0 || driver_version(&version) != 0 ||
       cu.cuDeviceGetAttribute(&major, nobias_gpu::kComputeCapabilityMajor, device) != 0 ||
       cu.cuDeviceGetAttribute(&minor, nobias_gpu::kComputeCapabilityMinor, device) != 0) {

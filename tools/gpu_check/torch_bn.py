@@ -67,12 +67,16 @@ def time_ms(layer: Layer, backward: bool) -> float:
 
 
 def kernel_names(layer: Layer) -> list:
-    """The GPU kernels one forward and backward launch."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        layer.step(True)
-        torch.cuda.synchronize()
-    return sorted({event.name for event in prof.events()
-                   if event.device_type == torch.autograd.DeviceType.CUDA})
+    """The GPU kernels one forward and backward launch (the profiler's view; its failure is
+    recorded, not fatal: the timings stand without it)."""
+    try:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            layer.step(True)
+            torch.cuda.synchronize()
+        return sorted({event.name for event in prof.events()
+                       if event.device_type == torch.autograd.DeviceType.CUDA})
+    except Exception as err:  # noqa: BLE001 - any profiler failure
+        return [f"not recorded ({type(err).__name__}: {err})"]
 
 
 def main() -> None:
