@@ -25,6 +25,9 @@ study.json: {"protocol": {...}, "arms": {"<arm>": {"recipe": {...}, "seeds": {"<
     python bench/study.py --sweep-lrs 0.0125 0.025 0.05 0.1   # the sweep, then 5 seeds x 4 arms
     python bench/study.py --quick    # 240 images x 4 epochs: checks the pipeline, learns little
     python bench/study.py --seeds 5 --resume   # add seed 5 to the seeds already in study.json
+    python bench/study.py --arms nobias batchnorm_reparam --lrs nobias=0.025 \
+        batchnorm_reparam=0.025 --epochs 36 --seeds 1 2 3   # a longer budget at the swept lrs
+    python bench/study.py ... --variant hard --data-seed 2 --test-seed 3   # the second dataset
 """
 import argparse
 import json
@@ -83,22 +86,27 @@ def call(command, env=None) -> None:
 
 def study_data(work: str, budget: dict) -> str:
     """The study's synthetic dataset for `budget` under `work`, generated once."""
-    val = budget.get("val", VAL_IMAGES)
-    data = os.path.join(work, f"data-{budget['train']}" + ("" if val == VAL_IMAGES else f"-{val}"))
+    val, variant, seed = budget.get("val", VAL_IMAGES), budget["variant"], budget["data_seed"]
+    data = os.path.join(work, f"data-{budget['train']}" + ("" if val == VAL_IMAGES else f"-{val}")
+                        + ("" if (variant, seed) == ("shapes", DATA_SEED) else
+                           f"-{variant}-seed{seed}"))
     if not os.path.isfile(os.path.join(data, "classes.txt")):
         call([sys.executable, os.path.join(ROOT, "scripts", "make_synthetic_voc.py"), "--out",
-              data, "--train", str(budget["train"]), "--val", str(val), "--seed",
-              str(DATA_SEED)])
+              data, "--train", str(budget["train"]), "--val", str(val), "--seed", str(seed),
+              "--variant", variant])
     return data
 
 
-def test_data(work: str, images: int) -> str:
-    """The test split: `images` images of another generator seed (its 'val' list), apart from
-    everything a run trains or is chosen on."""
-    data = os.path.join(work, f"test-{TEST_SEED}-{images}")
+def test_data(work: str, budget: dict) -> str:
+    """The test split: images of another generator seed (its 'val' list), apart from everything
+    a run trains or is chosen on."""
+    images, variant, seed = budget["test"], budget["variant"], budget["test_seed"]
+    data = os.path.join(work, f"test-{seed}-{images}" + ("" if variant == "shapes" else
+                                                         f"-{variant}"))
     if not os.path.isfile(os.path.join(data, "classes.txt")):
         call([sys.executable, os.path.join(ROOT, "scripts", "make_synthetic_voc.py"), "--out",
-              data, "--train", "1", "--val", str(images), "--seed", str(TEST_SEED)])
+              data, "--train", "1", "--val", str(images), "--seed", str(seed), "--variant",
+              variant])
     return data
 
 
@@ -252,6 +260,8 @@ def summary(per_seed: dict) -> dict:
         if all(r.get("dead_fraction") is not None for r in results):
             dead = [r["dead_fraction"] for r in results]
             table[arm].update(dead_mean=float(np.mean(dead)), dead_max=float(max(dead)))
+    if "nobias" not in table:
+        return table
     int8 = [r["nobias"]["int8_map"] - r["nobias"]["map"] for r in per_seed.values()
             if "int8_map" in r["nobias"]]
     if int8:
@@ -285,7 +295,7 @@ def plot(path: str, per_seed: dict, title: str) -> None:
         values = np.array([[m for _, m in c] for c in curves])
         ax.plot(epochs, values.mean(0), color=color, marker="o", label=ARMS[arm].split(",")[0])
         ax.fill_between(epochs, values.min(0), values.max(0), color=color, alpha=0.2)
-    last = max(e for e, _ in next(iter(per_seed.values()))["nobias"]["curve"])
+    last = max(e for e, _ in next(iter(next(iter(per_seed.values())).values()))["curve"])
     for arm, color, marker in (("nobias", "tab:blue", "D"), ("naive", "tab:red", "X")):
         if not all(arm in r for r in per_seed.values()):
             continue
@@ -323,8 +333,9 @@ def format_table(table: dict) -> str:
                     f"{table['test_nobias_minus_best_stock_points']:+.2f} mAP points on the "
                     f"mean, {table['test_nobias_worst_minus_best_stock_worst_points']:+.2f} "
                     f"worst seed against worst seed")
-    rows.append(f"deploy graph vs trained params, max |val mAP difference|: "
-                f"{table['deploy_minus_trained_max_abs']:.2g}")
+    if "deploy_minus_trained_max_abs" in table:
+        rows.append(f"deploy graph vs trained params, max |val mAP difference|: "
+                    f"{table['deploy_minus_trained_max_abs']:.2g}")
     return "\n".join(rows)
 
 
@@ -337,6 +348,9 @@ def main() -> None:
     p.add_argument("--sweep-lrs", type=float, nargs="+", metavar="LR",
                    help="choose each arm's lr among these by val mAP on --sweep-seed first "
                         "(default: every arm at the config's lr)")
+    p.add_argument("--lrs", nargs="+", metavar="ARM=LR",
+                   help="each arm's lr, given (e.g. chosen by the 12-epoch sweep) instead of "
+                        "swept")
     p.add_argument("--sweep-seed", type=int, default=1)
     p.add_argument("--sweep-extend", type=int, default=2, metavar="N",
                    help="an arm whose best lr is at the edge of those tried gets the next "
@@ -346,18 +360,36 @@ def main() -> None:
                    help="data and run directories")
     p.add_argument("--train", type=int, help="training images (default: the budget's)")
     p.add_argument("--epochs", type=int, help="epochs (default: the budget's)")
+    p.add_argument("--variant", choices=["shapes", "hard"], default="shapes",
+                   help="the synthetic dataset (scripts/make_synthetic_voc.py --variant)")
+    p.add_argument("--data-seed", type=int, default=DATA_SEED,
+                   help="generator seed of train and val")
+    p.add_argument("--test-seed", type=int, default=TEST_SEED,
+                   help="generator seed of the test split")
     p.add_argument("--val-images", type=int, default=VAL_IMAGES, help="the val split's size")
     p.add_argument("--test-images", type=int, default=300, help="the test split's size")
     p.add_argument("--resume", action="store_true",
                    help="keep the runs already in OUT/study.json (same protocol), run the rest")
     args = p.parse_args()
+    if args.lrs and args.sweep_lrs:
+        p.error("--lrs and --sweep-lrs: give the lrs or sweep for them, not both")
+    given = {}
+    for item in args.lrs or []:
+        arm, _, lr = item.partition("=")
+        try:
+            given[arm] = float(lr)
+        except ValueError:
+            p.error(f"--lrs {item}: expected ARM=LR")
+    if args.lrs and set(given) != set(args.arms):
+        p.error(f"--lrs needs ARM=LR for each of the arms {', '.join(args.arms)}")
     budget = dict(BUDGETS["quick" if args.quick else "full"])
     budget.update({k: v for k, v in (("train", args.train), ("epochs", args.epochs)) if v})
     budget["val_interval"] = min(budget["val_interval"], budget["epochs"])
     budget["val"], budget["test"] = args.val_images, args.test_images
+    budget.update(variant=args.variant, data_seed=args.data_seed, test_seed=args.test_seed)
     start = time.perf_counter()
     per_seed, minutes, swept = read_results(args.out, budget) if args.resume else ({}, 0.0, {})
-    data, test = study_data(args.work, budget), test_data(args.work, args.test_images)
+    data, test = study_data(args.work, budget), test_data(args.work, budget)
     work = os.path.join(args.work, "runs")
     state = {"sweep": None, "lrs": None}
 
@@ -371,6 +403,8 @@ def main() -> None:
                           "val_map": swept.get("val_map", {})}
         lrs = sweep(state["sweep"]["val_map"], args.arms, sorted(args.sweep_lrs),
                     args.sweep_seed, data, work, budget, save, args.sweep_extend)
+    elif given:
+        lrs = given
     else:
         lr = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml")).train.lr
         lrs = {arm: lr for arm in args.arms}
@@ -403,10 +437,12 @@ def protocol(budget: dict, seeds: list) -> dict:
     """What a reader needs to rerun the study: command, data, model, budget, seeds."""
     return {"command": "python bench/study.py", "recipe": "configs/demo_synthetic.yaml",
             "model": "ssd_300_mobilenet0.25_custom",
-            "data": {"generator": "scripts/make_synthetic_voc.py", "seed": DATA_SEED,
+            "data": {"generator": "scripts/make_synthetic_voc.py", "variant": budget["variant"],
+                     "seed": budget["data_seed"],
                      "train_images": budget["train"],
                      "val_images": budget.get("val", VAL_IMAGES)},
-            "test": {"generator": "scripts/make_synthetic_voc.py", "seed": TEST_SEED,
+            "test": {"generator": "scripts/make_synthetic_voc.py", "variant": budget["variant"],
+                     "seed": budget["test_seed"],
                      "images": budget.get("test"), "use": "the reported numbers only"},
             "epochs": budget["epochs"], "val_interval": budget["val_interval"],
             "save_interval": budget["save_interval"], "checkpoint": "last",
@@ -454,6 +490,8 @@ def read_results(out: str, budget: dict) -> tuple:
     with open(path) as f:
         study = json.load(f)
     ignore = ("seeds", "lrs")
+    for split in ("data", "test"):  # a study.json from before the variants: the shapes
+        study["protocol"][split].setdefault("variant", "shapes")
     if {k: v for k, v in study["protocol"].items() if k not in ignore} != \
             {k: v for k, v in protocol(budget, []).items() if k not in ignore}:
         sys.exit(f"{path} was measured on another protocol; --resume needs the same budget")

@@ -1,12 +1,12 @@
 """Write the synthetic shapes detection dataset (VOC or COCO format), deterministic per seed.
 
     python scripts/make_synthetic_voc.py --out data/synthetic [--train 200 --val 50 --size 300
-        --seed 0 --layout custom|voc2007 --format voc|coco]
+        --seed 0 --layout custom|voc2007 --format voc|coco --variant shapes|hard]
 """
 import argparse
 import sys
 
-from ssd_nobias.synthetic import make_synthetic
+from ssd_nobias.synthetic import VARIANTS, make_synthetic
 
 
 def main(argv=None) -> int:
@@ -20,16 +20,19 @@ def main(argv=None) -> int:
                    help="custom: a VOC-format folder with classes.txt; voc2007: "
                         "VOCdevkit/VOC2007 with VOC class names")
     p.add_argument("--format", dest="fmt", choices=["voc", "coco"], default="voc")
+    p.add_argument("--variant", choices=list(VARIANTS), default="shapes",
+                   help="shapes: four classes (the demo's); hard: eight classes, more and "
+                        "smaller objects")
     args = p.parse_args(argv)
     try:
         info = make_synthetic(args.out, args.train, args.val, args.size, args.seed,
-                              args.layout, args.fmt)
+                              args.layout, args.fmt, args.variant)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{n} {k}" for k, n in info["counts"].items())
-    print(f"wrote {counts} images ({info['format']}, {info['layout']}) to {info['root']}; "
-          f"classes: {', '.join(info['classes'])}")
+    print(f"wrote {counts} images ({info['variant']}, {info['format']}, {info['layout']}) to "
+          f"{info['root']}; classes: {', '.join(info['classes'])}")
     return 0
 
 

@@ -4,6 +4,7 @@ Scenes: a textured background with unannotated clutter, and 2-6 filled objects o
 that differ in shape and colour, from small to large, stretched up to 1.8x either way, cut by
 the border or partly hidden by later objects. Each object's box is the tight box of all its
 drawn pixels inside the image (hidden parts included, as a VOC annotator would draw it).
+The 'hard' variant (the study's second dataset): eight classes, 3-9 objects, half of them small.
 """
 from __future__ import annotations
 
@@ -16,10 +17,30 @@ import numpy as np
 from gluoncv.data import VOCDetection
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "star")
-# The voc2007 layout names the four shapes after the first four VOC classes.
-VOC_NAMES = dict(zip(SHAPE_CLASSES, VOCDetection.CLASSES[:4]))
+HARD_CLASSES = SHAPE_CLASSES + ("hexagon", "diamond", "cross", "ring")
+# The voc2007 layout names the shapes after the first VOC classes.
+VOC_NAMES = dict(zip(HARD_CLASSES, VOCDetection.CLASSES[:8]))
 _COLORS = {"circle": (215, 50, 45), "square": (40, 100, 225), "triangle": (235, 195, 30),
-           "star": (40, 170, 70)}  # RGB
+           "star": (40, 170, 70), "hexagon": (150, 70, 200), "diamond": (240, 130, 40),
+           "cross": (40, 185, 195), "ring": (205, 60, 150)}  # RGB
+
+
+class Variant:
+    """What a dataset's scenes hold: the classes, objects per scene, and object sizes."""
+
+    def __init__(self, classes: Tuple[str, ...], objects: Tuple[int, int], small: float,
+                 small_side: Tuple[float, float], large_side: Tuple[float, float]):
+        self.classes, self.objects, self.small = classes, objects, small
+        self.small_side, self.large_side = small_side, large_side
+
+    def side(self, rng: np.random.Generator) -> float:
+        """An object's side as a fraction of the image's shorter side."""
+        return rng.uniform(*self.small_side) if rng.random() < self.small \
+            else rng.uniform(*self.large_side)
+
+
+VARIANTS = {"shapes": Variant(SHAPE_CLASSES, (2, 7), 0.2, (0.05, 0.12), (0.15, 0.6)),
+            "hard": Variant(HARD_CLASSES, (3, 10), 0.5, (0.03, 0.1), (0.1, 0.35))}
 MIN_VISIBLE = 0.4  # objects are placed so that at least this much of each stays visible
 DIFFICULT_VISIBLE = 0.7  # less visible than this, or smaller than DIFFICULT_SIDE: difficult
 DIFFICULT_SIDE = 12
@@ -30,6 +51,15 @@ def _polygon(shape: str, cx: float, cy: float, rx: float, ry: float, angle: floa
         pts = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], float)
     elif shape == "triangle":
         pts = np.array([[0, -1], [1, 0.9], [-1, 0.9]], float)
+    elif shape == "hexagon":
+        t = np.arange(6) * np.pi / 3
+        pts = np.stack([np.cos(t), np.sin(t)], 1)
+    elif shape == "diamond":
+        pts = np.array([[0, -1], [0.6, 0], [0, 1], [-0.6, 0]], float)
+    elif shape == "cross":
+        a = 0.33
+        pts = np.array([[-a, -1], [a, -1], [a, -a], [1, -a], [1, a], [a, a], [a, 1], [-a, 1],
+                        [-a, a], [-1, a], [-1, -a], [-a, -a]], float)
     else:  # star
         t = np.arange(10) * np.pi / 5 - np.pi / 2
         r = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
@@ -42,9 +72,12 @@ def _polygon(shape: str, cx: float, cy: float, rx: float, ry: float, angle: floa
 
 def _shape_mask(shape: str, h: int, w: int, cx, cy, rx, ry, angle) -> np.ndarray:
     mask = np.zeros((h, w), np.uint8)
-    if shape == "circle":
+    if shape in ("circle", "ring"):
         cv2.ellipse(mask, (int(cx), int(cy)), (int(rx), int(ry)), float(np.degrees(angle)),
                     0, 360, 1, -1)
+        if shape == "ring":  # the inner half of the radius left empty
+            cv2.ellipse(mask, (int(cx), int(cy)), (int(rx / 2), int(ry / 2)),
+                        float(np.degrees(angle)), 0, 360, 0, -1)
     else:
         cv2.fillPoly(mask, [_polygon(shape, cx, cy, rx, ry, angle)], 1)
     return mask.astype(bool)
@@ -77,16 +110,16 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return img
 
 
-def _scene(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, List[dict]]:
+def _scene(rng: np.random.Generator, size: int, variant: Variant
+           ) -> Tuple[np.ndarray, List[dict]]:
     """One RGB image and its objects (class, box x0 y0 x1 y1 inclusive, difficult, truncated)."""
     w, h = (int(v) for v in np.round(size * rng.uniform(0.75, 1.25, size=2)))
     img = _background(rng, h, w)
     owner = np.full((h, w), -1, np.int32)  # which object each pixel shows
     placed: List[dict] = []
-    for _ in range(rng.integers(2, 7)):
-        shape = SHAPE_CLASSES[rng.integers(len(SHAPE_CLASSES))]
-        side = min(w, h) * (rng.uniform(0.05, 0.12) if rng.random() < 0.2
-                            else rng.uniform(0.15, 0.6))
+    for _ in range(rng.integers(*variant.objects)):
+        shape = variant.classes[rng.integers(len(variant.classes))]
+        side = min(w, h) * variant.side(rng)
         aspect = np.exp(rng.uniform(-np.log(1.8), np.log(1.8)))
         rx, ry = side * np.sqrt(aspect) / 2, side / np.sqrt(aspect) / 2
         angle = np.radians(rng.uniform(-15, 15))
@@ -147,7 +180,7 @@ def _write_text(path: str, text: str) -> None:
 
 
 def make_synthetic(out: str, train: int = 200, val: int = 50, size: int = 300, seed: int = 0,
-                   layout: str = "custom", fmt: str = "voc") -> dict:
+                   layout: str = "custom", fmt: str = "voc", variant: str = "shapes") -> dict:
     """Write the dataset under `out`; return where it is and what it holds.
 
     layout 'custom': out/{Annotations,JPEGImages,ImageSets/Main/{train,val}.txt,classes.txt};
@@ -163,8 +196,11 @@ def make_synthetic(out: str, train: int = 200, val: int = 50, size: int = 300, s
         raise ValueError(f"train and val must be at least 1 image each (got {train}, {val})")
     if size < 64:
         raise ValueError(f"size must be at least 64 pixels (got {size})")
-    names = VOC_NAMES if layout == "voc2007" else {c: c for c in SHAPE_CLASSES}
-    classes = [names[c] for c in SHAPE_CLASSES]
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
+    kind = VARIANTS[variant]
+    names = VOC_NAMES if layout == "voc2007" else {c: c for c in kind.classes}
+    classes = [names[c] for c in kind.classes]
     split_names = ("trainval", "test") if layout == "voc2007" else ("train", "val")
     if fmt == "coco":
         root = out
@@ -178,7 +214,7 @@ def make_synthetic(out: str, train: int = 200, val: int = 50, size: int = 300, s
     for split_index, (split, count) in enumerate(counts.items()):
         ids = [f"{next_id + i:06d}" for i in range(count)]
         next_id += count
-        scenes = [_scene(np.random.default_rng([seed, split_index, i]), size)
+        scenes = [_scene(np.random.default_rng([seed, split_index, i]), size, kind)
                   for i in range(count)]
         if fmt == "voc":
             _write_voc(base, split, ids, scenes, names)
@@ -187,7 +223,7 @@ def make_synthetic(out: str, train: int = 200, val: int = 50, size: int = 300, s
     if fmt == "voc" and layout == "custom":
         _write_text(os.path.join(root, "classes.txt"), "\n".join(classes) + "\n")
     return {"root": root, "classes": classes, "splits": split_names, "counts": counts,
-            "format": fmt, "layout": layout}
+            "format": fmt, "layout": layout, "variant": variant}
 
 
 def _write_voc(base: str, split: str, ids, scenes, names) -> None:

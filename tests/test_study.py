@@ -92,3 +92,30 @@ def test_study_sweeps_trains_three_ways_reports_and_resumes(tmp_path):
         maps = [s["map"] for s in resumed["arms"][arm]["seeds"].values()]
         assert summary[arm]["map_min"] == min(maps) and summary[arm]["map_max"] == max(maps)
         assert summary[arm]["train_images_per_s"] > 0
+
+
+def test_study_on_the_hard_dataset_at_given_lrs(tmp_path):
+    """The second dataset (eight classes, smaller objects, other generator seeds) at lrs given,
+    not swept; an lr missing for an arm is refused before anything runs."""
+    command = [sys.executable, os.path.join(ROOT, "bench", "study.py"), "--train", "16",
+               "--epochs", "1", "--val-images", "8", "--test-images", "8", "--arms",
+               "batchnorm", "--variant", "hard", "--data-seed", "2", "--test-seed", "3",
+               "--seeds", "1", "--work", str(tmp_path / "work"), "--out",
+               str(tmp_path / "results")]
+    refused = subprocess.run(command + ["--lrs", "nobias=0.02"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "ARM=LR for each of the arms batchnorm" in refused.stderr
+    done = subprocess.run(command + ["--lrs", "batchnorm=0.01"], capture_output=True, text=True,
+                          timeout=900, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(tmp_path / "results" / "study.json") as f:
+        study = json.load(f)
+    protocol = study["protocol"]
+    assert protocol["data"]["variant"] == protocol["test"]["variant"] == "hard"
+    assert (protocol["data"]["seed"], protocol["test"]["seed"]) == (2, 3)
+    assert protocol["lrs"] == {"batchnorm": 0.01} and study["sweep"] is None
+    assert study["arms"]["batchnorm"]["seeds"]["1"]["lr"] == 0.01
+    with open(tmp_path / "work" / "runs" / "batchnorm-1" / "config.yaml") as f:
+        assert "lr: 0.01" in f.read()
+    for data in ("data-16-8-hard-seed2", "test-3-8-hard"):
+        with open(tmp_path / "work" / data / "classes.txt") as f:
+            assert len(f.read().split()) == 8

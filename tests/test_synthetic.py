@@ -9,7 +9,7 @@ import pytest
 from gluoncv.data import VOCDetection
 
 from ssd_nobias.data import COCOFormatDetection, VOCFormatDetection
-from ssd_nobias.synthetic import SHAPE_CLASSES, VOC_NAMES, make_synthetic
+from ssd_nobias.synthetic import HARD_CLASSES, SHAPE_CLASSES, VOC_NAMES, make_synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,6 +73,26 @@ def test_scenes_are_varied_and_boxes_inside(custom):
     assert any(touching)  # some objects are cut by the border
 
 
+def test_hard_variant_has_eight_classes_and_more_smaller_objects(tmp_path, custom):
+    hard = make_synthetic(str(tmp_path), train=24, val=4, size=160, seed=3, variant="hard")
+    assert hard["classes"] == list(HARD_CLASSES) and len(HARD_CLASSES) == 8
+    with open(os.path.join(hard["root"], "classes.txt")) as f:
+        assert f.read().split() == list(HARD_CLASSES)
+
+    def boxes(info):
+        ds = VOCFormatDetection(info["root"], [("", "train")], info["classes"])
+        return np.concatenate([ds[i][1] for i in range(len(ds))])
+
+    easy, every = boxes(custom), boxes(hard)
+    assert set(every[:, 4].astype(int)) == set(range(8))
+    assert len(every) > 1.3 * len(easy)  # 3-9 objects a scene against 2-6
+
+    def median_side(b):
+        return np.median(np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]))
+
+    assert median_side(every) < 0.6 * median_side(easy)
+
+
 def test_voc2007_layout_loads_in_gluoncv_unchanged(tmp_path):
     info = make_synthetic(str(tmp_path), train=6, val=3, size=128, seed=1, layout="voc2007")
     assert info["root"] == str(tmp_path / "VOCdevkit")
@@ -102,7 +122,8 @@ def test_coco_format_has_the_same_boxes_as_voc(tmp_path):
 
 @pytest.mark.parametrize("kwargs, key", [({"layout": "voc2012"}, "layout"),
                                          ({"fmt": "yolo"}, "format"),
-                                         ({"train": 0}, "train"), ({"size": 10}, "size")])
+                                         ({"train": 0}, "train"), ({"size": 10}, "size"),
+                                         ({"variant": "coco80"}, "variant")])
 def test_bad_arguments(tmp_path, kwargs, key):
     with pytest.raises(ValueError, match=key):
         make_synthetic(str(tmp_path), **kwargs)
