@@ -19,7 +19,7 @@ import mxnet as mx
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study import ROOT, call, train_run  # noqa: E402
+from study import ROOT, call, cpu, train_run  # noqa: E402
 
 from ssd_nobias.config import base_size, load_config, per_image  # noqa: E402
 from ssd_nobias.data import build_dataset  # noqa: E402
@@ -107,7 +107,7 @@ def main() -> None:
             with open(args.out, "w") as f:
                 json.dump({"budget": budget, "seeds": args.seeds,
                            "arms": {a: ARMS[a] for a in done},
-                           "recipe": "configs/demo_synthetic.yaml", "cpu_count": os.cpu_count(),
+                           "recipe": "configs/demo_synthetic.yaml", "cpu": cpu(),
                            "minutes": round((time.perf_counter() - start) / 60, 1),
                            "summary": summarize(done), "runs": done}, f, indent=1)
     print(format_table(summarize(runs)))

@@ -1,8 +1,14 @@
 """bench/study.py end to end on a budget of minutes: its json, its picture, its table, resume."""
+import importlib.util
 import json
+import math
 import os
+import re
 import subprocess
 import sys
+from types import SimpleNamespace
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -11,7 +17,7 @@ def run_study(tmp_path, *args):
     done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "study.py"), "--train",
                            "16", "--epochs", "1", "--val-images", "12", "--test-images", "12",
                            "--arms", "nobias", "batchnorm", "--sweep-lrs", "0.02", "0.05",
-                           "--sweep-extend", "1",
+                           "--sweep-extend", "0",
                            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "results"),
                            *args],
                           capture_output=True, text=True, timeout=900,
@@ -25,16 +31,14 @@ def test_study_sweeps_trains_three_ways_reports_and_resumes(tmp_path):
     study, stdout = run_study(tmp_path, "--seeds", "1")
     assert study["protocol"]["seeds"] == [1]
     assert study["protocol"]["data"] == {"generator": "scripts/make_synthetic_voc.py",
-                                         "seed": 0, "train_images": 16, "val_images": 12}
+                                         "variant": "shapes", "seed": 0, "train_images": 16,
+                                         "val_images": 12}
     assert study["protocol"]["test"]["seed"] == 1 and study["protocol"]["test"]["images"] == 12
     sweep = study["sweep"]
-    assert sweep["lrs"] == [0.02, 0.05] and sweep["extend"] == 1
+    assert sweep["lrs"] == [0.02, 0.05] and sweep["extend"] == 0
     assert set(sweep["val_map"]) == {"nobias", "batchnorm"}
     for arm, by_lr in sweep["val_map"].items():  # each arm at its best lr on val
-        # two lrs: the best is at an edge, so the sweep tries the next one out beyond it
-        grid_best = max((0.02, 0.05), key=lambda lr: by_lr[str(lr)])
-        assert sorted(map(float, by_lr)) == sorted([0.02, 0.05, grid_best * (
-            0.5 if grid_best == 0.02 else 2)])
+        assert set(by_lr) == {"0.02", "0.05"}
         best = float(max(by_lr, key=by_lr.get))
         assert study["protocol"]["lrs"][arm] == best
         assert study["arms"][arm]["seeds"]["1"]["lr"] == best
@@ -94,27 +98,68 @@ def test_study_sweeps_trains_three_ways_reports_and_resumes(tmp_path):
         assert summary[arm]["train_images_per_s"] > 0
 
 
+@pytest.fixture
+def study_module(monkeypatch):
+    """bench/study.py imported, its training and evaluation replaced by a val mAP that is a
+    function of the lr alone (`study_module.val_map`), each training recorded in `trained`."""
+    spec = importlib.util.spec_from_file_location("study", os.path.join(ROOT, "bench",
+                                                                        "study.py"))
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    study.trained = []
+    study.val_map = None
+
+    def lr_of(path):
+        return float(re.search(r"-lr([0-9.e-]+)", path).group(1))
+
+    monkeypatch.setattr(study, "train_run", lambda run, *a: study.trained.append(lr_of(run)))
+    monkeypatch.setattr(study, "load_config", lambda path: SimpleNamespace(name="x"))
+    monkeypatch.setattr(study, "evaluate_checkpoint", lambda cfg, params, out, progress: (
+        SimpleNamespace(value=study.val_map(lr_of(out)))))
+    return study
+
+
+@pytest.mark.parametrize("peak, extend, tried, chosen", [
+    (0.04, 2, [0.02, 0.04, 0.08], 0.04),  # inside the grid: nothing more
+    (0.005, 2, [0.02, 0.04, 0.08, 0.01, 0.005], 0.005),  # below it: halved twice
+    (0.001, 2, [0.02, 0.04, 0.08, 0.01, 0.005], 0.005),  # still at the edge: no more than 2
+    (0.5, 1, [0.02, 0.04, 0.08, 0.16], 0.16),  # above it, one extension allowed
+    (0.3, 0, [0.02, 0.04, 0.08], 0.08)])
+def test_sweep_extends_an_arm_whose_best_lr_is_at_the_edge(study_module, peak, extend, tried,
+                                                           chosen):
+    study_module.val_map = lambda lr: 1 - abs(math.log(lr / peak))
+    results = {}
+    best = study_module.sweep(results, ["nobias"], [0.02, 0.04, 0.08], 1, "data", "work",
+                              {}, save=lambda: None, extend=extend)
+    assert study_module.trained == tried and best == {"nobias": chosen}
+    study_module.trained.clear()  # resumed: the extensions made count, nothing runs again
+    assert study_module.sweep(results, ["nobias"], [0.02, 0.04, 0.08], 1, "data", "work", {},
+                              save=lambda: None, extend=extend) == {"nobias": chosen}
+    assert study_module.trained == []
+
+
 def test_study_on_the_hard_dataset_at_given_lrs(tmp_path):
     """The second dataset (eight classes, smaller objects, other generator seeds) at lrs given,
     not swept; an lr missing for an arm is refused before anything runs."""
     command = [sys.executable, os.path.join(ROOT, "bench", "study.py"), "--train", "16",
                "--epochs", "1", "--val-images", "8", "--test-images", "8", "--arms",
-               "batchnorm", "--variant", "hard", "--data-seed", "2", "--test-seed", "3",
+               "batchnorm_reparam", "--variant", "hard", "--data-seed", "2", "--test-seed", "3",
                "--seeds", "1", "--work", str(tmp_path / "work"), "--out",
                str(tmp_path / "results")]
     refused = subprocess.run(command + ["--lrs", "nobias=0.02"], capture_output=True, text=True)
-    assert refused.returncode == 2 and "ARM=LR for each of the arms batchnorm" in refused.stderr
-    done = subprocess.run(command + ["--lrs", "batchnorm=0.01"], capture_output=True, text=True,
-                          timeout=900, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert refused.returncode == 2
+    assert "ARM=LR for each of the arms batchnorm_reparam" in refused.stderr
+    done = subprocess.run(command + ["--lrs", "batchnorm_reparam=0.01"], capture_output=True,
+                          text=True, timeout=900, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert done.returncode == 0, done.stderr[-3000:]
     with open(tmp_path / "results" / "study.json") as f:
         study = json.load(f)
     protocol = study["protocol"]
     assert protocol["data"]["variant"] == protocol["test"]["variant"] == "hard"
     assert (protocol["data"]["seed"], protocol["test"]["seed"]) == (2, 3)
-    assert protocol["lrs"] == {"batchnorm": 0.01} and study["sweep"] is None
-    assert study["arms"]["batchnorm"]["seeds"]["1"]["lr"] == 0.01
-    with open(tmp_path / "work" / "runs" / "batchnorm-1" / "config.yaml") as f:
+    assert protocol["lrs"] == {"batchnorm_reparam": 0.01} and study["sweep"] is None
+    assert study["arms"]["batchnorm_reparam"]["seeds"]["1"]["lr"] == 0.01
+    with open(tmp_path / "work" / "runs" / "batchnorm_reparam-1" / "config.yaml") as f:
         assert "lr: 0.01" in f.read()
     for data in ("data-16-8-hard-seed2", "test-3-8-hard"):
         with open(tmp_path / "work" / data / "classes.txt") as f:
