@@ -583,60 +583,63 @@ Options Parse(int argc, char** argv) {
   return o;
 }
 
-int Run(const Options& o) {
-  for (uint32_t h = 0; h < 0x10000; ++h) {  // the host's half conversions, both ways
+bool HalfConversionsRoundTrip() {
+  for (uint32_t h = 0; h < 0x10000; ++h) {
     const float f = HalfToFloat(static_cast<uint16_t>(h));
     if (!std::isnan(f) && FloatToHalf(f) != h) {
       std::fprintf(stderr, "float16 conversion does not round-trip 0x%04x\n", h);
-      return 2;
+      return false;
     }
   }
-  Device dev;
-  std::string why;
-  if (!OpenDevice(&dev, &why)) {
-    std::fprintf(stderr, "no device: %s\n", why.c_str());
-    return 2;
-  }
-  std::printf("device: %s (compute capability %d.%d), driver %s, kernels for %s\n",
-              dev.name.c_str(), dev.capability / 10, dev.capability % 10, dev.driver.c_str(),
-              nobias_gpu::KernelCompileError(dev.apis).empty() ? "its own architecture"
-                                                               : "nothing (NVRTC failed)");
-  TempSpace temp(dev);
-  std::vector<Case> cases = OddCases(o.quick);
+  return true;
+}
+
+// What a run checks: the odd cases, and the SSD layers (each in float32 and float16, as the
+// model trains: ReLU fused) that --max-values keeps.
+struct Plan {
+  std::vector<Case> cases;
   std::vector<SsdLayer> layers;
   std::vector<std::string> skipped;
-  if (!o.shapes.empty()) {
-    for (SsdLayer layer : ReadShapes(o.shapes)) {
-      if (o.batch > 0) layer.shape[0] = o.batch;
-      int64_t n = 1;
-      for (int64_t d : layer.shape) n *= d;
-      if (o.max_values >= 0 && n > o.max_values) {
-        skipped.push_back(layer.name);
-        continue;
-      }
-      layers.push_back(layer);
-      for (DType t : {DType::kF32, DType::kF16}) {  // as the model trains: ReLU fused
-        cases.push_back({"SSD " + layer.name + ", relu, training", layer.shape, t, true,
-                         Settings(1)});
-      }
+};
+
+Plan MakePlan(const Options& o) {
+  Plan plan{OddCases(o.quick), {}, {}};
+  if (o.shapes.empty()) return plan;
+  for (SsdLayer layer : ReadShapes(o.shapes)) {
+    if (o.batch > 0) layer.shape[0] = o.batch;
+    int64_t n = 1;
+    for (int64_t d : layer.shape) n *= d;
+    if (o.max_values >= 0 && n > o.max_values) {
+      plan.skipped.push_back(layer.name);
+      continue;
+    }
+    plan.layers.push_back(layer);
+    for (DType t : {DType::kF32, DType::kF16}) {
+      plan.cases.push_back({"SSD " + layer.name + ", relu, training", layer.shape, t, true,
+                            Settings(1)});
     }
   }
-  std::ostringstream json;
-  json << "{\"device\": {\"name\": " << Quote(dev.name) << ", \"driver\": "
-       << Quote(dev.driver) << ", \"compute_capability\": " << dev.capability
-       << ", \"timed\": " << (dev.timed ? "true" : "false")
-       << ", \"peak_bytes_per_s\": " << Number(dev.peak_bytes_per_s)
-       << ", \"l2_bytes\": " << Number(dev.l2_bytes) << "},\n \"cases\": [";
+  return plan;
+}
+
+struct Totals {
   int failed = 0, not_repeatable = 0;
   double worst = 0;
   uint64_t digest = 14695981039346656037ull;
+};
+
+// Every case checked, printed if it failed, and written to `json` as a list.
+Totals CheckAll(const Device& dev, const std::vector<Case>& cases, bool reference,
+                TempSpace* temp, std::ostream& json) {
+  Totals t;
+  json << "[";
   for (size_t i = 0; i < cases.size(); ++i) {
     const Case& c = cases[i];
-    const Verdict v = CheckCase(dev, c, &temp, o.reference);
-    failed += !v.ok;
-    not_repeatable += !v.repeatable;
-    worst = std::max(worst, v.worst);
-    digest = (digest ^ v.digest) * 1099511628211ull;
+    const Verdict v = CheckCase(dev, c, temp, reference);
+    t.failed += !v.ok;
+    t.not_repeatable += !v.repeatable;
+    t.worst = std::max(t.worst, v.worst);
+    t.digest = (t.digest ^ v.digest) * 1099511628211ull;
     if (!v.ok) {
       const std::string why = !v.error.empty() ? v.error
                               : !v.repeatable  ? "the bits differ between two runs"
@@ -650,51 +653,89 @@ int Run(const Options& o) {
          << (v.repeatable ? "true" : "false") << ", \"worst_error_over_tolerance\": "
          << Number(v.worst) << ", \"error\": " << Quote(v.error) << "}";
   }
-  json << "],\n \"skipped_layers\": [";
-  for (size_t i = 0; i < skipped.size(); ++i) json << (i ? ", " : "") << Quote(skipped[i]);
-  json << "],\n \"timing\": [";
+  json << "]";
   std::printf("correctness: %zu cases, %d failed, %d not bit-repeatable; worst error %.3g of "
-              "its tolerance\n", cases.size(), failed, not_repeatable, worst);
-  if (o.time && dev.timed) {
-    const double copy = CopyBandwidth(dev, size_t(1) << 30);
-    std::printf("device-to-device copy: %.0f GB/s; peak from clock x bus width: %.0f GB/s\n",
-                copy / 1e9, dev.peak_bytes_per_s / 1e9);
-    std::printf("%-32s %-8s %9s %9s %7s %7s\n", "layer", "dtype", "fwd ms", "fwd+bwd", "GB/s",
-                "of peak");
-    bool first = true;
-    for (const SsdLayer& layer : layers) {
-      for (DType t : {DType::kF32, DType::kF16}) {
-        const Case c{layer.name, layer.shape, t, true, Settings(1)};
-        const Timing tm = TimeLayer(dev, c, &temp);
-        const double rate = PassBytes(c) / (tm.forward_backward_ms * 1e-3);
-        std::printf("%-32s %-8s %9.4f %9.4f %7.0f %6.0f%%\n", layer.name.c_str(), Name(t),
-                    tm.forward_ms, tm.forward_backward_ms, rate / 1e9,
-                    dev.peak_bytes_per_s > 0 ? 100 * rate / dev.peak_bytes_per_s : 0.0);
-        json << (first ? "\n  " : ",\n  ") << "{\"layer\": " << Quote(layer.name)
-             << ", \"shape\": " << Quote(ShapeText(layer.shape)) << ", \"dtype\": "
-             << Quote(Name(t)) << ", \"forward_ms\": " << Number(tm.forward_ms)
-             << ", \"forward_backward_ms\": " << Number(tm.forward_backward_ms)
-             << ", \"bytes\": " << Number(PassBytes(c)) << ", \"data_bytes\": "
-             << Number(static_cast<double>(c.values()) * Size(t)) << "}";
-        first = false;
-      }
+              "its tolerance\n", cases.size(), t.failed, t.not_repeatable, t.worst);
+  return t;
+}
+
+// The layers timed in float32 and float16, printed and written to `json` as a list; returns
+// the device-to-device copy's bandwidth.
+double TimeAll(const Device& dev, const std::vector<SsdLayer>& layers, TempSpace* temp,
+               std::ostream& json) {
+  const double copy = CopyBandwidth(dev, size_t(1) << 30);
+  std::printf("device-to-device copy: %.0f GB/s; peak from clock x bus width: %.0f GB/s\n",
+              copy / 1e9, dev.peak_bytes_per_s / 1e9);
+  std::printf("%-32s %-8s %9s %9s %7s %7s\n", "layer", "dtype", "fwd ms", "fwd+bwd", "GB/s",
+              "of peak");
+  json << "[";
+  bool first = true;
+  for (const SsdLayer& layer : layers) {
+    for (DType t : {DType::kF32, DType::kF16}) {
+      const Case c{layer.name, layer.shape, t, true, Settings(1)};
+      const Timing tm = TimeLayer(dev, c, temp);
+      const double rate = PassBytes(c) / (tm.forward_backward_ms * 1e-3);
+      std::printf("%-32s %-8s %9.4f %9.4f %7.0f %6.0f%%\n", layer.name.c_str(), Name(t),
+                  tm.forward_ms, tm.forward_backward_ms, rate / 1e9,
+                  dev.peak_bytes_per_s > 0 ? 100 * rate / dev.peak_bytes_per_s : 0.0);
+      json << (first ? "\n  " : ",\n  ") << "{\"layer\": " << Quote(layer.name)
+           << ", \"shape\": " << Quote(ShapeText(layer.shape)) << ", \"dtype\": "
+           << Quote(Name(t)) << ", \"forward_ms\": " << Number(tm.forward_ms)
+           << ", \"forward_backward_ms\": " << Number(tm.forward_backward_ms)
+           << ", \"bytes\": " << Number(PassBytes(c)) << ", \"data_bytes\": "
+           << Number(static_cast<double>(c.values()) * Size(t)) << "}";
+      first = false;
     }
-    json << "],\n \"copy_bytes_per_s\": " << Number(copy);
-  } else {
-    json << "],\n \"copy_bytes_per_s\": null";
   }
-  char digest_hex[17];
-  std::snprintf(digest_hex, sizeof digest_hex, "%016llx",
-                static_cast<unsigned long long>(digest));
-  json << ",\n \"failed\": " << failed << ", \"not_repeatable\": " << not_repeatable
-       << ", \"worst_error_over_tolerance\": " << Number(worst) << ", \"digest\": "
-       << Quote(digest_hex) << "}\n";
+  json << "]";
+  return copy;
+}
+
+int Run(const Options& o) {
+  if (!HalfConversionsRoundTrip()) return 2;
+  Device dev;
+  std::string why;
+  if (!OpenDevice(&dev, &why)) {
+    std::fprintf(stderr, "no device: %s\n", why.c_str());
+    return 2;
+  }
+  std::printf("device: %s (compute capability %d.%d), driver %s, kernels for %s\n",
+              dev.name.c_str(), dev.capability / 10, dev.capability % 10, dev.driver.c_str(),
+              nobias_gpu::KernelCompileError(dev.apis).empty() ? "its own architecture"
+                                                               : "nothing (NVRTC failed)");
+  const Plan plan = MakePlan(o);
+  TempSpace temp(dev);
+  std::ostringstream json;
+  json << "{\"device\": {\"name\": " << Quote(dev.name) << ", \"driver\": "
+       << Quote(dev.driver) << ", \"compute_capability\": " << dev.capability
+       << ", \"timed\": " << (dev.timed ? "true" : "false")
+       << ", \"peak_bytes_per_s\": " << Number(dev.peak_bytes_per_s)
+       << ", \"l2_bytes\": " << Number(dev.l2_bytes) << "},\n \"cases\": ";
+  const Totals totals = CheckAll(dev, plan.cases, o.reference, &temp, json);
+  json << ",\n \"skipped_layers\": [";
+  for (size_t i = 0; i < plan.skipped.size(); ++i) {
+    json << (i ? ", " : "") << Quote(plan.skipped[i]);
+  }
+  json << "],\n \"timing\": ";
+  double copy = NAN;
+  if (o.time && dev.timed) {
+    copy = TimeAll(dev, plan.layers, &temp, json);
+  } else {
+    json << "[]";
+  }
+  char digest[17];
+  std::snprintf(digest, sizeof digest, "%016llx",
+                static_cast<unsigned long long>(totals.digest));
+  json << ",\n \"copy_bytes_per_s\": " << Number(copy) << ",\n \"failed\": "
+       << totals.failed << ", \"not_repeatable\": " << totals.not_repeatable
+       << ", \"worst_error_over_tolerance\": " << Number(totals.worst) << ", \"digest\": "
+       << Quote(digest) << "}\n";
   if (!o.json.empty()) {
     std::ofstream out(o.json);
     out << json.str();
     if (!out) throw std::runtime_error("cannot write " + o.json);
   }
-  return failed == 0 ? 0 : 1;
+  return totals.failed == 0 ? 0 : 1;
 }
 
 }  // namespace
