@@ -286,30 +286,35 @@ def plot(path: str, per_seed: dict, title: str) -> None:
     fig = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    for arm, color in (("nobias", "tab:blue"), ("batchnorm", "tab:orange"),
-                       ("batchnorm_reparam", "tab:green"), ("nobias_noheadbias", "tab:purple")):
+    for arm, color, label in (
+            ("nobias", "tab:blue", "(a) bias-free recipe"),
+            ("batchnorm", "tab:orange", "(b) stock BatchNorm"),
+            ("batchnorm_reparam", "tab:green", "(d) stock BatchNorm, recipe's weights"),
+            ("nobias_noheadbias", "tab:purple", "(e) bias-free recipe, no head biases")):
         if not all(arm in r for r in per_seed.values()):
             continue
         curves = [r[arm]["curve"] for r in per_seed.values()]
         epochs = [e for e, _ in curves[0]]
         values = np.array([[m for _, m in c] for c in curves])
-        ax.plot(epochs, values.mean(0), color=color, marker="o", label=ARMS[arm].split(",")[0])
+        ax.plot(epochs, values.mean(0), color=color, marker="o", label=label)
         ax.fill_between(epochs, values.min(0), values.max(0), color=color, alpha=0.2)
     last = max(e for e, _ in next(iter(next(iter(per_seed.values())).values()))["curve"])
-    for arm, color, marker in (("nobias", "tab:blue", "D"), ("naive", "tab:red", "X")):
+    for arm, color, marker, label in (
+            ("nobias", "tab:blue", "D", "(a) its deploy graph (BatchNorm folded, no bias)"),
+            ("naive", "tab:red", "X", "(c) naive fix: (b) exported with its shifts dropped")):
         if not all(arm in r for r in per_seed.values()):
             continue
         maps = [r[arm]["map"] for r in per_seed.values()]
         ax.errorbar([last + 0.3], [np.mean(maps)], yerr=[[np.mean(maps) - min(maps)],
                                                           [max(maps) - np.mean(maps)]],
                     color=color, marker=marker, markersize=9, capsize=4, linestyle="none",
-                    label=ARMS[arm])
+                    label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("val VOC07 mAP")
     ax.set_ylim(-0.02, 1)
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="lower center")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
