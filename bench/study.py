@@ -15,9 +15,9 @@ first and the lr with the best val mAP is kept (study.json's "sweep"); an arm wh
 at the edge of the grid gets the next lr out (--sweep-extend), and the sweep seed's run at the
 chosen lr is that seed's run in the table (its val figure is the maximum over the sweep; the
 test split is the unbiased one). The dead ReLU channels of (a) and (b) are followed from init
-through every epoch's checkpoint (bench/dead_channels.py). Writes bench/results/study.json and study.png (val mAP against
-epochs, mean and min-max over seeds) after every run, and prints the table: final mAP mean and
-spread (val and test), dead channels, training images/s, deploy images/s.
+through every epoch's checkpoint (bench/dead_channels.py). Writes bench/results/study.json and
+study.png (val mAP against epochs, mean and min-max over seeds) after every arm, and prints the
+table: final mAP mean and spread (val and test), dead channels, training and deploy images/s.
 
 study.json: {"protocol": {...}, "arms": {"<arm>": {"recipe": {...}, "seeds": {"<seed>":
 {"map", "dead_fraction", ...}}}}, "summary": {...}}; each seed records the CPU it ran on.
@@ -50,6 +50,7 @@ from ssd_nobias.export import export_deploy
 from ssd_nobias.machine import cpu_info
 from ssd_nobias.model import BIAS_FREE_RECIPE, STOCK_RECIPE
 from ssd_nobias.naive_fix import export_zero_shift
+from ssd_nobias.synthetic import VARIANTS
 from ssd_nobias.train import read_metrics
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -365,7 +366,7 @@ def main() -> None:
                    help="data and run directories")
     p.add_argument("--train", type=int, help="training images (default: the budget's)")
     p.add_argument("--epochs", type=int, help="epochs (default: the budget's)")
-    p.add_argument("--variant", choices=["shapes", "hard"], default="shapes",
+    p.add_argument("--variant", choices=list(VARIANTS), default="shapes",
                    help="the synthetic dataset (scripts/make_synthetic_voc.py --variant)")
     p.add_argument("--data-seed", type=int, default=DATA_SEED,
                    help="generator seed of train and val")

@@ -8,9 +8,10 @@
 //             [--json FILE]
 //
 // --quick: a few small cases (for compute-sanitizer); --shapes: the SSD layers (ssd_shapes.txt),
-// checked and timed, at another --batch if given, those over --max-values values skipped; --no-reference: the device passes
-// and their digest only (a second run's bits). Exit status 0 when every case passed. Run by tools/gpu_check/run.sh (make gpu-check); tests/test_gpu_check.py builds it on
-// the emulated driver.
+// checked and timed, at another --batch if given, those over --max-values values skipped;
+// --no-reference: the device passes and their digest only (a second run's bits). Exit status
+// 0 when every case passed. Run by tools/gpu_check/run.sh (make gpu-check);
+// tests/test_gpu_check.py builds it on the emulated driver.
 
 #include <algorithm>
 #include <cmath>
