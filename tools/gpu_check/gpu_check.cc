@@ -479,31 +479,49 @@ std::vector<SsdLayer> ReadShapes(const std::string& path) {
 
 // ---- timing -------------------------------------------------------------------------------
 
+// GPU time of work enqueued on the device's stream, by a pair of events made once.
+class EventTimer {
+ public:
+  explicit EventTimer(const Device& dev) : dev_(dev) {
+    Check(dev_, dev_.api.cuEventCreate(&start_, 0), "cuEventCreate");
+    Check(dev_, dev_.api.cuEventCreate(&end_, 0), "cuEventCreate");
+  }
+
+  template <typename Work>
+  double Milliseconds(Work work) {
+    Check(dev_, dev_.api.cuEventRecord(start_, dev_.stream), "cuEventRecord");
+    work();
+    Check(dev_, dev_.api.cuEventRecord(end_, dev_.stream), "cuEventRecord");
+    Check(dev_, dev_.api.cuEventSynchronize(end_), "cuEventSynchronize");
+    float ms = 0;
+    Check(dev_, dev_.api.cuEventElapsedTime(&ms, start_, end_), "cuEventElapsedTime");
+    return ms;
+  }
+
+ private:
+  const Device& dev_;
+  CUevent start_ = nullptr, end_ = nullptr;
+};
+
 struct Timing {
   double forward_ms, forward_backward_ms;
 };
 
 // Median over rounds of the mean time of `iters` training passes (forward, or forward then
 // backward), with the fused ReLU, as the SSD model trains.
-Timing TimeLayer(const Device& dev, const Case& c, TempSpace* temp) {
+Timing TimeLayer(const Device& dev, const Case& c, TempSpace* temp, EventTimer* timer) {
   const Inputs in = Draw(c, 11);
   DeviceLayer layer(dev, c, in, temp);
-  CUevent start, end;
-  Check(dev, dev.api.cuEventCreate(&start, 0), "cuEventCreate");
-  Check(dev, dev.api.cuEventCreate(&end, 0), "cuEventCreate");
   const int iters = 10, rounds = 7;
   auto measure = [&](bool backward) {
     std::vector<double> ms;
     for (int r = 0; r < rounds + 1; ++r) {  // the first round warms up
-      Check(dev, dev.api.cuEventRecord(start, dev.stream), "cuEventRecord");
-      for (int i = 0; i < iters; ++i) {
-        layer.Forward();
-        if (backward) layer.Backward();
-      }
-      Check(dev, dev.api.cuEventRecord(end, dev.stream), "cuEventRecord");
-      Check(dev, dev.api.cuEventSynchronize(end), "cuEventSynchronize");
-      float elapsed = 0;
-      Check(dev, dev.api.cuEventElapsedTime(&elapsed, start, end), "cuEventElapsedTime");
+      const double elapsed = timer->Milliseconds([&] {
+        for (int i = 0; i < iters; ++i) {
+          layer.Forward();
+          if (backward) layer.Backward();
+        }
+      });
       if (r > 0) ms.push_back(elapsed / iters);
     }
     std::sort(ms.begin(), ms.end());
@@ -513,19 +531,14 @@ Timing TimeLayer(const Device& dev, const Case& c, TempSpace* temp) {
 }
 
 // Device-to-device copy of `bytes`: read plus write bytes over time, best of a few.
-double CopyBandwidth(const Device& dev, size_t bytes) {
+double CopyBandwidth(const Device& dev, size_t bytes, EventTimer* timer) {
   Buffer a(dev, bytes), b(dev, bytes);
-  CUevent start, end;
-  Check(dev, dev.api.cuEventCreate(&start, 0), "cuEventCreate");
-  Check(dev, dev.api.cuEventCreate(&end, 0), "cuEventCreate");
   double best = 0;
   for (int r = 0; r < 6; ++r) {
-    Check(dev, dev.api.cuEventRecord(start, dev.stream), "cuEventRecord");
-    Check(dev, dev.api.cuMemcpyDtoDAsync(b.ptr(), a.ptr(), bytes, dev.stream), "cuMemcpyDtoD");
-    Check(dev, dev.api.cuEventRecord(end, dev.stream), "cuEventRecord");
-    Check(dev, dev.api.cuEventSynchronize(end), "cuEventSynchronize");
-    float ms = 0;
-    Check(dev, dev.api.cuEventElapsedTime(&ms, start, end), "cuEventElapsedTime");
+    const double ms = timer->Milliseconds([&] {
+      Check(dev, dev.api.cuMemcpyDtoDAsync(b.ptr(), a.ptr(), bytes, dev.stream),
+            "cuMemcpyDtoD");
+    });
     if (r > 0 && ms > 0) best = std::max(best, 2.0 * bytes / (ms * 1e-3));
   }
   return best;
@@ -664,7 +677,8 @@ Totals CheckAll(const Device& dev, const std::vector<Case>& cases, bool referenc
 // the device-to-device copy's bandwidth.
 double TimeAll(const Device& dev, const std::vector<SsdLayer>& layers, TempSpace* temp,
                std::ostream& json) {
-  const double copy = CopyBandwidth(dev, size_t(1) << 30);
+  EventTimer timer(dev);
+  const double copy = CopyBandwidth(dev, size_t(1) << 30, &timer);
   std::printf("device-to-device copy: %.0f GB/s; peak from clock x bus width: %.0f GB/s\n",
               copy / 1e9, dev.peak_bytes_per_s / 1e9);
   std::printf("%-32s %-8s %9s %9s %7s %7s\n", "layer", "dtype", "fwd ms", "fwd+bwd", "GB/s",
@@ -674,7 +688,7 @@ double TimeAll(const Device& dev, const std::vector<SsdLayer>& layers, TempSpace
   for (const SsdLayer& layer : layers) {
     for (DType t : {DType::kF32, DType::kF16}) {
       const Case c{layer.name, layer.shape, t, true, Settings(1)};
-      const Timing tm = TimeLayer(dev, c, temp);
+      const Timing tm = TimeLayer(dev, c, temp, &timer);
       const double rate = PassBytes(c) / (tm.forward_backward_ms * 1e-3);
       std::printf("%-32s %-8s %9.4f %9.4f %7.0f %6.0f%%\n", layer.name.c_str(), Name(t),
                   tm.forward_ms, tm.forward_backward_ms, rate / 1e9,
