@@ -19,7 +19,7 @@ import mxnet as mx
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study import ROOT, call, cpu, train_run  # noqa: E402
+from study import ROOT, cpu, synthetic, train_run  # noqa: E402
 
 from ssd_nobias.config import base_size, load_config, per_image  # noqa: E402
 from ssd_nobias.data import build_dataset  # noqa: E402
@@ -88,10 +88,7 @@ def main() -> None:
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "ablation"))
     args = p.parse_args()
     budget = {"train": args.train, "epochs": args.epochs, "val_interval": args.epochs}
-    data = os.path.join(args.work, f"data-{args.train}")
-    if not os.path.isfile(os.path.join(data, "classes.txt")):
-        call([sys.executable, os.path.join(ROOT, "scripts", "make_synthetic_voc.py"), "--out",
-              data, "--train", str(args.train), "--val", "100", "--seed", "0"])
+    data = synthetic(os.path.join(args.work, f"data-{args.train}"), args.train, 100, 0, "shapes")
     runs = {arm: {} for arm in args.arms}
     start = time.perf_counter()
     for seed in args.seeds:  # seed-major: an interrupted ablation has every arm's first seeds
