@@ -2,10 +2,10 @@
 
 Shell blocks (```sh) run in order in a sandbox that looks like a checkout after `make demo` (the
 demo recipe, printed by `make -n demo`, run first on a tiny dataset); `make` targets are
-dry-run. `tiny()` shrinks each command without changing what it exercises: fewer images and
-epochs and recalibration batches, CPU contexts instead of GPUs, two workers instead of four, the
-synthetic dataset in the layout the command's config expects (with COCO, a model head for its 4
-classes), a stand-in ssh that runs the remote command here. Python blocks then run in one
+dry-run. `tiny()` shrinks each command without changing what it exercises: fewer images,
+epochs, recalibration batches and COCO-like boxes, CPU contexts instead of GPUs, two workers
+instead of four, the synthetic dataset in the layout the command's config expects (with COCO, a
+model head for its 4 classes), a stand-in ssh that runs the remote command here. Python blocks then run in one
 interpreter, in order, in the same sandbox.
 """
 import os
@@ -64,6 +64,7 @@ def tiny(command: str, sandbox: str) -> str:
             command += " train.ctx=[cpu]"
         command += " " + TINY_TRAIN
     command = re.sub(r"--recalibrate \d+", "--recalibrate 2", command)
+    command = re.sub(r"--coco-like \d+", "--coco-like 500", command)
     if "launch_dist.py" in command:
         command = command.replace(" -n 4 -s 2 ", " -n 2 -s 1 ")
         command = command.replace("launch_dist.py ", "launch_dist.py --port 0 ", 1)

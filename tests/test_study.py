@@ -69,33 +69,79 @@ def test_study_sweeps_trains_three_ways_reports_and_resumes(tmp_path):
     assert os.path.getsize(tmp_path / "results" / "study.png") > 10000
     assert "(c) stock BatchNorm, shift dropped (naive fix)" in stdout
 
-    # a study stopped after seed 1's nobias arm: the resume evaluates the rest of seed 1 again
+    # a study stopped after seed 1's nobias arm: the resume evaluates the rest of seed 1 again,
+    # from the sweep's run at the chosen lr (adding seeds: test_resume_adds_seeds_...)
     partial = json.loads(json.dumps(study))
     for arm in ("batchnorm", "naive"):
         del partial["arms"][arm]["seeds"]["1"]
     with open(tmp_path / "results" / "study.json", "w") as f:
         json.dump(partial, f)
-    resumed, stdout = run_study(tmp_path, "--seeds", "2", "--resume")
+    resumed, stdout = run_study(tmp_path, "--seeds", "1", "--resume")
     assert "sweep " not in stdout  # the sweep was done: nothing trained again
-    assert resumed["sweep"] == study["sweep"]
-    assert resumed["protocol"]["seeds"] == [1, 2]
-    for arm in arms:  # seed 1 kept or completed as it was, seed 2 added
+    assert resumed["sweep"] == study["sweep"] and resumed["protocol"] == study["protocol"]
+    for arm in arms:  # evaluated again from the same run: the same figures
         kept, before = resumed["arms"][arm]["seeds"]["1"], arms[arm]["seeds"]["1"]
-        if arm == "nobias":
-            assert kept == before
-        else:  # evaluated again from the same run: the same figures
-            assert kept["map"] == before["map"] and kept["test_map"] == before["test_map"]
-        assert set(resumed["arms"][arm]["seeds"]) == {"1", "2"}
-    assert (tmp_path / "work" / "runs" / "nobias-2").is_dir()
+        assert kept["map"] == before["map"] and kept["test_map"] == before["test_map"]
+    assert not (tmp_path / "work" / "runs" / "batchnorm-1").exists()
     summary = resumed["summary"]
     assert summary["test_best_stock_arm"] == "batchnorm"
     assert summary["deploy_minus_trained_max_abs"] < 5e-4
-    assert summary["nobias"]["int8_minus_deploy_points_max_abs"] == 100 * max(
-        abs(s["int8_map"] - s["map"]) for s in resumed["arms"]["nobias"]["seeds"].values())
+    assert summary["nobias"]["int8_minus_deploy_points_max_abs"] == \
+        100 * abs(nobias["int8_map"] - nobias["map"])
     for arm in arms:
-        maps = [s["map"] for s in resumed["arms"][arm]["seeds"].values()]
-        assert summary[arm]["map_min"] == min(maps) and summary[arm]["map_max"] == max(maps)
+        assert summary[arm]["map_min"] == summary[arm]["map_max"] == arms[arm]["seeds"]["1"]["map"]
         assert summary[arm]["train_images_per_s"] > 0
+
+
+def test_resume_adds_seeds_and_reruns_only_what_is_missing_or_at_another_lr(study_module,
+                                                                           tmp_path, monkeypatch):
+    """main() with the training and evaluation of an arm (one_arm) replaced by figures that are
+    a function of the arm and seed: which arm-seeds run, and the summary over the seeds."""
+    ran = []
+
+    def one_arm(arm, seed, data, test, work, budget, lr, trained=None):
+        ran.append((arm, seed))
+        value = {"nobias": 0.8, "batchnorm": 0.6}[arm] + seed / 100
+
+        def result(m):
+            return {"map": m, "test_map": m - 0.05, "trained_map": m, "curve": [[1.0, m]],
+                    "lr": lr, "cpu": {}, "train_images_per_s": 10.0 * seed,
+                    "deploy_images_per_s": 20.0, "recipe": {"model.norm": arm}}
+        return dict({arm: result(value)}, **({"naive": result(0.01)} if arm == "batchnorm"
+                                             else {}))
+
+    monkeypatch.setattr(study_module, "one_arm", one_arm)
+    monkeypatch.setattr(study_module, "study_data", lambda work, budget: "data")
+    monkeypatch.setattr(study_module, "test_data", lambda work, budget: "test")
+
+    def main(*args, lrs=("nobias=0.02", "batchnorm=0.01")):
+        ran.clear()
+        monkeypatch.setattr(sys, "argv", ["study.py", "--arms", "nobias", "batchnorm", "--lrs",
+                                          *lrs, "--out", str(tmp_path), *args])
+        study_module.main()
+        with open(tmp_path / "study.json") as f:
+            return json.load(f)
+
+    main("--seeds", "1")
+    assert ran == [("nobias", 1), ("batchnorm", 1)]
+    study = main("--seeds", "2", "--resume")
+    assert ran == [("nobias", 2), ("batchnorm", 2)]
+    assert study["protocol"]["seeds"] == [1, 2]
+    assert study["protocol"]["lrs"] == {"nobias": 0.02, "batchnorm": 0.01}
+    summary = study["summary"]
+    assert (summary["nobias"]["test_map_min"], summary["nobias"]["test_map_max"]) == \
+        (pytest.approx(0.76), pytest.approx(0.77))
+    assert summary["batchnorm"]["map_mean"] == pytest.approx(0.615)
+    assert summary["nobias"]["train_images_per_s"] == 15.0  # the median over seeds
+    assert summary["test_nobias_minus_best_stock_points"] == pytest.approx(20.0)
+    assert set(study["arms"]) == {"nobias", "batchnorm", "naive"}
+    assert os.path.getsize(tmp_path / "study.png") > 10000
+    again = main("--seeds", "1", "2", "--resume")
+    assert ran == [] and (again["arms"], again["summary"]) == (study["arms"], study["summary"])
+    # nobias given another lr: every seed measured at the old one runs again
+    study = main("--seeds", "1", "2", "--resume", lrs=("nobias=0.04", "batchnorm=0.01"))
+    assert ran == [("nobias", 1), ("batchnorm", 1), ("nobias", 2), ("batchnorm", 2)]
+    assert {s["lr"] for s in study["arms"]["nobias"]["seeds"].values()} == {0.04}
 
 
 @pytest.fixture
