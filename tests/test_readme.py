@@ -5,8 +5,8 @@ demo recipe, printed by `make -n demo`, run first on a tiny dataset); `make` tar
 dry-run. `tiny()` shrinks each command without changing what it exercises: fewer images,
 epochs, recalibration batches and COCO-like boxes, CPU contexts instead of GPUs, two workers
 instead of four, the synthetic dataset in the layout the command's config expects (with COCO, a
-model head for its 4 classes), a stand-in ssh that runs the remote command here. Python blocks then run in one
-interpreter, in order, in the same sandbox.
+model head for its 4 classes), a stand-in ssh that runs the remote command here. Python blocks
+then run in one interpreter, in order, in the same sandbox.
 """
 import os
 import re
