@@ -476,9 +476,15 @@ def write_results(out: str, budget: dict, per_seed: dict, minutes: float,
               "minutes": round(minutes, 1)}
     write_json(os.path.join(out, "study.json"), result)
     if full:
-        plot(os.path.join(out, "study.png"), dict(sorted(full.items())),
-             f"synthetic shapes, {budget['train']} images x {budget['epochs']} epochs, "
-             f"seeds {', '.join(map(str, sorted(full)))}")
+        plot(os.path.join(out, "study.png"), dict(sorted(full.items())), plot_title(budget, full))
+
+
+def plot_title(budget: dict, seeds) -> str:
+    """The dataset, budget and seeds a study.png is over."""
+    data = "synthetic shapes" if budget["variant"] == "shapes" else \
+        f"synthetic {budget['variant']} variant, data seed {budget['data_seed']}"
+    return (f"{data}, {budget['train']} images x {budget['epochs']} epochs, "
+            f"seeds {', '.join(map(str, sorted(seeds)))}")
 
 
 def complete_seeds(per_seed: dict) -> dict:

@@ -210,3 +210,11 @@ def test_study_on_the_hard_dataset_at_given_lrs(tmp_path):
     for data in ("data-16-8-hard-seed2", "test-3-8-hard"):
         with open(tmp_path / "work" / data / "classes.txt") as f:
             assert len(f.read().split()) == 8
+
+
+def test_the_plot_names_the_dataset_it_is_over(study_module):
+    budget = {"variant": "shapes", "data_seed": 0, "train": 1000, "epochs": 36}
+    assert study_module.plot_title(budget, [2, 1]) == \
+        "synthetic shapes, 1000 images x 36 epochs, seeds 1, 2"
+    assert study_module.plot_title(dict(budget, variant="hard", data_seed=2), [1]).startswith(
+        "synthetic hard variant, data seed 2, 1000 images")
