@@ -42,13 +42,14 @@ CUresult EventElapsedTime(float* ms, CUevent, CUevent) {
   *ms = 0;
   return 0;
 }
+CUresult EventDestroy(CUevent) { return 0; }
 
 }  // namespace
 
 bool OpenDevice(Device* dev, std::string*) {
   dev->apis = emulation::Apis();
   dev->api = {MemAlloc, MemFree, HtoD, DtoH, DtoDAsync, StreamSynchronize, EventCreate,
-              EventRecord, EventSynchronize, EventElapsedTime};
+              EventRecord, EventSynchronize, EventElapsedTime, EventDestroy};
   dev->stream = emulation::Stream();
   dev->name = "emulated on the CPU (tests/csrc/emulated_driver.cc)";
   dev->driver = "emulated";

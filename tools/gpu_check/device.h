@@ -29,6 +29,7 @@ struct DeviceApi {
   CUresult (*cuEventRecord)(CUevent event, CUstream stream);
   CUresult (*cuEventSynchronize)(CUevent event);
   CUresult (*cuEventElapsedTime)(float* ms, CUevent start, CUevent end);
+  CUresult (*cuEventDestroy)(CUevent event);
 };
 
 struct Device {

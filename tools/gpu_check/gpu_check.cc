@@ -486,6 +486,12 @@ class EventTimer {
     Check(dev_, dev_.api.cuEventCreate(&start_, 0), "cuEventCreate");
     Check(dev_, dev_.api.cuEventCreate(&end_, 0), "cuEventCreate");
   }
+  ~EventTimer() {
+    dev_.api.cuEventDestroy(start_);
+    dev_.api.cuEventDestroy(end_);
+  }
+  EventTimer(const EventTimer&) = delete;
+  EventTimer& operator=(const EventTimer&) = delete;
 
   template <typename Work>
   double Milliseconds(Work work) {

@@ -53,6 +53,7 @@ bool OpenDevice(Device* dev, std::string* why) {
   Bind(lib, &api.cuEventRecord, why, "cuEventRecord");
   Bind(lib, &api.cuEventSynchronize, why, "cuEventSynchronize");
   Bind(lib, &api.cuEventElapsedTime, why, "cuEventElapsedTime_v2", "cuEventElapsedTime");
+  Bind(lib, &api.cuEventDestroy, why, "cuEventDestroy_v2", "cuEventDestroy");
   Bind(lib, &stream_create, why, "cuStreamCreate");
   Bind(lib, &device_name, why, "cuDeviceGetName");
   Bind(lib, &driver_version, why, "cuDriverGetVersion");
