@@ -8,31 +8,35 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from ablation import ARMS, SCREEN, format_table, summarize  # noqa: E402
+from study import resolved_recipe  # noqa: E402
 
 from ssd_nobias.config import load_config  # noqa: E402
-from ssd_nobias.model import BIAS_FREE_RECIPE, STOCK_RECIPE  # noqa: E402
+from ssd_nobias.model import STOCK_RECIPE  # noqa: E402
 
 
 def resolved(arm: str) -> dict:
-    """The recipe keys an arm trains with ('auto' as the model resolves it)."""
+    """The recipe keys an arm trains with ('auto' as its norm resolves it), as the study
+    records them."""
     cfg = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml"), ARMS[arm])
-    auto = BIAS_FREE_RECIPE if cfg.model.norm == "nobias" else STOCK_RECIPE
-    return {"norm": cfg.model.norm, **{key: auto[key] if cfg.model[key] == "auto" else
-                                       cfg.model[key] for key in auto}}
+    recipe = resolved_recipe(cfg)
+    del recipe["model.leaky_slope"]
+    return recipe
 
 
 @pytest.mark.parametrize("arm", sorted(set(ARMS) - {"batchnorm", "recipe"}))
 def test_every_bias_free_arm_trains_what_its_name_says(arm):
     parts = set(arm.split("+"))
     assert resolved(arm) == {
-        "norm": "nobias", "conv_weights": "centered" if "centered" in parts else "plain",
-        "depthwise_weights": "dc_positive" if "dc_positive" in parts else "plain",
-        "activation": "leaky" if "leaky" in parts else "relu"}
+        "model.norm": "nobias",
+        "model.conv_weights": "centered" if "centered" in parts else "plain",
+        "model.depthwise_weights": "dc_positive" if "dc_positive" in parts else "plain",
+        "model.activation": "leaky" if "leaky" in parts else "relu"}
 
 
 def test_recipe_is_the_shipped_default_and_batchnorm_is_stock():
     assert resolved("recipe") == resolved("centered+dc_positive")
-    assert resolved("batchnorm") == {"norm": "batchnorm", **STOCK_RECIPE}
+    assert resolved("batchnorm") == {"model.norm": "batchnorm",
+                                     **{f"model.{k}": v for k, v in STOCK_RECIPE.items()}}
 
 
 def test_screen_arms_exist():
