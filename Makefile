@@ -72,7 +72,7 @@ bench: setup
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/deploy_speed.py
 	$(BIN)/python bench/dist_scaling.py
-	$(BIN)/python bench/study.py
+	$(BIN)/python bench/study.py --sweep-lrs 0.0125 0.025 0.05 --seeds 1 2 3 4 5 --resume
 
 clean:
 	rm -rf $(VENV) $(CU_VENV) ssd_nobias/_build runs data gpu-check

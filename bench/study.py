@@ -43,7 +43,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ssd_nobias.atomic import write_json
-from ssd_nobias.config import load_config
+from ssd_nobias.config import load_config, with_anchor_sizes
 from ssd_nobias.evaluate import evaluate_checkpoint
 from ssd_nobias.deploy.split_export import export_accelerator
 from ssd_nobias.export import export_deploy
@@ -112,17 +112,42 @@ def synthetic(data: str, train: int, val: int, seed: int, variant: str) -> str:
     return data
 
 
-def train_run(out: str, overrides: list, seed: int, data: str, budget: dict) -> dict:
-    """Train the demo recipe with `overrides`; its val mAP per validated epoch and images/s."""
-    # --overwrite: an arm-seed a stopped study left half-trained starts again from scratch
-    call([sys.executable, os.path.join(ROOT, "scripts", "train_ssd.py"), "--overwrite",
-          "--config", os.path.join(ROOT, "configs", "demo_synthetic.yaml"), f"data.root={data}",
-          f"output_dir={out}", f"seed={seed}", f"train.epochs={budget['epochs']}",
-          f"train.val_interval={budget['val_interval']}",
-          f"train.save_interval={budget.get('save_interval', budget['epochs'])}"] + overrides,
+def train_run(out: str, overrides: list, seed: int, data: str, budget: dict,
+              resume: bool = False) -> dict:
+    """Train the demo recipe with `overrides`; its val mAP per validated epoch and images/s.
+
+    With `resume`, a run a stopped study left part-trained in `out` with this very config
+    continues from its newest checkpoint (bitwise exact: tests/test_train.py); any other run
+    there starts over."""
+    config = os.path.join(ROOT, "configs", "demo_synthetic.yaml")
+    overrides = [f"data.root={data}", f"output_dir={out}", f"seed={seed}",
+                 f"train.epochs={budget['epochs']}", f"train.val_interval={budget['val_interval']}",
+                 f"train.save_interval={budget.get('save_interval', budget['epochs'])}"
+                 ] + overrides
+    start = ["train.resume=auto"] if resume and continues(out, config, overrides) else \
+        ["--overwrite"]
+    call([sys.executable, os.path.join(ROOT, "scripts", "train_ssd.py"), "--config", config]
+         + overrides + start,
          env=dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS",
                                                              str(os.cpu_count() or 1))))
     return run_figures(out)
+
+
+def continues(out: str, config: str, overrides: list) -> bool:
+    """Whether `out` holds a run of exactly `config` with `overrides` (its config.yaml, as
+    training records it), which train.resume=auto may continue."""
+    saved = os.path.join(out, "config.yaml")
+    if not os.path.isfile(saved):
+        return False
+    return _resumed(load_config(saved)) == _resumed(with_anchor_sizes(load_config(config,
+                                                                                  overrides)))
+
+
+def _resumed(cfg) -> dict:
+    """`cfg` as a plain dict, with train.resume set as a continued run sets it."""
+    plain = json.loads(json.dumps(cfg))
+    plain["train"]["resume"] = "auto"
+    return plain
 
 
 def run_figures(out: str) -> dict:
@@ -164,14 +189,15 @@ def int8_figures(cfg, params: str, export: str) -> dict:
 
 
 def one_arm(arm: str, seed: int, data: str, test: str, work: str, budget: dict, lr: float,
-            trained: Optional[str] = None) -> dict:
+            trained: Optional[str] = None, resume: bool = False) -> dict:
     """Train arm `arm` (a TRAINED key) of one seed at `lr` (or take the finished run `trained`,
-    the sweep's), evaluate it: {arm: result}, and (c) the naive fix with (b)."""
+    the sweep's), evaluate it: {arm: result}, and (c) the naive fix with (b). `resume`
+    continues a part-trained run of the same config (train_run)."""
     if trained:
         run, figures = trained, run_figures(trained)
     else:
         run = os.path.join(work, f"{arm}-{seed}")
-        figures = train_run(run, TRAINED[arm] + [f"train.lr={lr}"], seed, data, budget)
+        figures = train_run(run, TRAINED[arm] + [f"train.lr={lr}"], seed, data, budget, resume)
     cfg = load_config(os.path.join(run, "config.yaml"))
     params = os.path.join(run, f"{cfg.name}-last.params")
     common = dict(curve=figures["curve"], cpu=cpu(), lr=lr,
@@ -199,17 +225,18 @@ def one_arm(arm: str, seed: int, data: str, test: str, work: str, budget: dict, 
 
 
 def sweep(results: dict, arms: list, lrs: list, seed: int, data: str, work: str,
-          budget: dict, save, extend: int = 2) -> dict:
+          budget: dict, save, extend: int = 2, resume: bool = False) -> dict:
     """Val mAP (last checkpoint, trained params) per arm and lr on one seed, resumable:
     `results` holds what is done ({arm: {lr: map}}); `save()` is called after every run.
     An arm whose best lr is the smallest or largest it tried gets the next one out (half or
     twice), up to `extend` times, so that its chosen lr is bracketed where possible.
-    Returns each arm's lr with the best val mAP."""
+    `resume` continues a part-trained run (train_run). Returns each arm's lr with the best
+    val mAP."""
     def one(arm: str, lr: float) -> None:
         if str(lr) in results.setdefault(arm, {}):
             return
         run = sweep_dir(work, arm, lr)
-        train_run(run, TRAINED[arm] + [f"train.lr={lr}"], seed, data, budget)
+        train_run(run, TRAINED[arm] + [f"train.lr={lr}"], seed, data, budget, resume)
         cfg = load_config(os.path.join(run, "config.yaml"))
         results[arm][str(lr)] = evaluate_checkpoint(
             cfg, os.path.join(run, f"{cfg.name}-last.params"), os.path.join(run, "eval"),
@@ -376,7 +403,8 @@ def main() -> None:
     p.add_argument("--val-images", type=int, default=VAL_IMAGES, help="the val split's size")
     p.add_argument("--test-images", type=int, default=300, help="the test split's size")
     p.add_argument("--resume", action="store_true",
-                   help="keep the runs already in OUT/study.json (same protocol), run the rest")
+                   help="keep the runs already in OUT/study.json (same protocol), run the rest "
+                        "(an arm stopped mid-training continues from its newest checkpoint)")
     args = p.parse_args()
     if args.lrs and args.sweep_lrs:
         p.error("--lrs and --sweep-lrs: give the lrs or sweep for them, not both")
@@ -409,7 +437,7 @@ def main() -> None:
                           "extend": args.sweep_extend,
                           "val_map": swept.get("val_map", {})}
         lrs = sweep(state["sweep"]["val_map"], args.arms, sorted(args.sweep_lrs),
-                    args.sweep_seed, data, work, budget, save, args.sweep_extend)
+                    args.sweep_seed, data, work, budget, save, args.sweep_extend, args.resume)
     elif given:
         lrs = given
     else:
@@ -430,7 +458,8 @@ def main() -> None:
             trained = sweep_run if (args.sweep_lrs and seed == args.sweep_seed and
                                     os.path.isfile(os.path.join(sweep_run, "metrics.csv"))) \
                 else None
-            done.update(one_arm(arm, seed, data, test, work, budget, lrs[arm], trained))
+            done.update(one_arm(arm, seed, data, test, work, budget, lrs[arm], trained,
+                                args.resume))
             save()  # after every arm: a stopped study resumes from the next
         print(f"seed {seed}: " + ", ".join(f"{arm} {r['map']:.4f} (test {r['test_map']:.4f})"
                                            for arm, r in done.items()), flush=True)

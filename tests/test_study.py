@@ -8,6 +8,8 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import mxnet as mx
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,8 +101,8 @@ def test_resume_adds_seeds_and_reruns_only_what_is_missing_or_at_another_lr(stud
     a function of the arm and seed: which arm-seeds run, and the summary over the seeds."""
     ran = []
 
-    def one_arm(arm, seed, data, test, work, budget, lr, trained=None):
-        ran.append((arm, seed))
+    def one_arm(arm, seed, data, test, work, budget, lr, trained=None, resume=False):
+        ran.append((arm, seed, resume))
         value = {"nobias": 0.8, "batchnorm": 0.6}[arm] + seed / 100
 
         def result(m):
@@ -123,9 +125,11 @@ def test_resume_adds_seeds_and_reruns_only_what_is_missing_or_at_another_lr(stud
             return json.load(f)
 
     main("--seeds", "1")
-    assert ran == [("nobias", 1), ("batchnorm", 1)]
+    assert ran == [("nobias", 1, False), ("batchnorm", 1, False)]
+    # a resume continues a part-trained arm (test_an_arm_stopped_mid_training_...); a new
+    # study starts every arm over
     study = main("--seeds", "2", "--resume")
-    assert ran == [("nobias", 2), ("batchnorm", 2)]
+    assert ran == [("nobias", 2, True), ("batchnorm", 2, True)]
     assert study["protocol"]["seeds"] == [1, 2]
     assert study["protocol"]["lrs"] == {"nobias": 0.02, "batchnorm": 0.01}
     summary = study["summary"]
@@ -140,25 +144,32 @@ def test_resume_adds_seeds_and_reruns_only_what_is_missing_or_at_another_lr(stud
     assert ran == [] and (again["arms"], again["summary"]) == (study["arms"], study["summary"])
     # nobias given another lr: every seed measured at the old one runs again
     study = main("--seeds", "1", "2", "--resume", lrs=("nobias=0.04", "batchnorm=0.01"))
-    assert ran == [("nobias", 1), ("batchnorm", 1), ("nobias", 2), ("batchnorm", 2)]
+    assert [r[:2] for r in ran] == [("nobias", 1), ("batchnorm", 1), ("nobias", 2),
+                                    ("batchnorm", 2)]
     assert {s["lr"] for s in study["arms"]["nobias"]["seeds"].values()} == {0.04}
+
+
+def load_study():
+    """bench/study.py as a module."""
+    spec = importlib.util.spec_from_file_location("study", os.path.join(ROOT, "bench",
+                                                                        "study.py"))
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    return study
 
 
 @pytest.fixture
 def study_module(monkeypatch):
     """bench/study.py imported, its training and evaluation replaced by a val mAP that is a
     function of the lr alone (`study_module.val_map`), each training recorded in `trained`."""
-    spec = importlib.util.spec_from_file_location("study", os.path.join(ROOT, "bench",
-                                                                        "study.py"))
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = load_study()
     study.trained = []
     study.val_map = None
 
     def lr_of(path):
         return float(re.search(r"-lr([0-9.e-]+)", path).group(1))
 
-    monkeypatch.setattr(study, "train_run", lambda run, *a: study.trained.append(lr_of(run)))
+    monkeypatch.setattr(study, "train_run", lambda run, *a, **kw: study.trained.append(lr_of(run)))
     monkeypatch.setattr(study, "load_config", lambda path: SimpleNamespace(name="x"))
     monkeypatch.setattr(study, "evaluate_checkpoint", lambda cfg, params, out, progress: (
         SimpleNamespace(value=study.val_map(lr_of(out)))))
@@ -210,6 +221,35 @@ def test_study_on_the_hard_dataset_at_given_lrs(tmp_path):
     for data in ("data-16-8-hard-seed2", "test-3-8-hard"):
         with open(tmp_path / "work" / data / "classes.txt") as f:
             assert len(f.read().split()) == 8
+
+
+def test_an_arm_stopped_mid_training_continues_from_its_checkpoint(tmp_path):
+    """A study stopped mid-arm loses no epoch: the arm's run continues from its newest
+    checkpoint and ends where an uninterrupted one does; a run of another config starts over."""
+    study = load_study()
+    data = study.synthetic(str(tmp_path / "data"), 16, 4, 0, "shapes")
+    budget = {"epochs": 2, "val_interval": 2, "save_interval": 1}
+    run, arm = tmp_path / "run", study.TRAINED["nobias"] + ["train.lr=0.02"]
+    whole = study.train_run(str(run), arm, 1, data, budget, resume=True)
+    straight = mx.nd.load(str(run / "demo-last.params"))
+    for name in os.listdir(run):  # stopped during epoch 2: only epoch 1's checkpoint written
+        if name.startswith(("demo-0002.", "demo-last.")):
+            os.remove(run / name)
+    resumed = study.train_run(str(run), arm, 1, data, budget, resume=True)
+    with open(run / "train.log") as f:
+        assert "resumed from" in f.read()
+    assert resumed["curve"] == whole["curve"]
+    continued = mx.nd.load(str(run / "demo-last.params"))
+    assert continued.keys() == straight.keys()
+    for key, value in straight.items():
+        np.testing.assert_array_equal(continued[key].asnumpy(), value.asnumpy(), err_msg=key)
+    config = os.path.join(ROOT, "configs", "demo_synthetic.yaml")
+    same = [f"data.root={data}", f"output_dir={run}", "seed=1", "train.epochs=2",
+            "train.val_interval=2", "train.save_interval=1"] + arm
+    assert study.continues(str(run), config, same)
+    assert not study.continues(str(run), config, same[:-1] + ["train.lr=0.04"])
+    assert not study.continues(str(run), config, [o.replace("seed=1", "seed=2") for o in same])
+    assert not study.continues(str(tmp_path / "empty"), config, same)
 
 
 def test_the_plot_names_the_dataset_it_is_over(study_module):
