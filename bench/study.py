@@ -44,6 +44,7 @@ from matplotlib.figure import Figure
 
 from ssd_nobias.atomic import write_json
 from ssd_nobias.config import load_config, with_anchor_sizes
+from ssd_nobias.errors import ConfigError
 from ssd_nobias.evaluate import evaluate_checkpoint
 from ssd_nobias.deploy.split_export import export_accelerator
 from ssd_nobias.export import export_deploy
@@ -139,8 +140,11 @@ def continues(out: str, config: str, overrides: list) -> bool:
     saved = os.path.join(out, "config.yaml")
     if not os.path.isfile(saved):
         return False
-    return _resumed(load_config(saved)) == _resumed(with_anchor_sizes(load_config(config,
-                                                                                  overrides)))
+    try:
+        held = load_config(saved)
+    except ConfigError:  # another version's keys: not this config
+        return False
+    return _resumed(held) == _resumed(with_anchor_sizes(load_config(config, overrides)))
 
 
 def _resumed(cfg) -> dict:

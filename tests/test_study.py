@@ -250,6 +250,9 @@ def test_an_arm_stopped_mid_training_continues_from_its_checkpoint(tmp_path):
     assert not study.continues(str(run), config, same[:-1] + ["train.lr=0.04"])
     assert not study.continues(str(run), config, [o.replace("seed=1", "seed=2") for o in same])
     assert not study.continues(str(tmp_path / "empty"), config, same)
+    with open(run / "config.yaml", "a") as f:  # a run of a version with other keys
+        f.write("retired_key: 1\n")
+    assert not study.continues(str(run), config, same)
 
 
 def test_the_plot_names_the_dataset_it_is_over(study_module):
