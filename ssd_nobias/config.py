@@ -104,7 +104,8 @@ DOCS = {
     "output_dir": "where the run writes; empty: runs/<name>",
     "seed": "seed of the initial weights, the data order and the augmentation",
     "model.name": "architecture: ssd_<size>_mobilenet<width>_<voc|coco|custom> (--list-models)",
-    "model.norm": "norm after every conv: nobias (NoBiasBatchNorm) or batchnorm (stock)",
+    "model.norm": "norm after every conv: nobias (NoBiasBatchNorm), batchnorm (stock) or "
+                  "batchnorm_uncentered (stock without beta)",
     "model.bias_free": "globs of layer names that get NoBiasBatchNorm (others: BatchNorm)",
     "model.heads_bias": "whether the 12 class/box predictor convs keep a bias",
     "model.conv_weights": "full and pointwise conv weights: auto | plain | centered | "

@@ -130,12 +130,25 @@ def choose_impl(impl: str, contexts: Sequence[mx.Context], native_error: Optiona
     return "ops"
 
 
+class UncenteredBatchNorm(nn.BatchNorm):
+    """Stock BatchNorm without its learned shift beta (center=False), keeping the running mean.
+
+    The control that separates beta from the mean: folded, it still leaves a bias
+    -gamma * mean / sqrt(var + eps), where NoBiasBatchNorm leaves none."""
+
+    def __init__(self, **kwargs):
+        if kwargs.pop("center", False):
+            raise ValueError("UncenteredBatchNorm has no beta: center=True is not supported")
+        super().__init__(center=False, **kwargs)
+
+
 NormLayer = Callable[..., nn.HybridBlock]
-NORM_LAYERS = {"batchnorm": nn.BatchNorm, "nobias": NoBiasBatchNorm}
+NORM_LAYERS = {"batchnorm": nn.BatchNorm, "batchnorm_uncentered": UncenteredBatchNorm,
+               "nobias": NoBiasBatchNorm}
 
 
 def get_norm_layer(norm: Union[str, NormLayer]) -> NormLayer:
-    """Resolve a norm name from a config ('batchnorm' or 'nobias') or pass a class through."""
+    """Resolve a norm name from a config (a NORM_LAYERS key) or pass a class through."""
     if isinstance(norm, str):
         try:
             return NORM_LAYERS[norm]

@@ -1,0 +1,206 @@
+"""VOC07 AP50 and COCO AP[.5:.95] from per-image matches, and a paired image bootstrap.
+
+Both metrics match detections to ground truth image by image, so an image's matches can be
+computed once and any resample of images scored by concatenating them: that is what makes a
+bootstrap over images affordable. The numbers equal GluonCV's VOC07MApMetric and pycocotools'
+COCOeval (bbox, area 'all', 100 detections per image) exactly (tests/test_ap_stats.py).
+Difficult ground truth is ignored by VOC07 and is a crowd region (iscrowd) for COCO.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+COCO_IOUS = np.linspace(0.5, 0.95, 10)
+COCO_RECALLS = np.linspace(0.0, 1.0, 101)
+COCO_MAX_DETS = 100
+
+
+@dataclass(frozen=True)
+class ImageMatches:
+    """One image's detections scored against its ground truth, per class id.
+
+    voc: {class: (scores, codes)} codes 1 true positive, 0 false positive, -1 on a difficult
+    object (ignored); voc_pos: {class: non-difficult objects}. coco: {class: (scores,
+    matched[iou, det], ignored[iou, det])} in COCOeval's order, at most 100 per class;
+    coco_pos: {class: non-crowd objects}."""
+
+    voc: Dict[int, Tuple[np.ndarray, np.ndarray]]
+    voc_pos: Dict[int, int]
+    coco: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray]]
+    coco_pos: Dict[int, int]
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray, crowd: np.ndarray = None) -> np.ndarray:
+    """IoU of boxes a (N, 4) with b (M, 4), corners; where crowd[j], intersection over a's area
+    (COCO's rule for crowd regions)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)[:, None]
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)[None, :]
+    union = area_a + area_b - inter
+    if crowd is not None:
+        union = np.where(crowd[None, :], area_a, union)
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def match_image(boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+                gt: np.ndarray) -> ImageMatches:
+    """Match one image's detections (corners in pixels, class ids, scores) with its label rows
+    (xmin, ymin, xmax, ymax, class[, difficult])."""
+    difficult = gt[:, 5] > 0 if gt.shape[1] > 5 else np.zeros(len(gt), bool)
+    voc, voc_pos, coco, coco_pos = {}, {}, {}, {}
+    for c in np.unique(np.concatenate([labels, gt[:, 4]]).astype(int)):
+        d = labels == c
+        g = gt[:, 4] == c
+        voc[c], voc_pos[c] = _voc(boxes[d], scores[d], gt[g, :4], difficult[g])
+        coco[c], coco_pos[c] = _coco(boxes[d], scores[d], gt[g, :4], difficult[g])
+    return ImageMatches(voc, voc_pos, coco, coco_pos)
+
+
+def _voc(boxes, scores, gt, difficult):
+    """GluonCV's VOC07 rule: each detection, best-scored first, takes the object it overlaps
+    most (IoU >= 0.5, on boxes widened by a pixel as VOC's integer boxes are)."""
+    order = scores.argsort()[::-1]
+    boxes, scores = boxes[order], scores[order]
+    pos = int((~difficult).sum())
+    if len(boxes) == 0 or len(gt) == 0:
+        return (scores, np.zeros(len(scores), np.int8)), pos
+    wide = lambda b: np.concatenate([b[:, :2], b[:, 2:] + 1], 1)  # noqa: E731
+    iou = iou_matrix(wide(boxes), wide(gt))
+    best = iou.argmax(1)
+    best[iou.max(1) < 0.5] = -1
+    taken = np.zeros(len(gt), bool)
+    codes = np.zeros(len(boxes), np.int8)
+    for k, j in enumerate(best):
+        if j < 0:
+            continue
+        codes[k] = -1 if difficult[j] else (0 if taken[j] else 1)
+        taken[j] = True
+    return (scores, codes), pos
+
+
+def _coco(boxes, scores, gt, crowd):
+    """COCOeval.evaluateImg for one class, area 'all': greedy matching at each IoU threshold,
+    non-crowd objects first; a detection matched to a crowd region is ignored."""
+    order = np.argsort(-scores, kind="mergesort")[:COCO_MAX_DETS]
+    boxes, scores = boxes[order], scores[order]
+    gorder = np.argsort(crowd, kind="mergesort")
+    gt, crowd = gt[gorder], crowd[gorder]
+    matched = np.zeros((len(COCO_IOUS), len(boxes)), bool)
+    ignored = np.zeros((len(COCO_IOUS), len(boxes)), bool)
+    if len(boxes) and len(gt):
+        ious = iou_matrix(boxes, gt, crowd)
+        for t, thresh in enumerate(COCO_IOUS):
+            taken = np.zeros(len(gt), bool)
+            for d in range(len(boxes)):
+                best, m = min(thresh, 1 - 1e-10), -1
+                for g in range(len(gt)):
+                    if taken[g] and not crowd[g]:
+                        continue
+                    if m > -1 and not crowd[m] and crowd[g]:
+                        break
+                    if ious[d, g] < best:
+                        continue
+                    best, m = ious[d, g], g
+                if m == -1:
+                    continue
+                ignored[t, d] = crowd[m]
+                matched[t, d] = True
+                taken[m] = True
+    return (scores, matched, ignored), int((~crowd).sum())
+
+
+def voc07_ap50(images: Sequence[ImageMatches]) -> float:
+    """VOC07 11-point mAP at IoU 0.5 over these images (mean over classes with objects)."""
+    aps = []
+    for c in sorted({c for m in images for c in m.voc_pos}):
+        pos = sum(m.voc_pos.get(c, 0) for m in images)
+        parts = [m.voc[c] for m in images if c in m.voc]
+        scores = np.concatenate([p[0] for p in parts])
+        codes = np.concatenate([p[1] for p in parts])[scores.argsort()[::-1]]
+        if pos == 0:
+            continue
+        tp, fp = np.cumsum(codes == 1), np.cumsum(codes == 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prec = np.nan_to_num(tp / (tp + fp))
+        rec = tp / pos
+        aps.append(sum(prec[rec >= t].max() if (rec >= t).any() else 0.0
+                       for t in np.arange(0.0, 1.1, 0.1)) / 11.0)
+    return float(np.mean(aps)) if aps else float("nan")
+
+
+def coco_precision(images: Sequence[ImageMatches]) -> np.ndarray:
+    """COCOeval's precision[iou, recall, class] (area all, 100 dets); -1 where a class has no
+    object."""
+    classes = sorted({c for m in images for c in m.coco_pos})
+    out = -np.ones((len(COCO_IOUS), len(COCO_RECALLS), len(classes)))
+    for k, c in enumerate(classes):
+        pos = sum(m.coco_pos.get(c, 0) for m in images)
+        parts = [m.coco[c] for m in images if c in m.coco]
+        if pos == 0:
+            continue
+        scores = np.concatenate([p[0] for p in parts])
+        order = np.argsort(-scores, kind="mergesort")
+        matched = np.concatenate([p[1] for p in parts], 1)[:, order]
+        ignored = np.concatenate([p[2] for p in parts], 1)[:, order]
+        tps = np.cumsum(matched & ~ignored, 1).astype(float)
+        fps = np.cumsum(~matched & ~ignored, 1).astype(float)
+        for t in range(len(COCO_IOUS)):
+            rc = tps[t] / pos
+            pr = tps[t] / (fps[t] + tps[t] + np.spacing(1))
+            pr = np.maximum.accumulate(pr[::-1])[::-1]
+            idx = np.searchsorted(rc, COCO_RECALLS, side="left")
+            out[t, :, k] = np.where(idx < len(pr), pr[np.minimum(idx, len(pr) - 1)], 0.0) \
+                if len(pr) else 0.0
+    return out
+
+
+def coco_ap(images: Sequence[ImageMatches]) -> Dict[str, float]:
+    """COCO AP[.5:.95], AP50 and AP75 (101-point, area all, 100 detections per image)."""
+    p = coco_precision(images)
+
+    def mean(x):
+        x = x[x > -1]
+        return float(x.mean()) if x.size else float("nan")
+    return {"AP": mean(p), "AP50": mean(p[0]), "AP75": mean(p[5])}
+
+
+METRICS: Dict[str, Callable[[Sequence[ImageMatches]], float]] = {
+    "ap50": voc07_ap50, "ap": lambda images: coco_ap(images)["AP"]}
+
+
+def paired_bootstrap(arm: Sequence[Sequence[ImageMatches]], other: Sequence[Sequence[ImageMatches]],
+                     metric: str, samples: int = 2000, seed: int = 0) -> Dict[str, float]:
+    """The difference mean-over-seeds(arm) - mean-over-seeds(other) of `metric` (a METRICS
+    key) on the test images, and its 95 % percentile interval from resampling images with
+    replacement, the same images for both arms and every seed (the runs are paired by image).
+    `arm` and `other`: per seed, the ImageMatches of the same test images in the same order."""
+    score = METRICS[metric]
+    n = len(arm[0])
+    if any(len(run) != n for run in list(arm) + list(other)):
+        raise ValueError("every run must be scored on the same test images")
+
+    def diff(idx) -> float:
+        return float(np.mean([score([run[i] for i in idx]) for run in arm]) -
+                     np.mean([score([run[i] for i in idx]) for run in other]))
+
+    rng = np.random.default_rng(seed)
+    draws = np.array([diff(rng.integers(0, n, n)) for _ in range(samples)])
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return {"difference": diff(np.arange(n)), "low": float(lo), "high": float(hi),
+            "samples": samples, "images": n, "runs": [len(arm), len(other)]}
+
+
+def matches_of(records: List[dict]) -> List[ImageMatches]:
+    """ImageMatches of per-image records {"boxes", "labels", "scores", "gt"} (lists)."""
+    out = []
+    for r in records:
+        boxes = np.asarray(r["boxes"], float).reshape(-1, 4)
+        gt = np.asarray(r["gt"], float).reshape(-1, 6)
+        out.append(match_image(boxes, np.asarray(r["labels"], int), np.asarray(r["scores"], float),
+                               gt))
+    return out

@@ -1,0 +1,115 @@
+"""ap_stats: the per-image scoring equals GluonCV's VOC07 metric and pycocotools exactly, and
+the paired bootstrap brackets a known difference."""
+import contextlib
+import io
+
+import numpy as np
+import pytest
+from gluoncv.utils.metrics.voc_detection import VOC07MApMetric
+
+from ssd_nobias.ap_stats import (coco_ap, match_image, matches_of, paired_bootstrap,
+                                 voc07_ap50)
+
+
+def scene(rng, n_images=25, classes=2):
+    """Images of objects (some difficult) and detections: jittered hits, duplicates, misses,
+    background boxes and tied scores, all the cases the matching rules decide."""
+    out = []
+    for _ in range(n_images):
+        k = rng.integers(0, 7)
+        xy = rng.uniform(0, 150, (k, 2))
+        wh = rng.uniform(12, 60, (k, 2))
+        gt = np.concatenate([xy, xy + wh, rng.integers(0, classes, (k, 1)),
+                             (rng.random((k, 1)) < 0.15)], 1)
+        boxes, labels = [], []
+        for row in gt:
+            for _ in range(rng.integers(0, 3)):  # 0-2 detections per object
+                boxes.append(row[:4] + rng.normal(0, 0.15 * (row[2] - row[0]), 4))
+                labels.append(row[4] if rng.random() < 0.9 else (row[4] + 1) % classes)
+        for _ in range(rng.integers(0, 4)):  # background
+            p = rng.uniform(0, 150, 2)
+            boxes.append(np.concatenate([p, p + rng.uniform(10, 50, 2)]))
+            labels.append(rng.integers(0, classes))
+        boxes = np.array(boxes).reshape(-1, 4)
+        boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
+        scores = np.round(rng.random(len(boxes)), 2)  # ties included
+        out.append((boxes, np.array(labels, int), scores, gt))
+    return out
+
+
+def gluoncv_voc07(images):
+    metric = VOC07MApMetric(iou_thresh=0.5)
+    for boxes, labels, scores, gt in images:
+        metric.update(boxes[None], labels[None, :, None], scores[None, :, None], gt[None, :, :4],
+                      gt[None, :, 4:5], gt[None, :, 5:6])
+    return metric.get()[1]  # without class names: ('mAP', value)
+
+
+def pycocotools_ap(images):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    anns, dets = [], []
+    for i, (boxes, labels, scores, gt) in enumerate(images):
+        for row in gt:
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(row[4]),
+                         "bbox": [row[0], row[1], row[2] - row[0], row[3] - row[1]],
+                         "area": (row[2] - row[0]) * (row[3] - row[1]),
+                         "iscrowd": int(row[5])})
+        for b, c, s in zip(boxes, labels, scores):
+            dets.append({"image_id": i, "category_id": int(c), "score": float(s),
+                         "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]})
+    gt = COCO()
+    gt.dataset = {"images": [{"id": i} for i in range(len(images))], "annotations": anns,
+                  "categories": [{"id": c} for c in range(2)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats[0], ev.stats[1], ev.stats[2]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_equals_gluoncv_and_pycocotools(seed):
+    images = scene(np.random.default_rng(seed))
+    matches = [match_image(*image) for image in images]
+    assert voc07_ap50(matches) == pytest.approx(gluoncv_voc07(images), abs=1e-12)
+    ours = coco_ap(matches)
+    ap, ap50, ap75 = pycocotools_ap(images)
+    assert (ours["AP"], ours["AP50"], ours["AP75"]) == pytest.approx((ap, ap50, ap75), abs=1e-12)
+
+
+def test_perfect_and_empty_detections():
+    gt = np.array([[10, 10, 50, 50, 0, 0], [60, 60, 90, 95, 0, 0]], float)
+    perfect = match_image(gt[:, :4], np.zeros(2, int), np.array([0.9, 0.8]), gt)
+    none = match_image(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0), gt)
+    assert voc07_ap50([perfect]) == pytest.approx(1.0)
+    assert coco_ap([perfect])["AP"] == pytest.approx(1.0)
+    assert voc07_ap50([none]) == 0.0
+    assert coco_ap([none])["AP"] == 0.0
+
+
+def test_matches_of_reads_records():
+    record = {"boxes": [[10, 10, 50, 50]], "labels": [0], "scores": [0.5],
+              "gt": [[10, 10, 50, 50, 0, 0]]}
+    assert voc07_ap50(matches_of([record])) == pytest.approx(1.0)
+
+
+def test_paired_bootstrap_brackets_the_difference_and_pairs_images():
+    rng = np.random.default_rng(3)
+    images = scene(rng, n_images=30, classes=1)
+    good = [match_image(*image) for image in images]
+    # the other arm: the same detections with a third of the hits' scores pushed to the bottom
+    worse = []
+    for boxes, labels, scores, gt in images:
+        scores = scores.copy()
+        scores[::3] *= 0.01
+        worse.append(match_image(boxes, labels, scores, gt))
+    out = paired_bootstrap([good, good], [worse], "ap50", samples=200)
+    assert out["difference"] == pytest.approx(voc07_ap50(good) - voc07_ap50(worse))
+    assert out["low"] <= out["difference"] <= out["high"]
+    same = paired_bootstrap([good], [good], "ap", samples=50)
+    assert same == dict(same, difference=0.0, low=0.0, high=0.0)  # paired: no spread at all
+    with pytest.raises(ValueError, match="same test images"):
+        paired_bootstrap([good], [good[:-1]], "ap50")
