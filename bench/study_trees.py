@@ -13,7 +13,7 @@ stock arm's params by dropping its norms' shifts (beta and running mean) at expo
 Every run, whatever its phase, is trained, exported and scored the same way (`run_one`): its
 last checkpoint's deploy graph on val, test and test_othersite (VOC07 AP50, COCO AP[.5:.95],
 per-image detections kept for the paired bootstrap), the exported arms beside it, (a)'s INT8
-accelerator pair on test. Choices read val only; test is read by bench/study_trees_report.py.
+accelerator pair and its float32 pair on test (detections kept too). Choices read val only; test is read by bench/study_trees_report.py.
 A record per run is written as soon as it is done (OUT/runs/<run>.json, detections in
 OUT/detections/<run>.json.gz): a stopped study picks up where it was.
 
@@ -239,7 +239,8 @@ def run_one(run: Run, work: str, data: str) -> tuple:
                         "median_shift": statistics.median(shifts.values())}
         detections[name] = kept
     if cfg.model.norm == "nobias":
-        record["int8"] = int8_figures(cfg, params, export)
+        record["int8"], pairs = int8_figures(cfg, params, export)
+        detections.update({f"{run.arm}_{name}": {"test": kept} for name, kept in pairs.items()})
     from dead_channels import run_trajectory  # bench/, beside this script
     dead = run_trajectory(out, images=32)
     record["dead_fraction"] = dead["dead"]
@@ -263,15 +264,18 @@ def curves(out: str) -> dict:
             "train_images_per_s": statistics.median(speeds[1:] or speeds)}
 
 
-def int8_figures(cfg, params: str, export: str) -> dict:
-    """(a)'s accelerator pair on test: float32 and INT8 AP50 and AP, the weakest layer's SQNR."""
+def int8_figures(cfg, params: str, export: str) -> tuple:
+    """The accelerator pair on test: (float32 and INT8 AP50 and AP, the weakest layer's SQNR;
+    {pair: per-image records})."""
     split = export_accelerator(cfg, params, export, int8=True, progress=False)
     folder = split["folder"]
     out = {"min_layer_sqnr_db": min(layer["sqnr_db"] for layer in split["int8"]["layers"]),
            "head_biases_on_host": split["head_biases_on_host"]}
+    kept = {}
     for name, int8 in (("float32_pair", False), ("int8_pair", True)):
-        out[name] = scores(image_records(cfg, "test", accelerator_dir=folder, int8=int8))
-    return out
+        kept[name] = image_records(cfg, "test", accelerator_dir=folder, int8=int8)
+        out[name] = scores(kept[name])
+    return out, kept
 
 
 def cpu() -> dict:

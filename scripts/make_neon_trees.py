@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from ssd_nobias import cli
-from ssd_nobias.neon_trees import make_neon_trees
+from ssd_nobias.neon_trees import fetch_wheel, make_neon_trees
 
 
 def main(argv=None) -> int:
@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     p.add_argument("--fractions", type=float, nargs=3, default=[0.4, 0.3, 0.3],
                    metavar=("TRAIN", "VAL", "TEST"), help="band heights of the large same-site crop")
     args = p.parse_args(argv)
-    summary = make_neon_trees(args.out, args.cache, args.tile, args.fractions)
+    summary = make_neon_trees(args.out, fetch_wheel(args.cache), args.tile, args.fractions)
     for split, c in summary["counts"].items():
         print(f"{split:15s} {c['tiles']:4d} tiles {c['boxes']:5d} boxes ({c['difficult']} "
               f"difficult)")

@@ -12,7 +12,8 @@ crops, other sites, are a further test split, `test_othersite`. The rules:
 - A box cut by a tile edge is clipped to the tile. It is kept if at least `MIN_VISIBLE` (a
   quarter) of its area is inside, marked difficult if less than `DIFFICULT_BELOW` (half) is
   (VOC07 evaluation ignores it), and dropped below a quarter.
-- Train tiles overlap (stride `tile // 2`) and cover their band; val and test tiles do not
+- Train tiles overlap (stride `tile // 2`) and cover their band, those without a box left
+  out (training would drop them); val and test tiles do not
   overlap, so each evaluated pixel is scored once (a band's remainder narrower than a tile
   is left out).
 - Every class name (Tree; SOAP's Alive and Dead) becomes the one class `tree`.
@@ -156,20 +157,21 @@ def voc_xml(name: str, width: int, height: int, rows: np.ndarray) -> str:
             f"<height>{height}</height><depth>3</depth></size>\n{objects}</annotation>\n")
 
 
-def make_neon_trees(out: str, cache: str, tile: int = 200,
+def make_neon_trees(out: str, wheel: str, tile: int = 200,
                     fractions: Sequence[float] = (0.4, 0.3, 0.3)) -> Dict:
-    """Write the tree-crown dataset under `out` (`fractions`: the large crop's band heights) (Annotations/, JPEGImages/ as PNG, ImageSets/Main
-    train/val/test/test_othersite, classes.txt, SOURCE.md, summary.json); returns the summary."""
+    """Write the tree-crown dataset under `out` from the deepforest `wheel` (fetch_wheel's):
+    Annotations/, JPEGImages/ (PNG), ImageSets/Main/{train,val,test,test_othersite}.txt,
+    classes.txt, SOURCE.md, summary.json. `fractions`: the large crop's band heights."""
     if tile < 64:
         raise DataError(f"tile size {tile} px is too small (64 at least)")
     if len(fractions) != 3 or min(fractions) <= 0:
         raise DataError(f"fractions must be three positive numbers (train val test), "
                         f"got {list(fractions)}")
-    wheel = fetch_wheel(cache)
-    scratch = os.path.join(cache, "extracted")
-    same, other = (read_scenes(wheel, names, scratch) for names in (SAME_SITE, OTHER_SITES))
     if os.path.isdir(out):
         shutil.rmtree(out)
+    scratch = os.path.join(out, "source")
+    same, other = (read_scenes(wheel, names, scratch) for names in (SAME_SITE, OTHER_SITES))
+    shutil.rmtree(scratch)
     for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(out, sub))
     ids: Dict[str, List[str]] = {s: [] for s in SPLITS + ("test_othersite",)}
@@ -191,6 +193,8 @@ def make_neon_trees(out: str, cache: str, tile: int = 200,
             for tx in tile_origins(width, tile, stride):
                 y = y0 + ty
                 rows = cut(scene.boxes, tx, y, tile, tile)
+                if split == "train" and not len(rows):
+                    continue  # training drops an image without objects: do not list it
                 image_id = f"{scene.name}_x{tx}_y{y}"
                 Image.fromarray(scene.image[y:y + tile, tx:tx + tile]).save(
                     os.path.join(out, "JPEGImages", f"{image_id}.png"))
@@ -204,12 +208,13 @@ def make_neon_trees(out: str, cache: str, tile: int = 200,
         write_text(os.path.join(out, "ImageSets", "Main", f"{split}.txt"),
                    "".join(f"{n}\n" for n in names))
     write_text(os.path.join(out, "classes.txt"), f"{CLASS}\n")
-    summary = {"source": {"wheel": WHEEL_FILE, "sha256": WHEEL_SHA256,
+    summary = {"source": {"wheel": os.path.basename(wheel), "sha256": sha256(wheel),
                           "same_site": list(SAME_SITE), "other_sites": list(OTHER_SITES)},
                "tile": tile, "fractions": list(fractions), "counts": counts,
                "bands": {f"{scene.name}:{split}": [y0, y1] for split, scene, y0, y1 in regions}}
     write_json(os.path.join(out, "summary.json"), summary)
     write_text(os.path.join(out, "SOURCE.md"), f"# NEON tree crowns\n\n{LICENCE}\n\n"
-               f"Built by scripts/make_neon_trees.py from {WHEEL_FILE} (sha256 {WHEEL_SHA256}); "
+               f"Built by scripts/make_neon_trees.py from {summary['source']['wheel']} (sha256 "
+               f"{summary['source']['sha256']}); "
                f"the tiling and split rules are in ssd_nobias/neon_trees.py.\n")
     return summary

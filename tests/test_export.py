@@ -15,7 +15,7 @@ from ssd_nobias.evaluate import evaluate_checkpoint
 from ssd_nobias.export import FoldedConv, ShiftError, export_deploy, fold_conv_norm
 from ssd_nobias.model import ConvNorm, UnitRecipe
 from ssd_nobias.naive_fix import export_zero_shift
-from ssd_nobias.nn import NoBiasBatchNorm
+from ssd_nobias.nn import NoBiasBatchNorm, UncenteredBatchNorm
 from ssd_nobias.synthetic import make_synthetic
 from ssd_nobias.train import train
 
@@ -28,7 +28,7 @@ def script(name, *args):
                           capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("norm", [NoBiasBatchNorm, gluon.nn.BatchNorm])
+@pytest.mark.parametrize("norm", [NoBiasBatchNorm, gluon.nn.BatchNorm, UncenteredBatchNorm])
 @pytest.mark.parametrize("weights, activation", [("plain", "relu"), ("centered", "relu"),
                                                  ("dc_positive", "leaky")])
 @pytest.mark.parametrize("in_ch, out_ch, kernel, stride, groups", [
@@ -42,8 +42,9 @@ def test_folded_conv_equals_conv_norm_in_inference(norm, weights, activation, in
     rng = np.random.RandomState(0)
     pair.norm.gamma.set_data(mx.nd.array(rng.uniform(-2, 2, out_ch)))
     pair.norm.running_var.set_data(mx.nd.array(rng.uniform(0.01, 5, out_ch)))
-    if norm is gluon.nn.BatchNorm:  # stock BN: a mean and a shift, folded into a bias
+    if norm is not NoBiasBatchNorm:  # stock BN: a mean (and a shift), folded into a bias
         pair.norm.running_mean.set_data(mx.nd.array(rng.normal(0, 1, out_ch)))
+    if norm is gluon.nn.BatchNorm:
         pair.norm.beta.set_data(mx.nd.array(rng.normal(0, 1, out_ch)))
     x = mx.nd.array(rng.normal(0, 1, (2, in_ch, 9, 9)))
     with autograd.predict_mode():

@@ -275,3 +275,25 @@ def test_ops_implementation_trains_the_same_model_with_interchangeable_params(tm
     nets["ops"].hybridize(static_alloc=True)
     for got, want in zip(nets["native"](x), nets["ops"](x)):
         np.testing.assert_allclose(got.asnumpy(), want.asnumpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_uncentered_batchnorm_learns_no_shift_but_keeps_its_mean():
+    """model.norm=batchnorm_uncentered (study v3's arm (f)): stock BatchNorm everywhere, beta
+    fixed at zero through training, the running mean tracked as stock BatchNorm tracks it."""
+    from ssd_nobias.nn import UncenteredBatchNorm
+    net = build(norm="batchnorm_uncentered")
+    found = norms(net)
+    assert found and all(isinstance(b, UncenteredBatchNorm) for b in found)
+    assert all(b.beta.grad_req == "null" for b in found)
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.5, "wd": 0.1,
+                                                          "momentum": 0.9})
+    x = mx.nd.random.uniform(shape=(2, 3, 300, 300))
+    for _ in range(2):
+        with autograd.record():
+            loss = sum(o.sum() for o in net(x)[:2])
+        loss.backward()
+        trainer.step(2)
+    assert all(b.beta.data().abs().max().asscalar() == 0 for b in found)
+    assert max(b.running_mean.data().abs().max().asscalar() for b in found) > 0
+    with pytest.raises(ValueError, match="no beta"):
+        UncenteredBatchNorm(center=True)
