@@ -1,0 +1,125 @@
+"""bench/study_trees_report.py: the protocol's verdicts, and the whole report assembled from
+stand-in run records and detections of known AP (no training)."""
+import gzip
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))  # the report imports study_trees beside it
+
+import study_trees  # noqa: E402
+import study_trees_report as report  # noqa: E402
+
+
+def test_verdict_against_the_margin():
+    assert report.verdict(0.001, 0.03, 0.01) == "superior"
+    assert report.verdict(-0.009, 0.03, 0.01) == "non-inferior"
+    assert report.verdict(-0.011, 0.03, 0.01) == "undecided"
+    assert report.verdict(-0.05, -0.011, 0.01) == "inferior"
+
+
+GT = [[[10 + 60 * j, 10, 50 + 60 * j, 50, 0, 0]] for j in range(3)] * 4  # 12 images
+
+
+def detections(quality):
+    """Per-image records: every object found ('good'), half of them off by more than IoU 0.5
+    ('half'), or nothing ('none')."""
+    out = []
+    for i, gt in enumerate(GT):
+        box, score = list(gt[0][:4]), 0.9
+        if quality == "half" and i % 2:  # a miss, scored below every hit
+            box, score = [box[0] + 30, box[1], box[2] + 30, box[3]], 0.5
+        found = quality != "none"
+        out.append({"id": f"t{i}", "boxes": [box] if found else [], "labels": [0] if found else [],
+                    "scores": [score] if found else [], "gt": gt})
+    return out
+
+
+def record(run, ap50):
+    splits = {s: {"ap50": ap50, "ap": ap50 / 2, "coco_ap50": ap50, "ap75": 0.0, "images": 12}
+              for s in study_trees.SPLITS}
+    return {"run": run.key, "arm": run.arm, "k": run.k, "lr": run.lr, "warmup": run.warmup,
+            "seed": run.seed, "cpu": {"model": "test"}, "val_curve": [[30, ap50], [60, ap50]],
+            "loss_curve": [[1, 5.0, 3.0, 2.0], [60, 3.0, 2.0, 1.0]], "splits": splits,
+            "dead_fraction": [0.0, 0.1]}
+
+
+@pytest.fixture
+def study_out(tmp_path):
+    """Records and detections of (a) and (b), every run the protocol asks for: (a) finds every
+    crown, (b) half of them, (c) (b's shifts dropped) none; (a)'s INT8 pair equals its float."""
+    out = str(tmp_path)
+    for arm, quality in (("nobias", "good"), ("batchnorm", "half")):
+        val = {}
+        while True:
+            run = study_trees.plan(arm, val)
+            if not isinstance(run, study_trees.Run):
+                break
+            val[(run.k, run.warmup, run.seed)] = 0.5 - 0.01 * abs(run.k)  # best at k = 0
+            r = record(run, 1.0 if quality == "good" else 0.5)
+            dets = {arm: {s: detections(quality) for s in study_trees.KEPT_SPLITS}}
+            r["splits"]["val"]["ap50"] = val[(run.k, run.warmup, run.seed)]
+            if arm == "nobias":
+                r["int8"] = {p: dict(r["splits"]["test"]) for p in ("float32_pair", "int8_pair")}
+                dets.update({f"nobias_{p}": {"test": detections("good")}
+                             for p in ("float32_pair", "int8_pair")})
+            else:
+                r["naive"] = {"splits": record(run, 0.0)["splits"], "max_shift": 1.0,
+                              "median_shift": 0.5}
+                dets["naive"] = {s: detections("none") for s in study_trees.KEPT_SPLITS}
+            study_trees.save(out, r, dets)
+    return out
+
+
+def test_report_from_records(study_out, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["study_trees_report.py", "--out", study_out,
+                                      "--samples", "200"])
+    report.main()
+    with open(os.path.join(study_out, "study.json")) as f:
+        out = json.load(f)
+    assert out["settings"]["nobias"] == dict(out["settings"]["nobias"], done=True, k=0,
+                                             lr=0.025, warmup=50)
+    assert out["arms"]["nobias"]["test"]["ap50"]["n"] == 5
+    assert out["comparisons"]["best_stock"] == {"ap50": "batchnorm", "ap": "batchnorm"}
+    test = {(c["arm"], c["other"], c["metric"]): c for c in out["comparisons"]["test"]}
+    a_b = test[("nobias", "batchnorm", "ap50")]
+    # (b): precision 1 up to recall 0.5, then nothing: 6 of VOC07's 11 recall points, 51 of
+    # COCO's 101 at every IoU
+    assert a_b["difference"] == pytest.approx(1 - 6 / 11)
+    assert test[("nobias", "batchnorm", "ap")]["difference"] == pytest.approx(1 - 51 / 101)
+    assert a_b["verdict"] == "superior" and a_b["low"] > 0
+    naive = test[("naive", "nobias", "ap50")]
+    assert naive["difference"] == pytest.approx(-1.0) and naive["verdict"] == "inferior"
+    assert out["comparisons"]["int8"]["difference"] == 0.0
+    assert out["comparisons"]["int8"]["verdict"] == "non-inferior"
+    assert os.path.isfile(os.path.join(study_out, "study.png"))
+    printed = capsys.readouterr().out
+    assert "| (a) NoBiasBatchNorm, the recipe | 0.025 | 50 | 5 |" in printed
+
+
+def test_report_lists_an_arm_still_in_tuning(study_out, capsys, monkeypatch):
+    for name in os.listdir(os.path.join(study_out, "runs")):
+        if name.startswith("batchnorm") and "-k0-w50-" not in name:
+            os.remove(os.path.join(study_out, "runs", name))
+    monkeypatch.setattr(sys, "argv", ["study_trees_report.py", "--out", study_out,
+                                      "--samples", "50"])
+    report.main()
+    with open(os.path.join(study_out, "study.json")) as f:
+        out = json.load(f)
+    assert out["settings"]["batchnorm"]["done"] is False
+    assert out["comparisons"]["test"] == [] and "int8" in out["comparisons"]
+    assert "batchnorm: tuning, 5 runs, next batchnorm-k-2-w50-s1" in capsys.readouterr().out
+
+
+def test_detection_files_hold_what_the_report_reads(study_out):
+    name = next(n for n in os.listdir(os.path.join(study_out, "detections"))
+                if n.startswith("nobias"))
+    with gzip.open(os.path.join(study_out, "detections", name), "rt") as f:
+        held = json.load(f)
+    assert set(held) == {"nobias", "nobias_float32_pair", "nobias_int8_pair"}
+    assert len(held["nobias"]["test"]) == len(GT)
+    np.testing.assert_array_equal(held["nobias"]["test"][0]["gt"], GT[0])
