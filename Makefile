@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup test test-gpu gpu-check check-cuda-build demo data-trees demo-trees bench clean
+.PHONY: setup test test-fast test-gpu gpu-check check-cuda-build demo data-trees demo-trees bench clean
 
 setup: $(STAMP)
 
@@ -15,8 +15,13 @@ $(STAMP): setup.cfg setup.py constraints.txt
 	$(BIN)/python -c "from ssd_nobias import native; print(native.load())"
 	touch $(STAMP)
 
+# The whole suite, two test processes (each test file stays in one); what CI runs.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# The edit-run loop: everything not marked slow (setup.cfg lists the markers).
+test-fast: setup
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 # On a machine with a GPU and MXNet's CUDA build in .venv (README, "GPUs", says how):
 # NoBiasBatchNorm on GPUs against the CPU operator, two GPUs, AMP, export. Skips without a GPU.

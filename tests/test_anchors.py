@@ -83,6 +83,7 @@ def test_the_300_models_take_ssds_scales_and_a_config_its_own_sizes():
         load_config(None, ["model.anchor_sizes=[30, 20, 40, 50, 60, 70, 80]"])
 
 
+@pytest.mark.subprocess
 def test_script_reports_each_preset_by_size(tmp_path):
     root = make_synthetic(str(tmp_path / "data"), train=12, val=2, size=128, seed=2)["root"]
     out = tmp_path / "coverage.json"

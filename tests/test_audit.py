@@ -69,6 +69,8 @@ def test_bias_free_model_flags_none_and_folded_bias_is_exactly_zero(tmp_path):
     assert len(heads) == 12 and not any(r.bias_free for r in heads)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_script_exit_status_and_errors(stock, tmp_path):
     script = os.path.join(ROOT, "scripts", "audit_params.py")
     done = subprocess.run([sys.executable, script, str(stock / "gluon.params")],

@@ -363,6 +363,7 @@ def test_train_targets_decode_onto_the_augmented_boxes(tmp_path):
             assert len(match) == 1 and match[0, 4] == c
 
 
+@pytest.mark.slow
 def test_crop_sampler_keeps_the_ssd_rules_and_gluoncv_s_distribution():
     from gluoncv.data.transforms.experimental.bbox import (
         random_crop_with_constraints as gluoncv_crop)

@@ -154,6 +154,8 @@ def test_voc2007_layout_is_clean(tmp_path):
     assert report.status == CLEAN and report.stats["val"].images == 2
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_script_exit_status_clean_problems_unusable(tmp_path, broken_voc):
     clean = make_synthetic(str(tmp_path / "clean"), train=4, val=2, size=96, seed=1)["root"]
     done = subprocess.run(SCRIPT + ["--config", DEMO, f"data.root={clean}"],

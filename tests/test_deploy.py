@@ -67,6 +67,7 @@ def test_host_nms_is_gluoncvs_to_the_bit(seed):
     np.testing.assert_array_equal(box, want[valid, 2:])
 
 
+@pytest.mark.slow
 def test_the_accelerator_graph_is_weight_only_convolutions_and_relu(split):
     _, _, folder, report = split
     proof = prove(os.path.join(folder, "accelerator", "accelerator.onnx"))
@@ -207,6 +208,7 @@ def test_host_onnx_computes_what_the_numpy_host_part_does(split, int8):
     np.testing.assert_allclose(got[2][:, 0], want[2][:, 0], rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.subprocess
 def test_the_host_part_loads_without_mxnet(split):
     folder = os.path.join(split[2], "accelerator")
     code = ("import sys, numpy as np; sys.modules['mxnet'] = None\n"
@@ -260,6 +262,8 @@ def test_the_proof_names_the_node_that_breaks_a_rule(split, alive_model, tmp_pat
         prove(str(tmp_path / "nope.onnx"))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_audit_takes_an_onnx_file(split, alive_model):
     folder = os.path.join(split[2], "accelerator")
     for name, code in (("accelerator.int8.onnx", 0), ("accelerator.onnx", 0)):
@@ -273,6 +277,8 @@ def test_audit_takes_an_onnx_file(split, alive_model):
     assert done.returncode == 1 and "NonMaxSuppression is not allowed" in done.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_eval_and_detect_run_the_int8_pair(split, tmp_path):
     cfg, _, folder, report = split
     config = os.path.join(str(tmp_path), "config.yaml")

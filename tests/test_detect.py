@@ -144,6 +144,8 @@ def test_unreadable_inputs_stop_naming_the_file_or_are_skipped_and_counted(model
     assert summary.images == 1 and summary.skipped == [str(cut)]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("which", ["params", "deploy", "onnx"])
 def test_the_script_runs_every_model_file_alike(model, tmp_path, which):
     cfg, params, deploy, onnx_path = model
@@ -173,6 +175,7 @@ def test_the_script_runs_every_model_file_alike(model, tmp_path, which):
     np.testing.assert_allclose(got[0]["box"], want[0][1], atol=1e-2)
 
 
+@pytest.mark.subprocess
 def test_the_script_names_a_bad_input_without_a_traceback(model, tmp_path):
     _, _, deploy, _ = model
     done = subprocess.run(DETECT + ["--deploy", deploy, str(tmp_path / "missing.jpg")],

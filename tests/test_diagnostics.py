@@ -59,6 +59,8 @@ def test_trajectory_links_the_channels_that_die_to_their_starting_sums():
     assert dead_fraction(snapshots["last"]) == 4 / 6
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_dead_channels_script_follows_a_run_from_init(tmp_path):
     root = make_synthetic(str(tmp_path / "data"), train=8, val=2, size=96, seed=0)["root"]
     out = tmp_path / "run"

@@ -14,6 +14,8 @@ from ssd_nobias.launch import plan, read_hostfile
 from ssd_nobias.synthetic import make_synthetic
 from ssd_nobias.train import read_metrics
 
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = [sys.executable, os.path.join(ROOT, "scripts", "launch_dist.py")]
 TRAIN = [sys.executable, os.path.join(ROOT, "scripts", "train_ssd.py"),

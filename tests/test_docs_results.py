@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+pytestmark = [pytest.mark.docs]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARM_OF_LABEL = {"(a)": "nobias", "(b)": "batchnorm", "(c)": "naive", "(d)": "batchnorm_reparam",
                 "(e)": "nobias_noheadbias"}

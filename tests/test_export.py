@@ -94,6 +94,8 @@ def test_deploy_graph_has_no_norm_and_no_bias_where_none_was_asked(trained):
     assert pre["classes"] == ["circle", "square", "triangle", "star"]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_deploy_graph_loads_without_project_code_and_matches(trained):
     cfg, params, base = trained
     out = str(base / "deploy2")
@@ -111,6 +113,7 @@ def test_deploy_graph_loads_without_project_code_and_matches(trained):
     assert deploy_map.value == pytest.approx(trained_map.value, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_stock_batchnorm_folds_into_conv_with_bias(trained, tmp_path):
     cfg, _, base = trained
     bn_cfg = load_config(None, [f"{k}={v}" for k, v in (
@@ -165,6 +168,8 @@ def test_bad_input_is_named(trained, tmp_path):
         export_deploy(cfg, str(truncated), str(tmp_path / "out"))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_scripts_export_then_evaluate_the_deploy_graph(trained):
     cfg, params, base = trained
     config = os.path.join(cfg.output_dir, "config.yaml")
@@ -196,6 +201,7 @@ def test_a_wrong_fold_fails_parity_and_says_by_how_much(trained, tmp_path, monke
         assert json.load(f)["parity"]["class_logits"] > 1e-3
 
 
+@pytest.mark.slow
 def test_onnx_export_has_no_norm_no_bias_where_asked_and_same_map(trained):
     cfg, params, base = trained
     out = str(base / "onnx")
@@ -242,6 +248,8 @@ def test_onnx_with_a_wrong_weight_fails_its_check(trained, tmp_path, monkeypatch
         export_deploy(cfg, params, str(tmp_path / "bad"), onnx=True)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_scripts_export_onnx_then_evaluate_it(trained):
     cfg, params, base = trained
     config = os.path.join(cfg.output_dir, "config.yaml")
@@ -257,6 +265,8 @@ def test_scripts_export_onnx_then_evaluate_it(trained):
     assert done.returncode == 2 and "none.onnx" in done.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("options", [
     ("model.activation=leaky", "model.heads_bias=false", "data.normalize=per_image"),
     ("model.conv_weights=plain", "model.depthwise_weights=plain", "model.activation=relu")])

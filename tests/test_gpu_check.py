@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.gpu_emulation, pytest.mark.slow]
+
 ROOT = Path(__file__).parent.parent
 TOOL = ROOT / "tools" / "gpu_check"
 SMALL = ["--quick", "--shapes", str(TOOL / "ssd_shapes.txt"), "--batch", "2",

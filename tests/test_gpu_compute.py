@@ -24,6 +24,8 @@ from mxnet import autograd
 from ssd_nobias import native
 from ssd_nobias.gpu_sources import write_gpu_sources
 
+pytestmark = [pytest.mark.gpu_emulation, pytest.mark.slow]
+
 TESTS = Path(__file__).parent
 DTYPE_CODES = {"float32": 0, "float64": 1, "float16": 2}
 

@@ -24,6 +24,7 @@ def test_failed_compile_names_the_command_and_leaves_nothing(monkeypatch, tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(shutil.which("nm") is None, reason="needs binutils' nm")
 def test_set_attr_calls_reach_libmxnet_own_instantiations():
     """install.cc must not carry its own nnvm::Op::set_attr (see the note there): undefined here."""
@@ -33,6 +34,7 @@ def test_set_attr_calls_reach_libmxnet_own_instantiations():
     assert set_attr and set_attr == ["U"] * len(set_attr)
 
 
+@pytest.mark.subprocess
 def test_blocked_kernels_match_plain_ones(tmp_path):
     """kernels.h with 8 and 16 lanes (nChw8c / nChw16c; AVX-512 machines give the latter) vs NCHW."""
     source = Path(__file__).parent / "csrc" / "kernel_layouts.cc"

@@ -254,6 +254,7 @@ def test_mkldnn_blocked_layouts_match_the_plain_computation(channels, relu):
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5 * np.abs(want).max())
 
 
+@pytest.mark.subprocess
 def test_plain_layout_switch_keeps_the_lib_api_compute(tmp_path):
     """SSD_NOBIAS_PLAIN_LAYOUT=1 leaves the operator on lib_api's plain-NCHW compute; same results."""
     x = data(shape=(4, 3, 9, 7), mean=0.5)
@@ -457,6 +458,7 @@ def run_python(code):
     return done.stdout
 
 
+@pytest.mark.subprocess
 def test_amp_initialized_before_the_operator_loads_is_refused_or_avoided():
     """Loading the library re-creates MXNet's op functions, which would silently undo AMP."""
     out = run_python(
@@ -474,6 +476,8 @@ def test_amp_initialized_before_the_operator_loads_is_refused_or_avoided():
 
 # On a CPU, MXNet's MKLDNN kernels take no float16: the ops version runs float16 data only
 # imperatively here, the native one only hybridized (AMP's symbol pass casts its input).
+@pytest.mark.subprocess
+@pytest.mark.slow
 @pytest.mark.parametrize("impl, hybridize", [("native", True), ("ops", False)])
 def test_under_amp_float16_data_is_normalized_with_float32_statistics(impl, hybridize):
     out = run_python(
@@ -500,6 +504,8 @@ def test_under_amp_float16_data_is_normalized_with_float32_statistics(impl, hybr
     assert out.split() == ["float32", "float32", "float32", "True", "True"]
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 @pytest.mark.parametrize("gpu_compute, data_type", [(True, "float16"), (False, "float32")])
 def test_under_amp_the_operator_gets_float16_only_where_it_has_a_gpu_compute(gpu_compute,
                                                                            data_type):

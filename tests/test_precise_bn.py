@@ -80,6 +80,8 @@ def test_training_batches_are_augmented_the_same_way_every_time(alive_model):
     assert not np.array_equal(first[0].asnumpy(), first[1].asnumpy())
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_export_recalibrates_then_exports_what_it_recomputed(alive_model, tmp_path):
     cfg, params, _, _ = alive_model
     config = tmp_path / "config.yaml"

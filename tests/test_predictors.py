@@ -99,6 +99,7 @@ def test_bad_model_files_are_named(model_files, tmp_path):
         load_predictor(cfg)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("module, other", [("evaluate", "export"), ("export", "evaluate")])
 def test_evaluate_and_export_do_not_import_each_other(module, other):
     code = (f"import sys, ssd_nobias.{module}; "

@@ -17,6 +17,8 @@ from ssd_nobias.checkpoint import find_resume, read_meta
 from ssd_nobias.preemption import RunLock, RunDirectoryInUse, StopRequest, remove_stale_temps
 from ssd_nobias.synthetic import make_synthetic
 
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = [sys.executable, "-u", os.path.join(ROOT, "scripts", "train_ssd.py"),
          "--config", os.path.join(ROOT, "configs", "demo_synthetic.yaml")]

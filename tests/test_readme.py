@@ -18,6 +18,8 @@ import pytest
 
 from ssd_nobias.synthetic import make_synthetic
 
+pytestmark = [pytest.mark.docs, pytest.mark.slow, pytest.mark.subprocess]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 TINY_TRAIN = ("train.epochs=1 train.warmup_iters=1 train.log_interval=1 train.val_interval=1 "

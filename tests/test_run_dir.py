@@ -52,6 +52,7 @@ def snapshot(folder):
     return found
 
 
+@pytest.mark.subprocess
 def test_training_again_over_a_finished_run_is_refused_and_changes_nothing(data, finished,
                                                                           tmp_path):
     out = str(tmp_path / "run")
@@ -66,6 +67,8 @@ def test_training_again_over_a_finished_run_is_refused_and_changes_nothing(data,
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_overwrite_removes_the_old_run_first_and_keeps_other_files(data, finished, tmp_path):
     out = str(tmp_path / "run")
     shutil.copytree(finished, out)
@@ -94,6 +97,8 @@ def test_resume_auto_continues_a_finished_run_in_place(finished, data, tmp_path)
     assert [r["iteration"] for r in read_metrics(out) if r["loss"]] == ["2", "4"]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_start_that_fails_before_its_first_step_leaves_no_trace(data, finished, tmp_path):
     fresh = tmp_path / "new" / "run"
     done = subprocess.run(TRAIN + overrides(data, str(fresh), "train.ctx=[gpu7]"),

@@ -12,6 +12,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -129,6 +129,8 @@ def test_bad_arguments(tmp_path, kwargs, key):
         make_synthetic(str(tmp_path), **kwargs)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_script(tmp_path):
     script = os.path.join(ROOT, "scripts", "make_synthetic_voc.py")
     ok = subprocess.run([sys.executable, script, "--out", str(tmp_path), "--train", "2",

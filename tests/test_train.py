@@ -107,6 +107,7 @@ def test_trained_model_has_zero_means_and_no_conv_bias(finished_run):
     assert any(not np.array_equal(params[k], np.ones_like(params[k])) for k in gammas)
 
 
+@pytest.mark.slow
 def test_resume_after_interrupt_equals_uninterrupted(finished_run, data_root, tmp_path,
                                                      monkeypatch):
     out = str(tmp_path)
@@ -262,6 +263,8 @@ def script(name, *args):
                           capture_output=True, text=True, cwd=ROOT)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_eval_script_on_a_trained_checkpoint(finished_run, tmp_path):
     out, result = finished_run
     done = script("eval_ssd.py", "--config", os.path.join(out, "config.yaml"),
@@ -272,6 +275,8 @@ def test_eval_script_on_a_trained_checkpoint(finished_run, tmp_path):
         assert os.path.isfile(tmp_path / name)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("args, message", [
     (["train.lr=fast"], "train.lr"),
     (["data.root=/nonexistent/data"], "/nonexistent/data"),
@@ -285,6 +290,7 @@ def test_train_script_prints_user_errors_without_traceback(args, message, tmp_pa
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.subprocess
 def test_eval_script_names_a_missing_checkpoint(finished_run):
     out = finished_run[0]
     done = script("eval_ssd.py", "--config", os.path.join(out, "config.yaml"),
