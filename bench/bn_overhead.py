@@ -25,7 +25,7 @@ from gluoncv.loss import SSDMultiBoxLoss
 from mxnet import autograd, gluon
 
 from ssd_nobias import get_model, native
-from ssd_nobias.config import contexts
+from ssd_nobias.devices import contexts
 from ssd_nobias.errors import ConfigError
 
 

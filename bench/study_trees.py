@@ -36,13 +36,14 @@ import numpy as np
 
 from ssd_nobias.ap_stats import coco_ap, matches_of, voc07_ap50
 from ssd_nobias.atomic import write_json, write_text
-from ssd_nobias.config import base_size, load_config, per_image, with_anchor_sizes
+from ssd_nobias.config import base_size, load_config, per_image
 from ssd_nobias.data import build_dataset
 from ssd_nobias.deploy.split_export import export_accelerator
 from ssd_nobias.errors import ConfigError
 from ssd_nobias.evaluate import predict
 from ssd_nobias.export import export_deploy
 from ssd_nobias.machine import cpu_info
+from ssd_nobias.model import with_anchor_sizes
 from ssd_nobias.predictors import load_predictor
 from ssd_nobias.train import read_metrics
 

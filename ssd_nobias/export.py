@@ -19,7 +19,8 @@ from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
 from .atomic import write_json
-from .config import base_size, contexts, per_image
+from .config import base_size, per_image
+from .devices import contexts
 from .data import val_set
 from .errors import DataError, UserError, mxnet_reason
 from .model import (STOCK_RECIPE, ConvNorm, MobileNetSSDFeatures, activate, bias_report,

@@ -13,6 +13,7 @@ from gluoncv.data import COCODetection, VOCDetection
 from gluoncv.model_zoo.ssd import SSD
 from mxnet.gluon import nn
 
+from .config import ACTIVATIONS, MODEL_NAMES
 from .errors import ConfigError
 from .nn import NoBiasBatchNorm, NormLayer, get_norm_layer
 from .reparam import WEIGHT_MODES, ReparamConv2D
@@ -58,9 +59,6 @@ def _preset(base_size: int, multiplier: float) -> Preset:
 
 
 _NAME = re.compile(r"ssd_(300|512)_mobilenet(1\.0|0\.75|0\.5|0\.25)_(voc|coco|custom)")
-_VARIANTS = [(300, m) for m in ("1.0", "0.75", "0.5", "0.25")] + [(512, "1.0")]
-MODEL_NAMES = tuple(f"ssd_{size}_mobilenet{mult}_{data}"
-                    for size, mult in _VARIANTS for data in ("voc", "coco", "custom"))
 
 
 def preset(name: str, anchor_sizes: Optional[Sequence[float]] = None) -> Preset:
@@ -77,7 +75,16 @@ def preset(name: str, anchor_sizes: Optional[Sequence[float]] = None) -> Preset:
     return layout
 
 
-ACTIVATIONS = ("relu", "leaky")
+def with_anchor_sizes(cfg):
+    """`cfg` with model.anchor_sizes spelled out (the model's preset when empty), as a run
+    records them: a later change of a preset cannot change what its checkpoints mean."""
+    if list(cfg.model.anchor_sizes):
+        return cfg
+    out = cfg.clone()
+    out.defrost()
+    out.model.anchor_sizes = [float(s) for s in preset(cfg.model.name).sizes]
+    out.freeze()
+    return out
 
 
 @dataclass(frozen=True)

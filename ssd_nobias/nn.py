@@ -9,8 +9,8 @@ import mxnet as mx
 from mxnet.gluon import nn
 
 from . import native, portable
+from .config import IMPLS
 
-IMPLS = ("auto", "native", "ops")
 IMPL_ENV = "SSD_NOBIAS_IMPL"  # native | ops: what impl='auto' takes
 
 

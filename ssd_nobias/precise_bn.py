@@ -21,7 +21,8 @@ from mxnet.gluon import nn
 from tqdm import tqdm
 
 from .checkpoint import read_meta, save_checkpoint
-from .config import base_size, contexts, eval_metric, per_image
+from .config import base_size, eval_metric, per_image
+from .devices import contexts
 from .data import SSDTrainTransform, SeededTransform, build_dataset, val_set
 from .errors import DataError
 from .evaluate import evaluate

@@ -15,12 +15,12 @@ import yaml
 from mxnet import gluon
 
 from .checkpoint import read_meta
-from .config import contexts, with_anchor_sizes
+from .devices import contexts
 from .data import dataset_classes
 from .deploy.accelerator import FLOAT_ONNX, INT8_ONNX, OnnxAccelerator
 from .deploy.host import HostPart
 from .errors import DataError, mxnet_reason
-from .model import build_model, preset
+from .model import build_model, preset, with_anchor_sizes
 from .onnx_model import session
 
 Predictor = Callable[[mx.nd.NDArray], Tuple[mx.nd.NDArray, mx.nd.NDArray, mx.nd.NDArray]]

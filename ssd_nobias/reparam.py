@@ -20,7 +20,8 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import nn
 
-WEIGHT_MODES = ("plain", "centered", "dc_positive")
+from .config import WEIGHT_MODES
+
 
 
 def effective_weight(F, weight, mode: str, fan_in: Optional[int] = None):

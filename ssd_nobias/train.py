@@ -24,14 +24,14 @@ from yacs.config import CfgNode
 from . import native
 from .atomic import replacing
 from .checkpoint import find_resume, load_checkpoint, save_checkpoint
-from .config import (base_size, contexts, eval_metric, per_image, save_config, scaled_lr,
-                     with_anchor_sizes)
+from .config import base_size, eval_metric, per_image, save_config, scaled_lr
+from .devices import contexts
 from .data import EpochSampler, build_dataset, split_batch, train_loader, val_set
 from .distributed import RunningStatsSync, StopVote, Worker, connect, params_checksum
 from .errors import ConfigError, UserError
 from .evaluate import EvalResult, evaluate
 from .machine import cpu_info, omp_threads
-from .model import CONV_INIT, build_model, recipe_summary, ssd_anchors
+from .model import CONV_INIT, build_model, recipe_summary, ssd_anchors, with_anchor_sizes
 from .nn import impl_summary
 from .plots import plot_training_curves
 from .predictors import net_predictor

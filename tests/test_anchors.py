@@ -107,7 +107,7 @@ def test_a_checkpoint_is_loaded_with_the_anchors_it_was_trained_with(tmp_path):
     record disagrees with the config, or one from before the 300 models took SSD's scales, is
     refused with the setting that fits it."""
     from ssd_nobias.checkpoint import save_checkpoint
-    from ssd_nobias.config import with_anchor_sizes
+    from ssd_nobias.model import with_anchor_sizes
     from ssd_nobias.errors import DataError
     from ssd_nobias.predictors import load_trained
 

@@ -6,7 +6,8 @@ import re
 import mxnet as mx
 import pytest
 
-from ssd_nobias.config import contexts, defaults, eval_metric, load_config, save_config
+from ssd_nobias.config import defaults, eval_metric, load_config, save_config
+from ssd_nobias.devices import contexts
 from ssd_nobias.errors import ConfigError, DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,8 +112,8 @@ def test_eval_metric_follows_the_dataset():
 
 
 def test_every_key_says_what_it_does_and_print_config_shows_changes():
-    from ssd_nobias.config import DOCS, describe, keys
-    assert set(keys()) == set(DOCS) and all(DOCS.values())
+    from ssd_nobias.config import SCHEMA, describe, keys
+    assert keys() == list(SCHEMA) and all(entry.doc for entry in SCHEMA.values())
     text = describe(load_config(None, ["train.lr=0.1"]))
     assert "train.lr = 0.1  (default 0.001)\n    peak learning rate" in text
     assert "train.epochs = 240\n" in text  # unchanged keys show no default
@@ -140,3 +141,59 @@ def test_a_missing_dataset_names_the_config_key(tmp_path):
     with pytest.raises(DataError, match=r"mine\.txt' does not exist \[.*data\.train_splits="
                                         r"\['mine'\]\]"):
         build_dataset(cfg, "train")
+
+
+def test_a_config_starts_from_its_base_and_states_only_what_differs(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: b\ntrain:\n  lr: 0.1\n  epochs: 7\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "mid.yaml").write_text("_base_: ../base.yaml\ntrain:\n  lr: 0.2\n")
+    child = tmp_path / "sub" / "child.yaml"
+    child.write_text("_base_: mid.yaml\nname: c\n")
+    cfg = load_config(str(child), ["train.epochs=9"])
+    assert (cfg.name, cfg.train.lr, cfg.train.epochs) == ("c", 0.2, 9)
+    (tmp_path / "loop.yaml").write_text("_base_: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(str(tmp_path / "loop.yaml"))
+    (tmp_path / "orphan.yaml").write_text("_base_: gone.yaml\n")
+    with pytest.raises(ConfigError, match=r"gone\.yaml' does not exist \(the _base_ of"):
+        load_config(str(tmp_path / "orphan.yaml"))
+
+
+@pytest.mark.parametrize("data", ["voc", "coco"])
+def test_batchnorm_configs_differ_from_their_bias_free_base_in_name_and_norm_only(data):
+    nobias = load_config(os.path.join(ROOT, "configs", f"ssd300_mobilenet1.0_{data}_nobias.yaml"))
+    stock = load_config(os.path.join(ROOT, "configs",
+                                     f"ssd300_mobilenet1.0_{data}_batchnorm.yaml"))
+    from ssd_nobias.config import get, keys
+    differ = {k for k in keys() if get(nobias, k) != get(stock, k)}
+    assert differ == {"name", "output_dir", "model.norm"} and stock.model.norm == "batchnorm"
+
+
+@pytest.mark.docs
+def test_docs_config_md_is_the_schema():
+    from ssd_nobias.config import config_markdown
+    with open(os.path.join(ROOT, "docs", "config.md")) as f:
+        assert f.read() == config_markdown(), "run: python -m ssd_nobias.config > docs/config.md"
+
+
+def test_allowed_values_declared_in_the_schema_are_what_the_code_implements():
+    from ssd_nobias import config, model, nn, reparam
+    assert set(config.NORMS) == set(nn.NORM_LAYERS)
+    assert model.MODEL_NAMES is config.MODEL_NAMES and model.ACTIVATIONS is config.ACTIVATIONS
+    assert reparam.WEIGHT_MODES is config.WEIGHT_MODES and nn.IMPLS is config.IMPLS
+    for name in config.MODEL_NAMES:
+        model.preset(name)  # each declared name has a layout
+
+
+def test_the_schema_is_the_ground_floor():
+    """ssd_nobias.config imports no other module of the package but errors and atomic, and
+    neither MXNet nor GluonCV: anything can read a config."""
+    import ast
+    with open(os.path.join(ROOT, "ssd_nobias", "config.py")) as f:
+        tree = ast.parse(f.read())
+    imported = {(n.module or "") if isinstance(n, ast.ImportFrom) else a.name
+                for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                for a in n.names}
+    assert {m for m in imported if not m.startswith("__")} <= {
+        "difflib", "os", "re", "sys", "dataclasses", "typing", "yaml", "yacs.config", "atomic",
+        "errors"}

@@ -12,7 +12,8 @@ import numpy as np
 from mxnet import gluon
 
 from ..atomic import write_json
-from ..config import base_size, contexts, eval_metric, per_image
+from ..config import base_size, eval_metric, per_image
+from ..devices import contexts
 from ..data import ValTransform, build_dataset, val_set
 from ..errors import DataError, UserError
 from ..export import PARITY_RTOL, ParityError, add_to_report, fold_ssd, parity_images, \
