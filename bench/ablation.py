@@ -22,10 +22,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from study import ROOT, cpu, synthetic, train_run  # noqa: E402
 
 from ssd_nobias.config import base_size, load_config, per_image  # noqa: E402
-from ssd_nobias.data import build_dataset  # noqa: E402
-from ssd_nobias.diagnostics import dead_fraction, unit_activity  # noqa: E402
-from ssd_nobias.export import parity_images  # noqa: E402
-from ssd_nobias.predictors import load_trained  # noqa: E402
+from ssd_nobias.data.datasets import build_dataset  # noqa: E402
+from ssd_nobias.analysis.diagnostics import dead_fraction, unit_activity  # noqa: E402
+from ssd_nobias.export.deploy import parity_images  # noqa: E402
+from ssd_nobias.runtime.predictors import load_trained  # noqa: E402
 
 PLAIN = ["model.conv_weights=plain", "model.depthwise_weights=plain"]
 ARMS = {

@@ -24,7 +24,8 @@ import mxnet as mx
 from gluoncv.loss import SSDMultiBoxLoss
 from mxnet import autograd, gluon
 
-from ssd_nobias import get_model, native
+from ssd_nobias import get_model
+from ssd_nobias.model import native
 from ssd_nobias.devices import contexts
 from ssd_nobias.errors import ConfigError
 

@@ -23,10 +23,10 @@ from mxnet import gluon
 
 from ssd_nobias.atomic import write_json
 from ssd_nobias.config import base_size, eval_metric, load_config, per_image
-from ssd_nobias.data import val_set
-from ssd_nobias.evaluate import evaluate
+from ssd_nobias.data.datasets import val_set
+from ssd_nobias.evaluation.evaluate import evaluate
 from ssd_nobias.machine import cpu_info
-from ssd_nobias.predictors import load_trained, net_predictor
+from ssd_nobias.runtime.predictors import load_trained, net_predictor
 
 
 class Contrast(gluon.data.Dataset):

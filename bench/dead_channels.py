@@ -15,11 +15,12 @@ import os
 import mxnet as mx
 
 from ssd_nobias.config import base_size, load_config, per_image
-from ssd_nobias.diagnostics import checkpoints_in_order, epoch_of, trajectory, unit_activity
-from ssd_nobias.data import val_set
-from ssd_nobias.predictors import load_trained
-from ssd_nobias.export import parity_images
-from ssd_nobias.train import initialized_model
+from ssd_nobias.analysis.diagnostics import (checkpoints_in_order, epoch_of, trajectory,
+                                             unit_activity)
+from ssd_nobias.data.datasets import val_set
+from ssd_nobias.runtime.predictors import load_trained
+from ssd_nobias.export.deploy import parity_images
+from ssd_nobias.engine.train import initialized_model
 
 
 def run_trajectory(run_dir: str, images: int) -> dict:

@@ -4,7 +4,7 @@ the same architecture, with and without MXNet's MKLDNN conv+BN fusion, in one ru
 Each variant runs the whole detector (features, heads, decoding, NMS) on the CPU, hybridized;
 the variants are timed in alternating rounds so that load on a shared machine hits all alike.
 Prints images/s at batch 1 and 8 and the ratio to the fused stock model. The ONNX model (the
-deploy graph with per-class NMS, see ssd_nobias/onnx_model.py) runs in ONNX Runtime on the CPU.
+deploy graph with per-class NMS, see ssd_nobias/export/onnx.py) runs in ONNX Runtime on the CPU.
 
 The accelerator graph (ssd_nobias/deploy) runs in ONNX Runtime in float32 and in INT8 (QDQ,
 calibrated on random images: speed does not care), in the same alternating rounds, and the host
@@ -25,18 +25,20 @@ import mxnet as mx
 import numpy as np
 
 from ssd_nobias import get_model
-from ssd_nobias.deploy.accelerator import (AcceleratorNet, OnnxAccelerator, deploy_anchors,
-                                           export_onnx as export_accelerator_onnx,
-                                           export_symbol, host_onnx, host_part)
-from ssd_nobias.data import ValTransform
-from ssd_nobias.deploy.host import HostPart
-from ssd_nobias.deploy.int8 import quantize
-from ssd_nobias.detect import Preprocess
-from ssd_nobias.images import read_image
-from ssd_nobias.export import fold_ssd
+from ssd_nobias.runtime.accelerator import OnnxAccelerator
+from ssd_nobias.export.accelerator import (AcceleratorNet, deploy_anchors,
+                                           export_onnx as export_accelerator_onnx, export_symbol,
+                                           host_onnx, host_part)
+from ssd_nobias.data.datasets import ValTransform
+from ssd_nobias.runtime.host import HostPart
+from ssd_nobias.export.int8 import quantize
+from ssd_nobias.runtime.detect import Preprocess
+from ssd_nobias.data.images import read_image
+from ssd_nobias.export.deploy import fold_ssd
 from ssd_nobias.machine import cpu_info
-from ssd_nobias.onnx_model import export_onnx, find_cut, session
-from ssd_nobias.predictors import OnnxPredictor
+from ssd_nobias.export.onnx import export_onnx, find_cut
+from ssd_nobias.runtime.onnxrt import session
+from ssd_nobias.runtime.predictors import OnnxPredictor
 
 FUSED = "MKLDNN"
 

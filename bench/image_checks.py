@@ -11,9 +11,9 @@ import time
 
 import mxnet as mx
 
-from ssd_nobias.data import VOCFormatDetection
-from ssd_nobias.images import read_image
-from ssd_nobias.synthetic import SHAPE_CLASSES, make_synthetic
+from ssd_nobias.data.datasets import VOCFormatDetection
+from ssd_nobias.data.images import read_image
+from ssd_nobias.data.synthetic import SHAPE_CLASSES, make_synthetic
 
 
 def per_image_ms(read, paths) -> float:

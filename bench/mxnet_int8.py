@@ -12,12 +12,12 @@ import mxnet as mx
 
 from ssd_nobias import cli
 from ssd_nobias.config import base_size, eval_metric, per_image
-from ssd_nobias.data import val_set
-from ssd_nobias.deploy.mxnet_int8 import CALIB_MODES, quantize_deploy
-from ssd_nobias.deploy.split_export import calibration_images
-from ssd_nobias.evaluate import evaluate
+from ssd_nobias.data.datasets import val_set
+from ssd_nobias.analysis.mxnet_int8 import CALIB_MODES, quantize_deploy
+from ssd_nobias.export.split import calibration_images
+from ssd_nobias.evaluation.evaluate import evaluate
 from ssd_nobias.machine import cpu_info
-from ssd_nobias.predictors import load_deploy
+from ssd_nobias.runtime.predictors import load_deploy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from deploy_speed import images_per_s  # noqa: E402

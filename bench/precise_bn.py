@@ -15,7 +15,7 @@ import tempfile
 from ssd_nobias.atomic import write_json
 from ssd_nobias.config import eval_metric, load_config
 from ssd_nobias.machine import cpu_info
-from ssd_nobias.precise_bn import recalibrate_params
+from ssd_nobias.analysis.precise_bn import recalibrate_params
 
 
 def main() -> None:

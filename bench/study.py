@@ -45,14 +45,14 @@ from matplotlib.figure import Figure
 from ssd_nobias.atomic import write_json
 from ssd_nobias.config import load_config
 from ssd_nobias.errors import ConfigError
-from ssd_nobias.evaluate import evaluate_checkpoint
-from ssd_nobias.deploy.split_export import export_accelerator
-from ssd_nobias.export import export_deploy
+from ssd_nobias.evaluation.evaluate import evaluate_checkpoint
+from ssd_nobias.export.split import export_accelerator
+from ssd_nobias.export.deploy import export_deploy
 from ssd_nobias.machine import cpu_info
-from ssd_nobias.model import BIAS_FREE_RECIPE, STOCK_RECIPE, with_anchor_sizes
-from ssd_nobias.naive_fix import export_zero_shift
-from ssd_nobias.synthetic import VARIANTS
-from ssd_nobias.train import read_metrics
+from ssd_nobias.model.ssd import BIAS_FREE_RECIPE, STOCK_RECIPE, with_anchor_sizes
+from ssd_nobias.analysis.naive_fix import export_zero_shift
+from ssd_nobias.data.synthetic import VARIANTS
+from ssd_nobias.engine.train import read_metrics
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dead_channels import run_trajectory  # noqa: E402

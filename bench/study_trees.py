@@ -13,7 +13,8 @@ stock arm's params by dropping its norms' shifts (beta and running mean) at expo
 Every run, whatever its phase, is trained, exported and scored the same way (`run_one`): its
 last checkpoint's deploy graph on val, test and test_othersite (VOC07 AP50, COCO AP[.5:.95],
 per-image detections kept for the paired bootstrap), the exported arms beside it, (a)'s INT8
-accelerator pair and its float32 pair on test (detections kept too). Choices read val only; test is read by bench/study_trees_report.py.
+accelerator pair and its float32 pair on test (detections kept too). Choices read val only;
+test is read by bench/study_trees_report.py.
 A record per run is written as soon as it is done (OUT/runs/<run>.json, detections in
 OUT/detections/<run>.json.gz): a stopped study picks up where it was.
 
@@ -34,18 +35,18 @@ from typing import Dict, List, NamedTuple
 
 import numpy as np
 
-from ssd_nobias.ap_stats import coco_ap, matches_of, voc07_ap50
+from ssd_nobias.evaluation.ap_stats import coco_ap, matches_of, voc07_ap50
 from ssd_nobias.atomic import write_json, write_text
 from ssd_nobias.config import base_size, load_config, per_image
-from ssd_nobias.data import build_dataset
-from ssd_nobias.deploy.split_export import export_accelerator
+from ssd_nobias.data.datasets import build_dataset
+from ssd_nobias.export.split import export_accelerator
 from ssd_nobias.errors import ConfigError
-from ssd_nobias.evaluate import predict
-from ssd_nobias.export import export_deploy
+from ssd_nobias.evaluation.evaluate import predict
+from ssd_nobias.export.deploy import export_deploy
 from ssd_nobias.machine import cpu_info
-from ssd_nobias.model import with_anchor_sizes
-from ssd_nobias.predictors import load_predictor
-from ssd_nobias.train import read_metrics
+from ssd_nobias.model.ssd import with_anchor_sizes
+from ssd_nobias.runtime.predictors import load_predictor
+from ssd_nobias.engine.train import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "neon_trees.yaml")

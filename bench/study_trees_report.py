@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ssd_nobias.ap_stats import matches_of, paired_bootstrap
+from ssd_nobias.evaluation.ap_stats import matches_of, paired_bootstrap
 from ssd_nobias.atomic import write_json
 
 from study_trees import (ARMS, PROTOCOL, ROOT, TRAINED, ZERO_SHIFT, Run, lr_of, plan,
@@ -216,8 +216,9 @@ def format_tables(report: dict) -> str:
             continue
         parent = next((p for p, z in ZERO_SHIFT.items() if z == arm), arm)
         s = report["settings"][parent]
-        cell = lambda split, m: (f"{100 * t[split][m]['mean']:.1f} +- "  # noqa: E731
-                                 f"{100 * t[split][m]['std']:.1f} (min {100 * t[split][m]['min']:.1f})")
+        def cell(split: str, m: str) -> str:
+            s = t[split][m]
+            return f"{100 * s['mean']:.1f} +- {100 * s['std']:.1f} (min {100 * s['min']:.1f})"
         lines.append(f"| {name} | {s['lr']:.4g} | {s['warmup']} | {t['test']['ap50']['n']} | "
                      f"{cell('test', 'ap50')} | {cell('test', 'ap')} | "
                      f"{cell('test_othersite', 'ap50')} |")

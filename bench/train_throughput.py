@@ -16,8 +16,8 @@ import time
 
 from ssd_nobias import cli
 from ssd_nobias.config import load_config
-from ssd_nobias.synthetic import make_synthetic
-from ssd_nobias.train import Trainer
+from ssd_nobias.data.synthetic import make_synthetic
+from ssd_nobias.engine.train import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -4,18 +4,18 @@ anchor has IoU >= 0.5, by box size, for candidate presets on the config's model.
     python scripts/anchor_coverage.py --config C.yaml [--split train] [--images N]
         [--presets gluoncv ssd lite] [--coco-like N] [--json FILE]
 
---coco-like N adds N boxes drawn with COCO's size mix (ssd_nobias/anchors.py says how), for a
+--coco-like N adds N boxes drawn with COCO's size mix (ssd_nobias/model/anchors.py says how), for a
 model meant for small objects when the dataset at hand is not COCO.
 """
 import sys
 
 from ssd_nobias import cli
-from ssd_nobias.anchors import (ANCHOR_PRESETS, coco_like_boxes, coverage, dataset_boxes,
-                                format_coverage, ssd_anchors_np)
+from ssd_nobias.model.anchors import (ANCHOR_PRESETS, coco_like_boxes, coverage, dataset_boxes,
+                                      format_coverage, ssd_anchors_np)
 from ssd_nobias.atomic import write_json
 from ssd_nobias.config import base_size
-from ssd_nobias.data import build_dataset
-from ssd_nobias.model import preset
+from ssd_nobias.data.datasets import build_dataset
+from ssd_nobias.model.ssd import preset
 
 
 def main(argv=None) -> int:

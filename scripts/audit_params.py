@@ -14,8 +14,8 @@ import argparse
 import sys
 
 from ssd_nobias import cli
-from ssd_nobias.audit import audit, expected, format_audit
-from ssd_nobias.deploy.proof import prove
+from ssd_nobias.export.audit import audit, expected, format_audit
+from ssd_nobias.export.proof import prove
 
 
 def main(argv=None) -> int:

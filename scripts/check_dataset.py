@@ -8,7 +8,7 @@ Exit status: 0 clean, 1 problems found (listed with their files), 2 the data can
 import sys
 
 from ssd_nobias import cli
-from ssd_nobias.dataset_check import check_dataset, format_findings, format_summary
+from ssd_nobias.data.check import check_dataset, format_findings, format_summary
 
 
 def main(argv=None) -> int:

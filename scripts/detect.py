@@ -10,8 +10,8 @@ import sys
 
 from ssd_nobias import cli
 from ssd_nobias.config import base_size, load_config, per_image
-from ssd_nobias.detect import Detector, Preprocess, find_inputs, run
-from ssd_nobias.predictors import load_predictor
+from ssd_nobias.runtime.detect import Detector, Preprocess, find_inputs, run
+from ssd_nobias.runtime.predictors import load_predictor
 
 
 def main(argv=None) -> int:

@@ -9,7 +9,7 @@ import os
 import sys
 
 from ssd_nobias import cli
-from ssd_nobias.evaluate import evaluate_checkpoint, format_table
+from ssd_nobias.evaluation.evaluate import evaluate_checkpoint, format_table
 
 
 def main(argv=None) -> int:

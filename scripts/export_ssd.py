@@ -9,11 +9,11 @@ import os
 import sys
 
 from ssd_nobias import cli
-from ssd_nobias.deploy.int8 import CALIB_METHODS, HEAD_OUTPUTS
-from ssd_nobias.deploy.split_export import export_accelerator, format_accelerator
-from ssd_nobias.export import add_to_report, export_deploy, format_report
-from ssd_nobias.naive_fix import export_zero_shift
-from ssd_nobias.precise_bn import format_recalibration, recalibrate_params
+from ssd_nobias.export.int8 import CALIB_METHODS, HEAD_OUTPUTS
+from ssd_nobias.export.split import export_accelerator, format_accelerator
+from ssd_nobias.export.deploy import add_to_report, export_deploy, format_report
+from ssd_nobias.analysis.naive_fix import export_zero_shift
+from ssd_nobias.analysis.precise_bn import format_recalibration, recalibrate_params
 
 
 def main(argv=None) -> int:

@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from ssd_nobias import cli
-from ssd_nobias.launch import LOOPBACK, STOP_SAVE_S, launch, read_hostfile
+from ssd_nobias.engine.launch import LOOPBACK, STOP_SAVE_S, launch, read_hostfile
 
 
 def main(argv=None) -> int:

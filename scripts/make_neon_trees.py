@@ -4,13 +4,13 @@
         --fractions 0.4 0.3 0.3]
 
 The wheel (deepforest==2.1.0, sha256 checked) is downloaded once into --cache by pip; the
-tiling and split rules are in ssd_nobias/neon_trees.py.
+tiling and split rules are in ssd_nobias/data/neon_trees.py.
 """
 import argparse
 import sys
 
 from ssd_nobias import cli
-from ssd_nobias.neon_trees import fetch_wheel, make_neon_trees
+from ssd_nobias.data.neon_trees import fetch_wheel, make_neon_trees
 
 
 def main(argv=None) -> int:
@@ -19,7 +19,8 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default="data/cache", help="where the wheel is kept")
     p.add_argument("--tile", type=int, default=200, help="tile side in source pixels")
     p.add_argument("--fractions", type=float, nargs=3, default=[0.4, 0.3, 0.3],
-                   metavar=("TRAIN", "VAL", "TEST"), help="band heights of the large same-site crop")
+                   metavar=("TRAIN", "VAL", "TEST"),
+                   help="band heights of the large same-site crop")
     args = p.parse_args(argv)
     summary = make_neon_trees(args.out, fetch_wheel(args.cache), args.tile, args.fractions)
     for split, c in summary["counts"].items():

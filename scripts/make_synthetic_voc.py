@@ -6,7 +6,7 @@
 import argparse
 import sys
 
-from ssd_nobias.synthetic import VARIANTS, make_synthetic
+from ssd_nobias.data.synthetic import VARIANTS, make_synthetic
 
 
 def main(argv=None) -> int:

@@ -8,8 +8,8 @@ import sys
 
 from ssd_nobias import cli
 from ssd_nobias.config import describe
-from ssd_nobias.model import MODEL_NAMES
-from ssd_nobias.train import train
+from ssd_nobias.model.ssd import MODEL_NAMES
+from ssd_nobias.engine.train import train
 
 
 def main(argv=None) -> int:

@@ -1,12 +1,13 @@
 """Bias-free MobileNet-SSD for MXNet/GluonCV: every conv+BatchNorm folds to a weight, no bias.
 
-The names below load on first use, so that the deploy side's host part (deploy/host.py) runs
+The names below load on first use, so that the deploy side's host part (runtime/host.py) runs
 where only NumPy is installed.
 """
 import importlib
 
-_EXPORTS = {"NoBiasBatchNorm": "nn", "get_norm_layer": "nn", "get_model": "model",
-            "bias_report": "model", "format_bias_report": "model", "MODEL_NAMES": "model"}
+_EXPORTS = {"NoBiasBatchNorm": "model.norm", "get_norm_layer": "model.norm",
+            "get_model": "model.ssd", "bias_report": "model.ssd",
+            "format_bias_report": "model.ssd", "MODEL_NAMES": "model.ssd"}
 
 __all__ = list(_EXPORTS)
 __version__ = "0.1.0"

@@ -7,8 +7,8 @@ from typing import Callable, Optional, Sequence
 
 from yacs.config import CfgNode
 
-from .config import load_config
-from .errors import Stopped, UserError
+from ssd_nobias.config import load_config
+from ssd_nobias.errors import Stopped, UserError
 
 
 def parser(description: str, config_required: bool = True) -> argparse.ArgumentParser:

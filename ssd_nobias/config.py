@@ -19,8 +19,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import yaml
 from yacs.config import CfgNode
 
-from .atomic import write_text
-from .errors import ConfigError
+from ssd_nobias.atomic import write_text
+from ssd_nobias.errors import ConfigError
 
 _VARIANTS = [(300, m) for m in ("1.0", "0.75", "0.5", "0.25")] + [(512, "1.0")]
 MODEL_NAMES = tuple(f"ssd_{size}_mobilenet{mult}_{data}"

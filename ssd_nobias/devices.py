@@ -6,7 +6,7 @@ from typing import List, Sequence
 
 import mxnet as mx
 
-from .errors import ConfigError
+from ssd_nobias.errors import ConfigError
 
 
 def contexts(names: Sequence[str]) -> List[mx.Context]:

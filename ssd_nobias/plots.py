@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .atomic import replacing
+from ssd_nobias.atomic import replacing
 
 GT_COLOR = (255, 255, 255)
 

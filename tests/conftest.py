@@ -5,10 +5,10 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from ssd_nobias.checkpoint import save_checkpoint
+from ssd_nobias.model.checkpoint import save_checkpoint
 from ssd_nobias.config import load_config
-from ssd_nobias.synthetic import make_synthetic
-from ssd_nobias.train import initialized_model
+from ssd_nobias.data.synthetic import make_synthetic
+from ssd_nobias.engine.train import initialized_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ["circle", "square", "triangle", "star"]
@@ -21,7 +21,7 @@ def alive_model(tmp_path_factory):
 
     Its running statistics are those of real activations (at initialization they are 1 and
     every feature map is ~1e-11), and its class scores are spread apart."""
-    from ssd_nobias.export import export_deploy
+    from ssd_nobias.export.deploy import export_deploy
 
     base = tmp_path_factory.mktemp("alive")
     root = make_synthetic(str(base / "data"), train=8, val=4, size=96, seed=1)["root"]

@@ -9,11 +9,11 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from ssd_nobias.anchors import (ANCHOR_PRESETS, MATCH_IOU, best_iou, coco_like_boxes, coverage,
-                                ssd_anchors_np)
+from ssd_nobias.model.anchors import (ANCHOR_PRESETS, MATCH_IOU, best_iou, coco_like_boxes,
+                                      coverage, ssd_anchors_np)
 from ssd_nobias.config import ConfigError, load_config
-from ssd_nobias.model import build_model, get_model, preset, ssd_anchors
-from ssd_nobias.synthetic import make_synthetic
+from ssd_nobias.model.ssd import build_model, get_model, preset, ssd_anchors
+from ssd_nobias.data.synthetic import make_synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,10 +106,10 @@ def test_a_checkpoint_is_loaded_with_the_anchors_it_was_trained_with(tmp_path):
     """A run records its anchor sizes (config.yaml and every checkpoint); a checkpoint whose
     record disagrees with the config, or one from before the 300 models took SSD's scales, is
     refused with the setting that fits it."""
-    from ssd_nobias.checkpoint import save_checkpoint
-    from ssd_nobias.model import with_anchor_sizes
+    from ssd_nobias.model.checkpoint import save_checkpoint
+    from ssd_nobias.model.ssd import with_anchor_sizes
     from ssd_nobias.errors import DataError
-    from ssd_nobias.predictors import load_trained
+    from ssd_nobias.runtime.predictors import load_trained
 
     cfg = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml"))
     resolved = with_anchor_sizes(cfg)

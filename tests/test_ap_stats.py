@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from gluoncv.utils.metrics.voc_detection import VOC07MApMetric
 
-from ssd_nobias.ap_stats import (coco_ap, match_image, matches_of, paired_bootstrap,
-                                 voc07_ap50)
+from ssd_nobias.evaluation.ap_stats import (coco_ap, match_image, matches_of, paired_bootstrap,
+                                            voc07_ap50)
 
 
 def scene(rng, n_images=25, classes=2):

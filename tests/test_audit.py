@@ -10,7 +10,7 @@ import pytest
 from gluoncv.model_zoo import get_model as gluoncv_model
 
 from ssd_nobias import get_model
-from ssd_nobias.audit import audit, expected
+from ssd_nobias.export.audit import audit, expected
 from ssd_nobias.errors import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

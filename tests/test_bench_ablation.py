@@ -11,7 +11,7 @@ from ablation import ARMS, SCREEN, format_table, summarize  # noqa: E402
 from study import resolved_recipe  # noqa: E402
 
 from ssd_nobias.config import load_config  # noqa: E402
-from ssd_nobias.model import STOCK_RECIPE  # noqa: E402
+from ssd_nobias.model.ssd import STOCK_RECIPE  # noqa: E402
 
 
 def resolved(arm: str) -> dict:

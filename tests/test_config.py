@@ -131,7 +131,7 @@ def test_an_unknown_key_suggests_the_nearest_known_ones(override, suggestion):
 
 
 def test_a_missing_dataset_names_the_config_key(tmp_path):
-    from ssd_nobias.data import build_dataset
+    from ssd_nobias.data.datasets import build_dataset
     cfg = load_config(None, [f"data.root={tmp_path / 'nowhere'}"])
     with pytest.raises(DataError, match=r"\(data\.root\) does not exist"):
         build_dataset(cfg, "train")
@@ -177,7 +177,8 @@ def test_docs_config_md_is_the_schema():
 
 
 def test_allowed_values_declared_in_the_schema_are_what_the_code_implements():
-    from ssd_nobias import config, model, nn, reparam
+    from ssd_nobias import config
+    from ssd_nobias.model import norm as nn, reparam, ssd as model
     assert set(config.NORMS) == set(nn.NORM_LAYERS)
     assert model.MODEL_NAMES is config.MODEL_NAMES and model.ACTIVATIONS is config.ACTIVATIONS
     assert reparam.WEIGHT_MODES is config.WEIGHT_MODES and nn.IMPLS is config.IMPLS
@@ -195,5 +196,5 @@ def test_the_schema_is_the_ground_floor():
                 for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
                 for a in n.names}
     assert {m for m in imported if not m.startswith("__")} <= {
-        "difflib", "os", "re", "sys", "dataclasses", "typing", "yaml", "yacs.config", "atomic",
-        "errors"}
+        "difflib", "os", "re", "sys", "dataclasses", "typing", "yaml", "yacs.config",
+        "ssd_nobias.atomic", "ssd_nobias.errors"}

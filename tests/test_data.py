@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from ssd_nobias.config import load_config
-from ssd_nobias.data import (COCOFormatDetection, EpochSampler, SSDTrainTransform, ValTransform,
-                             VOCFormatDetection, build_dataset, dataset_classes,
-                             per_image_normalize, random_crop_with_constraints, split_batch,
-                             train_loader, val_loader)
+from ssd_nobias.data.datasets import (COCOFormatDetection, EpochSampler, SSDTrainTransform,
+                                      ValTransform, VOCFormatDetection, build_dataset,
+                                      dataset_classes, per_image_normalize,
+                                      random_crop_with_constraints, split_batch, train_loader,
+                                      val_loader)
 from ssd_nobias.errors import DataError
-from ssd_nobias.images import ImageError
+from ssd_nobias.data.images import ImageError
 
 CLASSES = ("circle", "square", "triangle")
 
@@ -149,7 +150,7 @@ def test_annotated_size_must_be_the_image_size(tmp_path):
 
 
 def test_coco_annotated_size_must_be_the_image_size(tmp_path):
-    from ssd_nobias.synthetic import make_synthetic
+    from ssd_nobias.data.synthetic import make_synthetic
     root = make_synthetic(str(tmp_path), train=2, val=1, size=64, seed=0, fmt="coco")["root"]
     ds = COCOFormatDetection(root, ["instances_train"])
     cv2.imwrite(ds.image_path(1), np.zeros((20, 30, 3), np.uint8))
@@ -287,7 +288,7 @@ def test_sampler_shards_together_make_the_single_process_batches():
 
 
 def test_train_loader_targets(tmp_path):
-    from ssd_nobias.model import get_model, ssd_anchors
+    from ssd_nobias.model.ssd import get_model, ssd_anchors
     for i in range(4):
         write_item(tmp_path, f"{i}", [obj("circle", (10, 10, 50, 40))], size=(120, 90))
     ds = custom(tmp_path)
@@ -338,7 +339,7 @@ def test_train_transform_hue_jitter_is_18_degrees_not_any_hue():
 
 def test_train_targets_decode_onto_the_augmented_boxes(tmp_path):
     from gluoncv.nn.coder import NormalizedBoxCenterDecoder
-    from ssd_nobias.model import get_model, ssd_anchors
+    from ssd_nobias.model.ssd import get_model, ssd_anchors
     write_item(tmp_path, "a", [obj("circle", (11, 11, 60, 50)), obj("square", (70, 20, 110, 80))],
                size=(120, 90))
     img, label = custom(tmp_path)[0]

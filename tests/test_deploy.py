@@ -14,11 +14,11 @@ import pytest
 from gluoncv.nn.coder import MultiPerClassDecoder
 from onnx import numpy_helper
 
-from ssd_nobias.deploy.host import per_class_nms
-from ssd_nobias.deploy.proof import prove
-from ssd_nobias.deploy.split_export import export_accelerator
+from ssd_nobias.runtime.host import per_class_nms
+from ssd_nobias.export.proof import prove
+from ssd_nobias.export.split import export_accelerator
 from ssd_nobias.errors import DataError
-from ssd_nobias.predictors import load_predictor
+from ssd_nobias.runtime.predictors import load_predictor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "scripts")
@@ -128,8 +128,8 @@ def _dominated_heads(folder: str, path: str) -> None:
 def test_int8_head_outputs_give_every_channel_its_own_range(split, tmp_path):
     """Each head output channel is equalized before quantization: its int8 step is its own
     calibrated max |y| / 127, and the int8 output is the int32 accumulators rounded to it."""
-    from ssd_nobias.deploy.int8 import quantize
-    from ssd_nobias.onnx_model import session
+    from ssd_nobias.export.int8 import quantize
+    from ssd_nobias.runtime.onnxrt import session
 
     folder = os.path.join(split[2], "accelerator")
     float_path = str(tmp_path / "dominated.onnx")
@@ -185,8 +185,8 @@ def test_the_pair_detects_as_the_deploy_graph(split, alive_model):
 
 @pytest.mark.parametrize("int8", [False, True])
 def test_host_onnx_computes_what_the_numpy_host_part_does(split, int8):
-    from ssd_nobias.deploy.host import HostPart
-    from ssd_nobias.onnx_model import session
+    from ssd_nobias.runtime.host import HostPart
+    from ssd_nobias.runtime.onnxrt import session
 
     folder = os.path.join(split[2], "accelerator")
     host = HostPart.load(folder, int8)
@@ -212,7 +212,7 @@ def test_host_onnx_computes_what_the_numpy_host_part_does(split, int8):
 def test_the_host_part_loads_without_mxnet(split):
     folder = os.path.join(split[2], "accelerator")
     code = ("import sys, numpy as np; sys.modules['mxnet'] = None\n"
-            "from ssd_nobias.deploy.host import HostPart\n"
+            "from ssd_nobias.runtime.host import HostPart\n"
             f"host = HostPart.load({folder!r})\n"
             "outs = [np.zeros((1, c, s, s), np.float32) for c, s in "
             "zip([20, 30, 30, 30, 20, 20] * 0 + [a.size for a in host.biases[:6]] + "
@@ -301,8 +301,8 @@ def test_eval_and_detect_run_the_int8_pair(split, tmp_path):
 
 
 def test_mxnet_int8_quantizes_every_convolution_and_still_detects(alive_model):
-    from ssd_nobias.deploy.mxnet_int8 import quantize_deploy
-    from ssd_nobias.predictors import load_deploy
+    from ssd_nobias.analysis.mxnet_int8 import quantize_deploy
+    from ssd_nobias.runtime.predictors import load_deploy
 
     cfg, _, deploy, _ = alive_model
     fp32, _ = load_deploy(deploy, [mx.cpu()])

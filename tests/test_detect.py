@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from gluoncv.data.transforms import image as timage
 
-from ssd_nobias.detect import Detector, Preprocess, find_inputs, run
+from ssd_nobias.runtime.detect import Detector, Preprocess, find_inputs, run
 from ssd_nobias.errors import DataError
-from ssd_nobias.images import ImageError
-from ssd_nobias.predictors import load_predictor
+from ssd_nobias.data.images import ImageError
+from ssd_nobias.runtime.predictors import load_predictor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DETECT = [sys.executable, os.path.join(ROOT, "scripts", "detect.py")]

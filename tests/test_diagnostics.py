@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from ssd_nobias.config import load_config
-from ssd_nobias.diagnostics import UnitActivity, dead_fraction, trajectory, unit_activity
-from ssd_nobias.model import get_model
-from ssd_nobias.synthetic import make_synthetic
-from ssd_nobias.train import train
+from ssd_nobias.analysis.diagnostics import UnitActivity, dead_fraction, trajectory, unit_activity
+from ssd_nobias.model.ssd import get_model
+from ssd_nobias.data.synthetic import make_synthetic
+from ssd_nobias.engine.train import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

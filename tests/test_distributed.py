@@ -10,9 +10,9 @@ import time
 import pytest
 
 from ssd_nobias.errors import UserError
-from ssd_nobias.launch import plan, read_hostfile
-from ssd_nobias.synthetic import make_synthetic
-from ssd_nobias.train import read_metrics
+from ssd_nobias.engine.launch import plan, read_hostfile
+from ssd_nobias.data.synthetic import make_synthetic
+from ssd_nobias.engine.train import read_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 

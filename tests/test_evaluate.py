@@ -9,8 +9,9 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from ssd_nobias.data import COCOFormatDetection, VOCFormatDetection
-from ssd_nobias.evaluate import (Detections, VocScorer, evaluate, format_table, write_report)
+from ssd_nobias.data.datasets import COCOFormatDetection, VOCFormatDetection
+from ssd_nobias.evaluation.evaluate import (Detections, VocScorer, evaluate, format_table,
+                                            write_report)
 from test_data import CLASSES, obj, write_coco, write_item
 
 SIZE = 64

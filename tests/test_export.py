@@ -11,13 +11,13 @@ from mxnet import autograd, gluon
 
 from ssd_nobias.config import load_config
 from ssd_nobias.errors import DataError
-from ssd_nobias.evaluate import evaluate_checkpoint
-from ssd_nobias.export import FoldedConv, ShiftError, export_deploy, fold_conv_norm
-from ssd_nobias.model import ConvNorm, UnitRecipe
-from ssd_nobias.naive_fix import export_zero_shift
-from ssd_nobias.nn import NoBiasBatchNorm, UncenteredBatchNorm
-from ssd_nobias.synthetic import make_synthetic
-from ssd_nobias.train import train
+from ssd_nobias.evaluation.evaluate import evaluate_checkpoint
+from ssd_nobias.export.deploy import FoldedConv, ShiftError, export_deploy, fold_conv_norm
+from ssd_nobias.model.ssd import ConvNorm, UnitRecipe
+from ssd_nobias.analysis.naive_fix import export_zero_shift
+from ssd_nobias.model.norm import NoBiasBatchNorm, UncenteredBatchNorm
+from ssd_nobias.data.synthetic import make_synthetic
+from ssd_nobias.engine.train import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -121,7 +121,7 @@ def test_stock_batchnorm_folds_into_conv_with_bias(trained, tmp_path):
         ("data.root", cfg.data.root), ("data.train_splits", "[train]"),
         ("data.val_splits", "[val]"), ("data.classes", "[classes.txt]"),
         ("output_dir", str(tmp_path)))])
-    from ssd_nobias.model import build_model
+    from ssd_nobias.model.ssd import build_model
     net = build_model(bn_cfg, ["circle", "square", "triangle", "star"])
     net.initialize()
     net(mx.nd.zeros((1, 3, 300, 300)))
@@ -185,7 +185,7 @@ def test_scripts_export_then_evaluate_the_deploy_graph(trained):
 
 
 def test_a_wrong_fold_fails_parity_and_says_by_how_much(trained, tmp_path, monkeypatch):
-    import ssd_nobias.export as export
+    import ssd_nobias.export.deploy as export
     cfg, params, _ = trained
     real = export.fold_conv_norm
 
@@ -229,7 +229,7 @@ def test_onnx_with_a_wrong_weight_fails_its_check(trained, tmp_path, monkeypatch
     import onnx
     from onnx import numpy_helper
 
-    import ssd_nobias.onnx_model as onnx_model
+    import ssd_nobias.export.onnx as onnx_model
     cfg, params, _ = trained
     real = onnx_model.export_onnx
 
@@ -243,7 +243,7 @@ def test_onnx_with_a_wrong_weight_fails_its_check(trained, tmp_path, monkeypatch
         return cut
 
     monkeypatch.setattr(onnx_model, "export_onnx", scaled_first_conv)
-    from ssd_nobias.export import ParityError
+    from ssd_nobias.export.deploy import ParityError
     with pytest.raises(ParityError, match=r"ONNX model .* fails its checks: raw outputs differ"):
         export_deploy(cfg, params, str(tmp_path / "bad"), onnx=True)
 
@@ -274,7 +274,7 @@ def test_every_recipe_option_exports_exactly_and_audits_bias_free(trained, tmp_p
     """Leaky activations without any head bias on per-image normalized inputs, and the recipe's
     reparametrizations off: the deploy graph and ONNX model fold exactly, carry no BatchNorm,
     and give the trained mAP; preprocess.json says how inputs are normalized."""
-    from ssd_nobias.detect import Preprocess
+    from ssd_nobias.runtime.detect import Preprocess
 
     cfg, _, base = trained
     opts = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml"), [

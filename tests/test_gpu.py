@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon
 
-from ssd_nobias import NoBiasBatchNorm, native
+from ssd_nobias import NoBiasBatchNorm
+from ssd_nobias.model import native
 from ssd_nobias.config import load_config
-from ssd_nobias.export import export_deploy
-from ssd_nobias.synthetic import make_synthetic
-from ssd_nobias.train import train
+from ssd_nobias.export.deploy import export_deploy
+from ssd_nobias.data.synthetic import make_synthetic
+from ssd_nobias.engine.train import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GPUS = mx.context.num_gpus()

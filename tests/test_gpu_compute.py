@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from mxnet import autograd
 
-from ssd_nobias import native
-from ssd_nobias.gpu_sources import write_gpu_sources
+from ssd_nobias.model import native
+from ssd_nobias.model.gpu_sources import write_gpu_sources
 
 pytestmark = [pytest.mark.gpu_emulation, pytest.mark.slow]
 
@@ -303,7 +303,7 @@ def compile_in_fresh_process(nvrtc: Path, archs: list, out: Path) -> dict:
     once, among the libraries already loaded); arch None is the library's own."""
     code = ("import ctypes, sys\n"
             f"ctypes.CDLL({str(nvrtc)!r}, mode=ctypes.RTLD_GLOBAL)\n"
-            "from ssd_nobias import native\n"
+            "from ssd_nobias.model import native\n"
             "lib = ctypes.CDLL(str(native.load()))\n"
             "lib.nobias_gpu_ptx.restype = ctypes.c_char_p\n"
             f"for i, arch in enumerate({archs!r}):\n"

@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ssd_nobias.images import ImageError, incomplete_reason, read_image
+from ssd_nobias.data.images import ImageError, incomplete_reason, read_image
 
 
 def encoded(ext):

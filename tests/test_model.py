@@ -6,7 +6,7 @@ from gluoncv.model_zoo.mobilenet import MobileNet
 from mxnet import autograd, gluon
 
 from ssd_nobias import MODEL_NAMES, NoBiasBatchNorm, bias_report, get_model
-from ssd_nobias.model import layer_names, ssd_anchors
+from ssd_nobias.model.ssd import layer_names, ssd_anchors
 
 
 def norms(net):
@@ -280,7 +280,7 @@ def test_ops_implementation_trains_the_same_model_with_interchangeable_params(tm
 def test_uncentered_batchnorm_learns_no_shift_but_keeps_its_mean():
     """model.norm=batchnorm_uncentered (study v3's arm (f)): stock BatchNorm everywhere, beta
     fixed at zero through training, the running mean tracked as stock BatchNorm tracks it."""
-    from ssd_nobias.nn import UncenteredBatchNorm
+    from ssd_nobias.model.norm import UncenteredBatchNorm
     net = build(norm="batchnorm_uncentered")
     found = norms(net)
     assert found and all(isinstance(b, UncenteredBatchNorm) for b in found)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ssd_nobias import native
+from ssd_nobias.model import native
 
 
 def test_missing_compiler_is_a_clear_error(monkeypatch, tmp_path):

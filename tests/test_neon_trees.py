@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssd_nobias import neon_trees
+from ssd_nobias.data import neon_trees
 from ssd_nobias.config import load_config
-from ssd_nobias.data import parse_voc_xml, read_split
-from ssd_nobias.dataset_check import CLEAN, check_dataset
+from ssd_nobias.data.datasets import parse_voc_xml, read_split
+from ssd_nobias.data.check import CLEAN, check_dataset
 from ssd_nobias.errors import DataError
-from ssd_nobias.neon_trees import bands, cut, fetch_wheel, make_neon_trees, tile_origins
+from ssd_nobias.data.neon_trees import bands, cut, fetch_wheel, make_neon_trees, tile_origins
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = {neon_trees.SPLIT_CROP: (600, 1000), neon_trees.TRAIN_CROP: (300, 260),

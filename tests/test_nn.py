@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon
 
-from ssd_nobias import NoBiasBatchNorm, get_norm_layer, native
-from ssd_nobias.nn import IMPL_ENV, choose_impl
+from ssd_nobias import NoBiasBatchNorm, get_norm_layer
+from ssd_nobias.model import native
+from ssd_nobias.model.norm import IMPL_ENV, choose_impl
 
 EPS = 1e-5
 
@@ -463,7 +464,7 @@ def test_amp_initialized_before_the_operator_loads_is_refused_or_avoided():
     """Loading the library re-creates MXNet's op functions, which would silently undo AMP."""
     out = run_python(
         "import warnings; from mxnet.contrib import amp; amp.init()\n"
-        "from ssd_nobias import NoBiasBatchNorm, native\n"
+        "from ssd_nobias import NoBiasBatchNorm\nfrom ssd_nobias.model import native\n"
         "try:\n"
         "    NoBiasBatchNorm(in_channels=4, impl='native')\n"
         "except native.NativeUnavailable as err:\n"
@@ -484,7 +485,7 @@ def test_under_amp_float16_data_is_normalized_with_float32_statistics(impl, hybr
         "import numpy as np, mxnet as mx\n"
         "from mxnet import autograd\n"
         "from ssd_nobias import NoBiasBatchNorm\n"
-        "from ssd_nobias.train import amp_fp32_ops\n"
+        "from ssd_nobias.engine.train import amp_fp32_ops\n"
         f"layer = NoBiasBatchNorm(in_channels=4, impl='{impl}')\n"
         "layer.initialize()\n"
         "from mxnet.contrib import amp\n"
@@ -513,8 +514,8 @@ def test_under_amp_the_operator_gets_float16_only_where_it_has_a_gpu_compute(gpu
     Checked on the graph's types: a CPU cannot run float16 convolutions."""
     out = run_python(
         "import mxnet as mx\n"
-        "from ssd_nobias import NoBiasBatchNorm, native\n"
-        "from ssd_nobias.train import amp_fp32_ops\n"
+        "from ssd_nobias import NoBiasBatchNorm\nfrom ssd_nobias.model import native\n"
+        "from ssd_nobias.engine.train import amp_fp32_ops\n"
         f"if {gpu_compute}: native.gpu_error = lambda: None  # as with mxnet-cu11x on a GPU\n"
         "net = mx.gluon.nn.HybridSequential()\n"
         "net.add(mx.gluon.nn.Conv2D(4, 3, in_channels=3),\n"

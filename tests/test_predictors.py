@@ -8,14 +8,14 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from ssd_nobias.checkpoint import save_checkpoint
+from ssd_nobias.model.checkpoint import save_checkpoint
 from ssd_nobias.config import load_config
 from ssd_nobias.errors import DataError
-from ssd_nobias.export import export_deploy
-from ssd_nobias.predictors import (OnnxPredictor, load_deploy, load_onnx, load_predictor,
-                                   load_trained)
-from ssd_nobias.synthetic import make_synthetic
-from ssd_nobias.train import initialized_model
+from ssd_nobias.export.deploy import export_deploy
+from ssd_nobias.runtime.predictors import (OnnxPredictor, load_deploy, load_onnx, load_predictor,
+                                           load_trained)
+from ssd_nobias.data.synthetic import make_synthetic
+from ssd_nobias.engine.train import initialized_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ["circle", "square", "triangle", "star"]
@@ -100,10 +100,12 @@ def test_bad_model_files_are_named(model_files, tmp_path):
 
 
 @pytest.mark.subprocess
-@pytest.mark.parametrize("module, other", [("evaluate", "export"), ("export", "evaluate")])
+@pytest.mark.parametrize("module, other", [("evaluation.evaluate", "export.deploy"),
+                                           ("export.deploy", "evaluation.evaluate")])
 def test_evaluate_and_export_do_not_import_each_other(module, other):
     code = (f"import sys, ssd_nobias.{module}; "
-            f"print('ssd_nobias.{other}' in sys.modules, 'ssd_nobias.predictors' in sys.modules)")
+            f"print('ssd_nobias.{other}' in sys.modules, "
+            f"'ssd_nobias.runtime.predictors' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "True"]

@@ -13,9 +13,9 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from ssd_nobias.checkpoint import find_resume, read_meta
-from ssd_nobias.preemption import RunLock, RunDirectoryInUse, StopRequest, remove_stale_temps
-from ssd_nobias.synthetic import make_synthetic
+from ssd_nobias.model.checkpoint import find_resume, read_meta
+from ssd_nobias.engine.preemption import RunLock, RunDirectoryInUse, StopRequest, remove_stale_temps
+from ssd_nobias.data.synthetic import make_synthetic
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from ssd_nobias.synthetic import make_synthetic
+from ssd_nobias.data.synthetic import make_synthetic
 
 pytestmark = [pytest.mark.docs, pytest.mark.slow, pytest.mark.subprocess]
 

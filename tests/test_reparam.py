@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from mxnet import autograd
 
-from ssd_nobias.reparam import ReparamConv2D, effective_weight
+from ssd_nobias.model.reparam import ReparamConv2D, effective_weight
 
 
 @pytest.fixture

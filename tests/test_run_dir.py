@@ -7,10 +7,10 @@ import sys
 import pytest
 
 from ssd_nobias.config import load_config
-from ssd_nobias.preemption import LOCK_FILE
-from ssd_nobias.run_dir import RunDirectoryTaken, StartGuard, claim, previous_run
-from ssd_nobias.synthetic import make_synthetic
-from ssd_nobias.train import read_metrics, train
+from ssd_nobias.engine.preemption import LOCK_FILE
+from ssd_nobias.engine.run_dir import RunDirectoryTaken, StartGuard, claim, previous_run
+from ssd_nobias.data.synthetic import make_synthetic
+from ssd_nobias.engine.train import read_metrics, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "configs", "demo_synthetic.yaml")

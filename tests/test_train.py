@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from mxnet import autograd
 
-from ssd_nobias import native
-from ssd_nobias.checkpoint import find_resume, load_checkpoint, read_meta, save_checkpoint
+from ssd_nobias.model import native
+from ssd_nobias.model.checkpoint import find_resume, load_checkpoint, read_meta, save_checkpoint
 from ssd_nobias.config import load_config, scaled_lr
 from ssd_nobias.errors import DataError
-from ssd_nobias.model import get_model, recipe_summary
-from ssd_nobias.synthetic import make_synthetic
-from ssd_nobias.data import split_batch
-from ssd_nobias.train import (CSV_FIELDS, Schedule, Trainer, TrainingDiverged, amp_fp32_ops,
-                              no_decay_params, train)
+from ssd_nobias.model.ssd import get_model, recipe_summary
+from ssd_nobias.data.synthetic import make_synthetic
+from ssd_nobias.data.datasets import split_batch
+from ssd_nobias.engine.train import (CSV_FIELDS, Schedule, Trainer, TrainingDiverged, amp_fp32_ops,
+                                     no_decay_params, train)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

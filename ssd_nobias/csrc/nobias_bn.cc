@@ -7,7 +7,7 @@
 // No mean is ever subtracted and running_mean is never written, so folding the layer into the
 // preceding convolution gives a weight and no bias. MXNet's lib_api does not tell an operator
 // whether it runs in training mode, so the mode comes in as a one-element input computed in the
-// graph (see ssd_nobias/nn.py): nonzero means training.
+// graph (see ssd_nobias/model/norm.py): nonzero means training.
 //
 // This file registers the operator through lib_api, which gives MXNet its shapes, types,
 // auxiliary states and gradient wiring, and the plain-NCHW CPU compute below. On the CPU,

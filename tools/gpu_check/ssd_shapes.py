@@ -8,8 +8,8 @@ that it matches the model.
 """
 import mxnet as mx
 
-from ssd_nobias.model import get_model
-from ssd_nobias.nn import NoBiasBatchNorm
+from ssd_nobias.model.ssd import get_model
+from ssd_nobias.model.norm import NoBiasBatchNorm
 
 MODEL = "ssd_300_mobilenet1.0_voc"
 BATCH = 32

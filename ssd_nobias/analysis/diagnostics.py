@@ -1,0 +1,119 @@
+"""Dead activation channels and depthwise filter sums, per unit of the feature extractor.
+
+A channel is dead on a set of images when its pre-activation is <= 0 at every position of every
+image: a ReLU gives it exactly 0 and no gradient. The measurement walks the units one by one so
+that it sees pre-activations whatever the norm fuses, with the norm's batch statistics (what
+training sees; meaningful at init, when running statistics are still their initial values) or
+its running statistics (what inference and the deploy graph see).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Sequence
+
+import mxnet as mx
+import numpy as np
+
+from ssd_nobias.model.ssd import ConvNorm, MobileNetSSDFeatures, activate
+from ssd_nobias.model.norm import NoBiasBatchNorm
+
+
+@dataclass(frozen=True)
+class UnitActivity:
+    """One conv -> norm -> activation unit on a batch of images."""
+
+    name: str
+    depthwise: bool
+    dead: np.ndarray  # (channels,) bool: pre-activation <= 0 everywhere
+    filter_sums: np.ndarray  # (channels,) sum of each effective conv filter
+
+
+def _pre_activation(pair: ConvNorm, y: mx.nd.NDArray, batch_stats: bool) -> mx.nd.NDArray:
+    norm = pair.norm
+    eps, axes = norm._kwargs["eps"], (0, 2, 3)
+    gamma = norm.gamma.data(y.context)
+    if norm._kwargs["fix_gamma"]:
+        gamma = mx.nd.ones_like(gamma)
+    if isinstance(norm, NoBiasBatchNorm):
+        mean = mx.nd.zeros_like(gamma)
+        var = mx.nd.mean(y * y, axis=axes) if batch_stats else norm.running_var.data(y.context)
+        beta = mx.nd.zeros_like(gamma)
+    else:
+        mean = mx.nd.mean(y, axis=axes) if batch_stats else norm.running_mean.data(y.context)
+        var = mx.nd.mean((y - mean.reshape((1, -1, 1, 1))) ** 2, axis=axes) if batch_stats \
+            else norm.running_var.data(y.context)
+        beta = norm.beta.data(y.context)
+    scale = (gamma / mx.nd.sqrt(var + eps)).reshape((1, -1, 1, 1))
+    return (y - mean.reshape((1, -1, 1, 1))) * scale + beta.reshape((1, -1, 1, 1))
+
+
+def unit_activity(features: MobileNetSSDFeatures, x: mx.nd.NDArray,
+                  batch_stats: bool = False) -> List[UnitActivity]:
+    """Dead channels and filter sums of every unit for the images `x`, nothing updated."""
+    units = []
+    with mx.autograd.predict_mode():
+        for name, pair in features.pairs():
+            y = mx.nd.Convolution(x, pair.conv.deploy_weight().as_in_context(x.context),
+                                  no_bias=True, **{k: v for k, v in pair.conv._kwargs.items()
+                                                   if k != "no_bias"})
+            pre = _pre_activation(pair, y, batch_stats)
+            dead = (mx.nd.max(pre, axis=(0, 2, 3)) <= 0).asnumpy().astype(bool)
+            sums = pair.conv.deploy_weight().sum(axis=(1, 2, 3)).asnumpy()
+            units.append(UnitActivity(name, pair.depthwise, dead, sums))
+            x = activate(mx.nd, pre, pair.activation, pair.slope)
+    return units
+
+
+def dead_fraction(units: Sequence[UnitActivity]) -> float:
+    """Dead channels over all channels of the units."""
+    return sum(int(u.dead.sum()) for u in units) / sum(len(u.dead) for u in units)
+
+
+def checkpoints_in_order(run_dir: str, name: str) -> List[str]:
+    """A run's numbered checkpoints `<name>-NNNN.params` by epoch, then `<name>-last.params`."""
+    numbered = sorted(glob.glob(os.path.join(run_dir, f"{glob.escape(name)}-[0-9][0-9][0-9][0-9]"
+                                                      f".params")))
+    last = os.path.join(run_dir, f"{name}-last.params")
+    return numbered + ([last] if os.path.isfile(last) else [])
+
+
+def epoch_of(path: str) -> str:
+    """'0004' for run-0004.params, 'last' for run-last.params."""
+    return re.search(r"-(\d{4}|last)\.params$", path)[1]
+
+
+def trajectory(snapshots: Dict[str, List[UnitActivity]]) -> dict:
+    """Per unit, the dead fraction at each snapshot (in the dict's order), and how the channels
+    dead at the last snapshot started: how many of them had a negative filter sum at the first.
+    """
+    labels = list(snapshots)
+    first, last = snapshots[labels[0]], snapshots[labels[-1]]
+    units = {}
+    for k, unit in enumerate(first):
+        end_dead = last[k].dead
+        units[unit.name] = {
+            "channels": len(unit.dead), "depthwise": unit.depthwise,
+            "dead": [float(snapshots[s][k].dead.mean()) for s in labels],
+            "negative_sum_at_start": int((unit.filter_sums < 0).sum()),
+            "dead_at_end": int(end_dead.sum()),
+            "dead_at_end_with_negative_sum_at_start": int((end_dead & (unit.filter_sums < 0))
+                                                          .sum())}
+    dw = [u for u in units.values() if u["depthwise"]]
+    channels = sum(u["channels"] for u in dw)
+    negative = sum(u["negative_sum_at_start"] for u in dw)
+    dead = sum(u["dead_at_end"] for u in dw)
+    dead_negative = sum(u["dead_at_end_with_negative_sum_at_start"] for u in dw)
+    return {"snapshots": labels,
+            "dead": [dead_fraction(snapshots[s]) for s in labels],
+            "depthwise_channels": channels,
+            "depthwise_negative_sum_at_start": negative / max(1, channels),
+            "depthwise_dead_at_end": dead,
+            "depthwise_dead_at_end_with_negative_sum_at_start": dead_negative,
+            # P(dead at the end | the filter's sum started negative / non-negative)
+            "depthwise_dead_rate_negative_start": dead_negative / max(1, negative),
+            "depthwise_dead_rate_non_negative_start":
+                (dead - dead_negative) / max(1, channels - negative),
+            "units": units}

@@ -1,0 +1,91 @@
+"""Checkpoints that are whole or absent: `<prefix>.params`, `.states` (optimizer) and a `.json`
+sidecar (epoch, iteration, classes, resolved config, CRC32 of the other two files).
+
+Each file is written under a temporary name and renamed; the sidecar goes last and vouches for
+the others by CRC. A kill at any moment never leaves a checkpoint that looks whole and is not:
+one torn between its renames fails the CRC check, and resume takes the newest whole one.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import zlib
+from typing import Optional, Sequence
+
+import mxnet as mx
+from mxnet import gluon
+
+from ssd_nobias.atomic import temp_path, write_json
+from ssd_nobias.errors import DataError
+
+
+def _crc32(path: str) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def save_checkpoint(prefix: str, net: gluon.Block, trainer: Optional[gluon.Trainer],
+                    meta: dict) -> str:
+    """Write prefix.params (+ .states when a trainer is given) and prefix.json; return .params."""
+    files = {"params": prefix + ".params"}
+    net.save_parameters(temp_path(files["params"]))
+    if trainer is not None:
+        files["states"] = prefix + ".states"
+        trainer.save_states(temp_path(files["states"]))
+    record = dict(meta)
+    for kind, path in files.items():
+        record[kind] = {"file": os.path.basename(path), "crc32": _crc32(temp_path(path))}
+    for path in files.values():
+        os.replace(temp_path(path), path)
+    write_json(prefix + ".json", record)  # last: it vouches for the files above
+    return files["params"]
+
+
+def read_meta(params_path: str) -> Optional[dict]:
+    """The sidecar of a .params file if it exists and its files match their CRCs, else None."""
+    sidecar = params_path[: -len(".params")] + ".json"
+    try:
+        with open(sidecar) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return None
+    folder = os.path.dirname(params_path)
+    for kind in ("params", "states"):
+        if kind not in meta:
+            continue
+        path = os.path.join(folder, meta[kind]["file"])
+        if not os.path.isfile(path) or _crc32(path) != meta[kind]["crc32"]:
+            return None
+    return meta
+
+
+def find_resume(out_dir: str, name: str) -> Optional[str]:
+    """The .params of the newest whole checkpoint with optimizer state in out_dir, or None."""
+    best, best_iteration = None, -1
+    for sidecar in glob.glob(os.path.join(glob.escape(out_dir), f"{glob.escape(name)}-*.json")):
+        params = sidecar[: -len(".json")] + ".params"
+        meta = read_meta(params)
+        if meta and "states" in meta and meta["iteration"] > best_iteration:
+            best, best_iteration = params, meta["iteration"]
+    return best
+
+
+def load_checkpoint(params_path: str, net: gluon.Block, trainer: Optional[gluon.Trainer],
+                    ctx: Sequence[mx.Context]) -> dict:
+    """Load weights (and optimizer state when a trainer is given); return the sidecar."""
+    if not os.path.isfile(params_path):
+        raise DataError(f"checkpoint '{params_path}' does not exist")
+    meta = read_meta(params_path)
+    if meta is None:
+        raise DataError(f"checkpoint '{params_path}' has no matching .json sidecar, or its files "
+                        f"do not match the CRCs the sidecar records (an interrupted write?)")
+    net.load_parameters(params_path, ctx=list(ctx))
+    if trainer is not None:
+        if "states" not in meta:
+            raise DataError(f"checkpoint '{params_path}' has no optimizer state to resume from")
+        trainer.load_states(os.path.join(os.path.dirname(params_path), meta["states"]["file"]))
+    return meta

@@ -1,0 +1,221 @@
+"""Detection on one's own pictures and videos: any model file predictors.py loads, inputs as
+files, folders, globs or a video; annotated copies and one JSON of detections per input, boxes
+in the original image's pixels."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import cv2
+import mxnet as mx
+import numpy as np
+from tqdm import tqdm
+
+from ssd_nobias.atomic import write_json
+from ssd_nobias.data.datasets import ValTransform, boxes_to_image
+from ssd_nobias.errors import DataError
+from ssd_nobias.data.images import ImageError, read_image
+from ssd_nobias.plots import draw_boxes
+from ssd_nobias.runtime.predictors import LoadedModel
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What the network's input is: size x size RGB, (pixel / 255 - mean) / std, divided by its
+    own RMS with `per_image` (data.normalize: per_image)."""
+
+    size: int
+    mean: Tuple[float, float, float]
+    std: Tuple[float, float, float]
+    per_image: bool = False
+
+    @classmethod
+    def from_export(cls, folder: str) -> "Preprocess":
+        """The preprocess.json export_ssd.py wrote in `folder`."""
+        path = os.path.join(folder, "preprocess.json")
+        try:
+            with open(path) as f:
+                spec = json.load(f)
+            return cls(int(spec["shape"][-1]), tuple(spec["mean"]), tuple(spec["std"]),
+                       spec.get("normalize", "dataset") == "per_image")
+        except (OSError, ValueError, KeyError, IndexError) as err:
+            raise DataError(f"{path} (written by export_ssd.py) is missing or unreadable: "
+                            f"{err}") from None
+
+
+def find_inputs(specs: Sequence[str]) -> List[str]:
+    """Image and video files named by `specs`: files, folders (their images and videos,
+    sorted) or glob patterns; a spec that names nothing is an error naming it."""
+    found = []
+    for spec in specs:
+        if os.path.isdir(spec):
+            names = sorted(n for n in os.listdir(spec)
+                           if n.lower().endswith(IMAGE_EXTS + VIDEO_EXTS))
+            if not names:
+                raise DataError(f"input folder '{spec}' holds no image ({', '.join(IMAGE_EXTS)}) "
+                                f"or video ({', '.join(VIDEO_EXTS)})")
+            found += [os.path.join(spec, n) for n in names]
+        elif os.path.isfile(spec):
+            found.append(spec)
+        elif glob.has_magic(spec) and glob.glob(spec):
+            found += sorted(p for p in glob.glob(spec) if os.path.isfile(p))
+        else:
+            raise DataError(f"input '{spec}' is no file, folder or matching pattern")
+    return found
+
+
+def is_video(path: str) -> bool:
+    return path.lower().endswith(VIDEO_EXTS)
+
+
+class Detector:
+    """A loaded model with its preprocessing: RGB uint8 image in, detections in its pixels."""
+
+    def __init__(self, model: LoadedModel, prep: Preprocess, thresh: float = 0.5,
+                 keep_classes: Optional[Sequence[str]] = None):
+        self.model, self.prep, self.thresh = model, prep, thresh
+        self.transform = ValTransform(prep.size, prep.size, prep.mean, prep.std, prep.per_image)
+        names = list(model.classes)
+        unknown = sorted(set(keep_classes or ()) - set(names))
+        if unknown:
+            raise DataError(f"--classes {', '.join(unknown)}: not a class of this model "
+                            f"({', '.join(names)})")
+        self.keep = None if not keep_classes else {names.index(c) for c in keep_classes}
+
+    def __call__(self, image: np.ndarray) -> List[Dict]:
+        """Detections of an HxWx3 RGB uint8 image: class, class_id, score, box (x0, y0, x1, y1
+        in the image's pixels), best first."""
+        h, w = image.shape[:2]
+        x, _, _ = self.transform(mx.nd.array(image, dtype=np.uint8), np.zeros((0, 5)))
+        ids, scores, boxes = self.model.predictor(x.expand_dims(0).as_in_context(
+            self.model.ctx[0]))
+        ids, scores = ids[0, :, 0].asnumpy(), scores[0, :, 0].asnumpy()
+        boxes = boxes_to_image(boxes[0].asnumpy(), w, h, self.prep.size)
+        out = []
+        for k in np.argsort(-scores, kind="stable"):
+            cid = int(ids[k])
+            if cid < 0 or scores[k] < self.thresh or (self.keep is not None and
+                                                        cid not in self.keep):
+                continue
+            out.append({"class": self.model.classes[cid], "class_id": cid,
+                        "score": round(float(scores[k]), 6),
+                        "box": [round(float(v), 3) for v in boxes[k]]})
+        return out
+
+    def draw(self, image: np.ndarray, detections: List[Dict]) -> np.ndarray:
+        if not detections:
+            return image.copy()
+        return draw_boxes(image, np.array([d["box"] for d in detections]),
+                          np.array([d["class_id"] for d in detections]), self.model.classes,
+                          np.array([d["score"] for d in detections]))
+
+
+@dataclass
+class Summary:
+    """What a run did: images (video frames) detected, time in the detector, inputs skipped."""
+
+    images: int = 0
+    seconds: float = 0.0  # in the detector, reading and writing excluded
+    skipped: List[str] = field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+def _out_stem(path: str, taken: set) -> str:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name, k = stem, 1
+    while name in taken:  # the same file name in two input folders
+        k += 1
+        name = f"{stem}-{k}"
+    taken.add(name)
+    return name
+
+
+def _video_frames(path: str) -> Tuple[Iterator[np.ndarray], int, float]:
+    """RGB frames of a video, their count and the frame rate; an unreadable file is an error."""
+    cap = cv2.VideoCapture(path)
+    ok, first = cap.read() if cap.isOpened() else (False, None)
+    if not ok:
+        cap.release()
+        raise ImageError(f"{path}: cannot read video (no decodable frame)")
+    count, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), cap.get(cv2.CAP_PROP_FPS) or 25.0
+
+    def frames():
+        frame = first
+        try:
+            while frame is not None:
+                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                ok, frame = cap.read()
+                frame = frame if ok else None
+        finally:
+            cap.release()
+    return frames(), count, fps
+
+
+def run(detector: Detector, inputs: Sequence[str], out_dir: str, skip_bad: bool = False,
+        progress: bool = True) -> Summary:
+    """Detect on every input; write <stem>.<ext> (annotated) and <stem>.json under out_dir."""
+    os.makedirs(out_dir, exist_ok=True)
+    summary, taken = Summary(), set()
+    bar = tqdm(total=len(inputs), unit="file", disable=not progress, desc="detect")
+    for path in inputs:
+        stem = _out_stem(path, taken)
+        try:
+            if is_video(path):
+                _video(detector, path, os.path.join(out_dir, stem), summary)
+            else:
+                _image(detector, path, os.path.join(out_dir, stem), summary)
+        except ImageError:
+            if not skip_bad:
+                raise
+            summary.skipped.append(path)
+        bar.update()
+    bar.close()
+    return summary
+
+
+def _timed(detector: Detector, image: np.ndarray, summary: Summary) -> List[Dict]:
+    start = time.perf_counter()
+    detections = detector(image)
+    summary.seconds += time.perf_counter() - start
+    summary.images += 1
+    return detections
+
+
+def _image(detector: Detector, path: str, stem: str, summary: Summary) -> None:
+    image = read_image(path).asnumpy()
+    detections = _timed(detector, image, summary)
+    ext = os.path.splitext(path)[1].lower()
+    ext = ext if ext in (".jpg", ".jpeg", ".png") else ".png"
+    cv2.imwrite(stem + ext, cv2.cvtColor(detector.draw(image, detections), cv2.COLOR_RGB2BGR))
+    write_json(stem + ".json", {"input": path, "width": image.shape[1],
+                                "height": image.shape[0], "detections": detections})
+
+
+def _video(detector: Detector, path: str, stem: str, summary: Summary) -> None:
+    frames, count, fps = _video_frames(path)
+    writer, per_frame = None, []
+    try:
+        for image in tqdm(frames, total=count or None, unit="frame", leave=False,
+                          desc=os.path.basename(path)):
+            if writer is None:
+                h, w = image.shape[:2]
+                writer = cv2.VideoWriter(stem + ".mp4", cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                         (w, h))
+            detections = _timed(detector, image, summary)
+            per_frame.append({"frame": len(per_frame), "detections": detections})
+            writer.write(cv2.cvtColor(detector.draw(image, detections), cv2.COLOR_RGB2BGR))
+    finally:
+        if writer is not None:
+            writer.release()
+    write_json(stem + ".json", {"input": path, "width": w, "height": h, "fps": fps,
+                                "frames": per_frame})

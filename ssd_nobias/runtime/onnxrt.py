@@ -1,0 +1,28 @@
+"""ONNX Runtime sessions on the CPU, with a clear error for a missing or broken file."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from ssd_nobias.errors import DataError
+
+
+def session(onnx_path: str, extra_outputs: Sequence[str] = (), threads: int = 0):
+    """An ONNX Runtime CPU session; `extra_outputs` exposes inner tensors (for parity checks);
+    `threads`: intra-op threads (0: ONNX Runtime's default)."""
+    import onnx
+    import onnxruntime as ort
+
+    if not os.path.isfile(onnx_path):
+        raise DataError(f"ONNX model '{onnx_path}' does not exist")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    try:
+        model = onnx.load(onnx_path)
+        for name in extra_outputs:
+            model.graph.output.append(onnx.ValueInfoProto(name=name))
+        return ort.InferenceSession(model.SerializeToString(), options,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnx and ORT raise their own types for a broken file
+        raise DataError(f"cannot load ONNX model '{onnx_path}': {err}") from None

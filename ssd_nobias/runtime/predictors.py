@@ -1,0 +1,183 @@
+"""Model files turned into predictors: a training checkpoint, an exported deploy folder or an
+ONNX model, each run like a GluonCV detector (an image batch in, (ids, scores, boxes) out).
+
+evaluate.py, export.py and the benchmarks load models through this module only.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
+
+import mxnet as mx
+import numpy as np
+import yaml
+from mxnet import gluon
+
+from ssd_nobias.model.checkpoint import read_meta
+from ssd_nobias.devices import contexts
+from ssd_nobias.data.datasets import dataset_classes
+from ssd_nobias.runtime.accelerator import FLOAT_ONNX, INT8_ONNX, OnnxAccelerator
+from ssd_nobias.runtime.host import HostPart
+from ssd_nobias.errors import DataError, mxnet_reason
+from ssd_nobias.model.ssd import build_model, preset, with_anchor_sizes
+from ssd_nobias.runtime.onnxrt import session
+
+Predictor = Callable[[mx.nd.NDArray], Tuple[mx.nd.NDArray, mx.nd.NDArray, mx.nd.NDArray]]
+
+
+class LoadedModel(NamedTuple):
+    """A predictor, the class names its ids index, and the contexts its inputs go to."""
+
+    predictor: Predictor
+    classes: List[str]
+    ctx: List[mx.Context]
+
+
+def net_predictor(net: gluon.HybridBlock) -> Predictor:
+    """Inference with a GluonCV SSD (re-hybridized: its train/test branch is traced once)."""
+    net.hybridize(static_alloc=True)
+    return net
+
+
+def load_trained(cfg, params_path: str, ctx: Sequence[mx.Context], ignore_extra: bool = False,
+                 classes: Optional[Sequence[str]] = None) -> Tuple[gluon.HybridBlock, List[str]]:
+    """The config's model with a training .params file loaded, and its class names (the
+    config's dataset's, checked against those the checkpoint records). `classes`: the
+    dataset's, when the caller has them already (COCO's come from parsing its annotations)."""
+    if not os.path.isfile(params_path):
+        raise DataError(f"params file '{params_path}' does not exist")
+    classes = list(classes) if classes is not None else dataset_classes(cfg)
+    meta = read_meta(params_path)
+    if meta and meta.get("classes") not in (None, classes):
+        raise DataError(f"{params_path} was trained on classes {meta['classes']}, the config's "
+                        f"dataset has {classes}")
+    _check_anchor_sizes(cfg, params_path, meta)
+    net = build_model(cfg, classes)
+    try:
+        net.load_parameters(params_path, ctx=list(ctx), ignore_extra=ignore_extra)
+    except (AssertionError, mx.base.MXNetError) as err:
+        raise DataError(f"{params_path} does not fit model {cfg.model.name} "
+                        f"(norm {cfg.model.norm}): {mxnet_reason(err)}") from None
+    return net, classes
+
+
+LEGACY_300_SIZES = [21.0, 45.0, 99.0, 153.0, 207.0, 261.0, 315.0]  # before SSD's scales
+
+
+def _check_anchor_sizes(cfg, params_path: str, meta: Optional[dict]) -> None:
+    """The anchors a checkpoint was trained with (its recorded config) against the config's:
+    the same weights decoded against other anchors give wrong boxes without any error."""
+    if not meta or "config" not in meta:
+        return  # no record (not written by train_ssd.py): nothing to check against
+    trained = (yaml.safe_load(meta["config"]) or {}).get("model", {})
+    want = [float(s) for s in with_anchor_sizes(cfg).model.anchor_sizes]
+    if "anchor_sizes" in trained:
+        got = [float(s) for s in trained["anchor_sizes"] or preset(cfg.model.name).sizes]
+    elif cfg.model.name.startswith("ssd_300"):
+        got = LEGACY_300_SIZES  # trained before sizes were recorded: the 300 preset then
+    else:
+        return
+    if got != want:
+        def listed(sizes):
+            return "[" + ",".join(f"{s:g}" for s in sizes) + "]"
+        raise DataError(f"{params_path} was trained with anchor sizes {listed(got)}, the config "
+                        f"gives {listed(want)}: set model.anchor_sizes={listed(got)}")
+
+
+def export_classes(folder: str) -> List[str]:
+    """The class names export_ssd.py wrote to preprocess.json in `folder`."""
+    path = os.path.join(folder, "preprocess.json")
+    try:
+        with open(path) as f:
+            return json.load(f)["classes"]
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"{path} (written by export_ssd.py) is missing or unreadable: "
+                        f"{err}") from None
+
+
+def load_deploy(deploy_dir: str, ctx: Sequence[mx.Context]
+                ) -> Tuple[gluon.SymbolBlock, List[str]]:
+    """The exported graph as a SymbolBlock, and its class names from preprocess.json."""
+    symbols = [f for f in os.listdir(deploy_dir) if f.endswith("-symbol.json")] \
+        if os.path.isdir(deploy_dir) else []
+    if len(symbols) != 1:
+        raise DataError(f"'{deploy_dir}' should hold one <model>-symbol.json written by "
+                        f"export_ssd.py, found {len(symbols)}")
+    prefix = os.path.join(deploy_dir, symbols[0][: -len("-symbol.json")])
+    classes = export_classes(deploy_dir)
+    try:
+        block = gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
+                                          prefix + "-0000.params", ctx=list(ctx))
+    except (mx.base.MXNetError, AssertionError, OSError) as err:
+        raise DataError(f"cannot load the deploy graph {prefix}: "
+                        f"{mxnet_reason(err)}") from None
+    block.hybridize(static_alloc=True)
+    return block, classes
+
+
+class OnnxPredictor:
+    """Runs an exported ONNX model like a GluonCV detector: NDArray in, (ids, scores, boxes) out."""
+
+    def __init__(self, onnx_path: str):
+        self.session = session(onnx_path)
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, x: mx.nd.NDArray):
+        outs = self.session.run(["ids", "scores", "bboxes"],
+                                {self.input: x.asnumpy().astype(np.float32)})
+        return tuple(mx.nd.array(o, ctx=x.context) for o in outs)
+
+
+def load_onnx(onnx_path: str) -> Tuple[OnnxPredictor, List[str]]:
+    """The ONNX model as a predictor, and its class names from preprocess.json beside it."""
+    predictor = OnnxPredictor(onnx_path)
+    return predictor, export_classes(os.path.dirname(os.path.abspath(onnx_path)))
+
+
+class SplitPredictor:
+    """An accelerator graph (ONNX Runtime, float32 or INT8) and its NumPy host part, run like
+    a GluonCV detector."""
+
+    def __init__(self, folder: str, int8: bool = False, threads: int = 0):
+        name = INT8_ONNX if int8 else FLOAT_ONNX
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            hint = " (export_ssd.py --accelerator --int8 writes it)" if int8 else \
+                " (export_ssd.py --accelerator writes it)"
+            raise DataError(f"'{path}' does not exist{hint}")
+        self.accelerator = OnnxAccelerator(path, threads)
+        try:
+            self.host = HostPart.load(folder, int8)
+        except (OSError, ValueError, KeyError) as err:
+            raise DataError(f"{folder}: the host part (host.json, host.npz) is missing or "
+                            f"unreadable: {err}") from None
+
+    def __call__(self, x: mx.nd.NDArray):
+        ids, scores, boxes = self.host(self.accelerator(x.asnumpy()))
+        return tuple(mx.nd.array(o, ctx=x.context) for o in (ids, scores, boxes))
+
+
+def load_predictor(cfg, params_path: Optional[str] = None, deploy_dir: Optional[str] = None,
+                   onnx_path: Optional[str] = None, accelerator_dir: Optional[str] = None,
+                   int8: bool = False, classes: Optional[Sequence[str]] = None) -> LoadedModel:
+    """Exactly one of a training .params file (on the config's contexts), a deploy folder (the
+    same), an ONNX model (ONNX Runtime, CPU) or an accelerator folder (its graph in ONNX
+    Runtime, INT8 with `int8`, and its host part in NumPy), ready to predict. `classes`: the
+    config's dataset's, if known (a checkpoint is checked against them; exports carry their
+    own)."""
+    given = [x for x in (params_path, deploy_dir, onnx_path, accelerator_dir) if x is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one of params_path, deploy_dir, onnx_path and "
+                         "accelerator_dir")
+    ctx = contexts(cfg.train.ctx)
+    if accelerator_dir is not None:
+        return LoadedModel(SplitPredictor(accelerator_dir, int8), export_classes(accelerator_dir),
+                           [mx.cpu()])
+    if onnx_path is not None:
+        predictor, classes = load_onnx(onnx_path)
+        return LoadedModel(predictor, classes, [mx.cpu()])
+    if deploy_dir is not None:
+        return LoadedModel(*load_deploy(deploy_dir, ctx), ctx)
+    net, classes = load_trained(cfg, params_path, ctx, classes=classes)
+    return LoadedModel(net_predictor(net), classes, ctx)
