@@ -192,6 +192,9 @@ def plot(path: str, records: Dict[str, dict], state: Dict[str, dict]) -> None:
                         label=f"{ARMS[arm]}: lr {s['lr']:.4g}, warmup {s['warmup']}")
             curves.fill_between(epochs, values.min(0), values.max(0), color=color, alpha=0.15)
     sweep.set_xscale("log", base=2)
+    tried = sorted({r["lr"] for r in records.values()})
+    sweep.set_xticks(tried, [f"{lr:.3g}" for lr in tried], fontsize=7)
+    sweep.minorticks_off()
     sweep.set_xlabel("learning rate (batch 16)")
     sweep.set_ylabel(f"val VOC07 AP50, last checkpoint (warmup {w0})")
     sweep.set_title("lr sweep: mean of the tuning seeds (dots: each seed)", fontsize=9)
@@ -200,7 +203,8 @@ def plot(path: str, records: Dict[str, dict], state: Dict[str, dict]) -> None:
     curves.set_title("chosen settings: mean and min-max over the final seeds", fontsize=9)
     for ax in (sweep, curves):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="lower right")
     fig.suptitle("Study v3, NEON tree crowns (real aerial imagery), ssd_300_mobilenet0.25, "
                  f"{PROTOCOL['epochs']} epochs", fontsize=10)
     fig.tight_layout()
