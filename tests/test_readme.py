@@ -1,4 +1,5 @@
-"""Every command and snippet in README.md runs, on tiny settings, so the README cannot drift.
+"""Every command and snippet in README.md and the task pages under docs/ runs, on tiny
+settings, so the docs cannot drift.
 
 Shell blocks (```sh) run in order in a sandbox that looks like a checkout after `make demo` (the
 demo recipe, printed by `make -n demo`, run first on a tiny dataset); `make` targets are
@@ -21,17 +22,23 @@ from ssd_nobias.data.synthetic import make_synthetic
 pytestmark = [pytest.mark.docs, pytest.mark.slow, pytest.mark.subprocess]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-README = os.path.join(ROOT, "README.md")
+# The README and the task pages, in reading order: shell blocks run in this order, Python
+# blocks in one interpreter in this order.
+PAGES = ["README.md"] + [os.path.join("docs", f"{name}.md") for name in (
+    "getting-started", "training", "evaluate-and-detect", "export-and-deploy", "design", "gpus",
+    "development")]
 TINY_TRAIN = ("train.epochs=1 train.warmup_iters=1 train.log_interval=1 train.val_interval=1 "
               "train.batch_size=4 data.num_workers=0 eval.batch_size=2")
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
 def blocks(language: str):
-    """The README's fenced blocks of a language, in order."""
-    with open(README) as f:
-        text = f.read()
-    return re.findall(rf"^```{language}\n(.*?)^```", text, re.S | re.M)
+    """The fenced blocks of a language in PAGES, in order."""
+    found = []
+    for page in PAGES:
+        with open(os.path.join(ROOT, page)) as f:
+            found += re.findall(rf"^```{language}\n(.*?)^```", f.read(), re.S | re.M)
+    return found
 
 
 def commands(script: str):
