@@ -21,7 +21,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from study import ROOT, cpu, synthetic, train_run  # noqa: E402
 
-from ssd_nobias.config import base_size, load_config, per_image  # noqa: E402
+from ssd_nobias.config import load_config  # noqa: E402
+from ssd_nobias.data.preprocess import Preprocess  # noqa: E402
 from ssd_nobias.data.datasets import build_dataset  # noqa: E402
 from ssd_nobias.analysis.diagnostics import dead_fraction, unit_activity  # noqa: E402
 from ssd_nobias.export.deploy import parity_images  # noqa: E402
@@ -51,8 +52,7 @@ def dead_at_end(run_dir: str, images: int = 32) -> float:
     """Dead channel fraction of a run's last checkpoint (running statistics, as deployed)."""
     cfg = load_config(os.path.join(run_dir, "config.yaml"))
     net, _ = load_trained(cfg, os.path.join(run_dir, f"{cfg.name}-last.params"), [mx.cpu()])
-    x = parity_images(build_dataset(cfg, "val"), base_size(cfg), cfg.data.mean, cfg.data.std,
-                      count=images, per_image=per_image(cfg))
+    x = parity_images(build_dataset(cfg, "val"), Preprocess.from_config(cfg), count=images)
     return dead_fraction(unit_activity(net.features, x))
 
 

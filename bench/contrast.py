@@ -22,9 +22,10 @@ import numpy as np
 from mxnet import gluon
 
 from ssd_nobias.atomic import write_json
-from ssd_nobias.config import base_size, eval_metric, load_config, per_image
+from ssd_nobias.config import eval_metric, load_config
+from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import val_set
-from ssd_nobias.evaluation.evaluate import evaluate
+from ssd_nobias.evaluation.evaluate import EvalSettings, evaluate
 from ssd_nobias.machine import cpu_info
 from ssd_nobias.runtime.predictors import load_trained, net_predictor
 
@@ -54,9 +55,8 @@ def run_figures(run: str, factors, low: float, high: float) -> dict:
 
     def val(per_image_factors) -> float:
         return evaluate(predictor, Contrast(dataset, per_image_factors, cfg.data.mean), classes,
-                        [mx.cpu()], base_size(cfg), cfg.eval.batch_size, 0, cfg.data.mean,
-                        cfg.data.std, metric=eval_metric(cfg),
-                        per_image=per_image(cfg)).value
+                        [mx.cpu()], Preprocess.from_config(cfg),
+                        EvalSettings(cfg.eval.batch_size, 0, eval_metric(cfg))).value
 
     n = len(dataset)
     by_factor = {str(a): val(np.full(n, a)) for a in factors}

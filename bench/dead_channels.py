@@ -14,7 +14,8 @@ import os
 
 import mxnet as mx
 
-from ssd_nobias.config import base_size, load_config, per_image
+from ssd_nobias.config import load_config
+from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.analysis.diagnostics import (checkpoints_in_order, epoch_of, trajectory,
                                              unit_activity)
 from ssd_nobias.data.datasets import val_set
@@ -27,8 +28,7 @@ def run_trajectory(run_dir: str, images: int) -> dict:
     """trajectory() of a run: its initial weights, then every checkpoint in epoch order."""
     cfg = load_config(os.path.join(run_dir, "config.yaml"))
     dataset, classes = val_set(cfg)
-    x = parity_images(dataset, base_size(cfg), cfg.data.mean, cfg.data.std, count=images,
-                      per_image=per_image(cfg))
+    x = parity_images(dataset, Preprocess.from_config(cfg), count=images)
     net = initialized_model(cfg, classes, [mx.cpu()])
     snapshots = {"init": unit_activity(net.features, x, batch_stats=True)}
     for path in checkpoints_in_order(run_dir, cfg.name):

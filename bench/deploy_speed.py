@@ -32,7 +32,7 @@ from ssd_nobias.export.accelerator import (AcceleratorNet, deploy_anchors,
 from ssd_nobias.data.datasets import ValTransform
 from ssd_nobias.runtime.host import HostPart
 from ssd_nobias.export.int8 import quantize
-from ssd_nobias.runtime.detect import Preprocess
+from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.images import read_image
 from ssd_nobias.export.deploy import fold_ssd
 from ssd_nobias.machine import cpu_info
@@ -130,8 +130,7 @@ def accelerator_variants(folder: str) -> dict:
 
 def real_images(folder: str, pattern: str, count: int) -> np.ndarray:
     """`count` images matching `pattern`, preprocessed as the export's preprocess.json says."""
-    prep = Preprocess.from_export(folder)
-    transform = ValTransform(prep.size, prep.size, prep.mean, prep.std, prep.per_image)
+    transform = ValTransform(Preprocess.load(folder))
     paths = sorted(glob.glob(pattern))[:count]
     if len(paths) < count:
         raise SystemExit(f"{pattern} matches {len(paths)} images, fewer than {count}")

@@ -11,11 +11,12 @@ import sys
 import mxnet as mx
 
 from ssd_nobias import cli
-from ssd_nobias.config import base_size, eval_metric, per_image
+from ssd_nobias.config import base_size, eval_metric
+from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import val_set
 from ssd_nobias.analysis.mxnet_int8 import CALIB_MODES, quantize_deploy
 from ssd_nobias.export.split import calibration_images
-from ssd_nobias.evaluation.evaluate import evaluate
+from ssd_nobias.evaluation.evaluate import EvalSettings, evaluate
 from ssd_nobias.machine import cpu_info
 from ssd_nobias.runtime.predictors import load_deploy
 
@@ -40,9 +41,8 @@ def main(argv=None) -> int:
     print(f"CPU: {cpu_info().describe()}; {args.deploy}, {args.calib_mode} calibration on "
           f"{args.calib_images} training images")
     for name, block in (("float32 deploy graph", fp32), ("INT8 (quantize_net_v2)", int8)):
-        result = evaluate(block, dataset, classes, [mx.cpu()], size, cfg.eval.batch_size,
-                          0, cfg.data.mean, cfg.data.std, metric=eval_metric(cfg),
-                          per_image=per_image(cfg))
+        result = evaluate(block, dataset, classes, [mx.cpu()], Preprocess.from_config(cfg),
+                          EvalSettings(cfg.eval.batch_size, 0, eval_metric(cfg)))
         print(f"  {name:24s} val {result.metric} {result.value:.4f}")
     for batch in (1, 8):
         x = mx.nd.random.normal(shape=(batch, 3, size, size))

@@ -37,7 +37,8 @@ import numpy as np
 
 from ssd_nobias.evaluation.ap_stats import coco_ap, matches_of, voc07_ap50
 from ssd_nobias.atomic import write_json, write_text
-from ssd_nobias.config import base_size, load_config, per_image
+from ssd_nobias.config import load_config
+from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import build_dataset
 from ssd_nobias.export.split import export_accelerator
 from ssd_nobias.errors import ConfigError
@@ -184,8 +185,8 @@ def image_records(cfg, split: str, **predictor) -> List[dict]:
     cfg = split_cfg(cfg, split)
     dataset = build_dataset(cfg, "val")
     model, classes, ctx = load_predictor(cfg, **predictor)
-    detections, _ = predict(model, dataset, ctx, base_size(cfg), cfg.eval.batch_size, 0,
-                            cfg.data.mean, cfg.data.std, per_image=per_image(cfg))
+    detections, _ = predict(model, dataset, ctx, Preprocess.from_config(cfg),
+                            cfg.eval.batch_size)
     out = []
     for det in detections:
         keep = det.scores >= 0.01

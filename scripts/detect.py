@@ -9,8 +9,9 @@ import os
 import sys
 
 from ssd_nobias import cli
-from ssd_nobias.config import base_size, load_config, per_image
-from ssd_nobias.runtime.detect import Detector, Preprocess, find_inputs, run
+from ssd_nobias.config import load_config
+from ssd_nobias.data.preprocess import Preprocess
+from ssd_nobias.runtime.detect import Detector, find_inputs, run
 from ssd_nobias.runtime.predictors import load_predictor
 
 
@@ -45,11 +46,10 @@ def main(argv=None) -> int:
                            onnx_path=args.onnx, accelerator_dir=args.accelerator,
                            int8=args.int8)
     if args.params:
-        prep = Preprocess(base_size(cfg), tuple(cfg.data.mean), tuple(cfg.data.std),
-                          per_image(cfg))
+        prep = Preprocess.from_config(cfg)
     else:
-        prep = Preprocess.from_export(args.deploy or args.accelerator or
-                                      os.path.dirname(os.path.abspath(args.onnx)))
+        prep = Preprocess.load(args.deploy or args.accelerator or
+                               os.path.dirname(os.path.abspath(args.onnx)))
     detector = Detector(model, prep, args.thresh, args.classes)
     summary = run(detector, find_inputs(inputs), args.out, skip_bad=args.skip_bad)
     skipped = f"; skipped {len(summary.skipped)} unreadable: " \

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ssd_nobias.data.datasets import ValTransform
+from ssd_nobias.data.preprocess import Preprocess
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "bench"))
@@ -23,8 +24,8 @@ def test_contrast_scales_the_normalized_input_and_per_image_removes_it(a):
     images = [(mx.nd.array(rng.randint(0, 256, (30, 40, 3)), dtype=np.float32),
                np.zeros((1, 5))) for _ in range(2)]
     changed = Contrast(images, np.array([1.0, a]), MEAN)
-    plain = ValTransform(24, 24, MEAN, STD)
-    per_image = ValTransform(24, 24, MEAN, STD, per_image=True)
+    plain = ValTransform(Preprocess(24, MEAN, STD))
+    per_image = ValTransform(Preprocess(24, MEAN, STD, per_image=True))
     x = plain(*images[1])[0].asnumpy()
     np.testing.assert_allclose(plain(*changed[1])[0].asnumpy(), a * x, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(plain(*changed[0])[0].asnumpy(), plain(*images[0])[0].asnumpy(),

@@ -14,10 +14,14 @@ from ssd_nobias.data.datasets import (COCOFormatDetection, EpochSampler, SSDTrai
                                       dataset_classes, per_image_normalize,
                                       random_crop_with_constraints, split_batch, train_loader,
                                       val_loader)
+from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.errors import DataError
 from ssd_nobias.data.images import ImageError
 
 CLASSES = ("circle", "square", "triangle")
+
+PREP_64 = Preprocess(64, (0.5,) * 3, (0.25,) * 3)
+PREP_300 = Preprocess(300, (0.5,) * 3, (0.25,) * 3)
 
 
 def obj(name, box, difficult=0, truncated=0):
@@ -171,7 +175,7 @@ def training_set_with_a_bad_image(root):
 def test_bad_training_image_stops_the_loader_naming_it(tmp_path):
     ds = training_set_with_a_bad_image(tmp_path)
     anchors = mx.nd.array(np.random.RandomState(0).uniform(0, 1, (1, 50, 4)))
-    loader = train_loader(ds, anchors, 64, 4, 0, (0.5,) * 3, (0.25,) * 3, EpochSampler(4, 0),
+    loader = train_loader(ds, anchors, PREP_64, 4, 0, EpochSampler(4, 0),
                           max_expand=1)
     with pytest.raises(ImageError, match=r"im1\.jpg: truncated JPEG"):
         list(loader)
@@ -180,7 +184,7 @@ def test_bad_training_image_stops_the_loader_naming_it(tmp_path):
 def test_skip_policy_replaces_a_bad_image_with_a_named_count(tmp_path, caplog):
     ds = training_set_with_a_bad_image(tmp_path)
     anchors = mx.nd.array(np.random.RandomState(0).uniform(0, 1, (1, 50, 4)))
-    loader = train_loader(ds, anchors, 64, 4, 0, (0.5,) * 3, (0.25,) * 3, EpochSampler(4, 0),
+    loader = train_loader(ds, anchors, PREP_64, 4, 0, EpochSampler(4, 0),
                           max_expand=1, bad_images="skip")
     with caplog.at_level(logging.WARNING):
         batches = list(loader) + list(loader)
@@ -246,7 +250,8 @@ def test_val_loader_covers_every_image_once(tmp_path):
     ds = custom(tmp_path, split="val")
     for batch_size in (1, 2, 3, 7, 10):
         seen, objects = 0, 0
-        for images, labels, sizes in val_loader(ds, 64, batch_size, 0, (0.5,) * 3, (0.25,) * 3):
+        for images, labels, sizes in val_loader(ds, Preprocess(64, (0.5,) * 3, (0.25,) * 3),
+                                                batch_size, 0):
             assert images.shape[1:] == (3, 64, 64) and labels.shape[2] == 6
             np.testing.assert_array_equal(sizes.asnumpy(), [[80, 60]] * images.shape[0])
             seen += images.shape[0]
@@ -295,17 +300,17 @@ def test_train_loader_targets(tmp_path):
     net = get_model("ssd_300_mobilenet0.25_custom", classes=CLASSES)
     net.initialize()
     anchors = ssd_anchors(net, 300, mx.cpu())
-    loader = train_loader(ds, anchors, 300, 2, 0, (0.5,) * 3, (0.25,) * 3, EpochSampler(4, 0))
+    loader = train_loader(ds, anchors, PREP_300, 2, 0, EpochSampler(4, 0))
     batches = list(loader)
     assert len(batches) == 2
     images, cls_t, box_t = batches[0]
     n = anchors.shape[1]
     assert images.shape == (2, 3, 300, 300) and cls_t.shape == (2, n) and box_t.shape == (2, n, 4)
     assert (cls_t.asnumpy() == 1).any()  # the circle (class 0) matches anchors: target id 1
-    again = list(train_loader(ds, anchors, 300, 2, 0, (0.5,) * 3, (0.25,) * 3, EpochSampler(4, 0)))
+    again = list(train_loader(ds, anchors, PREP_300, 2, 0, EpochSampler(4, 0)))
     np.testing.assert_array_equal(again[0][0].asnumpy(), images.asnumpy())  # seeded augmentation
     with pytest.raises(DataError, match="fewer than one batch"):
-        train_loader(ds, anchors, 300, 8, 0, (0.5,) * 3, (0.25,) * 3, EpochSampler(4, 0))
+        train_loader(ds, anchors, PREP_300, 8, 0, EpochSampler(4, 0))
 
 
 def yiq_hue(rgb):
@@ -404,8 +409,8 @@ def test_per_image_normalization_removes_contrast_around_the_mean(contrast):
     rng = np.random.RandomState(0)
     image = mx.nd.array(rng.randint(0, 256, (40, 50, 3)), dtype=np.uint8)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    x = ValTransform(32, 32, mean, std)(image, np.zeros((0, 5)))[0]
-    y = ValTransform(32, 32, mean, std, per_image=True)(image, np.zeros((0, 5)))[0]
+    x = ValTransform(Preprocess(32, mean, std))(image, np.zeros((0, 5)))[0]
+    y = ValTransform(Preprocess(32, mean, std, per_image=True))(image, np.zeros((0, 5)))[0]
     assert float(mx.nd.mean(mx.nd.square(y)).asscalar()) == pytest.approx(1.0, rel=1e-5)
     np.testing.assert_allclose(y.asnumpy(), (x / np.sqrt((x.asnumpy() ** 2).mean())).asnumpy(),
                                rtol=1e-5, atol=1e-6)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from gluoncv.data.transforms import image as timage
 
-from ssd_nobias.runtime.detect import Detector, Preprocess, find_inputs, run
+from ssd_nobias.data.preprocess import Preprocess
+from ssd_nobias.runtime.detect import Detector, find_inputs, run
 from ssd_nobias.errors import DataError
 from ssd_nobias.data.images import ImageError
 from ssd_nobias.runtime.predictors import load_predictor

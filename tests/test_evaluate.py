@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from ssd_nobias.data.datasets import COCOFormatDetection, VOCFormatDetection
-from ssd_nobias.evaluation.evaluate import (Detections, VocScorer, evaluate, format_table,
-                                            write_report)
+from ssd_nobias.data.preprocess import Preprocess
+from ssd_nobias.evaluation.evaluate import (Detections, EvalSettings, VocScorer, evaluate,
+                                            format_table, write_report)
 from test_data import CLASSES, obj, write_coco, write_item
 
 SIZE = 64
@@ -55,10 +56,11 @@ def gt_as_predictions(ds):
     return out
 
 
-def run(ds, per_image, ctx=(mx.cpu(),), batch_size=2, **kw):
+def run(ds, per_image, ctx=(mx.cpu(),), batch_size=2, metric="voc07", num_samples=0, **kw):
     sizes = [ds.image_size(i) for i in range(len(ds))]
-    return evaluate(ReplayPredictor(per_image, sizes), ds, CLASSES, list(ctx), SIZE,
-                    batch_size=batch_size, mean=(0.5,) * 3, std=(0.25,) * 3, **kw)
+    return evaluate(ReplayPredictor(per_image, sizes), ds, CLASSES, list(ctx),
+                    Preprocess(SIZE, (0.5,) * 3, (0.25,) * 3),
+                    EvalSettings(batch_size, 0, metric, num_samples), **kw)
 
 
 def test_perfect_detections_score_one(tmp_path):

@@ -274,7 +274,7 @@ def test_every_recipe_option_exports_exactly_and_audits_bias_free(trained, tmp_p
     """Leaky activations without any head bias on per-image normalized inputs, and the recipe's
     reparametrizations off: the deploy graph and ONNX model fold exactly, carry no BatchNorm,
     and give the trained mAP; preprocess.json says how inputs are normalized."""
-    from ssd_nobias.runtime.detect import Preprocess
+    from ssd_nobias.data.preprocess import Preprocess
 
     cfg, _, base = trained
     opts = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml"), [
@@ -293,7 +293,7 @@ def test_every_recipe_option_exports_exactly_and_audits_bias_free(trained, tmp_p
     assert report["bias_free_layers"] == (35 if heads_bias else 47)
     assert report["onnx"]["batchnorm_nodes"] == 0
     per_image = "data.normalize=per_image" in options
-    assert Preprocess.from_export(out).per_image == per_image
+    assert Preprocess.load(out).per_image == per_image
     assert report["onnx"]["conv_nodes_without_bias"] == report["bias_free_layers"]
     with open(os.path.join(out, f"{opts.model.name}-symbol.json")) as f:
         ops = {n["op"] for n in json.load(f)["nodes"]}

@@ -23,9 +23,10 @@ from tqdm import tqdm
 from ssd_nobias.model.checkpoint import read_meta, save_checkpoint
 from ssd_nobias.config import base_size, eval_metric, per_image
 from ssd_nobias.devices import contexts
+from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import SSDTrainTransform, SeededTransform, build_dataset, val_set
 from ssd_nobias.errors import DataError
-from ssd_nobias.evaluation.evaluate import evaluate
+from ssd_nobias.evaluation.evaluate import EvalSettings, evaluate
 from ssd_nobias.runtime.predictors import load_trained, net_predictor
 
 
@@ -123,10 +124,9 @@ def recalibrate_params(cfg, params_path: str, prefix: str, count: int,
     dataset, classes = val_set(cfg)
 
     def val(net) -> float:
-        return evaluate(net_predictor(net), dataset, classes, ctx, base_size(cfg),
-                        cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean, cfg.data.std,
-                        metric=eval_metric(cfg), progress=progress,
-                        per_image=per_image(cfg)).value
+        settings = EvalSettings(cfg.eval.batch_size, cfg.data.num_workers, eval_metric(cfg))
+        return evaluate(net_predictor(net), dataset, classes, ctx, Preprocess.from_config(cfg),
+                        settings, progress=progress).value
 
     before = val(load_trained(cfg, params_path, ctx, classes=classes)[0])
     net, _ = load_trained(cfg, params_path, ctx, classes=classes)

@@ -29,6 +29,7 @@ from mxnet import gluon
 from yacs.config import CfgNode
 
 from ssd_nobias.errors import DataError
+from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.images import ImageError, read_image
 
 log = logging.getLogger(__name__)
@@ -446,14 +447,13 @@ class SSDTrainTransform(SSDDefaultTrainTransform):
 
 
 class ValTransform:
-    """Resize to the network input and normalize (per image too with `per_image`); keep the
-    label in original pixels."""
+    """Resize to the network input and normalize as `preprocess` says; keep the label in
+    original pixels."""
 
-    def __init__(self, width: int, height: int, mean: Sequence[float], std: Sequence[float],
-                 per_image: bool = False):
-        self._size = (width, height)
-        self._mean, self._std = tuple(mean), tuple(std)
-        self._per_image = per_image
+    def __init__(self, preprocess: Preprocess):
+        self._size = (preprocess.size, preprocess.size)
+        self._mean, self._std = tuple(preprocess.mean), tuple(preprocess.std)
+        self._per_image = preprocess.per_image
 
     def __call__(self, src, label):
         h, w = src.shape[:2]
@@ -546,10 +546,9 @@ class SeededTransform(gluon.data.Dataset):
         raise DataError(f"{self._dataset}: every image is bad ({len(self.skipped)} skipped)")
 
 
-def train_loader(dataset, anchors: mx.nd.NDArray, size: int, batch_size: int,
-                 num_workers: int, mean: Sequence[float], std: Sequence[float],
-                 sampler: EpochSampler, max_expand: float = 4.0,
-                 bad_images: str = "error", per_image: bool = False) -> gluon.data.DataLoader:
+def train_loader(dataset, anchors: mx.nd.NDArray, preprocess: Preprocess, batch_size: int,
+                 num_workers: int, sampler: EpochSampler, max_expand: float = 4.0,
+                 bad_images: str = "error") -> gluon.data.DataLoader:
     """Batches of (image, class targets, box targets) in the sampler's order, last partial dropped.
 
     Augmentation (SSDTrainTransform) and anchor matching run in the workers; bad images raise
@@ -558,8 +557,10 @@ def train_loader(dataset, anchors: mx.nd.NDArray, size: int, batch_size: int,
     if len(dataset) < batch_size:
         raise DataError(f"{dataset} has {len(dataset)} training images, fewer than one batch "
                         f"of {batch_size}")
+    size = preprocess.size
     transform = SSDTrainTransform(size, size, anchors.as_in_context(mx.cpu()), max_expand,
-                                  per_image, mean=tuple(mean), std=tuple(std))
+                                  preprocess.per_image, mean=tuple(preprocess.mean),
+                                  std=tuple(preprocess.std))
     batches = gluon.data.BatchSampler(sampler, batch_size, last_batch="discard")
     return gluon.data.DataLoader(SeededTransform(dataset, transform, bad_images),
                                  batch_sampler=batches,
@@ -576,12 +577,11 @@ def pad_labels(labels: Sequence[np.ndarray]) -> mx.nd.NDArray:
     return mx.nd.array(out, dtype=np.float32)
 
 
-def val_loader(dataset, size: int, batch_size: int, num_workers: int,
-               mean: Sequence[float], std: Sequence[float], per_image: bool = False,
+def val_loader(dataset, preprocess: Preprocess, batch_size: int, num_workers: int,
                transform=None) -> gluon.data.DataLoader:
     """Every image exactly once, in order: (images, padded labels, original (w, h)), made by
     ValTransform or by `transform` (the same outputs)."""
-    transform = transform or ValTransform(size, size, mean, std, per_image)
+    transform = transform or ValTransform(preprocess)
     return gluon.data.DataLoader(dataset.transform(transform),
                                  batch_size, shuffle=False,
                                  batchify_fn=BTuple(Stack(), pad_labels, Stack()),

@@ -24,13 +24,14 @@ from yacs.config import CfgNode
 from ssd_nobias.model import native
 from ssd_nobias.atomic import replacing
 from ssd_nobias.model.checkpoint import find_resume, load_checkpoint, save_checkpoint
-from ssd_nobias.config import base_size, eval_metric, per_image, save_config, scaled_lr
+from ssd_nobias.config import base_size, eval_metric, save_config, scaled_lr
 from ssd_nobias.devices import contexts
+from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import EpochSampler, build_dataset, split_batch, train_loader, val_set
 from ssd_nobias.engine.distributed import (RunningStatsSync, StopVote, Worker, connect,
                                            params_checksum)
 from ssd_nobias.errors import ConfigError, UserError
-from ssd_nobias.evaluation.evaluate import EvalResult, evaluate
+from ssd_nobias.evaluation.evaluate import EvalResult, EvalSettings, evaluate
 from ssd_nobias.machine import cpu_info, omp_threads
 from ssd_nobias.model.ssd import (CONV_INIT, build_model, recipe_summary, ssd_anchors,
                                   with_anchor_sizes)
@@ -236,10 +237,9 @@ class Trainer:
         distributed = self.worker.kvstore is not None
         self.stats_sync = RunningStatsSync(self.net, self.worker) if distributed else None
         self.stop_vote = StopVote(self.worker) if distributed else None
-        self.loader = train_loader(self.train_set, anchors, self.size, self.batch_size,
-                                   cfg.data.num_workers, cfg.data.mean, cfg.data.std,
-                                   self.sampler, cfg.data.max_expand, cfg.data.bad_images,
-                                   per_image(cfg))
+        self.loader = train_loader(self.train_set, anchors, Preprocess.from_config(cfg),
+                                   self.batch_size, cfg.data.num_workers, self.sampler,
+                                   cfg.data.max_expand, cfg.data.bad_images)
         self.iters_per_epoch = self.sampler.shard_length // self.batch_size
 
     def _build_optimizer(self) -> None:
@@ -433,9 +433,9 @@ class Trainer:
 
     def validate(self, metrics: MetricsLog) -> EvalResult:
         cfg = self.cfg
+        settings = EvalSettings(cfg.eval.batch_size, cfg.data.num_workers, eval_metric(cfg))
         result = evaluate(net_predictor(self.net), self.val_set, self.classes, self.ctx,
-                          self.size, cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean,
-                          cfg.data.std, metric=eval_metric(cfg), per_image=per_image(cfg))
+                          Preprocess.from_config(cfg), settings)
         log.info("epoch %d val %s %.4f", self.epoch, result.metric, result.value)
         metrics.add(epoch=float(self.epoch), iteration=self.iteration, val_map=result.value)
         if result.value > self.best_map:

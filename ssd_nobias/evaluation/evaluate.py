@@ -20,7 +20,8 @@ from gluoncv.utils.metrics.voc_detection import VOC07MApMetric, VOCMApMetric
 from tqdm import tqdm
 
 from ssd_nobias.atomic import write_json
-from ssd_nobias.config import base_size, eval_metric, per_image
+from ssd_nobias.config import eval_metric
+from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import (COCOFormatDetection, boxes_to_image, read_image, split_batch,
                                       val_loader, val_set)
 from ssd_nobias.plots import plot_detections, plot_pr_curves
@@ -68,13 +69,29 @@ def _num(x: float) -> Optional[float]:
     return None if x is None or math.isnan(x) else round(float(x), 6)
 
 
-def predict(predictor: Predictor, dataset, ctx: Sequence[mx.Context], size: int,
-            batch_size: int, num_workers: int, mean, std, progress: bool = False,
-            per_image: bool = False, transform=None
+@dataclass(frozen=True)
+class EvalSettings:
+    """How an evaluation runs: batch, loader workers, metric (voc07, voc or coco) and how many
+    images to keep for detections.png."""
+
+    batch_size: int = 32
+    num_workers: int = 0
+    metric: str = "voc07"
+    num_samples: int = 0
+
+    @classmethod
+    def from_config(cls, cfg) -> "EvalSettings":
+        return cls(cfg.eval.batch_size, cfg.data.num_workers, eval_metric(cfg),
+                   cfg.eval.num_images)
+
+
+def predict(predictor: Predictor, dataset, ctx: Sequence[mx.Context], preprocess: Preprocess,
+            batch_size: int = 32, num_workers: int = 0, progress: bool = False, transform=None
             ) -> Tuple[Iterator[Detections], Dict[str, float]]:
     """Yield every image's Detections in dataset order; timing['seconds'] sums the forwards.
     `transform`: another preprocessing than ValTransform's (val_loader)."""
-    loader = val_loader(dataset, size, batch_size, num_workers, mean, std, per_image, transform)
+    size = preprocess.size
+    loader = val_loader(dataset, preprocess, batch_size, num_workers, transform)
     timing = {"seconds": 0.0, "images": 0}
 
     def run():
@@ -105,20 +122,20 @@ def predict(predictor: Predictor, dataset, ctx: Sequence[mx.Context], size: int,
 
 
 def evaluate(predictor: Predictor, dataset, class_names: Sequence[str],
-             ctx: Sequence[mx.Context], size: int, batch_size: int = 32, num_workers: int = 0,
-             mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), metric: str = "voc07",
-             num_samples: int = 0, out_dir: Optional[str] = None,
-             progress: bool = False, per_image: bool = False, transform=None) -> EvalResult:
+             ctx: Sequence[mx.Context], preprocess: Preprocess,
+             settings: EvalSettings = EvalSettings(), out_dir: Optional[str] = None,
+             progress: bool = False, transform=None) -> EvalResult:
     """mAP of a predictor on a dataset; metric 'voc07'/'voc' (both computed) or 'coco'.
 
     With out_dir, COCO detections are written there as `detections.json`.
     """
+    metric, num_samples = settings.metric, settings.num_samples
     if metric not in ("voc07", "voc", "coco"):
         raise ValueError(f"metric must be voc07, voc or coco, not {metric!r}")
     if metric == "coco" and not isinstance(dataset, COCOFormatDetection):
         raise ValueError("the coco metric needs a COCO-format dataset (data.dataset: coco)")
-    detections, timing = predict(predictor, dataset, ctx, size, batch_size, num_workers,
-                                 mean, std, progress, per_image, transform)
+    detections, timing = predict(predictor, dataset, ctx, preprocess, settings.batch_size,
+                                 settings.num_workers, progress, transform)
     scorer = CocoScorer(dataset, out_dir) if metric == "coco" else VocScorer(class_names)
     samples = []
     for det in detections:
@@ -249,9 +266,7 @@ def evaluate_checkpoint(cfg, params_path: Optional[str], out_dir: str, progress:
     dataset, config_classes = val_set(cfg)
     predictor, classes, ctx = load_predictor(cfg, params_path, deploy_dir, onnx_path,
                                              accelerator_dir, int8, classes=config_classes)
-    result = evaluate(predictor, dataset, classes, ctx, base_size(cfg),
-                      cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean, cfg.data.std,
-                      metric=eval_metric(cfg), num_samples=cfg.eval.num_images,
-                      out_dir=out_dir, progress=progress, per_image=per_image(cfg))
+    result = evaluate(predictor, dataset, classes, ctx, Preprocess.from_config(cfg),
+                      EvalSettings.from_config(cfg), out_dir=out_dir, progress=progress)
     write_report(result, dataset, classes, out_dir, cfg.eval.score_thresh)
     return result

@@ -19,9 +19,9 @@ from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
 from ssd_nobias.atomic import write_json
-from ssd_nobias.config import base_size, per_image
 from ssd_nobias.devices import contexts
-from ssd_nobias.data.datasets import val_set
+from ssd_nobias.data.datasets import ValTransform, val_set
+from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.errors import DataError, UserError, mxnet_reason
 from ssd_nobias.model.ssd import (STOCK_RECIPE, ConvNorm, MobileNetSSDFeatures, activate,
                                   bias_report, build_model)
@@ -148,11 +148,9 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12))
 
 
-def parity_images(dataset, size: int, mean, std, count: int = 8,
-                  per_image: bool = False) -> mx.nd.NDArray:
+def parity_images(dataset, preprocess: Preprocess, count: int = 8) -> mx.nd.NDArray:
     """Up to `count` val images as a normalized (N, 3, size, size) batch."""
-    from ssd_nobias.data.datasets import ValTransform
-    transform = ValTransform(size, size, mean, std, per_image)
+    transform = ValTransform(preprocess)
     return mx.nd.stack(*[transform(*dataset[i])[0] for i in range(min(count, len(dataset)))])
 
 
@@ -236,9 +234,8 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
         net, classes = _load_zero_shift(cfg, params_path, ctx, classes)
     else:
         net, classes = load_trained(cfg, params_path, ctx, classes=classes)
-    size = base_size(cfg)
-    x = parity_images(dataset, size, cfg.data.mean, cfg.data.std,
-                      per_image=per_image(cfg)).as_in_context(ctx[0])
+    preprocess = Preprocess.from_config(cfg)
+    x = parity_images(dataset, preprocess).as_in_context(ctx[0])
     trained_cls, trained_box = raw_outputs(net, x)
     trained_det = [a.asnumpy() for a in net(x)]
 
@@ -249,14 +246,7 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
     prefix = os.path.join(out_dir, cfg.model.name)
     folded.export(prefix, epoch=0)
 
-    write_json(os.path.join(out_dir, "preprocess.json"), {
-        "input": "data", "shape": [1, 3, size, size], "layout": "NCHW", "channel_order": "RGB",
-        "scale": 1 / 255, "mean": list(cfg.data.mean), "std": list(cfg.data.std),
-        "normalize": cfg.data.normalize,
-        "formula": "x = (pixel / 255 - mean) / std, per channel" + (
-            "; then x / sqrt(mean(x^2)) over the whole image" if per_image(cfg) else ""),
-        "classes": classes,
-        "outputs": ["ids", "scores", "boxes (x0, y0, x1, y1 in input pixels)"]})
+    preprocess.save(out_dir, classes)
     deploy, _ = load_deploy(out_dir, ctx)
     deploy_det = [a.asnumpy() for a in deploy(x)]
     deploy_cls, deploy_box = deploy_raw_outputs(prefix, x, len(classes))

@@ -12,8 +12,9 @@ import numpy as np
 from mxnet import gluon
 
 from ssd_nobias.atomic import write_json
-from ssd_nobias.config import base_size, eval_metric, per_image
+from ssd_nobias.config import base_size, eval_metric
 from ssd_nobias.devices import contexts
+from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import ValTransform, build_dataset, val_set
 from ssd_nobias.errors import DataError, UserError
 from ssd_nobias.export.deploy import (PARITY_RTOL, ParityError, add_to_report, fold_ssd,
@@ -21,7 +22,7 @@ from ssd_nobias.export.deploy import (PARITY_RTOL, ParityError, add_to_report, f
 from ssd_nobias.export.onnx import find_cut
 from ssd_nobias.runtime.onnxrt import session
 from ssd_nobias.model.ssd import layer_names
-from ssd_nobias.evaluation.evaluate import evaluate
+from ssd_nobias.evaluation.evaluate import EvalSettings, evaluate
 from ssd_nobias.runtime.predictors import SplitPredictor, load_deploy, load_trained
 from ssd_nobias.export.accelerator import (AcceleratorNet, deploy_anchors, export_onnx,
                                            export_symbol, host_onnx, host_part)
@@ -38,8 +39,7 @@ class ProofError(UserError):
 def calibration_images(cfg, count: int, seed: int = 0) -> List[np.ndarray]:
     """`count` training images (a seeded draw), resized and normalized as for inference."""
     dataset = build_dataset(cfg, "train")
-    size = base_size(cfg)
-    transform = ValTransform(size, size, cfg.data.mean, cfg.data.std, per_image(cfg))
+    transform = ValTransform(Preprocess.from_config(cfg))
     order = np.random.RandomState(seed).permutation(len(dataset))[:count]
     return [transform(*dataset[int(i)])[0].asnumpy() for i in order]
 
@@ -60,8 +60,7 @@ def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = Fals
     ctx = [contexts(cfg.train.ctx)[0]]
     dataset, classes = val_set(cfg)
     net, classes = load_trained(cfg, params_path, ctx, classes=classes)
-    x = parity_images(dataset, size, cfg.data.mean, cfg.data.std,
-                      per_image=per_image(cfg)).as_in_context(ctx[0])
+    x = parity_images(dataset, Preprocess.from_config(cfg)).as_in_context(ctx[0])
     trained = raw_outputs(net, x)
     deploy, _ = load_deploy(export_dir, ctx)
     deploy_det = [a.asnumpy() for a in deploy(x)]
@@ -138,10 +137,9 @@ def _proof_entry(proof: Proof) -> Dict:
 
 def _val_map(cfg, dataset, classes, folder: str, int8: bool, progress: bool) -> float:
     """The pair's val metric (float32 or INT8 accelerator graph)."""
+    settings = EvalSettings(cfg.eval.batch_size, cfg.data.num_workers, eval_metric(cfg))
     result = evaluate(SplitPredictor(folder, int8), dataset, classes, [mx.cpu()],
-                      base_size(cfg), cfg.eval.batch_size, cfg.data.num_workers, cfg.data.mean,
-                      cfg.data.std, metric=eval_metric(cfg), progress=progress,
-                      per_image=per_image(cfg))
+                      Preprocess.from_config(cfg), settings, progress=progress)
     return round(result.value, 6)
 
 

@@ -4,7 +4,6 @@ in the original image's pixels."""
 from __future__ import annotations
 
 import glob
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from tqdm import tqdm
 
 from ssd_nobias.atomic import write_json
 from ssd_nobias.data.datasets import ValTransform, boxes_to_image
+from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.errors import DataError
 from ssd_nobias.data.images import ImageError, read_image
 from ssd_nobias.plots import draw_boxes
@@ -24,30 +24,6 @@ from ssd_nobias.runtime.predictors import LoadedModel
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """What the network's input is: size x size RGB, (pixel / 255 - mean) / std, divided by its
-    own RMS with `per_image` (data.normalize: per_image)."""
-
-    size: int
-    mean: Tuple[float, float, float]
-    std: Tuple[float, float, float]
-    per_image: bool = False
-
-    @classmethod
-    def from_export(cls, folder: str) -> "Preprocess":
-        """The preprocess.json export_ssd.py wrote in `folder`."""
-        path = os.path.join(folder, "preprocess.json")
-        try:
-            with open(path) as f:
-                spec = json.load(f)
-            return cls(int(spec["shape"][-1]), tuple(spec["mean"]), tuple(spec["std"]),
-                       spec.get("normalize", "dataset") == "per_image")
-        except (OSError, ValueError, KeyError, IndexError) as err:
-            raise DataError(f"{path} (written by export_ssd.py) is missing or unreadable: "
-                            f"{err}") from None
 
 
 def find_inputs(specs: Sequence[str]) -> List[str]:
@@ -81,7 +57,7 @@ class Detector:
     def __init__(self, model: LoadedModel, prep: Preprocess, thresh: float = 0.5,
                  keep_classes: Optional[Sequence[str]] = None):
         self.model, self.prep, self.thresh = model, prep, thresh
-        self.transform = ValTransform(prep.size, prep.size, prep.mean, prep.std, prep.per_image)
+        self.transform = ValTransform(prep)
         names = list(model.classes)
         unknown = sorted(set(keep_classes or ()) - set(names))
         if unknown:
