@@ -12,6 +12,22 @@ from ssd_nobias.engine.train import initialized_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ["circle", "square", "triangle", "star"]
+DEMO_CONFIG = os.path.join(ROOT, "configs", "demo_synthetic.yaml")
+
+
+def make_tiny_data(tmp_path_factory, name: str, train: int, val: int, seed: int) -> str:
+    """A synthetic voc_custom set of 96-px images for tiny runs (treat it as read-only)."""
+    return make_synthetic(str(tmp_path_factory.mktemp(name) / "data"), train=train, val=val,
+                          size=96, seed=seed)["root"]
+
+
+def tiny_overrides(data: str, out, name: str, **values) -> list:
+    """Overrides of the demo config for a tiny run on `data`: batches of 4 images, loading in
+    the training process, a one-iteration warmup; `values` change or add keys."""
+    base = {"data.root": data, "output_dir": out, "name": name, "data.num_workers": 0,
+            "train.batch_size": 4, "train.warmup_iters": 1}
+    base.update(values)
+    return [f"{k}={v}" for k, v in base.items()]
 
 
 @pytest.fixture(scope="session")

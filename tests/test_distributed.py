@@ -11,8 +11,9 @@ import pytest
 
 from ssd_nobias.errors import UserError
 from ssd_nobias.engine.launch import plan, read_hostfile
-from ssd_nobias.data.synthetic import make_synthetic
 from ssd_nobias.engine.train import read_metrics
+
+from conftest import make_tiny_data, tiny_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
@@ -25,17 +26,13 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return make_synthetic(str(tmp_path_factory.mktemp("dist") / "data"), train=16, val=4,
-                          size=96, seed=1)["root"]
+    return make_tiny_data(tmp_path_factory, "dist", train=16, val=4, seed=1)
 
 
 def overrides(data, out, **extra):
-    values = {"data.root": data, "output_dir": out, "name": "d", "data.num_workers": 0,
-              "train.batch_size": 4, "train.epochs": 3, "train.lr": 0.02,
-              "train.warmup_iters": 1, "train.log_interval": 1, "train.val_interval": 3,
-              "eval.batch_size": 4}
-    values.update(extra)
-    return [f"{k}={v}" for k, v in values.items()]
+    return tiny_overrides(data, out, "d", **{
+        "train.epochs": 3, "train.lr": 0.02, "train.log_interval": 1, "train.val_interval": 3,
+        "eval.batch_size": 4, **extra})
 
 
 def metrics(out):

@@ -15,7 +15,8 @@ import pytest
 
 from ssd_nobias.model.checkpoint import find_resume, read_meta
 from ssd_nobias.engine.preemption import RunLock, RunDirectoryInUse, StopRequest, remove_stale_temps
-from ssd_nobias.data.synthetic import make_synthetic
+
+from conftest import make_tiny_data, tiny_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
@@ -28,18 +29,14 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return make_synthetic(str(tmp_path_factory.mktemp("preempt") / "data"), train=16, val=2,
-                          size=96, seed=4)["root"]
+    return make_tiny_data(tmp_path_factory, "preempt", train=16, val=2, seed=4)
 
 
 def overrides(data, out, **extra):
     """4 iterations per epoch of 4 images, on one CPU context."""
-    values = {"data.root": data, "output_dir": out, "name": "p", "data.num_workers": 0,
-              "train.batch_size": 4, "train.epochs": 3, "train.warmup_iters": 1,
-              "train.log_interval": 1, "train.val_interval": 3, "train.save_interval": 3,
-              "eval.batch_size": 2}
-    values.update(extra)
-    return [f"{k}={v}" for k, v in values.items()]
+    return tiny_overrides(data, out, "p", **{
+        "train.epochs": 3, "train.log_interval": 1, "train.val_interval": 3,
+        "train.save_interval": 3, "eval.batch_size": 2, **extra})
 
 
 def start(argv):

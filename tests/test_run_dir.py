@@ -9,8 +9,9 @@ import pytest
 from ssd_nobias.config import load_config
 from ssd_nobias.engine.preemption import LOCK_FILE
 from ssd_nobias.engine.run_dir import RunDirectoryTaken, StartGuard, claim, previous_run
-from ssd_nobias.data.synthetic import make_synthetic
 from ssd_nobias.engine.train import read_metrics, train
+
+from conftest import make_tiny_data, tiny_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "configs", "demo_synthetic.yaml")
@@ -19,15 +20,13 @@ TRAIN = [sys.executable, os.path.join(ROOT, "scripts", "train_ssd.py"), "--confi
 
 def overrides(data, out, *extra):
     """One epoch of 2 iterations of 4 images."""
-    return [f"data.root={data}", f"output_dir={out}", "name=p", "data.num_workers=0",
-            "train.batch_size=4", "train.epochs=1", "train.warmup_iters=1", "eval.batch_size=4",
-            *extra]
+    return tiny_overrides(data, out, "p", **{"train.epochs": 1, "eval.batch_size": 4}) + \
+        list(extra)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return make_synthetic(str(tmp_path_factory.mktemp("rundir") / "data"), train=8, val=2,
-                          size=96, seed=2)["root"]
+    return make_tiny_data(tmp_path_factory, "rundir", train=8, val=2, seed=2)
 
 
 @pytest.fixture(scope="module")

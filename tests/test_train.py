@@ -16,18 +16,18 @@ from ssd_nobias.model.checkpoint import find_resume, load_checkpoint, read_meta,
 from ssd_nobias.config import load_config, scaled_lr
 from ssd_nobias.errors import DataError
 from ssd_nobias.model.ssd import get_model, recipe_summary
-from ssd_nobias.data.synthetic import make_synthetic
 from ssd_nobias.data.datasets import split_batch
 from ssd_nobias.engine.train import (CSV_FIELDS, Schedule, Trainer, TrainingDiverged, amp_fp32_ops,
                                      no_decay_params, train)
+
+from conftest import make_tiny_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    return make_synthetic(str(tmp_path_factory.mktemp("data")), train=8, val=3, size=96,
-                          seed=0)["root"]
+    return make_tiny_data(tmp_path_factory, "data", train=8, val=3, seed=0)
 
 
 def tiny(data_root, out, *overrides):
