@@ -12,21 +12,18 @@ run (an interrupted ablation keeps what it measured) and prints the table.
 import argparse
 import json
 import os
-import sys
 import time
 
 import mxnet as mx
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study import ROOT, cpu, synthetic, train_run  # noqa: E402
-
-from ssd_nobias.config import load_config  # noqa: E402
-from ssd_nobias.data.preprocess import Preprocess  # noqa: E402
-from ssd_nobias.data.datasets import build_dataset  # noqa: E402
-from ssd_nobias.analysis.diagnostics import dead_fraction, unit_activity  # noqa: E402
-from ssd_nobias.export.deploy import parity_images  # noqa: E402
-from ssd_nobias.runtime.predictors import load_trained  # noqa: E402
+from ssd_nobias.analysis.study_v2 import ROOT, cpu, synthetic, train_run
+from ssd_nobias.config import load_config
+from ssd_nobias.data.preprocess import Preprocess
+from ssd_nobias.data.datasets import build_dataset
+from ssd_nobias.analysis.diagnostics import dead_fraction, unit_activity
+from ssd_nobias.export.deploy import parity_images
+from ssd_nobias.runtime.predictors import load_trained
 
 PLAIN = ["model.conv_weights=plain", "model.depthwise_weights=plain"]
 ARMS = {

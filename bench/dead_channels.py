@@ -10,31 +10,8 @@ deployed. Save a checkpoint every epoch (train.save_interval=1) to see the whole
 """
 import argparse
 import json
-import os
 
-import mxnet as mx
-
-from ssd_nobias.config import load_config
-from ssd_nobias.data.preprocess import Preprocess
-from ssd_nobias.analysis.diagnostics import (checkpoints_in_order, epoch_of, trajectory,
-                                             unit_activity)
-from ssd_nobias.data.datasets import val_set
-from ssd_nobias.runtime.predictors import load_trained
-from ssd_nobias.export.deploy import parity_images
-from ssd_nobias.engine.train import initialized_model
-
-
-def run_trajectory(run_dir: str, images: int) -> dict:
-    """trajectory() of a run: its initial weights, then every checkpoint in epoch order."""
-    cfg = load_config(os.path.join(run_dir, "config.yaml"))
-    dataset, classes = val_set(cfg)
-    x = parity_images(dataset, Preprocess.from_config(cfg), count=images)
-    net = initialized_model(cfg, classes, [mx.cpu()])
-    snapshots = {"init": unit_activity(net.features, x, batch_stats=True)}
-    for path in checkpoints_in_order(run_dir, cfg.name):
-        net, _ = load_trained(cfg, path, [mx.cpu()], classes=classes)
-        snapshots[epoch_of(path)] = unit_activity(net.features, x)
-    return trajectory(snapshots)
+from ssd_nobias.analysis.diagnostics import run_trajectory
 
 
 def format_trajectory(run: str, t: dict) -> str:

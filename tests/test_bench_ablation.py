@@ -8,7 +8,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from ablation import ARMS, SCREEN, format_table, summarize  # noqa: E402
-from study import resolved_recipe  # noqa: E402
+from ssd_nobias.analysis.study_v2 import resolved_recipe  # noqa: E402
 
 from ssd_nobias.config import load_config  # noqa: E402
 from ssd_nobias.model.ssd import STOCK_RECIPE  # noqa: E402

@@ -152,9 +152,9 @@ def test_resume_adds_seeds_and_reruns_only_what_is_missing_or_at_another_lr(stud
 
 
 def load_study():
-    """bench/study.py as a module."""
-    spec = importlib.util.spec_from_file_location("study", os.path.join(ROOT, "bench",
-                                                                        "study.py"))
+    """ssd_nobias/analysis/study_v2.py (what bench/study.py runs) as a fresh module."""
+    spec = importlib.util.spec_from_file_location(
+        "study_v2", os.path.join(ROOT, "ssd_nobias", "analysis", "study_v2.py"))
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
     return study

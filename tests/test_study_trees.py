@@ -1,4 +1,4 @@
-"""bench/study_trees.py's protocol: the order of runs it asks for and the choices it makes, on
+"""Study v3's protocol (bench/study_trees.py): the order of runs it asks for and the choices it makes, on
 stand-in val figures (no training)."""
 import importlib.util
 import os
@@ -11,7 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def study():
     spec = importlib.util.spec_from_file_location(
-        "study_trees", os.path.join(ROOT, "bench", "study_trees.py"))
+        "study_v3", os.path.join(ROOT, "ssd_nobias", "analysis", "study_v3.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

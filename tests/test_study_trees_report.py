@@ -1,4 +1,4 @@
-"""bench/study_trees_report.py: the protocol's verdicts, and the whole report assembled from
+"""The study v3 report (bench/study_trees_report.py): the protocol's verdicts, and the whole report assembled from
 stand-in run records and detections of known AP (no training)."""
 import gzip
 import json
@@ -8,11 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "bench"))  # the report imports study_trees beside it
-
-import study_trees  # noqa: E402
-import study_trees_report as report  # noqa: E402
+from ssd_nobias.analysis import study_v3 as study_trees, study_v3_report as report
 
 
 def test_verdict_against_the_margin():

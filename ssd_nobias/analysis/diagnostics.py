@@ -17,8 +17,14 @@ from typing import Dict, List, Sequence
 import mxnet as mx
 import numpy as np
 
-from ssd_nobias.model.ssd import ConvNorm, MobileNetSSDFeatures, activate
+from ssd_nobias.config import load_config
+from ssd_nobias.data.datasets import val_set
+from ssd_nobias.data.preprocess import Preprocess
+from ssd_nobias.engine.train import initialized_model
+from ssd_nobias.export.deploy import parity_images
 from ssd_nobias.model.norm import NoBiasBatchNorm
+from ssd_nobias.model.ssd import ConvNorm, MobileNetSSDFeatures, activate
+from ssd_nobias.runtime.predictors import load_trained
 
 
 @dataclass(frozen=True)
@@ -117,3 +123,16 @@ def trajectory(snapshots: Dict[str, List[UnitActivity]]) -> dict:
             "depthwise_dead_rate_non_negative_start":
                 (dead - dead_negative) / max(1, channels - negative),
             "units": units}
+
+
+def run_trajectory(run_dir: str, images: int) -> dict:
+    """trajectory() of a run: its initial weights, then every checkpoint in epoch order."""
+    cfg = load_config(os.path.join(run_dir, "config.yaml"))
+    dataset, classes = val_set(cfg)
+    x = parity_images(dataset, Preprocess.from_config(cfg), count=images)
+    net = initialized_model(cfg, classes, [mx.cpu()])
+    snapshots = {"init": unit_activity(net.features, x, batch_stats=True)}
+    for path in checkpoints_in_order(run_dir, cfg.name):
+        net, _ = load_trained(cfg, path, [mx.cpu()], classes=classes)
+        snapshots[epoch_of(path)] = unit_activity(net.features, x)
+    return trajectory(snapshots)

@@ -1,0 +1,351 @@
+"""Study v3: the bias-free claim on real pixels (NEON tree crowns), under the protocol fixed in
+docs/study_v3/protocol.md before any of its runs.
+
+Trained arms (configs/neon_trees.yaml plus TRAINED[arm]): (a) nobias, (e) nobias_noheadbias,
+(b) batchnorm, (d) batchnorm_reparam, (f) batchnorm_uncentered. Exported arms, made from a
+stock arm's params by dropping its norms' shifts (beta and running mean) at export:
+(c) from (b), (g) from (d), (h) from (f). Per trained arm, in order (`plan`):
+  1. lr on the grid 0.025 * sqrt(2)^k: k = -2, 0, 2 on the tuning seeds, the grid extended by
+     a factor 2 while the best is at its edge, then the best's sqrt(2) neighbours: the lr with
+     the best mean val AP50 over the tuning seeds is chosen, bracketed by sqrt(2) on each side;
+  2. warmup: the other warmup length at that lr, the better mean val AP50 chosen;
+  3. the remaining seeds at the chosen lr and warmup.
+Every run, whatever its phase, is trained, exported and scored the same way (`run_one`): its
+last checkpoint's deploy graph on val, test and test_othersite (VOC07 AP50, COCO AP[.5:.95],
+per-image detections kept for the paired bootstrap), the exported arms beside it, (a)'s INT8
+accelerator pair and its float32 pair on test (detections kept too). Choices read val only;
+test is read by bench/study_trees_report.py.
+A record per run is written as soon as it is done (OUT/runs/<run>.json, detections in
+OUT/detections/<run>.json.gz): a stopped study picks up where it was.
+
+    python bench/study_trees.py [--arms nobias batchnorm_reparam ...] [--out DIR --work DIR]
+    python bench/study_trees.py --plan        # what is done and what runs next, no training
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, NamedTuple
+
+import numpy as np
+
+from ssd_nobias.evaluation.ap_stats import coco_ap, matches_of, voc07_ap50
+from ssd_nobias.analysis.diagnostics import run_trajectory
+from ssd_nobias.atomic import write_json, write_text
+from ssd_nobias.config import load_config
+from ssd_nobias.data.preprocess import Preprocess
+from ssd_nobias.data.datasets import build_dataset
+from ssd_nobias.export.split import export_accelerator
+from ssd_nobias.errors import ConfigError
+from ssd_nobias.evaluation.evaluate import predict
+from ssd_nobias.export.deploy import export_deploy
+from ssd_nobias.machine import cpu_info
+from ssd_nobias.model.ssd import with_anchor_sizes
+from ssd_nobias.runtime.predictors import load_predictor
+from ssd_nobias.engine.train import read_metrics
+
+# The checkout: the studies run its scripts and configs.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = os.path.join(ROOT, "configs", "neon_trees.yaml")
+RECIPE_WEIGHTS = ["model.conv_weights=centered", "model.depthwise_weights=dc_positive"]
+TRAINED = {"nobias": ["model.norm=nobias"],
+           "nobias_noheadbias": ["model.norm=nobias", "model.heads_bias=false"],
+           "batchnorm": ["model.norm=batchnorm"],
+           "batchnorm_reparam": ["model.norm=batchnorm"] + RECIPE_WEIGHTS,
+           "batchnorm_uncentered": ["model.norm=batchnorm_uncentered"] + RECIPE_WEIGHTS}
+# The exported arms: a stock arm's params, shifts dropped, as a bias-free deploy graph.
+ZERO_SHIFT = {"batchnorm": "naive", "batchnorm_reparam": "reparam_zero_shift",
+              "batchnorm_uncentered": "uncentered_zero_shift"}
+ARMS = {"nobias": "(a) NoBiasBatchNorm, the recipe",
+        "nobias_noheadbias": "(e) NoBiasBatchNorm, no head biases",
+        "batchnorm": "(b) stock BatchNorm",
+        "batchnorm_reparam": "(d) stock BatchNorm, recipe's weights",
+        "batchnorm_uncentered": "(f) BatchNorm without beta, recipe's weights",
+        "naive": "(c) (b) exported with its shifts dropped",
+        "reparam_zero_shift": "(g) (d) exported with its shifts dropped",
+        "uncentered_zero_shift": "(h) (f) exported with its shifts dropped"}
+PROTOCOL = {"config": "configs/neon_trees.yaml", "data": "scripts/make_neon_trees.py defaults",
+            "epochs": 60, "val_interval": 5, "save_interval": 5,
+            "lr_base": 0.025, "lr_step": "sqrt(2)", "first_ks": [-2, 0, 2], "k_range": [-8, 6],
+            "warmups": [50, 200], "tune_seeds": [1, 2], "final_seeds": [1, 2, 3, 4, 5],
+            "choice": "mean val VOC07 AP50 over the tuning seeds, last checkpoint",
+            "splits": ["val", "test", "test_othersite"]}
+SPLITS = ("val", "test", "test_othersite")
+KEPT_SPLITS = ("test", "test_othersite")  # per-image detections kept for the bootstrap
+
+
+class Run(NamedTuple):
+    arm: str
+    k: int
+    warmup: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.arm}-k{self.k}-w{self.warmup}-s{self.seed}"
+
+    @property
+    def lr(self) -> float:
+        return lr_of(self.k)
+
+
+def lr_of(k: int) -> float:
+    return round(PROTOCOL["lr_base"] * 2 ** (k / 2), 8)
+
+
+def plan(arm: str, val: Dict[tuple, float], protocol: dict = PROTOCOL):
+    """The next Run of `arm` the protocol asks for, given the val AP50 of those done
+    (`val`: {(k, warmup, seed): ap50}), or the chosen (k, warmup) once every run is done."""
+    seeds, w0 = protocol["tune_seeds"], protocol["warmups"][0]
+    lo, hi = protocol["k_range"]
+
+    def missing(ks, warmups, run_seeds):
+        for k in ks:
+            for w in warmups:
+                for s in run_seeds:
+                    if (k, w, s) not in val:
+                        return Run(arm, k, w, s)
+        return None
+
+    def best(ks, w):
+        means = {k: np.mean([val[(k, w, s)] for s in seeds]) for k in sorted(ks)}
+        return max(means, key=lambda k: (means[k], -k))  # a tie goes to the smaller lr
+
+    ks = set(protocol["first_ks"])
+    while True:
+        todo = missing(sorted(ks), [w0], seeds)
+        if todo:
+            return todo
+        top = best(ks, w0)
+        if top == min(ks) and top - 2 >= lo:
+            ks.add(top - 2)
+        elif top == max(ks) and top + 2 <= hi:
+            ks.add(top + 2)
+        else:
+            break
+    ks |= {k for k in (top - 1, top + 1) if lo <= k <= hi}
+    todo = missing(sorted(ks), [w0], seeds)
+    if todo:
+        return todo
+    top = best(ks, w0)
+    todo = missing([top], protocol["warmups"], seeds)
+    if todo:
+        return todo
+    means = {w: np.mean([val[(top, w, s)] for s in seeds]) for w in protocol["warmups"]}
+    warmup = max(protocol["warmups"], key=lambda w: (means[w], -w))
+    todo = missing([top], [warmup], protocol["final_seeds"])
+    return todo or (top, warmup)
+
+
+def overrides(run: Run, out: str, data: str) -> List[str]:
+    return [f"data.root={data}", f"output_dir={out}", f"seed={run.seed}",
+            f"train.epochs={PROTOCOL['epochs']}", f"train.val_interval={PROTOCOL['val_interval']}",
+            f"train.save_interval={PROTOCOL['save_interval']}", f"train.lr={run.lr}",
+            f"train.warmup_iters={run.warmup}"] + TRAINED[run.arm]
+
+
+def train(run: Run, out: str, data: str) -> None:
+    """Train `run` into `out`; a part-trained run of the same config there continues."""
+    args = overrides(run, out, data)
+    start = ["train.resume=auto"] if same_config(out, args) else ["--overwrite"]
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train_ssd.py"),
+                           "--config", CONFIG] + args + start, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"training {run.key} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+
+def same_config(out: str, args: List[str]) -> bool:
+    saved = os.path.join(out, "config.yaml")
+    if not os.path.isfile(saved):
+        return False
+    try:
+        held = json.loads(json.dumps(load_config(saved)))
+    except ConfigError:
+        return False
+    want = json.loads(json.dumps(with_anchor_sizes(load_config(CONFIG, args))))
+    held["train"]["resume"] = want["train"]["resume"] = "auto"
+    return held == want
+
+
+def split_cfg(cfg, split: str):
+    out = cfg.clone()
+    out.defrost()
+    out.data.val_splits = [split]
+    out.freeze()
+    return out
+
+
+def image_records(cfg, split: str, **predictor) -> List[dict]:
+    """Per-image detections (score >= 0.01, corners in tile pixels) and label rows of `split`,
+    from the predictor that load_predictor makes of `predictor`."""
+    cfg = split_cfg(cfg, split)
+    dataset = build_dataset(cfg, "val")
+    model, classes, ctx = load_predictor(cfg, **predictor)
+    detections, _ = predict(model, dataset, ctx, Preprocess.from_config(cfg),
+                            cfg.eval.batch_size)
+    out = []
+    for det in detections:
+        keep = det.scores >= 0.01
+        out.append({"id": os.path.basename(dataset.image_path(det.index)),
+                    "boxes": np.round(det.boxes[keep], 1).tolist(),
+                    "labels": det.labels[keep].tolist(),
+                    "scores": np.round(det.scores[keep], 4).tolist(),
+                    "gt": np.round(det.gt, 1).tolist()})
+    return out
+
+
+def scores(records: List[dict]) -> dict:
+    matches = matches_of(records)
+    coco = coco_ap(matches)
+    return {"ap50": voc07_ap50(matches), "ap": coco["AP"], "coco_ap50": coco["AP50"],
+            "ap75": coco["AP75"], "images": len(records)}
+
+
+def scored_variant(cfg, **predictor) -> tuple:
+    """({split: scores}, {kept split: per-image records}) of one exported model."""
+    figures, kept = {}, {}
+    for split in SPLITS:
+        records = image_records(cfg, split, **predictor)
+        figures[split] = scores(records)
+        if split in KEPT_SPLITS:
+            kept[split] = records
+    return figures, kept
+
+
+def run_one(run: Run, work: str, data: str) -> tuple:
+    """Train, export and score one run: (its record, {variant: {split: per-image records}})."""
+    out = os.path.join(work, run.key)
+    start = time.perf_counter()
+    train(run, out, data)
+    minutes = (time.perf_counter() - start) / 60
+    cfg = load_config(os.path.join(out, "config.yaml"))
+    params = os.path.join(out, f"{cfg.name}-last.params")
+    export = os.path.join(out, "export")
+    report = export_deploy(cfg, params, export)
+    record = {"run": run.key, "arm": run.arm, "k": run.k, "lr": run.lr, "warmup": run.warmup,
+              "seed": run.seed, "cpu": cpu(), "train_minutes": round(minutes, 2),
+              "bias_free_layers": report["bias_free_layers"], **curves(out)}
+    figures, kept = scored_variant(cfg, deploy_dir=export)
+    record["splits"], detections = figures, {run.arm: kept}
+    if run.arm in ZERO_SHIFT:
+        name = ZERO_SHIFT[run.arm]
+        bias_free = load_config(os.path.join(out, "config.yaml"), ["model.norm=nobias"])
+        folder = os.path.join(out, "export_zero_shift")
+        forced = export_deploy(bias_free, params, folder, force_zero_shift=True)
+        figures, kept = scored_variant(bias_free, deploy_dir=folder)
+        shifts = forced["forced_zero_shift"]["layers"]
+        record[name] = {"splits": figures, "max_shift": max(shifts.values()),
+                        "median_shift": statistics.median(shifts.values())}
+        detections[name] = kept
+    if cfg.model.norm == "nobias":
+        record["int8"], pairs = int8_figures(cfg, params, export)
+        detections.update({f"{run.arm}_{name}": {"test": kept} for name, kept in pairs.items()})
+    dead = run_trajectory(out, images=32)
+    record["dead_fraction"] = dead["dead"]
+    record["dead_units"] = {name: u["dead"][-1] for name, u in dead["units"].items()
+                            if u["dead"][-1] > 0}
+    return record, detections
+
+
+def curves(out: str) -> dict:
+    """Val AP50 per validated epoch and the training losses averaged per epoch."""
+    rows = read_metrics(out)
+    val = [(float(r["epoch"]), float(r["val_map"])) for r in rows if r["val_map"]]
+    per_epoch: Dict[int, list] = {}
+    for r in rows:
+        if r["loss"]:
+            per_epoch.setdefault(int(np.ceil(float(r["epoch"]) - 1e-9)), []).append(
+                [float(r["loss"]), float(r["cls_loss"]), float(r["box_loss"])])
+    losses = [[e] + np.round(np.mean(v, 0), 4).tolist() for e, v in sorted(per_epoch.items())]
+    speeds = [float(r["images_per_s"]) for r in rows if r["images_per_s"]]
+    return {"val_curve": val, "loss_curve": losses,
+            "train_images_per_s": statistics.median(speeds[1:] or speeds)}
+
+
+def int8_figures(cfg, params: str, export: str) -> tuple:
+    """The accelerator pair on test: (float32 and INT8 AP50 and AP, the weakest layer's SQNR;
+    {pair: per-image records})."""
+    split = export_accelerator(cfg, params, export, int8=True, progress=False)
+    folder = split["folder"]
+    out = {"min_layer_sqnr_db": min(layer["sqnr_db"] for layer in split["int8"]["layers"]),
+           "head_biases_on_host": split["head_biases_on_host"]}
+    kept = {}
+    for name, int8 in (("float32_pair", False), ("int8_pair", True)):
+        kept[name] = image_records(cfg, "test", accelerator_dir=folder, int8=int8)
+        out[name] = scores(kept[name])
+    return out, kept
+
+
+def cpu() -> dict:
+    info = cpu_info()
+    return {"model": info.model, "cores": info.cores, "avx512": info.avx512, "vnni": info.vnni}
+
+
+def read_records(out: str) -> Dict[str, dict]:
+    folder = os.path.join(out, "runs")
+    if not os.path.isdir(folder):
+        return {}
+    records = {}
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name)) as f:
+            record = json.load(f)
+        records[record["run"]] = record
+    return records
+
+
+def val_of(records: Dict[str, dict], arm: str) -> Dict[tuple, float]:
+    return {(r["k"], r["warmup"], r["seed"]): r["splits"]["val"]["ap50"]
+            for r in records.values() if r["arm"] == arm}
+
+
+def save(out: str, record: dict, detections: dict) -> None:
+    os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+    write_json(os.path.join(out, "runs", f"{record['run']}.json"), record)
+    path = os.path.join(out, "detections", f"{record['run']}.json.gz")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with gzip.open(path + ".tmp", "wt") as f:
+        json.dump(detections, f, separators=(",", ":"))
+    os.replace(path + ".tmp", path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arms", nargs="+", choices=list(TRAINED), default=list(TRAINED),
+                   help="trained arms, in the order they are run")
+    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "study_v3"))
+    p.add_argument("--work", default=os.path.join(ROOT, "runs", "study_v3"))
+    p.add_argument("--data", default=os.path.join(ROOT, "data", "neon_trees"))
+    p.add_argument("--plan", action="store_true", help="print each arm's next run and stop")
+    args = p.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    write_json(os.path.join(args.out, "protocol.json"), dict(PROTOCOL, arms=ARMS))
+    if not os.path.isfile(os.path.join(args.data, "summary.json")):
+        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_neon_trees.py"),
+                        "--out", args.data, "--cache", os.path.join(ROOT, "data", "cache")],
+                       check=True)
+    for arm in args.arms:
+        while True:
+            records = read_records(args.out)
+            step = plan(arm, val_of(records, arm))
+            if not isinstance(step, Run):
+                print(f"{arm}: done, lr {lr_of(step[0])} warmup {step[1]}", flush=True)
+                break
+            print(f"{arm}: next {step.key} (lr {step.lr})", flush=True)
+            if args.plan:
+                break
+            record, detections = run_one(step, os.path.join(args.work, "runs"), args.data)
+            save(args.out, record, detections)
+            write_text(os.path.join(args.out, "last.txt"), f"{step.key}\n")
+            print(f"{step.key}: val {record['splits']['val']['ap50']:.4f} test "
+                  f"{record['splits']['test']['ap50']:.4f} ({record['train_minutes']:.1f} min)",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

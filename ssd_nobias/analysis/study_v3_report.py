@@ -1,0 +1,268 @@
+"""Study v3's statistics, as docs/study_v3/protocol.md fixes them, from bench/study_trees.py's
+records: the tuning tables, each arm's five seeds at its chosen settings, the paired image
+bootstrap of every comparison the protocol names and its verdict against the margin, (a)'s INT8
+pair. Writes OUT/study.json and OUT/study.png and prints the tables; an arm still being tuned
+is listed with the runs it has.
+
+    python bench/study_trees_report.py [--out bench/results/study_v3] [--samples 2000]
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ssd_nobias.evaluation.ap_stats import matches_of, paired_bootstrap
+from ssd_nobias.atomic import write_json
+
+from ssd_nobias.analysis.study_v3 import (ARMS, PROTOCOL, ROOT, TRAINED, ZERO_SHIFT, Run, lr_of, plan,
+                         read_records, val_of)
+
+STOCK = ("batchnorm", "batchnorm_reparam", "batchnorm_uncentered")
+MARGIN = 0.01  # non-inferiority margin: 1 point
+INT8_MARGIN = 0.005
+METRICS = {"ap50": "VOC07 AP50", "ap": "COCO AP[.5:.95]"}
+COLORS = {"nobias": "tab:blue", "nobias_noheadbias": "tab:purple", "batchnorm": "tab:orange",
+          "batchnorm_reparam": "tab:green", "batchnorm_uncentered": "tab:brown"}
+
+
+def verdict(low: float, high: float, margin: float) -> str:
+    """What a difference's 95 % interval says against a non-inferiority margin."""
+    if low > 0:
+        return "superior"
+    if low > -margin:
+        return "non-inferior"
+    if high < -margin:
+        return "inferior"
+    return "undecided"
+
+
+def settled(records: Dict[str, dict]) -> Dict[str, dict]:
+    """Per trained arm: its chosen (lr, warmup) and final runs once the protocol is done with
+    it, else the next run it needs."""
+    out = {}
+    for arm in TRAINED:
+        val = val_of(records, arm)
+        if not val:
+            continue
+        step = plan(arm, val)
+        if isinstance(step, Run):
+            out[arm] = {"done": False, "next": step.key, "runs": len(val)}
+            continue
+        k, warmup = step
+        finals = [r for r in records.values() if r["arm"] == arm and r["k"] == k and
+                  r["warmup"] == warmup and r["seed"] in PROTOCOL["final_seeds"]]
+        out[arm] = {"done": True, "k": k, "lr": lr_of(k), "warmup": warmup, "runs": len(val),
+                    "final": sorted(finals, key=lambda r: r["seed"])}
+    return out
+
+
+def tuning_table(records: Dict[str, dict]) -> Dict[str, dict]:
+    """{arm: {"lr": {lr: [val AP50 per tuning seed]}, "warmup": {w: [...]}}}."""
+    table: Dict[str, dict] = {}
+    for r in records.values():
+        if r["seed"] not in PROTOCOL["tune_seeds"]:
+            continue
+        entry = table.setdefault(r["arm"], {"lr": {}, "warmup": {}})
+        val = r["splits"]["val"]["ap50"]
+        if r["warmup"] == PROTOCOL["warmups"][0]:
+            entry["lr"].setdefault(str(r["lr"]), []).append(val)
+        entry["warmup"].setdefault(f"{r['lr']}@{r['warmup']}", []).append(val)
+    return table
+
+
+def arm_runs(state: Dict[str, dict]) -> Dict[str, List[dict]]:
+    """Every arm's final runs as {"run", "splits"} rows: trained arms and exported ones."""
+    out = {}
+    for arm, s in state.items():
+        if not s["done"]:
+            continue
+        out[arm] = [{"run": r["run"], "seed": r["seed"], "splits": r["splits"]} for r in s["final"]]
+        if arm in ZERO_SHIFT:
+            name = ZERO_SHIFT[arm]
+            out[name] = [{"run": r["run"], "seed": r["seed"], "splits": r[name]["splits"],
+                          "max_shift": r[name]["max_shift"]} for r in s["final"]]
+        if arm == "nobias":
+            for pair in ("float32_pair", "int8_pair"):
+                out[f"nobias_{pair}"] = [{"run": r["run"], "seed": r["seed"],
+                                          "splits": {"test": r["int8"][pair]}}
+                                         for r in s["final"]]
+    return out
+
+
+def spread(values: List[float]) -> dict:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1))
+            if len(values) > 1 else 0.0, "min": float(min(values)), "max": float(max(values)),
+            "n": len(values)}
+
+
+def arm_table(runs: Dict[str, List[dict]]) -> Dict[str, dict]:
+    return {arm: {split: {m: spread([r["splits"][split][m] for r in rows]) for m in METRICS}
+                  for split in rows[0]["splits"]} for arm, rows in runs.items()}
+
+
+class Detections:
+    """Per-image matches of (run, arm, split), read from OUT/detections once each; an exported
+    arm's and the INT8 pairs' detections are in their trained run's file, under their name."""
+
+    def __init__(self, out: str):
+        self.folder = os.path.join(out, "detections")
+        self.cache: Dict[str, dict] = {}
+
+    def __call__(self, run: str, variant: str, split: str):
+        if run not in self.cache:
+            with gzip.open(os.path.join(self.folder, f"{run}.json.gz"), "rt") as f:
+                self.cache[run] = json.load(f)
+        records = self.cache[run][variant][split]
+        return [r["id"] for r in records], matches_of(records)
+
+
+def compare(detections: Detections, runs: Dict[str, List[dict]], arm: str, other: str,
+            split: str, metric: str, samples: int, margin: float) -> Optional[dict]:
+    """arm minus other on `split`, the paired bootstrap and its verdict; None if either arm is
+    not finished."""
+    if arm not in runs or other not in runs:
+        return None
+    sides = []
+    for name in (arm, other):
+        ids, matches = zip(*(detections(r["run"], name, split) for r in runs[name]))
+        if any(i != ids[0] for i in ids):
+            raise ValueError(f"{name}: runs scored on different {split} images")
+        sides.append((ids[0], list(matches)))
+    if sides[0][0] != sides[1][0]:
+        raise ValueError(f"{arm} and {other} were scored on different {split} images")
+    out = paired_bootstrap(sides[0][1], sides[1][1], metric, samples)
+    out.update(arm=arm, other=other, split=split, metric=metric, margin=margin,
+               verdict=verdict(out["low"], out["high"], margin))
+    return out
+
+
+def comparisons(detections, runs, table, samples: int) -> dict:
+    """Every comparison the protocol names, on test (verdicts) and test_othersite."""
+    out: Dict[str, list] = {"test": [], "test_othersite": [], "best_stock": {}}
+    for metric in METRICS:
+        done = [a for a in STOCK if a in table]
+        if not done:
+            continue
+        best = max(done, key=lambda a: table[a]["test"][metric]["mean"])
+        out["best_stock"][metric] = best
+        for split in ("test", "test_othersite"):
+            for arm, other in (("nobias", best), ("reparam_zero_shift", "nobias"),
+                               ("uncentered_zero_shift", "nobias"), ("naive", "nobias"),
+                               ("nobias_noheadbias", "nobias")):
+                c = compare(detections, runs, arm, other, split, metric, samples, MARGIN)
+                if c:
+                    out[split].append(c)
+    c = compare(detections, runs, "nobias_int8_pair", "nobias_float32_pair", "test", "ap50",
+                samples, INT8_MARGIN)
+    if c:
+        out["int8"] = c
+    return out
+
+
+def plot(path: str, records: Dict[str, dict], state: Dict[str, dict]) -> None:
+    fig = Figure(figsize=(11, 4.3))
+    FigureCanvasAgg(fig)
+    sweep, curves = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    w0 = PROTOCOL["warmups"][0]
+    for arm in TRAINED:
+        rows = [r for r in records.values() if r["arm"] == arm and r["warmup"] == w0 and
+                r["seed"] in PROTOCOL["tune_seeds"]]
+        if not rows:
+            continue
+        color = COLORS[arm]
+        lrs = sorted({r["lr"] for r in rows})
+        means = [np.mean([r["splits"]["val"]["ap50"] for r in rows if r["lr"] == lr])
+                 for lr in lrs]
+        sweep.plot(lrs, means, marker="o", color=color, label=ARMS[arm])
+        sweep.scatter([r["lr"] for r in rows], [r["splits"]["val"]["ap50"] for r in rows],
+                      color=color, s=10, alpha=0.5)
+        s = state.get(arm, {})
+        if s.get("done"):
+            finals = s["final"]
+            epochs = [e for e, _ in finals[0]["val_curve"]]
+            values = np.array([[m for _, m in r["val_curve"]] for r in finals])
+            curves.plot(epochs, values.mean(0), color=color, marker=".",
+                        label=f"{ARMS[arm]}: lr {s['lr']:.4g}, warmup {s['warmup']}")
+            curves.fill_between(epochs, values.min(0), values.max(0), color=color, alpha=0.15)
+    sweep.set_xscale("log", base=2)
+    tried = sorted({r["lr"] for r in records.values()})
+    sweep.set_xticks(tried, [f"{lr:.3g}" for lr in tried], fontsize=7)
+    sweep.minorticks_off()
+    sweep.set_xlabel("learning rate (batch 16)")
+    sweep.set_ylabel(f"val VOC07 AP50, last checkpoint (warmup {w0})")
+    sweep.set_title("lr sweep: mean of the tuning seeds (dots: each seed)", fontsize=9)
+    curves.set_xlabel("epoch")
+    curves.set_ylabel("val VOC07 AP50")
+    curves.set_title("chosen settings: mean and min-max over the final seeds", fontsize=9)
+    for ax in (sweep, curves):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("Study v3, NEON tree crowns (real aerial imagery), ssd_300_mobilenet0.25, "
+                 f"{PROTOCOL['epochs']} epochs", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def format_tables(report: dict) -> str:
+    lines = ["| arm | lr | warmup | seeds | test AP50 | test AP[.5:.95] | other sites AP50 |",
+             "|---|---|---|---|---|---|---|"]
+    for arm, name in ARMS.items():
+        t = report["arms"].get(arm)
+        if not t:
+            continue
+        parent = next((p for p, z in ZERO_SHIFT.items() if z == arm), arm)
+        s = report["settings"][parent]
+        def cell(split: str, m: str) -> str:
+            s = t[split][m]
+            return f"{100 * s['mean']:.1f} +- {100 * s['std']:.1f} (min {100 * s['min']:.1f})"
+        lines.append(f"| {name} | {s['lr']:.4g} | {s['warmup']} | {t['test']['ap50']['n']} | "
+                     f"{cell('test', 'ap50')} | {cell('test', 'ap')} | "
+                     f"{cell('test_othersite', 'ap50')} |")
+    lines += ["", "| comparison (test) | metric | difference, points | 95 % interval | verdict |",
+              "|---|---|---|---|---|"]
+    for c in report["comparisons"].get("test", []) + (
+            [report["comparisons"]["int8"]] if "int8" in report["comparisons"] else []):
+        lines.append(f"| {c['arm']} - {c['other']} | {METRICS[c['metric']]} | "
+                     f"{100 * c['difference']:+.2f} | [{100 * c['low']:+.2f}, "
+                     f"{100 * c['high']:+.2f}] | {c['verdict']} (margin {100 * c['margin']:g}) |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "study_v3"))
+    p.add_argument("--samples", type=int, default=2000, help="bootstrap resamples")
+    args = p.parse_args()
+    records = read_records(args.out)
+    state = settled(records)
+    runs = arm_runs(state)
+    table = arm_table(runs)
+    report = {"protocol": PROTOCOL,
+              "settings": {a: {k: v for k, v in s.items() if k != "final"}
+                           for a, s in state.items()},
+              "tuning": tuning_table(records), "arms": table,
+              "comparisons": comparisons(Detections(args.out), runs, table, args.samples),
+              "collapse": {a: {"dead_fraction_end": float(np.mean([r["dead_fraction"][-1]
+                                                                  for r in s["final"]])),
+                               "final_loss": np.mean([r["loss_curve"][-1][1:]
+                                                      for r in s["final"]], 0).round(4).tolist()}
+                           for a, s in state.items() if s["done"]},
+              "cpus": sorted({json.dumps(r["cpu"], sort_keys=True) for r in records.values()})}
+    write_json(os.path.join(args.out, "study.json"), report)
+    plot(os.path.join(args.out, "study.png"), records, state)
+    for arm, s in state.items():
+        print(f"{arm}: " + (f"lr {s['lr']:.4g} warmup {s['warmup']}, {len(s['final'])} seeds"
+                            if s["done"] else f"tuning, {s['runs']} runs, next {s['next']}"))
+    print(format_tables(report))
+
+
+if __name__ == "__main__":
+    main()
