@@ -1,20 +1,13 @@
-"""Study v3's protocol (bench/study_trees.py): the order of runs it asks for and the choices it makes, on
-stand-in val figures (no training)."""
-import importlib.util
-import os
-
+"""Study v3's protocol (bench/study_trees.py): the order of runs it asks for and the choices it
+makes, on stand-in val figures (no training)."""
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from ssd_nobias.analysis import study_v3
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location(
-        "study_v3", os.path.join(ROOT, "ssd_nobias", "analysis", "study_v3.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return study_v3
 
 
 def drive(study, curve, warmup_gain=0.0, seed_noise=0.001):
