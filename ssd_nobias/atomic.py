@@ -6,10 +6,14 @@ deletes once that process is gone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
+import shutil
 from typing import Iterator, Optional
+
+from ssd_nobias.errors import StorageError
 
 TEMP_NAME = re.compile(r"\.tmp-(\d+)(\.\w+)?$")  # what temp_path makes: the pid, an extension
 
@@ -38,10 +42,33 @@ def replacing(path: str, ext: str = "") -> Iterator[str]:
             os.remove(tmp)
 
 
+def write_failure(path: str, err: Exception) -> StorageError:
+    """The error to raise when writing `path` failed with `err` (an OSError, or MXNet's short
+    write): what happened, the file, and the space left on its file system."""
+    if isinstance(err, OSError) and err.errno:
+        reason = os.strerror(err.errno)
+    else:  # MXNet reports a short write as "FileStream.Write incomplete"
+        reason = "the write was cut short"
+    if getattr(err, "errno", None) != errno.ENOSPC and "incomplete" not in str(err):
+        return StorageError(f"cannot write {path}: {reason}")
+    try:
+        free = f"{shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free / 2**20:.1f} MB"
+    except OSError:
+        free = "too little space"
+    return StorageError(f"cannot write {path}: {reason}: its file system has {free} free, less "
+                        f"than the file needs; free some space or write elsewhere "
+                        f"(output_dir=...)")
+
+
 def write_text(path: str, text: str) -> None:
-    """Write `text` to `path` atomically."""
-    with replacing(path) as tmp, open(tmp, "w") as f:
-        f.write(text)
+    """Write `text` to `path` atomically; a failed write raises StorageError naming it."""
+    try:
+        with replacing(path) as tmp, open(tmp, "w") as f:
+            f.write(text)
+    except OSError as err:
+        if isinstance(err, StorageError):
+            raise
+        raise write_failure(path, err) from None
 
 
 def write_json(path: str, obj) -> None:

@@ -13,6 +13,11 @@ class DataError(UserError, ValueError):
     """A dataset that cannot be read as given; the message names the file."""
 
 
+class StorageError(UserError, OSError):
+    """A file that could not be written whole (a full disk, a read-only place); the message
+    names the file and the space left where it goes."""
+
+
 class Stopped(Exception):
     """A run that stopped on request (a signal) after saving what it must: not a failure of
     the code, not the user's mistake; scripts exit with `code` (128 + the signal number)."""

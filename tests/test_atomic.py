@@ -38,3 +38,70 @@ def test_the_writer_is_read_back_from_a_temporary_name(tmp_path):
     (tmp_path / f"curves.png.tmp-{dead}.png").write_text("torn")
     (tmp_path / f"metrics.csv.tmp-{os.getpid()}").write_text("mine, still writing")
     assert remove_stale_temps(str(tmp_path)) == [f"curves.png.tmp-{dead}.png"]
+
+
+class FullFile:
+    """A file on a full disk: the write fails as the kernel says it."""
+
+    def __init__(self, path, mode="r"):
+        self.f = open(path, mode)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def write(self, data):
+        import errno
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_is_named_with_the_file_and_the_space_left(tmp_path, monkeypatch):
+    from ssd_nobias import atomic
+    from ssd_nobias.errors import StorageError, UserError
+    path = str(tmp_path / "metrics.json")
+    write_json(path, {"old": 1})
+    monkeypatch.setattr(atomic, "open", FullFile, raising=False)
+    with pytest.raises(StorageError, match=rf"cannot write {path}: No space left on device: its "
+                                           r"file system has [\d.]+ MB free") as caught:
+        write_json(path, {"new": 2})
+    assert isinstance(caught.value, UserError)  # scripts print it without a traceback
+    monkeypatch.undo()
+    assert json.loads(open(path).read()) == {"old": 1}
+    assert os.listdir(tmp_path) == ["metrics.json"]
+
+
+def test_a_checkpoint_cut_short_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    import mxnet as mx
+    from mxnet import gluon
+    from ssd_nobias.errors import StorageError
+    from ssd_nobias.model.checkpoint import read_meta, save_checkpoint
+    net = gluon.nn.Dense(2, in_units=3)
+    net.initialize()
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    prefix = str(tmp_path / "run-last")
+    params = save_checkpoint(prefix, net, trainer, {"epoch": 1})
+    before = {n: open(tmp_path / n, "rb").read() for n in os.listdir(tmp_path)}
+
+    def short_write(path):  # what MXNet raises when fwrite writes less than asked
+        open(path, "wb").write(b"half")
+        raise mx.base.MXNetError("Check failed: std::fwrite(ptr, 1, size, fp_) == size: "
+                                 "FileStream.Write incomplete")
+    monkeypatch.setattr(trainer, "save_states", short_write)
+    with pytest.raises(StorageError, match=rf"cannot write {prefix}\.states: the write was cut "
+                                           r"short: its file system has [\d.]+ MB free, less"):
+        save_checkpoint(prefix, net, trainer, {"epoch": 2})
+    assert {n: open(tmp_path / n, "rb").read() for n in os.listdir(tmp_path)} == before
+    assert read_meta(params)["epoch"] == 1
+
+
+def test_the_script_edge_prints_a_storage_error_without_a_traceback(capsys):
+    from ssd_nobias import cli
+    from ssd_nobias.errors import StorageError
+
+    def main(argv):
+        raise StorageError("cannot write runs/x/x-last.params: No space left on device")
+    assert cli.run(main, []) == 2
+    err = capsys.readouterr().err
+    assert err == "error: cannot write runs/x/x-last.params: No space left on device\n"

@@ -2,6 +2,7 @@
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,45 @@ def test_a_relative_build_directory_is_made_absolute(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SSD_NOBIAS_BUILD_DIR", "build")
     assert native.library_path().parent == tmp_path / "build"
+
+
+def test_a_read_only_package_builds_in_the_user_cache(monkeypatch, tmp_path):
+    """Installed where this user cannot write, the library goes to ~/.cache/ssd_nobias."""
+    monkeypatch.delenv("SSD_NOBIAS_BUILD_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    package = Path(native.__file__).parent.parent
+    monkeypatch.setattr(native.os, "access", lambda path, mode: Path(path) != package)
+    assert native.library_path().parent == tmp_path / "ssd_nobias" / "build"
+
+
+@pytest.mark.subprocess
+def test_an_unwritable_build_folder_falls_back_to_the_portable_version(tmp_path):
+    """No place to build the operator: impl 'auto' warns, names the folder and runs 'ops';
+    impl 'native' refuses with the same reason."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a folder under a file cannot be made
+    code = (
+        "import warnings, mxnet as mx\n"
+        "from ssd_nobias import NoBiasBatchNorm\n"
+        "from ssd_nobias.model.norm import impl_summary\n"
+        "layer = NoBiasBatchNorm(in_channels=3)\n"
+        "layer.initialize()\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    y = layer(mx.nd.ones((2, 3, 4, 4)))\n"
+        "print(impl_summary(layer))\n"
+        "print(caught[0].message)\n"
+        "try:\n"
+        "    NoBiasBatchNorm(in_channels=3, impl='native').initialize()\n"
+        "    NoBiasBatchNorm(in_channels=3, impl='native')(mx.nd.ones((2, 3, 4, 4)))\n"
+        "except Exception as err:\n"
+        "    print(type(err).__name__)\n")
+    done = subprocess.run([sys.executable, "-c", code],
+                          capture_output=True, text=True,
+                          env=dict(os.environ, SSD_NOBIAS_BUILD_DIR=str(blocker / "build")))
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary, warning, refused = done.stdout.strip().splitlines()[-3:]
+    assert summary.startswith("ops (portable")
+    assert f"cannot build the NoBiasBatchNorm operator in {blocker / 'build'}" in warning
+    assert "set SSD_NOBIAS_BUILD_DIR to a writable folder" in warning
+    assert refused == "NativeUnavailable"

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import mxnet as mx
 from mxnet import gluon
 
-from ssd_nobias.atomic import temp_path, write_json
+from ssd_nobias.atomic import temp_path, write_failure, write_json
 from ssd_nobias.errors import DataError
 
 
@@ -32,10 +32,19 @@ def save_checkpoint(prefix: str, net: gluon.Block, trainer: Optional[gluon.Train
                     meta: dict) -> str:
     """Write prefix.params (+ .states when a trainer is given) and prefix.json; return .params."""
     files = {"params": prefix + ".params"}
-    net.save_parameters(temp_path(files["params"]))
     if trainer is not None:
         files["states"] = prefix + ".states"
-        trainer.save_states(temp_path(files["states"]))
+    for kind, path in files.items():
+        try:
+            if kind == "params":
+                net.save_parameters(temp_path(path))
+            else:
+                trainer.save_states(temp_path(path))
+        except (OSError, mx.base.MXNetError) as err:
+            for done in files.values():  # the previous checkpoint stays as it was
+                if os.path.exists(temp_path(done)):
+                    os.remove(temp_path(done))
+            raise write_failure(path, err) from None
     record = dict(meta)
     for kind, path in files.items():
         record[kind] = {"file": os.path.basename(path), "crc32": _crc32(temp_path(path))}

@@ -73,9 +73,19 @@ def library_path() -> Path:
               _cpu_model().encode(), f"cuda={_cuda_build()}".encode()]
     for part in parts:
         key.update(part)
-    root = Path(os.environ.get("SSD_NOBIAS_BUILD_DIR", Path(__file__).parent.parent / "_build"))
-    root = root.absolute()  # mx.library.load refuses a relative path
-    return root / f"nobias_bn-{key.hexdigest()[:16]}.so"
+    return build_dir() / f"nobias_bn-{key.hexdigest()[:16]}.so"
+
+
+def build_dir() -> Path:
+    """Where the library is built: $SSD_NOBIAS_BUILD_DIR, else the package's _build folder, or
+    the user's cache when the package is installed where this user cannot write."""
+    if os.environ.get("SSD_NOBIAS_BUILD_DIR"):
+        return Path(os.environ["SSD_NOBIAS_BUILD_DIR"]).absolute()
+    package = Path(__file__).parent.parent
+    if os.access(package, os.W_OK):
+        return package / "_build"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return (cache / "ssd_nobias" / "build").absolute()  # mx.library.load needs an absolute path
 
 
 def _compile_commands(cxx: str, output: Path, workdir: Path) -> tuple:
@@ -129,13 +139,18 @@ def build(force: bool = False) -> Path:
         raise NativeUnavailable(
             f"building the NoBiasBatchNorm operator needs a C++ compiler; '{cxx}' was not found "
             "(install g++ or set CXX)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as workdir:
-        tmp = Path(workdir) / target.name
-        compiles, link = _compile_commands(cxx, tmp, Path(workdir))
-        _run(compiles)
-        _run([link])
-        os.replace(tmp, target)  # atomic: concurrent builders never see a partial file
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as workdir:
+            tmp = Path(workdir) / target.name
+            compiles, link = _compile_commands(cxx, tmp, Path(workdir))
+            _run(compiles)
+            _run([link])
+            os.replace(tmp, target)  # atomic: concurrent builders never see a partial file
+    except OSError as err:
+        raise NativeUnavailable(f"cannot build the NoBiasBatchNorm operator in {target.parent}: "
+                                f"{err.strerror or err} (set SSD_NOBIAS_BUILD_DIR to a writable "
+                                f"folder)") from None
     return target
 
 
