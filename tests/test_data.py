@@ -1,4 +1,5 @@
 """VOC-format parsing, strict errors on bad data, COCO loading, and the loaders' batches."""
+import json
 import logging
 import random
 import os
@@ -17,6 +18,7 @@ from ssd_nobias.data.datasets import (COCOFormatDetection, EpochSampler, SSDTrai
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.errors import DataError
 from ssd_nobias.data.images import ImageError
+from ssd_nobias.data.synthetic import make_synthetic
 
 CLASSES = ("circle", "square", "triangle")
 
@@ -418,3 +420,49 @@ def test_per_image_normalization_removes_contrast_around_the_mean(contrast):
                                rtol=1e-5, atol=1e-6)
     flat = per_image_normalize(mx.nd.zeros((3, 4, 4)))  # an image that is the mean: no NaN
     assert not flat.asnumpy().any()
+
+
+@pytest.mark.parametrize("folder", ["", "images", "images/train"])
+def test_coco_files_as_annotation_tools_write_them(tmp_path, folder):
+    """No coco_url, a file_name relative to the root, its images/ folder or images/<split>
+    (CVAT, Label Studio, Roboflow exports); a missing file names where it was looked for."""
+    root = make_synthetic(str(tmp_path / "coco"), train=3, val=2, size=96, fmt="coco")["root"]
+    target = os.path.join(root, folder)
+    os.makedirs(target, exist_ok=True)
+    path = os.path.join(root, "annotations", "instances_train.json")
+    with open(path) as f:
+        spec = json.load(f)
+    for entry in spec["images"]:
+        os.replace(os.path.join(root, "train", entry["file_name"]),
+                   os.path.join(target, entry["file_name"]))
+        del entry["coco_url"]
+    with open(path, "w") as f:
+        json.dump(spec, f)
+    ds = COCOFormatDetection(root, ["instances_train"])
+    assert len(ds) == 3 and ds.image_path(0) == os.path.join(target, "000001.jpg")
+    image, label = ds[0]
+    assert image.shape[2] == 3 and label.shape[1] == 5
+    os.remove(os.path.join(target, "000002.jpg"))
+    with pytest.raises(DataError, match=r"'000002\.jpg'\) is in none of .*coco/000002\.jpg, "):
+        COCOFormatDetection(root, ["instances_train"])
+
+
+def test_check_dataset_finds_annotation_tool_coco_files(tmp_path):
+    """check_dataset.py reads a file_name-only COCO set as the loader does."""
+    from ssd_nobias.data.check import CLEAN, check_dataset
+    root = make_synthetic(str(tmp_path / "coco"), train=3, val=2, size=96, fmt="coco")["root"]
+    for split in ("train", "val"):
+        path = os.path.join(root, "annotations", f"instances_{split}.json")
+        with open(path) as f:
+            spec = json.load(f)
+        for entry in spec["images"]:
+            del entry["coco_url"]  # the images stay in root/<split>/
+        with open(path, "w") as f:
+            json.dump(spec, f)
+    cfg = load_config(None, [f"data.root={root}", "data.dataset=coco",
+                             "model.name=ssd_300_mobilenet1.0_custom",
+                             "data.train_splits=[instances_train]",
+                             "data.val_splits=[instances_val]"])
+    report = check_dataset(cfg, progress=False)
+    assert report.status == CLEAN, report.findings
+    assert report.stats["train"].images == 3 and report.stats["val"].images == 2

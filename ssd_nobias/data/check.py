@@ -17,8 +17,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from tqdm import tqdm
 from yacs.config import CfgNode
 
-from ssd_nobias.data.datasets import (VOCObject, dataset_classes, find_image, parse_voc_xml,
-                                      read_split, size_mismatch)
+from ssd_nobias.data.datasets import (VOCObject, coco_image_candidates, dataset_classes,
+                                      find_image, parse_voc_xml, read_split, size_mismatch)
 from ssd_nobias.errors import DataError
 from ssd_nobias.data.images import read_image
 
@@ -261,17 +261,17 @@ def _coco_split_items(report: CheckReport, split: str, root: str, name: str, pat
     items = []
     for entry in data["images"]:
         where = f"{path}: image {entry.get('id')}"
-        if "coco_url" not in entry:
-            report.findings.append(Finding(split, path, "no coco_url",
-                                           f"image {entry.get('id')} has no coco_url, which "
-                                           f"names its folder and file"))
+        candidates = coco_image_candidates(root, entry, [name])
+        if not candidates:
+            report.findings.append(Finding(split, path, "no file name",
+                                           f"image {entry.get('id')} has neither coco_url nor "
+                                           f"file_name"))
             continue
-        # GluonCV's COCODetection reads <root>/<folder>/<file> of the coco_url
-        image = os.path.join(root, *entry["coco_url"].split("/")[-2:])
-        if not os.path.isfile(image):
-            report.findings.append(Finding(split, image, "missing image",
-                                           f"{where} has no file"))
-            image = ""
+        image = next((c for c in candidates if os.path.isfile(c)), "")
+        if not image:
+            report.findings.append(Finding(split, candidates[0], "missing image",
+                                           f"{where} has no file (looked for "
+                                           f"{', '.join(candidates)})"))
         size = (float(entry["width"]), float(entry["height"])) \
             if "width" in entry and "height" in entry else None
         items.append(_Item(split, image, where, where, size, tuple(objects[entry.get("id")]),

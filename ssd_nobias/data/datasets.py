@@ -218,6 +218,20 @@ class VOCFormatDetection(VOCDetection):
         return self._transform(img, label) if self._transform is not None else (img, label)
 
 
+def coco_image_candidates(root: str, entry: dict, splits: Sequence[str]) -> List[str]:
+    """Where a COCO image entry's file may be, in the order looked at. COCO's own files:
+    root/<folder of coco_url>/<name>. Files as annotation tools (CVAT, Label Studio, Roboflow)
+    write them have a `file_name` only, relative to the root, its images/ folder, or a folder
+    named as the split (instances_train: train), alone or under images/."""
+    if "coco_url" in entry:
+        return [os.path.join(root, *entry["coco_url"].split("/")[-2:])]
+    if not entry.get("file_name"):
+        return []
+    names = sorted({s.replace("instances_", "", 1) for s in splits})
+    folders = ["", "images"] + [f for s in names for f in (s, os.path.join("images", s))]
+    return [os.path.join(root, f, entry["file_name"]) for f in folders]
+
+
 class COCOFormatDetection(COCODetection):
     """COCO-format detection data whose classes come from the annotation file's categories."""
 
@@ -249,9 +263,15 @@ class COCOFormatDetection(COCODetection):
         return self._classes
 
     def _parse_image_path(self, entry):
-        if "coco_url" in entry:
-            return super()._parse_image_path(entry)
-        raise DataError(f"{self._root}: image {entry.get('id')} has no coco_url")
+        candidates = coco_image_candidates(self._root, entry, self._splits)
+        if not candidates:
+            raise DataError(f"{self._root}: image {entry.get('id')} has neither coco_url nor "
+                            f"file_name")
+        found = next((c for c in candidates if os.path.isfile(c)), None)
+        if found is None:
+            raise DataError(f"image {entry.get('id')} ('{entry.get('file_name')}') is in none "
+                            f"of {', '.join(candidates)}")
+        return found
 
     def image_path(self, idx: int) -> str:
         return self._items[idx]
