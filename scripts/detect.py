@@ -1,6 +1,6 @@
 """Detect objects in your own images, folders of images or videos, with any exported or trained model.
 
-    python scripts/detect.py --config C.yaml --params runs/x/x-best.params photo.jpg [--out DIR]
+    python scripts/detect.py --params runs/x/x-best.params photo.jpg [--out DIR]
     python scripts/detect.py --deploy runs/x/export 'pictures/*.jpg' clip.mp4 [--thresh 0.3]
     python scripts/detect.py --onnx runs/x/export/MODEL.onnx folder/ [--classes cat dog]
     python scripts/detect.py --accelerator runs/x/export/accelerator --int8 photo.jpg
@@ -12,13 +12,14 @@ from ssd_nobias import cli
 from ssd_nobias.config import load_config
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.runtime.detect import Detector, find_inputs, run
-from ssd_nobias.runtime.predictors import load_predictor
+from ssd_nobias.runtime.predictors import checkpoint_config, load_predictor
 
 
 def main(argv=None) -> int:
     p = cli.parser(__doc__.splitlines()[0], config_required=False)
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--params", help="a .params file written by train_ssd.py (with --config)")
+    which.add_argument("--params", help="a .params file written by train_ssd.py (its config "
+                                        "comes from the sidecar beside it unless --config)")
     which.add_argument("--deploy", metavar="DIR", help="a folder written by export_ssd.py")
     which.add_argument("--onnx", metavar="FILE", help="an ONNX model written by export_ssd.py")
     which.add_argument("--accelerator", metavar="DIR",
@@ -35,13 +36,16 @@ def main(argv=None) -> int:
     # positional words: key=value overrides, anything else an input
     inputs = args.inputs + [w for w in args.overrides if "=" not in w]
     overrides = [w for w in args.overrides if "=" in w]
-    if args.params and not args.config:
-        p.error("--params needs the --config it was trained with")
     if args.int8 and not args.accelerator:
         p.error("--int8 goes with --accelerator DIR")
     if not inputs:
         p.error("give at least one input: an image, a folder, a glob or a video")
-    cfg = load_config(args.config, overrides)
+    if args.config:
+        cfg = load_config(args.config, overrides)
+    elif args.params:  # the config its sidecar records
+        cfg = checkpoint_config(args.params, overrides)
+    else:
+        cfg = None  # an export carries what it needs
     model = load_predictor(cfg, params_path=args.params, deploy_dir=args.deploy,
                            onnx_path=args.onnx, accelerator_dir=args.accelerator,
                            int8=args.int8)

@@ -243,8 +243,25 @@ def _did_you_mean(key: str, prefix: str) -> str:
 
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> CfgNode:
     """Read a YAML config, apply `key.sub=value` overrides, validate and freeze."""
+    return _resolve(_chain(path) if path else [], overrides)
+
+
+def loads_config(text: str, source: str, overrides: Sequence[str] = ()) -> CfgNode:
+    """load_config for YAML held in a string (a checkpoint's sidecar records its config);
+    `source` names it in errors."""
+    try:
+        loaded = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source} is not valid YAML: {err}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{source} must hold a mapping of keys")
+    return _resolve([(source, loaded)], overrides)
+
+
+def _resolve(sources: List[Tuple[str, dict]], overrides: Sequence[str]) -> CfgNode:
+    """The defaults, then each (source, mapping), then the overrides: validated and frozen."""
     cfg = defaults()
-    for source, loaded in _chain(path) if path else ():
+    for source, loaded in sources:
         _merge(cfg, loaded, source=source)
     pairs = {}
     for item in overrides:

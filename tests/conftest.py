@@ -51,6 +51,7 @@ def alive_model(tmp_path_factory):
     for head in net.class_predictors:
         weight = head.predictor.weight
         weight.set_data(weight.data() * 30)
-    params = save_checkpoint(str(base / "model"), net, None, {"classes": CLASSES})
+    params = save_checkpoint(str(base / "model"), net, None,
+                             {"classes": CLASSES, "config": cfg.dump()})
     export_deploy(cfg, params, str(base / "deploy"), onnx=True)
     return cfg, params, str(base / "deploy"), str(base / "deploy" / f"{cfg.model.name}.onnx")

@@ -147,12 +147,13 @@ def test_unreadable_inputs_stop_naming_the_file_or_are_skipped_and_counted(model
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-@pytest.mark.parametrize("which", ["params", "deploy", "onnx"])
+@pytest.mark.parametrize("which", ["params", "params_alone", "deploy", "onnx"])
 def test_the_script_runs_every_model_file_alike(model, tmp_path, which):
     cfg, params, deploy, onnx_path = model
     paths = pictures(str(tmp_path / "in"), sizes=((120, 90),))
     source = {"params": ["--config", os.path.join(ROOT, "configs", "demo_synthetic.yaml"),
                          "--params", params, f"data.root={cfg.data.root}"],
+              "params_alone": ["--params", params],  # the config from its sidecar
               "deploy": ["--deploy", deploy], "onnx": ["--onnx", onnx_path]}[which]
     image = cv2.imread(paths[0])[..., ::-1].copy()
     ids, scores, boxes = expected(cfg, params, image)

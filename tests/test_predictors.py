@@ -81,7 +81,9 @@ def test_bad_model_files_are_named(model_files, tmp_path):
     other.write_bytes(open(params, "rb").read())
     (tmp_path / "other.json").write_text(json.dumps({"classes": ["cat", "dog"]}))
     with pytest.raises(DataError, match=r"other\.params was trained on classes \['cat', 'dog'\]"):
-        load_trained(cfg, str(other), [mx.cpu()])
+        load_trained(cfg, str(other), [mx.cpu()], classes=CLASSES)  # an evaluation's dataset
+    with pytest.raises(DataError, match=r"other\.params does not fit model"):
+        load_trained(cfg, str(other), [mx.cpu()])  # the sidecar's 2 classes: other heads
     with pytest.raises(DataError, match=r"model\.params was trained on classes .* has \['a'\]"):
         load_trained(cfg, params, [mx.cpu()], classes=["a"])  # the caller's, when given
     with pytest.raises(DataError, match="should hold one <model>-symbol.json .* found 0"):
@@ -109,3 +111,39 @@ def test_evaluate_and_export_do_not_import_each_other(module, other):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "True"]
+
+
+def test_a_checkpoint_predicts_without_its_config_or_its_dataset(model_files, tmp_path):
+    """The sidecar records the config and the classes: no config is given, and the dataset the
+    config names is not there (a COCO checkpoint needs no COCO annotations to detect)."""
+    from ssd_nobias.engine.train import initialized_model as init
+    from ssd_nobias.runtime.predictors import checkpoint_config
+    cfg, params, _, _, x = model_files
+    gone = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml"), [
+        f"data.root={tmp_path / 'nowhere'}", "data.classes=[classes.txt]"])
+    net = init(gone, CLASSES, [mx.cpu()])
+    net(mx.nd.zeros((1, 3, 300, 300)))
+    saved = save_checkpoint(str(tmp_path / "ckpt"), net, None,
+                            {"classes": CLASSES, "config": gone.dump()})
+    loaded = load_predictor(params_path=saved)
+    assert loaded.classes == CLASSES and loaded.ctx == [mx.cpu()]
+    assert checkpoint_config(saved) == gone
+    ids, scores, boxes = loaded.predictor(x)
+    want = net(x)
+    np.testing.assert_allclose(scores.asnumpy(), want[1].asnumpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(DataError, match=r"model\.params has no sidecar recording its config"):
+        checkpoint_config(str(tmp_path / "model.params"))
+
+
+def test_a_training_device_missing_here_predicts_on_the_cpu(model_files):
+    cfg, params, deploy, onnx_path, x = model_files
+    gpu = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml"),
+                      [f"data.root={cfg.data.root}", "train.ctx=[gpu0]"])
+    if mx.context.num_gpus():
+        pytest.skip("this machine has the GPU the config names")
+    assert load_predictor(gpu, onnx_path=onnx_path).ctx == [mx.cpu()]  # no device asked
+    with pytest.warns(UserWarning, match=r"train\.ctx \['gpu0'\] is not on this machine"):
+        loaded = load_predictor(gpu, params_path=params)
+    assert loaded.ctx == [mx.cpu()]
+    with pytest.warns(UserWarning):
+        assert load_predictor(gpu, deploy_dir=deploy).ctx == [mx.cpu()]

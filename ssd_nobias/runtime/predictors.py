@@ -15,7 +15,8 @@ import yaml
 from mxnet import gluon
 
 from ssd_nobias.model.checkpoint import read_meta
-from ssd_nobias.devices import contexts
+from ssd_nobias.config import loads_config
+from ssd_nobias.devices import inference_contexts
 from ssd_nobias.data.datasets import dataset_classes
 from ssd_nobias.runtime.accelerator import FLOAT_ONNX, INT8_ONNX, OnnxAccelerator
 from ssd_nobias.runtime.host import HostPart
@@ -42,16 +43,17 @@ def net_predictor(net: gluon.HybridBlock) -> Predictor:
 
 def load_trained(cfg, params_path: str, ctx: Sequence[mx.Context], ignore_extra: bool = False,
                  classes: Optional[Sequence[str]] = None) -> Tuple[gluon.HybridBlock, List[str]]:
-    """The config's model with a training .params file loaded, and its class names (the
-    config's dataset's, checked against those the checkpoint records). `classes`: the
-    dataset's, when the caller has them already (COCO's come from parsing its annotations)."""
+    """The config's model with a training .params file loaded, and its class names: those its
+    sidecar records (the dataset is not read), else the config's dataset's. `classes`: the
+    dataset's, when the caller has them (an evaluation), checked against the recorded ones."""
     if not os.path.isfile(params_path):
         raise DataError(f"params file '{params_path}' does not exist")
-    classes = list(classes) if classes is not None else dataset_classes(cfg)
     meta = read_meta(params_path)
-    if meta and meta.get("classes") not in (None, classes):
-        raise DataError(f"{params_path} was trained on classes {meta['classes']}, the config's "
-                        f"dataset has {classes}")
+    recorded = meta.get("classes") if meta else None
+    if classes is not None and recorded not in (None, list(classes)):
+        raise DataError(f"{params_path} was trained on classes {recorded}, the config's "
+                        f"dataset has {list(classes)}")
+    classes = list(classes) if classes is not None else recorded or dataset_classes(cfg)
     _check_anchor_sizes(cfg, params_path, meta)
     net = build_model(cfg, classes)
     try:
@@ -158,25 +160,37 @@ class SplitPredictor:
         return tuple(mx.nd.array(o, ctx=x.context) for o in (ids, scores, boxes))
 
 
-def load_predictor(cfg, params_path: Optional[str] = None, deploy_dir: Optional[str] = None,
+def checkpoint_config(params_path: str, overrides: Sequence[str] = ()):
+    """The config a checkpoint was trained with, as its sidecar records it (+ overrides)."""
+    meta = read_meta(params_path) if os.path.isfile(params_path) else None
+    if not meta or "config" not in meta:
+        raise DataError(f"{params_path} has no sidecar recording its config (a .json beside it, "
+                        f"written by train_ssd.py): give the config it was trained with")
+    return loads_config(meta["config"], f"the config recorded beside {params_path}", overrides)
+
+
+def load_predictor(cfg=None, params_path: Optional[str] = None, deploy_dir: Optional[str] = None,
                    onnx_path: Optional[str] = None, accelerator_dir: Optional[str] = None,
                    int8: bool = False, classes: Optional[Sequence[str]] = None) -> LoadedModel:
-    """Exactly one of a training .params file (on the config's contexts), a deploy folder (the
-    same), an ONNX model (ONNX Runtime, CPU) or an accelerator folder (its graph in ONNX
-    Runtime, INT8 with `int8`, and its host part in NumPy), ready to predict. `classes`: the
-    config's dataset's, if known (a checkpoint is checked against them; exports carry their
-    own)."""
+    """Exactly one of a training .params file, a deploy folder, an ONNX model (ONNX Runtime,
+    CPU) or an accelerator folder (its graph in ONNX Runtime, INT8 with `int8`, and its host
+    part in NumPy), ready to predict. `cfg` is needed by none of them: a checkpoint's sidecar
+    records its config; given, it says the model and the devices (its train.ctx, or the CPU
+    where those are missing). `classes`: the dataset's, if known (checked against a
+    checkpoint's)."""
     given = [x for x in (params_path, deploy_dir, onnx_path, accelerator_dir) if x is not None]
     if len(given) != 1:
         raise ValueError("give exactly one of params_path, deploy_dir, onnx_path and "
                          "accelerator_dir")
-    ctx = contexts(cfg.train.ctx)
     if accelerator_dir is not None:
         return LoadedModel(SplitPredictor(accelerator_dir, int8), export_classes(accelerator_dir),
                            [mx.cpu()])
     if onnx_path is not None:
         predictor, classes = load_onnx(onnx_path)
         return LoadedModel(predictor, classes, [mx.cpu()])
+    if cfg is None and params_path is not None:
+        cfg = checkpoint_config(params_path)
+    ctx = inference_contexts(cfg.train.ctx) if cfg is not None else [mx.cpu()]
     if deploy_dir is not None:
         return LoadedModel(*load_deploy(deploy_dir, ctx), ctx)
     net, classes = load_trained(cfg, params_path, ctx, classes=classes)
