@@ -11,9 +11,17 @@ from ssd_nobias.config import load_config
 from ssd_nobias.errors import Stopped, UserError
 
 
+class ConfigParser(argparse.ArgumentParser):
+    """Options and key=value overrides in any order (`--config a.yaml k=v --overwrite k2=v2`):
+    argparse alone takes the positionals in one run."""
+
+    def parse_args(self, args=None, namespace=None):
+        return self.parse_intermixed_args(args, namespace)
+
+
 def parser(description: str, config_required: bool = True) -> argparse.ArgumentParser:
-    """An ArgumentParser with the shared --config and trailing key=value overrides."""
-    p = argparse.ArgumentParser(description=description,
+    """An ArgumentParser with the shared --config and key=value overrides anywhere."""
+    p = ConfigParser(description=description,
                                 epilog="Overrides: any config key, e.g. train.lr=0.05 "
                                        "train.ctx=[gpu0,gpu1]; `train_ssd.py --print-config` "
                                        "lists every key with what it does")
