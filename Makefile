@@ -9,17 +9,21 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 setup: $(STAMP)
 
-$(STAMP): setup.cfg setup.py constraints.txt
+# MXNet 1.9 needs numpy < 1.24, which has no wheels past Python 3.11.
+PYTHON_OK := import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 11))
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c '$(PYTHON_OK)' || { echo "ssd_nobias needs Python 3.10 or 3.11 (MXNet 1.9 needs numpy < 1.24); $(PYTHON) is $$($(PYTHON) -V 2>&1). Run: make PYTHON=python3.11 $(MAKECMDGOALS)" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -c constraints.txt -e '.[test,onnx]'
-	$(BIN)/python -c "from ssd_nobias import native; print(native.load())"
+	$(PIP) install -c constraints.txt -e '.[dev]'
+	$(BIN)/python -c "from ssd_nobias.model import native; print(native.load())"
 	touch $(STAMP)
 
 # The whole suite, two test processes (each test file stays in one); what CI runs.
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
-# The edit-run loop: everything not marked slow (setup.cfg lists the markers).
+# The edit-run loop: everything not marked slow (pyproject.toml lists the markers).
 test-fast: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
 
@@ -42,7 +46,7 @@ CU_VENV := .venv-cu112
 CU_PIP := $(CU_VENV)/bin/python -m pip --disable-pip-version-check -q
 check-cuda-build: setup
 	test -x $(CU_VENV)/bin/python || $(PYTHON) -m venv $(CU_VENV)
-	$(CU_PIP) install -c constraints.txt -e '.[test,onnx]'
+	$(CU_PIP) install -c constraints.txt -e '.[dev]'
 	# mxnet and mxnet-cu112 share the mxnet/ package directory: the CPU wheel goes, the CUDA one
 	# is (re)installed over whatever the line above left
 	$(CU_PIP) uninstall -y mxnet

@@ -12,8 +12,9 @@ from ssd_nobias.config import save_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "ssd_nobias")
 # Bottom to top. The ground floor's modules sit at the package's top level.
-FLOORS = ["", "model", "data", "runtime", "evaluation", "engine", "export", "analysis"]
-TOP = {"ssd_nobias.cli", "ssd_nobias"}  # the scripts' edge and the lazy public names
+FLOORS = ["", "model", "data", "runtime", "evaluation", "engine", "export", "analysis",
+          "commands"]
+TOP = {"ssd_nobias"}  # the lazy public names
 
 
 def modules():

@@ -1,0 +1,38 @@
+"""Audit a model file for biases: an MXNet params file (conv biases, BatchNorm means and betas,
+biases once folded) or an accelerator ONNX graph (operators, bias inputs, INT8 zero points).
+
+    python scripts/audit_params.py FILE.params [--symbol FILE-symbol.json]
+        [--expect-bias-free GLOB ...] [--summary]
+    python scripts/audit_params.py accelerator.onnx|accelerator.int8.onnx [--summary]
+
+Exit status 0 when every convolution asked for (default: every conv followed by a BatchNorm)
+has no bias once BatchNorm is folded into it, or when the ONNX graph holds only weight-only
+convolutions, ReLU and layout operators (INT8: every conv quantized, every zero point 0);
+1 otherwise.
+"""
+import argparse
+
+from ssd_nobias.export.audit import audit, expected, format_audit
+from ssd_nobias.export.proof import prove
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("params", help="a .params file (Gluon or exported) or an accelerator .onnx")
+    p.add_argument("--symbol", help="its -symbol.json, to pair convs and norms by the graph")
+    p.add_argument("--expect-bias-free", nargs="+", default=[], metavar="GLOB",
+                   help="convolution names that must have no bias once folded")
+    p.add_argument("--summary", action="store_true", help="print only the verdict line")
+    args = p.parse_args(argv)
+    if args.params.endswith(".onnx"):
+        proof = prove(args.params)
+        print(proof.summary())
+        if not args.summary:
+            print("\n".join(f"  {problem}" for problem in proof.problems))
+        return 0 if proof.ok else 1
+    report = audit(args.params, args.symbol)
+    asked = expected(report, args.expect_bias_free)
+    text = format_audit(report, asked)
+    print(text.splitlines()[-1] if args.summary else text)
+    return 0 if all(r.bias_free for r in asked) else 1
+

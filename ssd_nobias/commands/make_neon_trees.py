@@ -1,0 +1,29 @@
+"""Write the NEON tree-crown dataset (real aerial images, VOC boxes) from the deepforest wheel.
+
+    python scripts/make_neon_trees.py --out data/neon_trees [--cache data/cache --tile 200
+        --fractions 0.4 0.3 0.3]
+
+The wheel (deepforest==2.1.0, sha256 checked) is downloaded once into --cache by pip; the
+tiling and split rules are in ssd_nobias/data/neon_trees.py.
+"""
+import argparse
+
+from ssd_nobias.data.neon_trees import fetch_wheel, make_neon_trees
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="output folder (replaced)")
+    p.add_argument("--cache", default="data/cache", help="where the wheel is kept")
+    p.add_argument("--tile", type=int, default=200, help="tile side in source pixels")
+    p.add_argument("--fractions", type=float, nargs=3, default=[0.4, 0.3, 0.3],
+                   metavar=("TRAIN", "VAL", "TEST"),
+                   help="band heights of the large same-site crop")
+    args = p.parse_args(argv)
+    summary = make_neon_trees(args.out, fetch_wheel(args.cache), args.tile, args.fractions)
+    for split, c in summary["counts"].items():
+        print(f"{split:15s} {c['tiles']:4d} tiles {c['boxes']:5d} boxes ({c['difficult']} "
+              f"difficult)")
+    print(f"wrote {args.out}")
+    return 0
+
