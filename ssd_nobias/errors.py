@@ -1,4 +1,5 @@
 """Errors a user can cause: scripts print these without a traceback; anything else is a bug."""
+import importlib
 
 
 class UserError(Exception):
@@ -16,6 +17,24 @@ class DataError(UserError, ValueError):
 class StorageError(UserError, OSError):
     """A file that could not be written whole (a full disk, a read-only place); the message
     names the file and the space left where it goes."""
+
+
+class MissingExtra(UserError, ImportError):
+    """An optional dependency a feature needs is not installed; the message names the extra."""
+
+
+def require(*modules: str, extra: str, what: str) -> None:
+    """Raise MissingExtra unless every module imports: `what` needs them, `extra` installs
+    them (pip install 'ssd_nobias[extra]')."""
+    missing = []
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise MissingExtra(f"{what} needs {' and '.join(missing)}, which is not installed: "
+                           f"pip install 'ssd_nobias[{extra}]'")
 
 
 class Stopped(Exception):

@@ -22,3 +22,22 @@ def test_exclusive_model_files_still_refuse_two():
     assert p.parse_args(["k=v", "--params", "x.params"]).params == "x.params"
     with pytest.raises(SystemExit):
         p.parse_args(["--params", "x", "--onnx", "y"])
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("blocked, job, extra", [
+    ("pycocotools", "from ssd_nobias.data.datasets import COCOFormatDetection as C; "
+                    "C('{root}', ['instances_train'])", "coco"),
+    ("onnxruntime", "from ssd_nobias.runtime.onnxrt import session; session('x.onnx')", "onnx")])
+def test_a_missing_extra_is_named_with_its_install_command(tmp_path, blocked, job, extra):
+    import subprocess
+    import sys
+    from ssd_nobias.data.synthetic import make_synthetic
+    root = make_synthetic(str(tmp_path / "coco"), train=2, val=1, size=64, fmt="coco")["root"]
+    code = (f"import sys; sys.modules[{blocked!r}] = None\n"
+            "from ssd_nobias.errors import MissingExtra\n"
+            f"try:\n    {job.format(root=root)}\nexcept MissingExtra as err:\n    print(err)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"needs {blocked}, which is not installed: pip install 'ssd_nobias[{extra}]'" in \
+        done.stdout

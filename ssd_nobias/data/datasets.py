@@ -28,7 +28,7 @@ from gluoncv.utils.bbox import bbox_iou
 from mxnet import gluon
 from yacs.config import CfgNode
 
-from ssd_nobias.errors import DataError
+from ssd_nobias.errors import DataError, require
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.images import ImageError, read_image
 
@@ -244,7 +244,8 @@ class COCOFormatDetection(COCODetection):
             path = os.path.join(root, "annotations", f"{split}.json")
             if not os.path.isfile(path):
                 raise DataError(f"annotation file '{path}' does not exist")
-        from pycocotools.coco import COCO  # the `test` extra; COCO users install it
+        require("pycocotools", extra="coco", what="COCO-format data")
+        from pycocotools.coco import COCO
 
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timings
             coco = COCO(first)

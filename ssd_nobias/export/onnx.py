@@ -25,7 +25,7 @@ import mxnet as mx
 import numpy as np
 
 from ssd_nobias.atomic import replacing
-from ssd_nobias.errors import DataError, mxnet_reason
+from ssd_nobias.errors import DataError, mxnet_reason, require
 
 OPSET = 13  # the newest mx2onnx converts to
 
@@ -267,6 +267,7 @@ def export_onnx(prefix: str, onnx_path: str, input_shape: Tuple[int, ...]) -> Gr
     The batch dimension is dynamic; the model's outputs are ids, scores and bboxes. Returns
     where the graph was cut: its tensor names are the ONNX model's too.
     """
+    require("onnx", "onnxruntime", extra="onnx", what="the ONNX export")
     import onnx
     from onnx import helper
 

@@ -16,7 +16,7 @@ from ssd_nobias.config import base_size, eval_metric
 from ssd_nobias.devices import contexts
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import ValTransform, build_dataset, val_set
-from ssd_nobias.errors import DataError, UserError
+from ssd_nobias.errors import DataError, UserError, require
 from ssd_nobias.export.deploy import (PARITY_RTOL, ParityError, add_to_report, fold_ssd,
                                       parity_images, raw_outputs, relative_error)
 from ssd_nobias.export.onnx import find_cut
@@ -52,6 +52,7 @@ def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = Fals
     int8, or the convs' int32 accumulators, see export/int8.py). Adds an 'accelerator' entry to
     export_report.json. Raises ProofError when a saved graph breaks its rules, ParityError
     when the pair's raw outputs differ from the trained model's by more than PARITY_RTOL."""
+    require("onnx", "onnxruntime", extra="onnx", what="the accelerator export")
     size = base_size(cfg)
     deploy_prefix = os.path.join(export_dir, cfg.model.name)
     if not os.path.isfile(deploy_prefix + "-symbol.json"):

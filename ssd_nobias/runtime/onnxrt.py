@@ -4,12 +4,13 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from ssd_nobias.errors import DataError
+from ssd_nobias.errors import DataError, require
 
 
 def session(onnx_path: str, extra_outputs: Sequence[str] = (), threads: int = 0):
     """An ONNX Runtime CPU session; `extra_outputs` exposes inner tensors (for parity checks);
     `threads`: intra-op threads (0: ONNX Runtime's default)."""
+    require("onnx", "onnxruntime", extra="onnx", what="running an ONNX model")
     import onnx
     import onnxruntime as ort
 
