@@ -32,6 +32,13 @@ def parser(description: str, config_required: bool = True) -> argparse.ArgumentP
     return p
 
 
+def add_device(p: argparse.ArgumentParser) -> None:
+    """--device: where inference runs, apart from the config's training devices."""
+    p.add_argument("--device", metavar="cpu|gpuN",
+                   help="where a checkpoint or deploy graph runs (default: the config's "
+                        "train.ctx if this machine has it, else the CPU); ONNX runs on the CPU")
+
+
 def config_from(args: argparse.Namespace) -> CfgNode:
     """The validated config the parsed arguments describe."""
     return load_config(args.config, args.overrides)

@@ -10,20 +10,25 @@ import mxnet as mx
 from ssd_nobias.errors import ConfigError
 
 
-def contexts(names: Sequence[str]) -> List[mx.Context]:
-    """MXNet contexts for 'cpu', 'cpuN', 'gpuN'; asking for a GPU that is not there is an error."""
+def contexts(names: Sequence[str], key: str = "train.ctx") -> List[mx.Context]:
+    """MXNet contexts for 'cpu', 'cpuN', 'gpuN'; asking for a GPU that is not there is an error
+    naming `key` (where the names came from)."""
     gpus = mx.context.num_gpus()
     out = []
     for name in names:
-        kind, index = re.fullmatch(r"(cpu|gpu)(\d*)", name).groups()
+        match = re.fullmatch(r"(cpu|gpu)(\d*)", name)
+        if match is None:
+            raise ConfigError(f"'{key}': '{name}' is not cpu, cpuN or gpuN")
+        kind, index = match.groups()
         index = int(index or 0)
         if kind == "gpu" and index >= gpus:
-            raise ConfigError(f"'train.ctx' asks for {name}, but this machine has {gpus} GPU(s) "
-                              f"visible to MXNet; add train.ctx=[cpu] to the command line (or "
-                              f"ctx: [cpu] under train: in the YAML)")
+            hint = ("add train.ctx=[cpu] to the command line (or ctx: [cpu] under train: in "
+                    "the YAML)") if key == "train.ctx" else f"use {key} cpu"
+            raise ConfigError(f"'{key}' asks for {name}, but this machine has {gpus} GPU(s) "
+                              f"visible to MXNet; {hint}")
         out.append(mx.gpu(index) if kind == "gpu" else mx.cpu(index))
     if len(set(out)) != len(out):
-        raise ConfigError(f"'train.ctx' lists a context twice: {list(names)}")
+        raise ConfigError(f"'{key}' lists a context twice: {list(names)}")
     return out
 
 

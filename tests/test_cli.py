@@ -41,3 +41,13 @@ def test_a_missing_extra_is_named_with_its_install_command(tmp_path, blocked, jo
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"needs {blocked}, which is not installed: pip install 'ssd_nobias[{extra}]'" in \
         done.stdout
+
+
+def test_inference_commands_take_a_device():
+    from ssd_nobias.commands import detect, evaluate
+    for module in (evaluate, detect):
+        with pytest.raises(SystemExit):  # --help lists it and exits
+            module.main(["--help"])
+    p = cli.parser("test")
+    cli.add_device(p)
+    assert p.parse_args(["--config", "c.yaml", "--device", "gpu1"]).device == "gpu1"

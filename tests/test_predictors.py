@@ -147,3 +147,22 @@ def test_a_training_device_missing_here_predicts_on_the_cpu(model_files):
     assert loaded.ctx == [mx.cpu()]
     with pytest.warns(UserWarning):
         assert load_predictor(gpu, deploy_dir=deploy).ctx == [mx.cpu()]
+
+
+def test_device_chooses_where_inference_runs_whatever_the_config_trained_on(model_files):
+    import warnings
+    from ssd_nobias.errors import ConfigError
+    cfg, params, deploy, _, _ = model_files
+    gpu = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml"),
+                      [f"data.root={cfg.data.root}", "train.ctx=[gpu0]"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert load_predictor(gpu, params_path=params, device="cpu").ctx == [mx.cpu()]
+        assert load_predictor(gpu, deploy_dir=deploy, device="cpu0").ctx == [mx.cpu(0)]
+    assert not [w for w in caught if "train.ctx" in str(w.message)]  # asked for: no fallback
+    if not mx.context.num_gpus():
+        with pytest.raises(ConfigError, match=r"'--device' asks for gpu0, but this machine has "
+                                              r"0 GPU\(s\) visible to MXNet; use --device cpu"):
+            load_predictor(cfg, params_path=params, device="gpu0")
+    with pytest.raises(ConfigError, match=r"'--device': 'tpu' is not cpu, cpuN or gpuN"):
+        load_predictor(cfg, params_path=params, device="tpu")

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ssd_nobias.model.checkpoint import read_meta, save_checkpoint
 from ssd_nobias.config import base_size, eval_metric, per_image
-from ssd_nobias.devices import contexts
+from ssd_nobias.devices import inference_contexts
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import SSDTrainTransform, SeededTransform, build_dataset, val_set
 from ssd_nobias.errors import DataError
@@ -120,7 +120,7 @@ def recalibrate_params(cfg, params_path: str, prefix: str, count: int,
     """Write prefix.params (+ .json): `params_path` with every norm's statistics recomputed
     over `count` training batches; report the batches, the change of running_var and the
     val metric before and after."""
-    ctx = [contexts(cfg.train.ctx)[0]]
+    ctx = inference_contexts(cfg.train.ctx)[:1]
     dataset, classes = val_set(cfg)
 
     def val(net) -> float:

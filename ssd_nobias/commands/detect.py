@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("--input", dest="inputs", action="append", default=[], metavar="PATH",
                    help="an image, a folder, a glob or a video (repeatable; or give them last)")
     p.add_argument("--out", default="detections", help="output folder (default: detections)")
+    cli.add_device(p)
     p.add_argument("--thresh", type=float, default=0.5, help="lowest score kept (default 0.5)")
     p.add_argument("--classes", nargs="+", metavar="NAME", help="keep only these classes")
     p.add_argument("--skip-bad", action="store_true",
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
         cfg = None  # an export carries what it needs
     model = load_predictor(cfg, params_path=args.params, deploy_dir=args.deploy,
                            onnx_path=args.onnx, accelerator_dir=args.accelerator,
-                           int8=args.int8)
+                           int8=args.int8, device=args.device)
     if args.params:
         prep = Preprocess.from_config(cfg)
     else:

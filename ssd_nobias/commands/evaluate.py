@@ -24,6 +24,7 @@ def main(argv=None) -> int:
     p.add_argument("--int8", action="store_true",
                    help="with --accelerator: the INT8 graph (export_ssd.py --int8)")
     p.add_argument("--out", help="output folder (default: <output_dir>/eval)")
+    cli.add_device(p)
     args = p.parse_args(argv)
     if args.int8 and not args.accelerator:
         p.error("--int8 goes with --accelerator DIR")
@@ -31,7 +32,7 @@ def main(argv=None) -> int:
     out = args.out or os.path.join(cfg.output_dir, "eval")
     result = evaluate_checkpoint(cfg, args.params, out, deploy_dir=args.deploy,
                                  onnx_path=args.onnx, accelerator_dir=args.accelerator,
-                                 int8=args.int8)
+                                 int8=args.int8, device=args.device)
     print(format_table(result))
     print(f"wrote {out}/eval.json, pr_curves.png, detections.png")
     return 0

@@ -19,7 +19,7 @@ from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
 from ssd_nobias.atomic import write_json
-from ssd_nobias.devices import contexts
+from ssd_nobias.devices import inference_contexts
 from ssd_nobias.data.datasets import ValTransform, val_set
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.errors import DataError, UserError, mxnet_reason
@@ -215,7 +215,7 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
         raise DataError(f"output '{out_dir}' exists and is not a directory")
     if not os.path.isfile(params_path):
         raise DataError(f"params file '{params_path}' does not exist")
-    ctx = [contexts(cfg.train.ctx)[0]]
+    ctx = inference_contexts(cfg.train.ctx)[:1]
     shifts = norm_shifts(params_path)
     dataset, classes = val_set(cfg)
     nobias = _nobias_layers(build_model(cfg, classes))

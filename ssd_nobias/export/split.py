@@ -13,7 +13,7 @@ from mxnet import gluon
 
 from ssd_nobias.atomic import write_json
 from ssd_nobias.config import base_size, eval_metric
-from ssd_nobias.devices import contexts
+from ssd_nobias.devices import inference_contexts
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import ValTransform, build_dataset, val_set
 from ssd_nobias.errors import DataError, UserError, require
@@ -58,7 +58,7 @@ def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = Fals
     if not os.path.isfile(deploy_prefix + "-symbol.json"):
         raise DataError(f"{deploy_prefix}-symbol.json is missing: the accelerator export "
                         f"goes beside a deploy graph")
-    ctx = [contexts(cfg.train.ctx)[0]]
+    ctx = inference_contexts(cfg.train.ctx)[:1]
     dataset, classes = val_set(cfg)
     net, classes = load_trained(cfg, params_path, ctx, classes=classes)
     x = parity_images(dataset, Preprocess.from_config(cfg)).as_in_context(ctx[0])

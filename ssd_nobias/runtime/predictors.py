@@ -16,7 +16,7 @@ from mxnet import gluon
 
 from ssd_nobias.model.checkpoint import read_meta
 from ssd_nobias.config import loads_config
-from ssd_nobias.devices import inference_contexts
+from ssd_nobias.devices import contexts, inference_contexts
 from ssd_nobias.data.datasets import dataset_classes
 from ssd_nobias.runtime.accelerator import FLOAT_ONNX, INT8_ONNX, OnnxAccelerator
 from ssd_nobias.runtime.host import HostPart
@@ -171,13 +171,14 @@ def checkpoint_config(params_path: str, overrides: Sequence[str] = ()):
 
 def load_predictor(cfg=None, params_path: Optional[str] = None, deploy_dir: Optional[str] = None,
                    onnx_path: Optional[str] = None, accelerator_dir: Optional[str] = None,
-                   int8: bool = False, classes: Optional[Sequence[str]] = None) -> LoadedModel:
+                   int8: bool = False, classes: Optional[Sequence[str]] = None,
+                   device: Optional[str] = None) -> LoadedModel:
     """Exactly one of a training .params file, a deploy folder, an ONNX model (ONNX Runtime,
     CPU) or an accelerator folder (its graph in ONNX Runtime, INT8 with `int8`, and its host
     part in NumPy), ready to predict. `cfg` is needed by none of them: a checkpoint's sidecar
     records its config; given, it says the model and the devices (its train.ctx, or the CPU
-    where those are missing). `classes`: the dataset's, if known (checked against a
-    checkpoint's)."""
+    where those are missing) unless `device` ('cpu', 'gpu0', ...) says where to predict.
+    `classes`: the dataset's, if known (checked against a checkpoint's)."""
     given = [x for x in (params_path, deploy_dir, onnx_path, accelerator_dir) if x is not None]
     if len(given) != 1:
         raise ValueError("give exactly one of params_path, deploy_dir, onnx_path and "
@@ -190,7 +191,10 @@ def load_predictor(cfg=None, params_path: Optional[str] = None, deploy_dir: Opti
         return LoadedModel(predictor, classes, [mx.cpu()])
     if cfg is None and params_path is not None:
         cfg = checkpoint_config(params_path)
-    ctx = inference_contexts(cfg.train.ctx) if cfg is not None else [mx.cpu()]
+    if device:
+        ctx = contexts([device], key="--device")
+    else:
+        ctx = inference_contexts(cfg.train.ctx) if cfg is not None else [mx.cpu()]
     if deploy_dir is not None:
         return LoadedModel(*load_deploy(deploy_dir, ctx), ctx)
     net, classes = load_trained(cfg, params_path, ctx, classes=classes)
