@@ -19,6 +19,7 @@ TOP = {"ssd_nobias"}  # the lazy public names
 
 def modules():
     """{dotted module: the ssd_nobias modules it imports}, from the source."""
+    files = _files()
     graph = {}
     for base, _, names in os.walk(PACKAGE):
         for name in names:
@@ -36,7 +37,7 @@ def modules():
                     assert node.level == 0, f"{dotted}: relative import"
                     for alias in node.names:  # `from ssd_nobias.model import native`
                         full = f"{node.module}.{alias.name}"
-                        found.add(full if full.replace(".", os.sep) + ".py" in _files() else
+                        found.add(full if full.replace(".", os.sep) + ".py" in files else
                                   node.module)
                 elif isinstance(node, ast.Import):
                     found |= {a.name for a in node.names if a.name.startswith("ssd_nobias")}

@@ -37,16 +37,14 @@ import numpy as np
 
 from ssd_nobias.evaluation.ap_stats import coco_ap, matches_of, voc07_ap50
 from ssd_nobias.analysis.diagnostics import run_trajectory
+from ssd_nobias.analysis.study_v2 import continues, cpu
 from ssd_nobias.atomic import write_json, write_text
 from ssd_nobias.config import load_config
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import build_dataset
 from ssd_nobias.export.split import export_accelerator
-from ssd_nobias.errors import ConfigError
 from ssd_nobias.evaluation.evaluate import predict
 from ssd_nobias.export.deploy import export_deploy
-from ssd_nobias.machine import cpu_info
-from ssd_nobias.model.ssd import with_anchor_sizes
 from ssd_nobias.runtime.predictors import load_predictor
 from ssd_nobias.engine.train import read_metrics
 
@@ -153,24 +151,11 @@ def overrides(run: Run, out: str, data: str) -> List[str]:
 def train(run: Run, out: str, data: str) -> None:
     """Train `run` into `out`; a part-trained run of the same config there continues."""
     args = overrides(run, out, data)
-    start = ["train.resume=auto"] if same_config(out, args) else ["--overwrite"]
+    start = ["train.resume=auto"] if continues(out, CONFIG, args) else ["--overwrite"]
     done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train_ssd.py"),
                            "--config", CONFIG] + args + start, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"training {run.key} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-
-
-def same_config(out: str, args: List[str]) -> bool:
-    saved = os.path.join(out, "config.yaml")
-    if not os.path.isfile(saved):
-        return False
-    try:
-        held = json.loads(json.dumps(load_config(saved)))
-    except ConfigError:
-        return False
-    want = json.loads(json.dumps(with_anchor_sizes(load_config(CONFIG, args))))
-    held["train"]["resume"] = want["train"]["resume"] = "auto"
-    return held == want
 
 
 def split_cfg(cfg, split: str):
@@ -280,11 +265,6 @@ def int8_figures(cfg, params: str, export: str) -> tuple:
         kept[name] = image_records(cfg, "test", accelerator_dir=folder, int8=int8)
         out[name] = scores(kept[name])
     return out, kept
-
-
-def cpu() -> dict:
-    info = cpu_info()
-    return {"model": info.model, "cores": info.cores, "avx512": info.avx512, "vnni": info.vnni}
 
 
 def read_records(out: str) -> Dict[str, dict]:
