@@ -69,10 +69,10 @@ demo: setup
 		$(BIN)/python scripts/make_synthetic_voc.py --out $(DEMO_DATA) --train 1000 --val 100
 	$(CORES) $(BIN)/python scripts/train_ssd.py --config configs/demo_synthetic.yaml
 	$(CORES) $(BIN)/python scripts/export_ssd.py --config configs/demo_synthetic.yaml \
-		--params runs/demo/demo-best.params --out runs/demo/export --onnx --accelerator --int8
-	$(BIN)/python scripts/audit_params.py runs/demo/export/$(DEMO_MODEL)-0000.params --summary \
+		--params runs/demo/demo-best.params --out runs/demo/export --formats onnx accelerator int8
+	$(BIN)/python scripts/audit_params.py --params runs/demo/export/$(DEMO_MODEL)-0000.params --summary \
 		--symbol runs/demo/export/$(DEMO_MODEL)-symbol.json --expect-bias-free '*features*'
-	$(BIN)/python scripts/audit_params.py runs/demo/export/accelerator/accelerator.int8.onnx --summary
+	$(BIN)/python scripts/audit_params.py --onnx runs/demo/export/accelerator/accelerator.int8.onnx --summary
 	$(CORES) $(BIN)/python scripts/eval_ssd.py --config configs/demo_synthetic.yaml \
 		--params runs/demo/demo-best.params --out runs/demo
 
@@ -90,8 +90,8 @@ data-trees: setup
 demo-trees: data-trees
 	$(CORES) $(BIN)/python scripts/train_ssd.py --config configs/neon_trees.yaml
 	$(CORES) $(BIN)/python scripts/export_ssd.py --config configs/neon_trees.yaml \
-		--params runs/trees/trees-last.params --out runs/trees/export --onnx --accelerator --int8
-	$(BIN)/python scripts/audit_params.py runs/trees/export/accelerator/accelerator.int8.onnx --summary
+		--params runs/trees/trees-last.params --out runs/trees/export --formats onnx accelerator int8
+	$(BIN)/python scripts/audit_params.py --onnx runs/trees/export/accelerator/accelerator.int8.onnx --summary
 	$(CORES) $(BIN)/python scripts/eval_ssd.py --config configs/neon_trees.yaml \
 		--params runs/trees/trees-last.params --out runs/trees/test "data.val_splits=[test]"
 	$(CORES) $(BIN)/python scripts/eval_ssd.py --config configs/neon_trees.yaml \

@@ -1,6 +1,6 @@
 """Evaluate a trained SSD: VOC07/VOC mAP or COCO AP, per-class table, eval.json and pictures
 
-`ssd-nobias evaluate` once installed; ssd_nobias/commands/evaluate.py holds it.
+`ssd-nobias eval` once installed; ssd_nobias/commands/evaluate.py holds it.
 """
 import sys
 

@@ -7,7 +7,8 @@ import importlib
 
 _EXPORTS = {"NoBiasBatchNorm": "model.norm", "get_norm_layer": "model.norm",
             "get_model": "model.ssd", "bias_report": "model.ssd",
-            "format_bias_report": "model.ssd", "MODEL_NAMES": "model.ssd"}
+            "format_bias_report": "model.ssd", "MODEL_NAMES": "model.ssd",
+            "Detector": "runtime.detect", "load_config": "config"}
 
 __all__ = list(_EXPORTS)
 __version__ = "0.1.0"

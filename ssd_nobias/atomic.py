@@ -42,9 +42,17 @@ def replacing(path: str, ext: str = "") -> Iterator[str]:
             os.remove(tmp)
 
 
-def write_failure(path: str, err: Exception) -> StorageError:
+def _size(n: int) -> str:
+    for unit, scale in (("MB", 2**20), ("KB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def write_failure(path: str, err: Exception, needed: Optional[int] = None) -> StorageError:
     """The error to raise when writing `path` failed with `err` (an OSError, or MXNet's short
-    write): what happened, the file, and the space left on its file system."""
+    write): what happened, the file, the space left on its file system and, when the caller
+    knows it, about how many bytes the file `needed`."""
     if isinstance(err, OSError) and err.errno:
         reason = os.strerror(err.errno)
     else:  # MXNet reports a short write as "FileStream.Write incomplete"
@@ -55,9 +63,9 @@ def write_failure(path: str, err: Exception) -> StorageError:
         free = f"{shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free / 2**20:.1f} MB"
     except OSError:
         free = "too little space"
-    return StorageError(f"cannot write {path}: {reason}: its file system has {free} free, less "
-                        f"than the file needs; free some space or write elsewhere "
-                        f"(output_dir=...)")
+    needs = f"the file needs about {_size(needed)}" if needed else "less than the file needs"
+    return StorageError(f"cannot write {path}: {reason}: its file system has {free} free, "
+                        f"{needs}; free some space or write elsewhere (output_dir=...)")
 
 
 def write_text(path: str, text: str) -> None:

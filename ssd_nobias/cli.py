@@ -32,6 +32,14 @@ def parser(description: str, config_required: bool = True) -> argparse.ArgumentP
     return p
 
 
+def retired(p: argparse.ArgumentParser, flag: str, hint: str) -> None:
+    """A flag this command no longer takes, refused with what to write instead (hidden)."""
+    class Refuse(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            parser.error(f"{option_string} {hint}")
+    p.add_argument(flag, nargs="?", action=Refuse, help=argparse.SUPPRESS)
+
+
 def add_device(p: argparse.ArgumentParser) -> None:
     """--device: where inference runs, apart from the config's training devices."""
     p.add_argument("--device", metavar="cpu|gpuN",

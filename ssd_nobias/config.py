@@ -29,7 +29,7 @@ NORMS = ("nobias", "batchnorm", "batchnorm_uncentered")  # nn.NORM_LAYERS implem
 WEIGHT_MODES = ("plain", "centered", "dc_positive")  # reparam.effective_weight computes them
 ACTIVATIONS = ("relu", "leaky")
 IMPLS = ("auto", "native", "ops")  # NoBiasBatchNorm's implementations
-DATASETS = ("voc", "coco", "voc_custom")
+DATASETS = ("voc", "coco", "voc_custom", "yolo")
 KVSTORES = ("device", "local", "dist_sync", "dist_device_sync")
 BASE_KEY = "_base_"
 _CTX = re.compile(r"(cpu|gpu)(\d*)")
@@ -106,15 +106,18 @@ SCHEMA: Dict[str, Key] = {
     "model.post_nms": Key(100, "detections per image kept after NMS", check=_positive,
                           need="must be positive"),
 
-    "data.dataset": Key("voc", "dataset layout: voc | coco | voc_custom", choices=DATASETS),
+    "data.dataset": Key("voc", "dataset layout: voc | coco | voc_custom | yolo (txt labels "
+                        "with data.yaml or classes.txt)", choices=DATASETS),
     "data.root": Key("~/.mxnet/datasets/voc", "the dataset's folder"),
     "data.train_splits": Key([[2007, "trainval"], [2012, "trainval"]],
                              "training splits (voc: [[year, name]]; voc_custom: ImageSets/Main "
-                             "names; coco: annotation file names)",
+                             "names; coco: annotation file names; yolo: data.yaml's split "
+                             "keys, or folders under images/)",
                              check=lambda v: len(v) > 0, need="must not be empty"),
     "data.val_splits": Key([[2007, "test"]], "validation splits, same form",
                            check=lambda v: len(v) > 0, need="must not be empty"),
-    "data.classes": Key([], "voc_custom: the class names, or [path/to/classes.txt]"),
+    "data.classes": Key([], "voc_custom: the class names, or [path/to/classes.txt] (coco "
+                        "and yolo name theirs in their files)"),
     "data.num_workers": Key(4, "loader worker processes (0: load in the training process)",
                             check=_non_negative, need="must be >= 0"),
     "data.mean": Key([0.485, 0.456, 0.406], "per-channel mean subtracted from RGB in [0, 1]",
@@ -162,6 +165,9 @@ SCHEMA: Dict[str, Key] = {
                          "dist_sync (CPU workers), dist_device_sync (GPU workers)",
                          choices=KVSTORES),
     "train.amp": Key(False, "float16 mixed precision (GPUs only)"),
+    "train.tensorboard": Key(False, "also log to TensorBoard in <output_dir>/tensorboard: "
+                             "losses, lr, images/s, val metric, a detections picture per "
+                             "validation (needs the tracking extra: tensorboardX)"),
     "train.log_interval": Key(20, "iterations between log lines", check=_positive,
                               need="must be positive"),
     "train.val_interval": Key(1, "epochs between validations", check=_positive,
@@ -279,12 +285,25 @@ def _resolve(sources: List[Tuple[str, dict]], overrides: Sequence[str]) -> CfgNo
     return cfg
 
 
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def shipped_configs() -> List[str]:
+    """The names of the configs the package ships (configs/ of a checkout)."""
+    return sorted(n[:-len(".yaml")] for n in os.listdir(SHIPPED) if n.endswith(".yaml"))
+
+
 def _chain(path: str, seen: Tuple[str, ...] = ()) -> List[Tuple[str, dict]]:
     """(file, mapping) of a YAML config and the files it starts from (`_base_`, relative to
-    the file), the first base first."""
+    the file), the first base first. A path that is no file but a shipped config's name
+    (`demo_synthetic`, with or without .yaml) is that config."""
     if not os.path.isfile(path):
+        name = path[:-len(".yaml")] if path.endswith(".yaml") else path
+        if not seen and os.sep not in name and name in shipped_configs():
+            return _chain(os.path.join(SHIPPED, name + ".yaml"))
         raise ConfigError(f"config file '{path}' does not exist" +
-                          (f" (the {BASE_KEY} of {seen[-1]})" if seen else ""))
+                          (f" (the {BASE_KEY} of {seen[-1]})" if seen else
+                           f"; shipped configs, by name: {', '.join(shipped_configs())}"))
     real = os.path.realpath(path)
     if real in seen:
         raise ConfigError(f"{path}: {BASE_KEY} chain loops back to it")
@@ -368,7 +387,8 @@ def validate(cfg: CfgNode) -> None:
             raise ConfigError(f"'{key}' {why}")
 
     kind = cfg.model.name.rsplit("_", 1)[1]
-    allowed = {"voc": ("voc",), "coco": ("coco", "custom"), "voc_custom": ("custom",)}
+    allowed = {"voc": ("voc",), "coco": ("coco", "custom"), "voc_custom": ("custom",),
+               "yolo": ("custom",)}
     want = allowed[cfg.data.dataset]
     need(kind in want, "model.name", f"must be a {' or '.join('*_' + w for w in want)} model "
          f"for data.dataset '{cfg.data.dataset}' (got {cfg.model.name})")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import mxnet as mx
 
@@ -41,3 +41,11 @@ def inference_contexts(names: Sequence[str]) -> List[mx.Context]:
         warnings.warn(f"train.ctx {list(names)} is not on this machine: predicting on the CPU",
                       stacklevel=2)
         return [mx.cpu()]
+
+
+def inference_device(train_ctx: Sequence[str], device: Optional[str] = None) -> List[mx.Context]:
+    """The one context inference runs on: `device` ('cpu', 'gpu0', from --device) if given,
+    else the first of the training contexts if this machine has them, else the CPU."""
+    if device:
+        return contexts([device], key="--device")
+    return inference_contexts(train_ctx)[:1]

@@ -68,7 +68,23 @@ def plot_detections(path: str, images: Sequence[np.ndarray],
                     predictions: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]],
                     class_names: Sequence[str], score_thresh: float = 0.5, ncols: int = 4,
                     tile: int = 320) -> None:
-    """A grid of images: ground truth in thin white, predictions >= score_thresh in colour."""
+    """detections_grid written as a PNG."""
+    save_image(path, detections_grid(images, ground_truth, predictions, class_names,
+                                     score_thresh, ncols, tile))
+
+
+def save_image(path: str, image: np.ndarray) -> None:
+    """An RGB uint8 image as a PNG, written under a temporary name and renamed."""
+    _atomic_png(path, lambda tmp: cv2.imwrite(tmp, image[:, :, ::-1]))
+
+
+def detections_grid(images: Sequence[np.ndarray],
+                    ground_truth: Sequence[Tuple[np.ndarray, np.ndarray]],
+                    predictions: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]],
+                    class_names: Sequence[str], score_thresh: float = 0.5, ncols: int = 4,
+                    tile: int = 320) -> np.ndarray:
+    """A grid of images (RGB): ground truth in thin white, predictions >= score_thresh in
+    colour."""
     ncols = max(1, min(ncols, len(images)))
     nrows = max(1, math.ceil(len(images) / ncols))
     legend, gap = 24, 6
@@ -87,7 +103,7 @@ def plot_detections(path: str, images: Sequence[np.ndarray],
     cv2.putText(grid, f"white: ground truth   colour: prediction (score >= {score_thresh:g})",
                 (6, nrows * step + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (230, 230, 230), 1,
                 cv2.LINE_AA)
-    _atomic_png(path, lambda tmp: cv2.imwrite(tmp, grid[:, :, ::-1]))
+    return grid
 
 
 def _save(fig: Figure, path: str) -> None:
@@ -165,4 +181,32 @@ def plot_training_curves(path: str, rows: Sequence[Mapping[str, object]]) -> Non
     ax_map.set_xlabel("epoch")
     for ax in (ax_loss, ax_lr, ax_map):
         ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def plot_run_comparison(path: str, runs: Mapping[str, Sequence[Mapping[str, object]]]) -> None:
+    """Several runs' total loss, learning rate and val metric against epochs, one colour per
+    run, from their metrics.csv rows."""
+    fig = Figure(figsize=(13, 4), layout="constrained")
+    ax_loss, ax_lr, ax_map = fig.subplots(1, 3)
+    colors = palette(len(runs))
+    positive = True
+    for (name, rows), color in zip(runs.items(), colors):
+        color = tuple(c / 255 for c in color)
+        xs, ys = _column(rows, "loss")
+        if xs:
+            ax_loss.plot(xs, ys, color=color, lw=1.2, label=name)
+            positive = positive and min(ys) > 0
+        ax_lr.plot(*_column(rows, "lr"), color=color, lw=1.2, label=name)
+        xs, ys = _column(rows, "val_map")
+        ax_map.plot(xs, ys, color=color, marker="o", ms=3, lw=1.2, label=name)
+    if positive and any(ax_loss.lines):
+        ax_loss.set_yscale("log")
+    for ax, title in ((ax_loss, "training loss"), (ax_lr, "learning rate"),
+                      (ax_map, "val metric")):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    ax_map.set_ylim(bottom=0)
+    ax_map.legend(fontsize=8)
     _save(fig, path)

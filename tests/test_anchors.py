@@ -89,7 +89,7 @@ def test_script_reports_each_preset_by_size(tmp_path):
     out = tmp_path / "coverage.json"
     done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "anchor_coverage.py"),
                            "--config", os.path.join(ROOT, "configs", "demo_synthetic.yaml"),
-                           "--coco-like", "500", "--json", str(out), f"data.root={root}",
+                           "--coco-like", "500", "--out", str(out), f"data.root={root}",
                            "model.anchor_sizes=[21,45,99,153,207,261,315]"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

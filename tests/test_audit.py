@@ -73,14 +73,14 @@ def test_bias_free_model_flags_none_and_folded_bias_is_exactly_zero(tmp_path):
 @pytest.mark.subprocess
 def test_script_exit_status_and_errors(stock, tmp_path):
     script = os.path.join(ROOT, "scripts", "audit_params.py")
-    done = subprocess.run([sys.executable, script, str(stock / "gluon.params")],
+    done = subprocess.run([sys.executable, script, "--params", str(stock / "gluon.params")],
                           capture_output=True, text=True)
     assert done.returncode == 1 and "0 of 27 asked for are" in done.stdout
-    done = subprocess.run([sys.executable, script, str(stock / "gluon.params"),
+    done = subprocess.run([sys.executable, script, "--params", str(stock / "gluon.params"),
                            "--expect-bias-free", "nothing*"], capture_output=True, text=True)
     assert done.returncode == 0
     (tmp_path / "junk.params").write_bytes(b"not a params file")
-    done = subprocess.run([sys.executable, script, str(tmp_path / "junk.params")],
+    done = subprocess.run([sys.executable, script, "--params", str(tmp_path / "junk.params")],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "junk.params" in done.stderr
     assert "Traceback" not in done.stderr

@@ -2,6 +2,8 @@
 import pytest
 
 from ssd_nobias import cli
+from ssd_nobias.commands import options
+from ssd_nobias.errors import ConfigError
 
 
 def test_overrides_and_options_in_any_order():
@@ -14,14 +16,38 @@ def test_overrides_and_options_in_any_order():
     assert args.overrides == ["train.lr=0.1", "seed=3", "name=x"]
 
 
-def test_exclusive_model_files_still_refuse_two():
+def test_the_model_options_take_exactly_one_file(capsys):
     p = cli.parser("test", config_required=False)
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--params")
-    which.add_argument("--onnx")
-    assert p.parse_args(["k=v", "--params", "x.params"]).params == "x.params"
+    options.add_model(p)
+    args = p.parse_args(["k=v", "--accelerator", "acc", "j=w", "--int8"])
+    assert (args.accelerator, args.int8, args.overrides) == ("acc", True, ["k=v", "j=w"])
+    for two in (["--params", "x", "--onnx", "y"], ["--deploy", "d", "--accelerator", "a"], []):
+        with pytest.raises(SystemExit):
+            p.parse_args(two)
     with pytest.raises(SystemExit):
-        p.parse_args(["--params", "x", "--onnx", "y"])
+        options.check_model(p, p.parse_args(["--onnx", "m.onnx", "--int8"]))
+    assert "--int8 goes with --accelerator DIR" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module, argv, said", [
+    ("export", ["--params", "x.params", "--accelerator", "dir"], "--formats accelerator"),
+    ("audit", ["x.params"], "--params FILE"),
+    ("anchors", ["--config", "c.yaml", "--json", "a.json"], "unrecognized arguments: --json"),
+    ("check_dataset", ["--config", "c.yaml", "--workers", "2"], "unrecognized arguments")])
+def test_flags_are_named_one_way_across_commands(capsys, module, argv, said):
+    """A model file is --params/--deploy/--onnx/--accelerator everywhere, output --out, threads
+    --threads; an old spelling is refused before any work, export's with what to write."""
+    import importlib
+    with pytest.raises(SystemExit) as stop:
+        importlib.import_module(f"ssd_nobias.commands.{module}").main(argv)
+    assert stop.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_eval_without_config_names_what_it_is_for():
+    p = cli.parser("test", config_required=False)
+    options.add_model(p)
+    with pytest.raises(ConfigError, match="--config is needed for the dataset"):
+        options.config_or_sidecar(p.parse_args(["--onnx", "m.onnx"]), "the dataset")
 
 
 @pytest.mark.subprocess
@@ -43,11 +69,12 @@ def test_a_missing_extra_is_named_with_its_install_command(tmp_path, blocked, jo
         done.stdout
 
 
-def test_inference_commands_take_a_device():
-    from ssd_nobias.commands import detect, evaluate
-    for module in (evaluate, detect):
+def test_inference_commands_take_a_device(capsys):
+    from ssd_nobias.commands import detect, evaluate, export
+    for module in (evaluate, detect, export):
         with pytest.raises(SystemExit):  # --help lists it and exits
             module.main(["--help"])
+        assert "--device cpu|gpuN" in capsys.readouterr().out
     p = cli.parser("test")
     cli.add_device(p)
     assert p.parse_args(["--config", "c.yaml", "--device", "gpu1"]).device == "gpu1"

@@ -198,3 +198,15 @@ def test_the_schema_is_the_ground_floor():
     assert {m for m in imported if not m.startswith("__")} <= {
         "difflib", "os", "re", "sys", "dataclasses", "typing", "yaml", "yacs.config",
         "ssd_nobias.atomic", "ssd_nobias.errors"}
+
+
+def test_a_shipped_config_loads_by_name_from_anywhere(tmp_path, monkeypatch):
+    """An installed package has no configs/ folder at hand: --config demo_synthetic is the one
+    it ships (the same file as configs/demo_synthetic.yaml of a checkout)."""
+    monkeypatch.chdir(tmp_path)
+    by_file = load_config(os.path.join(ROOT, "configs", "demo_synthetic.yaml"))
+    for name in ("demo_synthetic", "demo_synthetic.yaml"):
+        assert load_config(name).dump() == by_file.dump()
+    with pytest.raises(ConfigError, match=r"'demo\.yaml' does not exist; shipped configs, by "
+                                          r"name: demo_synthetic, neon_trees, ssd300_mobi"):
+        load_config("demo.yaml")

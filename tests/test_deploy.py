@@ -268,12 +268,12 @@ def test_audit_takes_an_onnx_file(split, alive_model):
     folder = os.path.join(split[2], "accelerator")
     for name, code in (("accelerator.int8.onnx", 0), ("accelerator.onnx", 0)):
         done = subprocess.run([sys.executable, os.path.join(SCRIPTS, "audit_params.py"),
-                               os.path.join(folder, name)], capture_output=True, text=True,
+                               "--onnx", os.path.join(folder, name)], capture_output=True, text=True,
                               timeout=120)
         assert done.returncode == code, done.stdout + done.stderr
         assert ": OK; 47 Conv without bias" in done.stdout
     done = subprocess.run([sys.executable, os.path.join(SCRIPTS, "audit_params.py"),
-                           alive_model[3]], capture_output=True, text=True, timeout=120)
+                           "--onnx", alive_model[3]], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "NonMaxSuppression is not allowed" in done.stdout
 
 

@@ -184,3 +184,22 @@ def test_the_script_names_a_bad_input_without_a_traceback(model, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "missing.jpg' is no file" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_one_call_loads_any_model_file_without_a_config(model, tmp_path):
+    """Detector.from_checkpoint / from_export need only the file: the same detections as the
+    predictor through the 300 x 300 resize, from the checkpoint, its deploy graph and ONNX."""
+    cfg, params, deploy, onnx_path = model
+    image = cv2.imread(pictures(str(tmp_path / "in"), sizes=((120, 90),))[0])[..., ::-1].copy()
+    ids, scores, boxes = expected(cfg, params, image)
+    best = int(np.argmax(scores))
+    for detector in (Detector.from_checkpoint(params, thresh=0.0, device="cpu"),
+                     Detector.from_export(deploy, thresh=0.0),
+                     Detector.from_export(onnx_path, thresh=0.0)):
+        found = detector(image)
+        assert len(found) == int(np.sum(ids >= 0))
+        assert found[0]["class"] == CLASSES[int(ids[best])]
+        assert found[0]["score"] == pytest.approx(float(scores[best]), abs=1e-4)
+        np.testing.assert_allclose(found[0]["box"], boxes[best], atol=1e-2)
+    with pytest.raises(DataError, match="int8 needs an accelerator folder"):
+        Detector.from_export(deploy, int8=True)

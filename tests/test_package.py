@@ -47,7 +47,8 @@ def test_the_wheel_holds_the_operator_sources_and_ranges_not_pins(installed):
         metadata = z.read(next(n for n in names if n.endswith("METADATA"))).decode()
         entry_points = z.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert {"ssd_nobias/csrc/nobias_bn.cc", "ssd_nobias/csrc/gpu_kernels.cuh",
-            "ssd_nobias/commands/train.py", "ssd_nobias/runtime/host.py"} <= set(names)
+            "ssd_nobias/commands/train.py", "ssd_nobias/runtime/host.py",
+            "ssd_nobias/configs/demo_synthetic.yaml"} <= set(names)
     assert not [n for n in names if n.startswith(("tests/", "scripts/", "bench/"))]
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     assert requires and not [r for r in requires if "==" in r.split(";")[0]], requires
@@ -65,9 +66,9 @@ def test_the_console_command_runs_jobs_from_the_installed_package(installed, tmp
     data = tmp_path / "data"
     run(bin_dir / "ssd-nobias", "make-synthetic", "--out", data, "--train", "4", "--val", "2",
         "--size", "96", cwd=tmp_path)
-    report = run(bin_dir / "ssd-nobias", "check-dataset", "--config",
-                 os.path.join(ROOT, "configs", "demo_synthetic.yaml"), f"data.root={data}",
-                 cwd=tmp_path)
+    # the configs ship with the package, by name
+    report = run(bin_dir / "ssd-nobias", "check-dataset", "--config", "demo_synthetic",
+                 f"data.root={data}", "--threads", "1", cwd=tmp_path)
     assert "no problems found" in report
     config = run(bin_dir / "ssd-nobias", "train", "--print-config", "train.lr=0.2", cwd=tmp_path)
     assert "train.lr = 0.2  (default 0.001)" in config

@@ -11,7 +11,7 @@ whose mean over batches is exactly the second moment of all their activations.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
 import mxnet as mx
 import numpy as np
@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ssd_nobias.model.checkpoint import read_meta, save_checkpoint
 from ssd_nobias.config import base_size, eval_metric, per_image
-from ssd_nobias.devices import inference_contexts
+from ssd_nobias.devices import inference_device
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import SSDTrainTransform, SeededTransform, build_dataset, val_set
 from ssd_nobias.errors import DataError
@@ -116,11 +116,11 @@ def recalibrate(net: SSD, batches: Iterable[mx.nd.NDArray], count: int,
 
 
 def recalibrate_params(cfg, params_path: str, prefix: str, count: int,
-                       progress: bool = False) -> Dict:
+                       progress: bool = False, device: Optional[str] = None) -> Dict:
     """Write prefix.params (+ .json): `params_path` with every norm's statistics recomputed
     over `count` training batches; report the batches, the change of running_var and the
-    val metric before and after."""
-    ctx = inference_contexts(cfg.train.ctx)[:1]
+    val metric before and after. `device`: where (default: as inference_device says)."""
+    ctx = inference_device(cfg.train.ctx, device)
     dataset, classes = val_set(cfg)
 
     def val(net) -> float:

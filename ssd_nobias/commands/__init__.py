@@ -13,7 +13,8 @@ JOBS = {"train": ("train", "train_ssd.py"), "eval": ("evaluate", "eval_ssd.py"),
         "audit": ("audit", "audit_params.py"), "anchors": ("anchors", "anchor_coverage.py"),
         "launch": ("launch", "launch_dist.py"), "bias-report": ("bias_report", "bias_report.py"),
         "make-synthetic": ("make_synthetic", "make_synthetic_voc.py"),
-        "make-neon-trees": ("make_neon_trees", "make_neon_trees.py")}
+        "make-neon-trees": ("make_neon_trees", "make_neon_trees.py"),
+        "compare": ("compare", "compare_runs.py")}
 
 
 def usage() -> str:

@@ -2,7 +2,7 @@
 anchor has IoU >= 0.5, by box size, for candidate presets on the config's model.
 
     python scripts/anchor_coverage.py --config C.yaml [--split train] [--images N]
-        [--presets gluoncv ssd lite] [--coco-like N] [--json FILE]
+        [--presets gluoncv ssd lite] [--coco-like N] [--out FILE.json]
 
 --coco-like N adds N boxes drawn with COCO's size mix (ssd_nobias/model/anchors.py says how), for a
 model meant for small objects when the dataset at hand is not COCO.
@@ -26,7 +26,7 @@ def main(argv=None) -> int:
                    default=list(ANCHOR_PRESETS))
     p.add_argument("--coco-like", type=int, default=0, metavar="N",
                    help="also N boxes with COCO's size mix")
-    p.add_argument("--json", metavar="FILE", help="write the figures here")
+    p.add_argument("--out", metavar="FILE.json", help="also write the figures here")
     args = p.parse_args(argv)
     cfg = cli.config_from(args)
     size = base_size(cfg)
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
                                 "boxes": b.boxes, "covered": b.covered if b.boxes else None}
                                for b in buckets]}
             for name, (total, buckets) in results.items()}
-    if args.json:
-        write_json(args.json, report)
+    if args.out:
+        write_json(args.out, report)
     return 0
 

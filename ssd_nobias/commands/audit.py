@@ -1,9 +1,9 @@
 """Audit a model file for biases: an MXNet params file (conv biases, BatchNorm means and betas,
 biases once folded) or an accelerator ONNX graph (operators, bias inputs, INT8 zero points).
 
-    python scripts/audit_params.py FILE.params [--symbol FILE-symbol.json]
+    python scripts/audit_params.py --params FILE.params [--symbol FILE-symbol.json]
         [--expect-bias-free GLOB ...] [--summary]
-    python scripts/audit_params.py accelerator.onnx|accelerator.int8.onnx [--summary]
+    python scripts/audit_params.py --onnx accelerator.onnx|accelerator.int8.onnx [--summary]
 
 Exit status 0 when every convolution asked for (default: every conv followed by a BatchNorm)
 has no bias once BatchNorm is folded into it, or when the ONNX graph holds only weight-only
@@ -18,14 +18,18 @@ from ssd_nobias.export.proof import prove
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("params", help="a .params file (Gluon or exported) or an accelerator .onnx")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--params", metavar="FILE",
+                       help="a .params file: a checkpoint, an exported or a model-zoo one")
+    which.add_argument("--onnx", metavar="FILE",
+                       help="an accelerator graph: accelerator.onnx or accelerator.int8.onnx")
     p.add_argument("--symbol", help="its -symbol.json, to pair convs and norms by the graph")
     p.add_argument("--expect-bias-free", nargs="+", default=[], metavar="GLOB",
                    help="convolution names that must have no bias once folded")
     p.add_argument("--summary", action="store_true", help="print only the verdict line")
     args = p.parse_args(argv)
-    if args.params.endswith(".onnx"):
-        proof = prove(args.params)
+    if args.onnx:
+        proof = prove(args.onnx)
         print(proof.summary())
         if not args.summary:
             print("\n".join(f"  {problem}" for problem in proof.problems))

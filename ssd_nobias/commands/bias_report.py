@@ -1,37 +1,31 @@
 """Print which convolutions of a model have no bias once BatchNorm is folded into them.
 
-    python scripts/bias_report.py --model ssd_300_mobilenet1.0_voc [--norm nobias]
-        [--bias-free 'pw*' 'extra*'] [--no-heads-bias]
-"""
-import argparse
-import sys
+    python scripts/bias_report.py [--config C.yaml] [model.name=ssd_300_mobilenet1.0_voc]
+        [model.norm=batchnorm] [model.bias_free=[pw*,extra*]] [model.heads_bias=false]
 
+The model is the config's (default: the stock defaults), built with fresh weights and one
+batch of training statistics; no dataset is read (a *_custom model gets placeholder classes:
+the report does not depend on them).
+"""
 import mxnet as mx
 from mxnet import autograd
 
-from ssd_nobias.model.ssd import MODEL_NAMES, bias_report, format_bias_report, get_model
+from ssd_nobias import cli
+from ssd_nobias.config import base_size
+from ssd_nobias.model.ssd import bias_report, build_model, format_bias_report, standard_classes
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="ssd_300_mobilenet1.0_voc", choices=MODEL_NAMES)
-    parser.add_argument("--classes", nargs="+", help="class names, for *_custom models")
-    parser.add_argument("--norm", default="nobias", choices=["nobias", "batchnorm"])
-    parser.add_argument("--bias-free", nargs="+", default=["*"], metavar="GLOB",
-                        help="layers made bias-free (names from the table), default all")
-    parser.add_argument("--no-heads-bias", action="store_true",
-                        help="also drop the bias of the class and box predictors")
-    args = parser.parse_args(argv)
-    try:
-        net = get_model(args.model, classes=args.classes, norm=args.norm,
-                        bias_free=args.bias_free, heads_bias=not args.no_heads_bias)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    p = cli.parser(__doc__.splitlines()[0], config_required=False)
+    args = p.parse_args(argv)
+    cfg = cli.config_from(args)
+    kind = cfg.model.name.rsplit("_", 1)[1]
+    classes = standard_classes(kind) if kind != "custom" else \
+        [f"class{i}" for i in range(max(1, len(cfg.data.classes)))]
+    net = build_model(cfg, classes)
     net.initialize()
-    size = int(args.model.split("_")[1])
+    size = base_size(cfg)
     with autograd.train_mode():  # one batch of statistics, as training would gather
         net(mx.nd.random.uniform(shape=(2, 3, size, size)))
     print(format_bias_report(bias_report(net)))
     return 0
-

@@ -5,25 +5,16 @@
     python scripts/detect.py --onnx runs/x/export/MODEL.onnx folder/ [--classes cat dog]
     python scripts/detect.py --accelerator runs/x/export/accelerator --int8 photo.jpg
 """
-import os
-
 from ssd_nobias import cli
+from ssd_nobias.commands import options
 from ssd_nobias.config import load_config
-from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.runtime.detect import Detector, find_inputs, run
-from ssd_nobias.runtime.predictors import checkpoint_config, load_predictor
+from ssd_nobias.runtime.predictors import checkpoint_config
 
 
 def main(argv=None) -> int:
     p = cli.parser(__doc__.splitlines()[0], config_required=False)
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--params", help="a .params file written by train_ssd.py (its config "
-                                        "comes from the sidecar beside it unless --config)")
-    which.add_argument("--deploy", metavar="DIR", help="a folder written by export_ssd.py")
-    which.add_argument("--onnx", metavar="FILE", help="an ONNX model written by export_ssd.py")
-    which.add_argument("--accelerator", metavar="DIR",
-                       help="the accelerator graph + host part (export_ssd.py --accelerator)")
-    p.add_argument("--int8", action="store_true", help="with --accelerator: the INT8 graph")
+    options.add_model(p)
     p.add_argument("--input", dest="inputs", action="append", default=[], metavar="PATH",
                    help="an image, a folder, a glob or a video (repeatable; or give them last)")
     p.add_argument("--out", default="detections", help="output folder (default: detections)")
@@ -36,25 +27,17 @@ def main(argv=None) -> int:
     # positional words: key=value overrides, anything else an input
     inputs = args.inputs + [w for w in args.overrides if "=" not in w]
     overrides = [w for w in args.overrides if "=" in w]
-    if args.int8 and not args.accelerator:
-        p.error("--int8 goes with --accelerator DIR")
+    options.check_model(p, args)
     if not inputs:
         p.error("give at least one input: an image, a folder, a glob or a video")
-    if args.config:
-        cfg = load_config(args.config, overrides)
-    elif args.params:  # the config its sidecar records
-        cfg = checkpoint_config(args.params, overrides)
+    if args.params:  # the config the sidecar records, unless --config
+        cfg = load_config(args.config, overrides) if args.config else \
+            checkpoint_config(args.params, overrides)
+        detector = Detector.from_checkpoint(args.params, args.thresh, args.classes,
+                                            args.device, cfg)
     else:
-        cfg = None  # an export carries what it needs
-    model = load_predictor(cfg, params_path=args.params, deploy_dir=args.deploy,
-                           onnx_path=args.onnx, accelerator_dir=args.accelerator,
-                           int8=args.int8, device=args.device)
-    if args.params:
-        prep = Preprocess.from_config(cfg)
-    else:
-        prep = Preprocess.load(args.deploy or args.accelerator or
-                               os.path.dirname(os.path.abspath(args.onnx)))
-    detector = Detector(model, prep, args.thresh, args.classes)
+        detector = Detector.from_export(args.deploy or args.onnx or args.accelerator, args.int8,
+                                        args.thresh, args.classes, args.device)
     summary = run(detector, find_inputs(inputs), args.out, skip_bad=args.skip_bad)
     skipped = f"; skipped {len(summary.skipped)} unreadable: " \
               f"{', '.join(summary.skipped)}" if summary.skipped else ""

@@ -1,7 +1,7 @@
-"""Write the synthetic shapes detection dataset (VOC or COCO format), deterministic per seed.
+"""Write the synthetic shapes detection dataset (VOC, COCO or YOLO format), deterministic per seed.
 
     python scripts/make_synthetic_voc.py --out data/synthetic [--train 200 --val 50 --size 300
-        --seed 0 --layout custom|voc2007 --format voc|coco --variant shapes|hard]
+        --seed 0 --layout custom|voc2007 --format voc|coco|yolo --variant shapes|hard]
 """
 import argparse
 import sys
@@ -19,7 +19,9 @@ def main(argv=None) -> int:
     p.add_argument("--layout", choices=["custom", "voc2007"], default="custom",
                    help="custom: a VOC-format folder with classes.txt; voc2007: "
                         "VOCdevkit/VOC2007 with VOC class names")
-    p.add_argument("--format", dest="fmt", choices=["voc", "coco"], default="voc")
+    p.add_argument("--format", dest="fmt", choices=["voc", "coco", "yolo"], default="voc",
+                   help="voc (default), coco (instances_*.json), or yolo (data.yaml, "
+                        "images/ and labels/ as Ultralytics writes them)")
     p.add_argument("--variant", choices=list(VARIANTS), default="shapes",
                    help="shapes: four classes (the demo's); hard: eight classes, more and "
                         "smaller objects")

@@ -19,8 +19,10 @@ from yacs.config import CfgNode
 
 from ssd_nobias.data.datasets import (VOCObject, coco_image_candidates, dataset_classes,
                                       find_image, parse_voc_xml, read_split, size_mismatch)
+from ssd_nobias.data.yolo import image_size as yolo_image_size
+from ssd_nobias.data.yolo import label_path, parse_labels, yolo_classes, yolo_images
 from ssd_nobias.errors import DataError
-from ssd_nobias.data.images import read_image
+from ssd_nobias.data.images import ImageError, read_image
 
 CLEAN, PROBLEMS, UNUSABLE = 0, 1, 2  # exit statuses
 
@@ -80,6 +82,8 @@ def check_dataset(cfg: CfgNode, workers: int = 0, progress: bool = True) -> Chec
         splits = {"train": cfg.data.train_splits, "val": cfg.data.val_splits}
         if cfg.data.dataset == "coco":
             items = _coco_items(report, cfg.data.root, splits)
+        elif cfg.data.dataset == "yolo":
+            items = _yolo_items(report, cfg.data.root, splits)
         else:
             items = _voc_items(report, cfg, splits)
             report.classes = dataset_classes(cfg)
@@ -276,6 +280,29 @@ def _coco_split_items(report: CheckReport, split: str, root: str, name: str, pat
             if "width" in entry and "height" in entry else None
         items.append(_Item(split, image, where, where, size, tuple(objects[entry.get("id")]),
                            f"{name}:{entry.get('id')}"))
+    return items
+
+
+def _yolo_items(report: CheckReport, root: str, splits: Dict[str, list]) -> List[_Item]:
+    """Items of a YOLO txt dataset: boxes in pixels of the size the image's header gives, a
+    label file's malformed lines and unknown class ids as findings."""
+    report.classes = yolo_classes(root)
+    items = []
+    for split, names in splits.items():
+        for image in (p for name in names for p in yolo_images(root, str(name))):
+            labels = label_path(image)
+            try:
+                size = yolo_image_size(image)
+                objects, problems = parse_labels(labels, size)
+            except ImageError:  # _decode reports the image as unreadable
+                size, objects, problems = None, [], []
+            report.findings += [Finding(split, labels, "unreadable annotation", problem)
+                                for problem in problems]
+            names_of = [report.classes[o.class_id] if 0 <= o.class_id < len(report.classes)
+                        else f"class id {o.class_id}" for o in objects]
+            items.append(_Item(split, image, labels, f"{image}: header", size,
+                               tuple(VOCObject(n, o.box, False)
+                                     for n, o in zip(names_of, objects)), image))
     return items
 
 

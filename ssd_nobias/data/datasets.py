@@ -28,6 +28,7 @@ from gluoncv.utils.bbox import bbox_iou
 from mxnet import gluon
 from yacs.config import CfgNode
 
+from ssd_nobias.data.yolo import YOLODetection, yolo_classes
 from ssd_nobias.errors import DataError, require
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.images import ImageError, read_image
@@ -329,6 +330,8 @@ def _dataset(d: CfgNode, split: str, splits: Sequence, transform):
     skip_empty = split == "train"
     if d.dataset == "coco":
         return COCOFormatDetection(d.root, [str(s) for s in splits], transform, skip_empty)
+    if d.dataset == "yolo":
+        return YOLODetection(d.root, [str(s) for s in splits], transform, skip_empty)
     if d.dataset == "voc":
         pairs = [tuple(s) for s in splits]
         if any(len(p) != 2 for p in pairs):
@@ -344,16 +347,20 @@ def _dataset(d: CfgNode, split: str, splits: Sequence, transform):
 def val_set(cfg: CfgNode) -> Tuple[gluon.data.Dataset, List[str]]:
     """The configured val dataset and the class names."""
     dataset = build_dataset(cfg, "val")
-    return dataset, list(dataset.classes) if cfg.data.dataset == "coco" else dataset_classes(cfg)
+    return dataset, list(dataset.classes) if cfg.data.dataset in ("coco", "yolo") else \
+        dataset_classes(cfg)
 
 
 def dataset_classes(cfg: CfgNode) -> List[str]:
-    """Class names for the configured dataset (voc_custom: the list, or a classes.txt)."""
+    """Class names for the configured dataset (voc_custom: the list, or a classes.txt; yolo:
+    its data.yaml or classes.txt)."""
     d = cfg.data
     if d.dataset == "voc":
         return list(VOCDetection.CLASSES)
     if d.dataset == "coco":
         return list(build_dataset(cfg, "val").classes)
+    if d.dataset == "yolo":
+        return yolo_classes(d.root)
     return _class_names(d)
 
 

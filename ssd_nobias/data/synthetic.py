@@ -14,6 +14,7 @@ from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
+import yaml
 from gluoncv.data import VOCDetection
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "star")
@@ -186,12 +187,13 @@ def make_synthetic(out: str, train: int = 200, val: int = 50, size: int = 300, s
     layout 'custom': out/{Annotations,JPEGImages,ImageSets/Main/{train,val}.txt,classes.txt};
     layout 'voc2007': out/VOCdevkit/VOC2007 with trainval/test splits and VOC class names.
     fmt 'coco': out/annotations/instances_{train,val}.json and images in out/{train,val}/.
+    fmt 'yolo': out/data.yaml, images in out/images/{train,val}/, labels in out/labels/...
     The same arguments always write the same bytes.
     """
     if layout not in ("custom", "voc2007"):
         raise ValueError(f"layout must be 'custom' or 'voc2007', not {layout!r}")
-    if fmt not in ("voc", "coco"):
-        raise ValueError(f"format must be 'voc' or 'coco', not {fmt!r}")
+    if fmt not in ("voc", "coco", "yolo"):
+        raise ValueError(f"format must be 'voc', 'coco' or 'yolo', not {fmt!r}")
     if train < 1 or val < 1:
         raise ValueError(f"train and val must be at least 1 image each (got {train}, {val})")
     if size < 64:
@@ -202,7 +204,7 @@ def make_synthetic(out: str, train: int = 200, val: int = 50, size: int = 300, s
     names = VOC_NAMES if layout == "voc2007" else {c: c for c in kind.classes}
     classes = [names[c] for c in kind.classes]
     split_names = ("trainval", "test") if layout == "voc2007" else ("train", "val")
-    if fmt == "coco":
+    if fmt in ("coco", "yolo"):
         root = out
     elif layout == "voc2007":
         root = os.path.join(out, "VOCdevkit")
@@ -218,10 +220,16 @@ def make_synthetic(out: str, train: int = 200, val: int = 50, size: int = 300, s
                   for i in range(count)]
         if fmt == "voc":
             _write_voc(base, split, ids, scenes, names)
+        elif fmt == "yolo":
+            _write_yolo(root, split, ids, scenes, classes, names)
         else:
             _write_coco(root, split, ids, scenes, classes, names)
     if fmt == "voc" and layout == "custom":
         _write_text(os.path.join(root, "classes.txt"), "\n".join(classes) + "\n")
+    if fmt == "yolo":
+        _write_text(os.path.join(root, "data.yaml"), yaml.safe_dump(
+            {"path": ".", **{s: f"images/{s}" for s in split_names},
+             "names": dict(enumerate(classes))}, sort_keys=False))
     return {"root": root, "classes": classes, "splits": split_names, "counts": counts,
             "format": fmt, "layout": layout, "variant": variant}
 
@@ -236,6 +244,22 @@ def _write_voc(base: str, split: str, ids, scenes, names) -> None:
         _write_text(os.path.join(base, "Annotations", image_id + ".xml"),
                     _voc_xml(image_id + ".jpg", w, h, objects, names))
     _write_text(os.path.join(base, "ImageSets", "Main", split + ".txt"), "\n".join(ids) + "\n")
+
+
+def _write_yolo(root: str, split: str, ids, scenes, classes, names) -> None:
+    """Ultralytics' layout; a box's centre and size in [0, 1] recover its pixel corners."""
+    for sub in ("images", "labels"):
+        os.makedirs(os.path.join(root, sub, split), exist_ok=True)
+    for image_id, (img, objects) in zip(ids, scenes):
+        h, w = img.shape[:2]
+        cv2.imwrite(os.path.join(root, "images", split, image_id + ".jpg"), img[:, :, ::-1],
+                    [cv2.IMWRITE_JPEG_QUALITY, 90])
+        lines = []
+        for o in objects:
+            x0, y0, x1, y1 = o["box"]
+            lines.append(f"{classes.index(names[o['shape']])} {(x0 + x1) / 2 / w:.8f} "
+                         f"{(y0 + y1) / 2 / h:.8f} {(x1 - x0) / w:.8f} {(y1 - y0) / h:.8f}\n")
+        _write_text(os.path.join(root, "labels", split, image_id + ".txt"), "".join(lines))
 
 
 def _write_coco(root: str, split: str, ids, scenes, classes, names) -> None:

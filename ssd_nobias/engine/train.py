@@ -31,7 +31,8 @@ from ssd_nobias.data.datasets import EpochSampler, build_dataset, split_batch, t
 from ssd_nobias.engine.distributed import (RunningStatsSync, StopVote, Worker, connect,
                                            params_checksum)
 from ssd_nobias.errors import ConfigError, UserError
-from ssd_nobias.evaluation.evaluate import EvalResult, EvalSettings, evaluate
+from ssd_nobias.evaluation.evaluate import (EvalResult, EvalSettings, detections_picture,
+                                             evaluate)
 from ssd_nobias.machine import cpu_info, omp_threads
 from ssd_nobias.model.ssd import (CONV_INIT, build_model, recipe_summary, ssd_anchors,
                                   with_anchor_sizes)
@@ -40,6 +41,7 @@ from ssd_nobias.plots import plot_training_curves
 from ssd_nobias.runtime.predictors import net_predictor
 from ssd_nobias.engine.preemption import Preempted, RunLock, StopRequest, remove_stale_temps
 from ssd_nobias.engine.run_dir import StartGuard, claim
+from ssd_nobias.engine.tracking import TensorBoardSink
 
 log = logging.getLogger("ssd_nobias")
 
@@ -140,11 +142,14 @@ def read_metrics(out_dir: str) -> List[Dict[str, str]]:
 
 
 class MetricsLog:
-    """metrics.csv of a run (appended, truncated past the resume point) and its curves.png."""
+    """metrics.csv of a run (appended, truncated past the resume point) and its curves.png;
+    each row also goes to `sink` (TensorBoard) if given."""
 
-    def __init__(self, out_dir: str, resume_iteration: int):
+    def __init__(self, out_dir: str, resume_iteration: int,
+                 sink: Optional[TensorBoardSink] = None):
         self.path = os.path.join(out_dir, "metrics.csv")
         self.plot = os.path.join(out_dir, "curves.png")
+        self.sink = sink
         rows = []
         if resume_iteration and os.path.exists(self.path):
             rows = [r for r in read_metrics(out_dir) if int(r["iteration"]) <= resume_iteration]
@@ -156,6 +161,8 @@ class MetricsLog:
         self.rows.append(row)
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, CSV_FIELDS).writerow(row)
+        if self.sink is not None:
+            self.sink.add_row({k: values.get(k) for k in CSV_FIELDS})
 
     def draw(self) -> None:
         plot_training_curves(self.plot, self.rows)
@@ -277,7 +284,11 @@ class Trainer:
         if self.worker.is_chief:
             save_config(self.cfg, os.path.join(self.out_dir, "config.yaml"))
         self.resume()
-        metrics = MetricsLog(self.out_dir, self.iteration) if self.worker.is_chief else None
+        sink = TensorBoardSink(os.path.join(self.out_dir, "tensorboard"), self.iteration,
+                               eval_metric(self.cfg)) \
+            if self.cfg.train.tensorboard and self.worker.is_chief else None
+        metrics = MetricsLog(self.out_dir, self.iteration, sink) if self.worker.is_chief \
+            else None
         self._announce()
         result = None
         try:
@@ -293,6 +304,9 @@ class Trainer:
                 log.info("interrupted at iteration %d; checkpoint %s (resume: auto continues)",
                          self.iteration, path)
             raise
+        finally:
+            if sink is not None:
+                sink.close()
         if self.worker.kvstore is not None:
             log.info("rank %d done at iteration %d; parameters sha256 %s", self.worker.rank,
                      self.iteration, params_checksum(self.net))
@@ -433,11 +447,16 @@ class Trainer:
 
     def validate(self, metrics: MetricsLog) -> EvalResult:
         cfg = self.cfg
-        settings = EvalSettings(cfg.eval.batch_size, cfg.data.num_workers, eval_metric(cfg))
+        pictured = cfg.eval.num_images if metrics.sink is not None else 0
+        settings = EvalSettings(cfg.eval.batch_size, cfg.data.num_workers, eval_metric(cfg),
+                                pictured)
         result = evaluate(net_predictor(self.net), self.val_set, self.classes, self.ctx,
                           Preprocess.from_config(cfg), settings)
         log.info("epoch %d val %s %.4f", self.epoch, result.metric, result.value)
         metrics.add(epoch=float(self.epoch), iteration=self.iteration, val_map=result.value)
+        if result.samples:
+            metrics.sink.add_picture("val/detections", detections_picture(
+                result, self.val_set, self.classes, cfg.eval.score_thresh), self.iteration)
         if result.value > self.best_map:
             self.best_map = result.value
             self.save("best", with_states=False)

@@ -24,7 +24,7 @@ from ssd_nobias.config import eval_metric
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import (COCOFormatDetection, boxes_to_image, read_image, split_batch,
                                       val_loader, val_set)
-from ssd_nobias.plots import plot_detections, plot_pr_curves
+from ssd_nobias.plots import detections_grid, plot_pr_curves, save_image
 from ssd_nobias.runtime.predictors import Predictor, load_predictor
 
 COCO_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -248,11 +248,18 @@ def write_report(result: EvalResult, dataset, class_names: Sequence[str], out_di
     plot_pr_curves(os.path.join(out_dir, "pr_curves.png"), result.curves,
                    title=f"{result.metric} {result.value:.3f}")
     if result.samples:
-        images = [read_image(dataset.image_path(d.index)).asnumpy() for d in result.samples]
-        plot_detections(os.path.join(out_dir, "detections.png"), images,
-                        [(d.gt[:, :4], d.gt[:, 4].astype(int)) for d in result.samples],
-                        [(d.boxes, d.labels, d.scores) for d in result.samples],
-                        class_names, score_thresh=score_thresh)
+        save_image(os.path.join(out_dir, "detections.png"),
+                   detections_picture(result, dataset, class_names, score_thresh))
+
+
+def detections_picture(result: EvalResult, dataset, class_names: Sequence[str],
+                       score_thresh: float = 0.5) -> np.ndarray:
+    """The sampled val images with ground truth and predictions drawn, one RGB grid."""
+    images = [read_image(dataset.image_path(d.index)).asnumpy() for d in result.samples]
+    return detections_grid(images, [(d.gt[:, :4], d.gt[:, 4].astype(int))
+                                    for d in result.samples],
+                           [(d.boxes, d.labels, d.scores) for d in result.samples],
+                           class_names, score_thresh=score_thresh)
 
 
 def evaluate_checkpoint(cfg, params_path: Optional[str], out_dir: str, progress: bool = True,

@@ -6,7 +6,7 @@ detections. Written beside the deploy graph, in `<export>/accelerator/`:
     accelerator.onnx                                   the same graph in ONNX
     host.json, host.npz                                the host part for NumPy (runtime/host.py)
     host.onnx                                          the host part for ONNX Runtime
-    accelerator.int8.onnx, host.int8.onnx              with --int8: the INT8 graph and the
+    accelerator.int8.onnx, host.int8.onnx              with --formats int8: the INT8 graph and the
                                                        host part it needs (channel scales)
 
 The heads' biases (model.heads_bias) leave the graph: the host adds them to the raw outputs,

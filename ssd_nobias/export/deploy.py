@@ -19,7 +19,7 @@ from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
 from ssd_nobias.atomic import write_json
-from ssd_nobias.devices import inference_contexts
+from ssd_nobias.devices import inference_device
 from ssd_nobias.data.datasets import ValTransform, val_set
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.errors import DataError, UserError, mxnet_reason
@@ -198,11 +198,12 @@ def with_stock_recipe(cfg):
 
 
 def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = False,
-                  onnx: bool = False) -> dict:
+                  onnx: bool = False, device: Optional[str] = None) -> dict:
     """Fold the trained model, write the deploy graph, preprocessing and report; check parity.
 
     With `onnx`, also write `<model>.onnx` and check it with ONNX Runtime against the deploy
     graph: no BatchNormalization node, the same convolutions without bias, the same raw outputs.
+    `device` ('cpu', 'gpu0'): where the model is folded and checked (devices.inference_device).
 
     Params whose norm layers have a shift (beta or running mean, i.e. trained with stock
     BatchNorm) where the config asks for NoBiasBatchNorm cannot be folded without a bias:
@@ -215,7 +216,7 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
         raise DataError(f"output '{out_dir}' exists and is not a directory")
     if not os.path.isfile(params_path):
         raise DataError(f"params file '{params_path}' does not exist")
-    ctx = inference_contexts(cfg.train.ctx)[:1]
+    ctx = inference_device(cfg.train.ctx, device)
     shifts = norm_shifts(params_path)
     dataset, classes = val_set(cfg)
     nobias = _nobias_layers(build_model(cfg, classes))

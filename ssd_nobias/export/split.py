@@ -1,4 +1,4 @@
-"""`export_ssd.py --accelerator [--int8]`: the accelerator graph and host part written beside
+"""`export_ssd.py --formats accelerator [int8]`: the accelerator graph and host part written beside
 the deploy graph, checked against it, proven from the saved files, reported."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from mxnet import gluon
 
 from ssd_nobias.atomic import write_json
 from ssd_nobias.config import base_size, eval_metric
-from ssd_nobias.devices import inference_contexts
+from ssd_nobias.devices import inference_device
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import ValTransform, build_dataset, val_set
 from ssd_nobias.errors import DataError, UserError, require
@@ -46,19 +46,21 @@ def calibration_images(cfg, count: int, seed: int = 0) -> List[np.ndarray]:
 
 def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = False,
                        calib_images: int = 64, calib_method: str = "minmax",
-                       int8_heads: str = "int8", progress: bool = True) -> Dict:
+                       int8_heads: str = "int8", progress: bool = True,
+                       device: Optional[str] = None) -> Dict:
     """Write `export_dir`/accelerator/ (see export/accelerator.py) after export_deploy wrote the
     deploy graph there; with `int8` also accelerator.int8.onnx (head outputs `int8_heads`:
     int8, or the convs' int32 accumulators, see export/int8.py). Adds an 'accelerator' entry to
     export_report.json. Raises ProofError when a saved graph breaks its rules, ParityError
-    when the pair's raw outputs differ from the trained model's by more than PARITY_RTOL."""
+    when the pair's raw outputs differ from the trained model's by more than PARITY_RTOL.
+    `device`: where the trained model runs for the parity check (devices.inference_device)."""
     require("onnx", "onnxruntime", extra="onnx", what="the accelerator export")
     size = base_size(cfg)
     deploy_prefix = os.path.join(export_dir, cfg.model.name)
     if not os.path.isfile(deploy_prefix + "-symbol.json"):
         raise DataError(f"{deploy_prefix}-symbol.json is missing: the accelerator export "
                         f"goes beside a deploy graph")
-    ctx = inference_contexts(cfg.train.ctx)[:1]
+    ctx = inference_device(cfg.train.ctx, device)
     dataset, classes = val_set(cfg)
     net, classes = load_trained(cfg, params_path, ctx, classes=classes)
     x = parity_images(dataset, Preprocess.from_config(cfg)).as_in_context(ctx[0])

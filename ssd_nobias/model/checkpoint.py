@@ -14,6 +14,7 @@ import zlib
 from typing import Optional, Sequence
 
 import mxnet as mx
+import numpy as np
 from mxnet import gluon
 
 from ssd_nobias.atomic import temp_path, write_failure, write_json
@@ -34,6 +35,9 @@ def save_checkpoint(prefix: str, net: gluon.Block, trainer: Optional[gluon.Train
     files = {"params": prefix + ".params"}
     if trainer is not None:
         files["states"] = prefix + ".states"
+    # each file is about the parameters' size (SGD's states: one momentum per parameter)
+    size = sum(int(np.prod(p.shape)) * np.dtype(p.dtype).itemsize
+               for p in net.collect_params().values() if p.shape)
     for kind, path in files.items():
         try:
             if kind == "params":
@@ -44,7 +48,7 @@ def save_checkpoint(prefix: str, net: gluon.Block, trainer: Optional[gluon.Train
             for done in files.values():  # the previous checkpoint stays as it was
                 if os.path.exists(temp_path(done)):
                     os.remove(temp_path(done))
-            raise write_failure(path, err) from None
+            raise write_failure(path, err, size) from None
     record = dict(meta)
     for kind, path in files.items():
         record[kind] = {"file": os.path.basename(path), "crc32": _crc32(temp_path(path))}

@@ -199,6 +199,11 @@ class MobileNetSSDFeatures(nn.HybridBlock):
         return outputs
 
 
+def standard_classes(dataset: str) -> List[str]:
+    """The fixed class names of a *_voc or *_coco model."""
+    return list(VOCDetection.CLASSES if dataset == "voc" else COCODetection.CLASSES)
+
+
 def _classes_for(dataset: str, classes: Optional[Sequence[str]]) -> list:
     if dataset == "custom":
         if not classes:
@@ -210,7 +215,7 @@ def _classes_for(dataset: str, classes: Optional[Sequence[str]]) -> list:
         return classes
     if classes is not None:
         raise ValueError(f"the {dataset} classes are fixed; use the *_custom model for your own")
-    return list(VOCDetection.CLASSES if dataset == "voc" else COCODetection.CLASSES)
+    return standard_classes(dataset)
 
 
 def _norm_selector(norm: Union[str, NormLayer], bias_free: Sequence[str]):

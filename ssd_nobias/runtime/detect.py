@@ -20,7 +20,8 @@ from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.errors import DataError
 from ssd_nobias.data.images import ImageError, read_image
 from ssd_nobias.plots import draw_boxes
-from ssd_nobias.runtime.predictors import LoadedModel
+from ssd_nobias.runtime.accelerator import FLOAT_ONNX
+from ssd_nobias.runtime.predictors import LoadedModel, checkpoint_config, load_predictor
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -64,6 +65,35 @@ class Detector:
             raise DataError(f"--classes {', '.join(unknown)}: not a class of this model "
                             f"({', '.join(names)})")
         self.keep = None if not keep_classes else {names.index(c) for c in keep_classes}
+
+    @classmethod
+    def from_checkpoint(cls, params: str, thresh: float = 0.5,
+                        keep_classes: Optional[Sequence[str]] = None,
+                        device: Optional[str] = None, cfg=None) -> "Detector":
+        """A training checkpoint, its config and class names read from the .json beside it
+        (or `cfg`); `device`: 'cpu', 'gpu0', ... (default: where it trained, if here)."""
+        cfg = cfg if cfg is not None else checkpoint_config(params)
+        model = load_predictor(cfg, params_path=params, device=device)
+        return cls(model, Preprocess.from_config(cfg), thresh, keep_classes)
+
+    @classmethod
+    def from_export(cls, path: str, int8: bool = False, thresh: float = 0.5,
+                    keep_classes: Optional[Sequence[str]] = None,
+                    device: Optional[str] = None) -> "Detector":
+        """What export wrote, needing nothing else: its folder (the deploy graph, on `device`,
+        default the CPU), an .onnx file in it, or its accelerator/ folder (`int8`: the INT8
+        graph); the latter two run in ONNX Runtime on the CPU."""
+        accelerator = os.path.isfile(os.path.join(path, FLOAT_ONNX))
+        if int8 and not accelerator:
+            raise DataError(f"{path}: int8 needs an accelerator folder (export --formats int8 "
+                            f"writes <export>/accelerator/)")
+        if path.endswith(".onnx"):
+            model, folder = load_predictor(onnx_path=path), os.path.dirname(os.path.abspath(path))
+        elif accelerator:
+            model, folder = load_predictor(accelerator_dir=path, int8=int8), path
+        else:
+            model, folder = load_predictor(deploy_dir=path, device=device), path
+        return cls(model, Preprocess.load(folder), thresh, keep_classes)
 
     def __call__(self, image: np.ndarray) -> List[Dict]:
         """Detections of an HxWx3 RGB uint8 image: class, class_id, score, box (x0, y0, x1, y1

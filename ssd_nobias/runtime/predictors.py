@@ -145,8 +145,8 @@ class SplitPredictor:
         name = INT8_ONNX if int8 else FLOAT_ONNX
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
-            hint = " (export_ssd.py --accelerator --int8 writes it)" if int8 else \
-                " (export_ssd.py --accelerator writes it)"
+            hint = " (export_ssd.py --formats int8 writes it)" if int8 else \
+                " (export_ssd.py --formats accelerator writes it)"
             raise DataError(f"'{path}' does not exist{hint}")
         self.accelerator = OnnxAccelerator(path, threads)
         try:
@@ -184,8 +184,8 @@ def load_predictor(cfg=None, params_path: Optional[str] = None, deploy_dir: Opti
         raise ValueError("give exactly one of params_path, deploy_dir, onnx_path and "
                          "accelerator_dir")
     if accelerator_dir is not None:
-        return LoadedModel(SplitPredictor(accelerator_dir, int8), export_classes(accelerator_dir),
-                           [mx.cpu()])
+        return LoadedModel(SplitPredictor(accelerator_dir, int8),
+                           export_classes(accelerator_dir), [mx.cpu()])
     if onnx_path is not None:
         predictor, classes = load_onnx(onnx_path)
         return LoadedModel(predictor, classes, [mx.cpu()])

@@ -1,0 +1,45 @@
+"""The options of the commands that run a model (eval, detect, export): which model, and the
+config it comes with."""
+from __future__ import annotations
+
+import argparse
+
+from yacs.config import CfgNode
+
+from ssd_nobias import cli
+from ssd_nobias.errors import ConfigError
+from ssd_nobias.runtime.predictors import checkpoint_config
+
+
+def add_model(p: argparse.ArgumentParser) -> None:
+    """The model to run, named the same way by every command that runs one: exactly one of
+    --params FILE, --deploy DIR, --onnx FILE, --accelerator DIR (+ --int8)."""
+    group = p.add_argument_group("model (exactly one)")
+    which = group.add_mutually_exclusive_group(required=True)
+    which.add_argument("--params", metavar="FILE",
+                       help="a .params checkpoint written by training (its config and classes "
+                            "come from the .json beside it)")
+    which.add_argument("--deploy", metavar="DIR", help="a folder written by export")
+    which.add_argument("--onnx", metavar="FILE",
+                       help="an ONNX model written by export --formats onnx (ONNX Runtime, CPU)")
+    which.add_argument("--accelerator", metavar="DIR",
+                       help="the accelerator graph + host part written by export --formats "
+                            "accelerator (ONNX Runtime, CPU)")
+    group.add_argument("--int8", action="store_true",
+                       help="with --accelerator: its INT8 graph (export --formats int8)")
+
+
+def check_model(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.int8 and not args.accelerator:
+        p.error("--int8 goes with --accelerator DIR")
+
+
+def config_or_sidecar(args: argparse.Namespace, needed_for: str) -> CfgNode:
+    """--config + overrides, else the config recorded beside --params (+ overrides); `needed_for`
+    says, in the error, what the config is needed for when neither is there."""
+    if args.config:
+        return cli.config_from(args)
+    if getattr(args, "params", None):
+        return checkpoint_config(args.params, args.overrides)
+    raise ConfigError(f"--config is needed for {needed_for} (only a --params checkpoint "
+                      f"carries its own)")
