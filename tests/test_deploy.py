@@ -272,6 +272,9 @@ def test_audit_takes_an_onnx_file(split, alive_model):
                               timeout=120)
         assert done.returncode == code, done.stdout + done.stderr
         assert ": OK; 47 Conv without bias" in done.stdout
+        # what an integer engine runs: one int32 multiplier and right shift per channel
+        assert ("requantization: 47 convs, per output channel an int32 multiplier in [2^30, "
+                "2^31)" in done.stdout) == name.endswith("int8.onnx")
     done = subprocess.run([sys.executable, os.path.join(SCRIPTS, "audit_params.py"),
                            "--onnx", alive_model[3]], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "NonMaxSuppression is not allowed" in done.stdout

@@ -5,6 +5,9 @@ biases once folded) or an accelerator ONNX graph (operators, bias inputs, INT8 z
         [--expect-bias-free GLOB ...] [--summary]
     python scripts/audit_params.py --onnx accelerator.onnx|accelerator.int8.onnx [--summary]
 
+An INT8 graph's requantization is listed as an integer engine applies it: per output channel an
+int32 multiplier and a right shift (runtime/integer.py).
+
 Exit status 0 when every convolution asked for (default: every conv followed by a BatchNorm)
 has no bias once BatchNorm is folded into it, or when the ONNX graph holds only weight-only
 convolutions, ReLU and layout operators (INT8: every conv quantized, every zero point 0);
@@ -13,7 +16,9 @@ convolutions, ReLU and layout operators (INT8: every conv quantized, every zero 
 import argparse
 
 from ssd_nobias.export.audit import audit, expected, format_audit
+from ssd_nobias.errors import DataError
 from ssd_nobias.export.proof import prove
+from ssd_nobias.runtime.integer import IntegerAccelerator, format_requant
 
 
 def main(argv=None) -> int:
@@ -31,8 +36,14 @@ def main(argv=None) -> int:
     if args.onnx:
         proof = prove(args.onnx)
         print(proof.summary())
-        if not args.summary:
+        if proof.problems and not args.summary:
             print("\n".join(f"  {problem}" for problem in proof.problems))
+        if proof.ok and proof.int8:  # what an integer engine needs to run it
+            try:
+                table = IntegerAccelerator(args.onnx).requant_table()
+                print(format_requant(table, per_layer=not args.summary))
+            except DataError as err:  # int32 heads: the head convs end in float
+                print(f"requantization: not listed: {err}")
         return 0 if proof.ok else 1
     report = audit(args.params, args.symbol)
     asked = expected(report, args.expect_bias_free)

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
                                             args.device, cfg)
     else:
         detector = Detector.from_export(args.deploy or args.onnx or args.accelerator, args.int8,
-                                        args.thresh, args.classes, args.device)
+                                        args.thresh, args.classes, args.device, args.runtime)
     summary = run(detector, find_inputs(inputs), args.out, skip_bad=args.skip_bad)
     skipped = f"; skipped {len(summary.skipped)} unreadable: " \
               f"{', '.join(summary.skipped)}" if summary.skipped else ""

@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     out = args.out or os.path.join(cfg.output_dir, "eval")
     result = evaluate_checkpoint(cfg, args.params, out, deploy_dir=args.deploy,
                                  onnx_path=args.onnx, accelerator_dir=args.accelerator,
-                                 int8=args.int8, device=args.device)
+                                 int8=args.int8, device=args.device, runtime=args.runtime)
     print(format_table(result))
     print(f"wrote {out}/eval.json, pr_curves.png, detections.png")
     return 0

@@ -265,16 +265,18 @@ def detections_picture(result: EvalResult, dataset, class_names: Sequence[str],
 def evaluate_checkpoint(cfg, params_path: Optional[str], out_dir: str, progress: bool = True,
                         deploy_dir: Optional[str] = None, onnx_path: Optional[str] = None,
                         accelerator_dir: Optional[str] = None, int8: bool = False,
-                        device: Optional[str] = None) -> EvalResult:
+                        device: Optional[str] = None, runtime: str = "onnxruntime"
+                        ) -> EvalResult:
     """Evaluate a training .params file, or what export_ssd.py made of it (the deploy graph in
     `deploy_dir`, the ONNX model `onnx_path`, or the accelerator graph + host part in
     `accelerator_dir`, INT8 with `int8`; ONNX models run by ONNX Runtime on the CPU), on the
     configured val set and write the report. `device`: where a checkpoint or deploy graph
-    runs ('cpu', 'gpu0', ...; default: the config's train.ctx if this machine has it)."""
+    runs ('cpu', 'gpu0', ...; default: the config's train.ctx if this machine has it);
+    `runtime`: what runs the accelerator graph (predictors.ACCELERATOR_RUNTIMES)."""
     dataset, config_classes = val_set(cfg)
     predictor, classes, ctx = load_predictor(cfg, params_path, deploy_dir, onnx_path,
                                              accelerator_dir, int8, classes=config_classes,
-                                             device=device)
+                                             device=device, runtime=runtime)
     result = evaluate(predictor, dataset, classes, ctx, Preprocess.from_config(cfg),
                       EvalSettings.from_config(cfg), out_dir=out_dir, progress=progress)
     write_report(result, dataset, classes, out_dir, cfg.eval.score_thresh)

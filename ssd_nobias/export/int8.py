@@ -22,6 +22,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from ssd_nobias.runtime.integer import layer_tensor
+
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 HEAD_OUTPUTS = ("int8", "int32")
 
@@ -140,13 +142,6 @@ def _accumulator_outputs(path: str) -> None:
     graph.initializer.extend(inits)
     onnx.checker.check_model(model)
     onnx.save(model, path)
-
-
-def layer_tensor(name: str) -> str:
-    """The float graph's name of a layer output, from its name in the QDQ graph (a tensor the
-    quantizer put a QuantizeLinear after is renamed <name>_QuantizeLinear_Input)."""
-    suffix = "_QuantizeLinear_Input"
-    return name[: -len(suffix)] if name.endswith(suffix) else name
 
 
 def weight_scale_spread(int8_path: str) -> Dict[str, float]:

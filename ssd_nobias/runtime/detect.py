@@ -79,10 +79,11 @@ class Detector:
     @classmethod
     def from_export(cls, path: str, int8: bool = False, thresh: float = 0.5,
                     keep_classes: Optional[Sequence[str]] = None,
-                    device: Optional[str] = None) -> "Detector":
+                    device: Optional[str] = None, runtime: str = "onnxruntime") -> "Detector":
         """What export wrote, needing nothing else: its folder (the deploy graph, on `device`,
         default the CPU), an .onnx file in it, or its accelerator/ folder (`int8`: the INT8
-        graph); the latter two run in ONNX Runtime on the CPU."""
+        graph); the latter two run on the CPU in ONNX Runtime, or (`runtime='integer'`, INT8)
+        the accelerator graph in the integer-only reference."""
         accelerator = os.path.isfile(os.path.join(path, FLOAT_ONNX))
         if int8 and not accelerator:
             raise DataError(f"{path}: int8 needs an accelerator folder (export --formats int8 "
@@ -90,7 +91,8 @@ class Detector:
         if path.endswith(".onnx"):
             model, folder = load_predictor(onnx_path=path), os.path.dirname(os.path.abspath(path))
         elif accelerator:
-            model, folder = load_predictor(accelerator_dir=path, int8=int8), path
+            model, folder = load_predictor(accelerator_dir=path, int8=int8,
+                                           runtime=runtime), path
         else:
             model, folder = load_predictor(deploy_dir=path, device=device), path
         return cls(model, Preprocess.load(folder), thresh, keep_classes)

@@ -20,6 +20,7 @@ from ssd_nobias.devices import contexts, inference_contexts
 from ssd_nobias.data.datasets import dataset_classes
 from ssd_nobias.runtime.accelerator import FLOAT_ONNX, INT8_ONNX, OnnxAccelerator
 from ssd_nobias.runtime.host import HostPart
+from ssd_nobias.runtime.integer import IntegerAccelerator
 from ssd_nobias.errors import DataError, mxnet_reason
 from ssd_nobias.model.ssd import build_model, preset, with_anchor_sizes
 from ssd_nobias.runtime.onnxrt import session
@@ -137,18 +138,28 @@ def load_onnx(onnx_path: str) -> Tuple[OnnxPredictor, List[str]]:
     return predictor, export_classes(os.path.dirname(os.path.abspath(onnx_path)))
 
 
-class SplitPredictor:
-    """An accelerator graph (ONNX Runtime, float32 or INT8) and its NumPy host part, run like
-    a GluonCV detector."""
+# what runs an accelerator graph: ONNX Runtime, or (INT8) the integer-only reference
+ACCELERATOR_RUNTIMES = ("onnxruntime", "integer")
 
-    def __init__(self, folder: str, int8: bool = False, threads: int = 0):
+
+class SplitPredictor:
+    """An accelerator graph (float32 or INT8, in ONNX Runtime or, INT8, the integer-only
+    reference) and its NumPy host part, run like a GluonCV detector."""
+
+    def __init__(self, folder: str, int8: bool = False, threads: int = 0,
+                 runtime: str = "onnxruntime"):
+        if runtime not in ACCELERATOR_RUNTIMES:
+            raise ValueError(f"runtime '{runtime}' is not one of {ACCELERATOR_RUNTIMES}")
+        if runtime == "integer" and not int8:
+            raise DataError("the integer runtime runs the INT8 graph: add --int8")
         name = INT8_ONNX if int8 else FLOAT_ONNX
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             hint = " (export_ssd.py --formats int8 writes it)" if int8 else \
                 " (export_ssd.py --formats accelerator writes it)"
             raise DataError(f"'{path}' does not exist{hint}")
-        self.accelerator = OnnxAccelerator(path, threads)
+        self.accelerator = IntegerAccelerator(path) if runtime == "integer" else \
+            OnnxAccelerator(path, threads)
         try:
             self.host = HostPart.load(folder, int8)
         except (OSError, ValueError, KeyError) as err:
@@ -172,19 +183,20 @@ def checkpoint_config(params_path: str, overrides: Sequence[str] = ()):
 def load_predictor(cfg=None, params_path: Optional[str] = None, deploy_dir: Optional[str] = None,
                    onnx_path: Optional[str] = None, accelerator_dir: Optional[str] = None,
                    int8: bool = False, classes: Optional[Sequence[str]] = None,
-                   device: Optional[str] = None) -> LoadedModel:
+                   device: Optional[str] = None, runtime: str = "onnxruntime") -> LoadedModel:
     """Exactly one of a training .params file, a deploy folder, an ONNX model (ONNX Runtime,
     CPU) or an accelerator folder (its graph in ONNX Runtime, INT8 with `int8`, and its host
     part in NumPy), ready to predict. `cfg` is needed by none of them: a checkpoint's sidecar
     records its config; given, it says the model and the devices (its train.ctx, or the CPU
     where those are missing) unless `device` ('cpu', 'gpu0', ...) says where to predict.
-    `classes`: the dataset's, if known (checked against a checkpoint's)."""
+    `classes`: the dataset's, if known (checked against a checkpoint's). `runtime`: what runs
+    an accelerator graph (ACCELERATOR_RUNTIMES)."""
     given = [x for x in (params_path, deploy_dir, onnx_path, accelerator_dir) if x is not None]
     if len(given) != 1:
         raise ValueError("give exactly one of params_path, deploy_dir, onnx_path and "
                          "accelerator_dir")
     if accelerator_dir is not None:
-        return LoadedModel(SplitPredictor(accelerator_dir, int8),
+        return LoadedModel(SplitPredictor(accelerator_dir, int8, runtime=runtime),
                            export_classes(accelerator_dir), [mx.cpu()])
     if onnx_path is not None:
         predictor, classes = load_onnx(onnx_path)
