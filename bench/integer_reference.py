@@ -1,9 +1,11 @@
-"""The integer-only reference against ONNX Runtime on an INT8 accelerator export: each layer's
-output given ONNX Runtime's own input (what that layer alone does), the 12 head outputs end
-to end (what the drift of early ties becomes), and val mAP through the host part.
+"""The integer-only reference against ONNX Runtime and OpenVINO on an INT8 accelerator graph:
+each layer's output given ONNX Runtime's own input (what that layer alone does), the 12 head
+outputs end to end (what the drift of early ties becomes) for both runtimes, and val mAP of the
+three pairs through the same host part.
 
     python bench/integer_reference.py --config runs/demo/config.yaml \
-        --accelerator runs/demo/export/accelerator [--images 16] [--out FILE.json]
+        --accelerator runs/demo/export/accelerator [--graph accelerator.int8.onnx]
+        [--images 16] [--out FILE.json]
 """
 import os
 import time
@@ -20,6 +22,7 @@ from ssd_nobias.runtime.accelerator import INT8_ONNX
 from ssd_nobias.runtime.integer import (IntegerAccelerator, conv_int, lsb_differences,
                                         requantize)
 from ssd_nobias.runtime.onnxrt import session
+from ssd_nobias.runtime.openvino import OpenVinoAccelerator
 
 
 def totals(counts: dict) -> dict:
@@ -34,11 +37,13 @@ def main(argv=None) -> int:
     p = cli.parser(__doc__.splitlines()[0])
     p.add_argument("--accelerator", required=True, metavar="DIR",
                    help="an accelerator folder with accelerator.int8.onnx")
+    p.add_argument("--graph", default=INT8_ONNX,
+                   help="which INT8 graph of the folder (default %(default)s)")
     p.add_argument("--images", type=int, default=16, help="val images for the LSB counts")
     p.add_argument("--out", metavar="FILE.json", help="also write the figures here")
     args = p.parse_args(argv)
     cfg = cli.config_from(args)
-    path = os.path.join(args.accelerator, INT8_ONNX)
+    path = os.path.join(args.accelerator, args.graph)
     ref = IntegerAccelerator(path)
     dataset, _ = val_set(cfg)
     transform = ValTransform(Preprocess.from_config(cfg))
@@ -57,34 +62,37 @@ def main(argv=None) -> int:
         acc = conv_int(source, conv.weight, conv.strides, conv.pads, conv.dilations, conv.group)
         forced[conv.output] = requantize(acc, conv.multiplier, conv.shift, *conv.out_range)
     heads = [q for _, q, _ in ref.heads]
+    openvino = {q: np.rint(out / scale) for (_, q, scale), out in
+                zip(ref.heads, OpenVinoAccelerator(path)(x))}
     report = {
         "model": path, "images": count, "cpu": cpu_info().describe(),
         "per_layer_same_input": totals(lsb_differences(forced, ort, names)),
         "heads_end_to_end": totals(lsb_differences(ours, ort, heads)),
+        "heads_end_to_end_openvino": totals(lsb_differences(ours, openvino, heads)),
         "all_layers_end_to_end": totals(lsb_differences(ours, ort, names)),
         "max_accumulator": ref.max_accumulator,
         "integer_images_per_s": count / seconds,
         "requantization": ref.requant_table(),
     }
     metric = {}
-    for runtime in ("onnxruntime", "integer"):
+    for runtime in ("onnxruntime", "openvino", "integer"):
         result = evaluate_checkpoint(cfg, None, os.path.join(cfg.output_dir, "bench_integer",
                                                              runtime),
-                                     progress=False, accelerator_dir=args.accelerator,
-                                     int8=True, runtime=runtime)
+                                     progress=False, accelerator_dir=path, runtime=runtime)
         metric[runtime] = result.value
     report["val"] = {"metric": result.metric, **metric}
-    for key in ("per_layer_same_input", "heads_end_to_end", "all_layers_end_to_end"):
+    for key in ("per_layer_same_input", "heads_end_to_end", "all_layers_end_to_end",
+                "heads_end_to_end_openvino"):
         t = report[key]
-        print(f"{key:22s} {t['values']:9d} values: {t['equal'] / t['values']:.5%} equal, "
+        print(f"{key:26s} {t['values']:9d} values: {t['equal'] / t['values']:.5%} equal, "
               f"{t['within_one_lsb']:.5%} within 1 LSB, max {t['max_lsb']} LSB")
     shifts = [s for row in report["requantization"] for s in row["shift"]]
     print(f"requantization: {len(ref.convs)} convs, int32 multipliers in [2^30, 2^31), right "
           f"shifts {min(shifts)}..{max(shifts)}; largest accumulator {ref.max_accumulator} "
           f"(int32 holds {2 ** 31 - 1})")
-    print(f"val {result.metric}: ONNX Runtime pair {metric['onnxruntime']:.4f}, integer pair "
-          f"{metric['integer']:.4f} ({metric['integer'] - metric['onnxruntime']:+.4f}); "
-          f"integer reference {report['integer_images_per_s']:.2f} images/s (NumPy)")
+    print(f"val {result.metric}: ONNX Runtime pair {metric['onnxruntime']:.4f}, OpenVINO pair "
+          f"{metric['openvino']:.4f}, integer pair {metric['integer']:.4f}; integer reference "
+          f"{report['integer_images_per_s']:.2f} images/s (NumPy)")
     print(report["cpu"])
     if args.out:
         write_json(args.out, report)

@@ -55,3 +55,19 @@ def alive_model(tmp_path_factory):
                              {"classes": CLASSES, "config": cfg.dump()})
     export_deploy(cfg, params, str(base / "deploy"), onnx=True)
     return cfg, params, str(base / "deploy"), str(base / "deploy" / f"{cfg.model.name}.onnx")
+
+
+@pytest.fixture(scope="session")
+def split_export(alive_model, tmp_path_factory):
+    """The alive model's deploy folder with accelerator/ added: float32, INT8 (uint8
+    activations) and the signed INT8 variant: (cfg, params, export folder, report)."""
+    import shutil
+
+    from ssd_nobias.export.split import export_accelerator
+
+    cfg, params, deploy, _ = alive_model
+    folder = str(tmp_path_factory.mktemp("split") / "export")
+    shutil.copytree(deploy, folder)
+    report = export_accelerator(cfg, params, folder, int8=True, calib_images=4, progress=False,
+                                int8_signed=True)
+    return cfg, params, folder, report

@@ -3,7 +3,6 @@ INT8 with every zero point 0), the host part, their parity with the deploy graph
 proof walked from the saved files."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -16,7 +15,6 @@ from onnx import numpy_helper
 
 from ssd_nobias.runtime.host import per_class_nms
 from ssd_nobias.export.proof import prove
-from ssd_nobias.export.split import export_accelerator
 from ssd_nobias.errors import DataError
 from ssd_nobias.runtime.predictors import load_predictor
 
@@ -25,13 +23,8 @@ SCRIPTS = os.path.join(ROOT, "scripts")
 
 
 @pytest.fixture(scope="module")
-def split(alive_model, tmp_path_factory):
-    """The alive model's deploy folder with accelerator/ (float32 and INT8) added."""
-    cfg, params, deploy, _ = alive_model
-    folder = str(tmp_path_factory.mktemp("split") / "export")
-    shutil.copytree(deploy, folder)
-    report = export_accelerator(cfg, params, folder, int8=True, calib_images=4, progress=False)
-    return cfg, params, folder, report
+def split(split_export):
+    return split_export
 
 
 def gluoncv_postprocess(probs, boxes, thresh=0.01, nms=0.45, topk=400, keep=100):
@@ -320,3 +313,36 @@ def test_mxnet_int8_quantizes_every_convolution_and_still_detects(alive_model):
     assert "Convolution" not in ops and ops.count("_sg_mkldnn_conv") == 47
     with pytest.raises(ValueError, match="calib_mode"):
         quantize_deploy(fp32, images, calib_mode="kl")
+
+
+@pytest.mark.slow
+def test_the_signed_variant_is_tensorrts_qdq_form(split):
+    """accelerator.int8-signed.onnx: every activation signed int8 with zero point 0, each ReLU
+    before its QuantizeLinear (Conv -> Relu -> Q, one rounding per layer), proven from the
+    file; the uint8 variant is not signed; eval and detect run it by naming the file."""
+    from ssd_nobias.runtime.accelerator import OnnxAccelerator
+
+    cfg, _, folder, report = split
+    acc = os.path.join(folder, "accelerator")
+    path = os.path.join(acc, "accelerator.int8-signed.onnx")
+    signed, unsigned = prove(path), prove(os.path.join(acc, "accelerator.int8.onnx"))
+    assert signed.ok and signed.signed and signed.types == {"int8": 48}
+    assert signed.quantized_convs == 47 and signed.ops["Relu"] == 35
+    assert unsigned.ok and not unsigned.signed
+    graph = onnx.load(path).graph
+    users = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node.op_type)
+    relus = [n for n in graph.node if n.op_type == "Relu"]
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    assert all(producer[r.input[0]] == "Conv" and users[r.output[0]] == ["QuantizeLinear"]
+               for r in relus)
+    entry = report["int8_signed"]
+    assert entry["activations"] == "int8" and entry["proof"]["ok"]
+    assert 0.0 <= entry["val"]["int8_pair"] <= 1.0
+    loaded = load_predictor(accelerator_dir=path)
+    x = np.random.RandomState(0).normal(0, 1, (1, 3, 300, 300)).astype(np.float32)
+    for got, want in zip(loaded.predictor.accelerator(x), OnnxAccelerator(path)(x)):
+        np.testing.assert_array_equal(got, want)
+    assert loaded.classes == load_predictor(accelerator_dir=acc, int8=True).classes

@@ -3,7 +3,6 @@ multiplier-and-shift requantization that rounds the exact product, and on a real
 each layer within 1 LSB of ONNX Runtime given the same input, the same detections through the
 host part."""
 import os
-import shutil
 from fractions import Fraction
 
 import mxnet as mx
@@ -58,13 +57,8 @@ def test_integer_convolution_equals_mxnets(shape, weight, stride, pad, group):
 
 
 @pytest.fixture(scope="module")
-def int8_export(alive_model, tmp_path_factory):
-    from ssd_nobias.export.split import export_accelerator
-
-    cfg, params, deploy, _ = alive_model
-    folder = str(tmp_path_factory.mktemp("integer") / "export")
-    shutil.copytree(deploy, folder)
-    export_accelerator(cfg, params, folder, int8=True, calib_images=4, progress=False)
+def int8_export(split_export):
+    cfg, params, folder, _ = split_export
     return cfg, params, os.path.join(folder, "accelerator")
 
 
@@ -77,13 +71,17 @@ def images(cfg, count):
 
 
 @pytest.mark.slow
-def test_each_layer_is_within_one_lsb_of_onnx_runtime_given_the_same_input(int8_export):
+@pytest.mark.parametrize("graph", ["accelerator.int8.onnx", "accelerator.int8-signed.onnx"])
+def test_each_layer_is_within_one_lsb_of_onnx_runtime_given_the_same_input(int8_export, graph):
     """Teacher-forced: each conv fed ONNX Runtime's own input tensor, so a difference is that
-    layer's; ONNX Runtime requantizes in float32 and can land on the other side of a .5."""
+    layer's; ONNX Runtime requantizes in float32 and can land on the other side of a .5. Both
+    variants: uint8 ReLU outputs, and signed int8 ones (Conv -> Relu -> Q, clamped to [0, 127])."""
     from ssd_nobias.runtime.onnxrt import session
 
     cfg, _, folder = int8_export
-    ref = IntegerAccelerator(os.path.join(folder, "accelerator.int8.onnx"))
+    ref = IntegerAccelerator(os.path.join(folder, graph))
+    relu_low = {c.out_range for c in ref.convs} - {(-128, 127)}
+    assert relu_low == ({(0, 127)} if "signed" in graph else {(0, 255)})
     x = images(cfg, 4)
     names = [c.output for c in ref.convs]
     ort = dict(zip(names, session(ref.path, extra_outputs=names).run(names, {"data": x})))

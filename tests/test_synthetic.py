@@ -121,7 +121,7 @@ def test_coco_format_has_the_same_boxes_as_voc(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, key", [({"layout": "voc2012"}, "layout"),
-                                         ({"fmt": "yolo"}, "format"),
+                                         ({"fmt": "darknet"}, "format"),
                                          ({"train": 0}, "train"), ({"size": 10}, "size"),
                                          ({"variant": "coco80"}, "variant")])
 def test_bad_arguments(tmp_path, kwargs, key):

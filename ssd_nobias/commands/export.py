@@ -18,7 +18,7 @@ from ssd_nobias.analysis.naive_fix import export_zero_shift
 from ssd_nobias.analysis.precise_bn import format_recalibration, recalibrate_params
 
 
-FORMATS = ("onnx", "accelerator", "int8")
+FORMATS = ("onnx", "accelerator", "int8", "int8-signed")
 
 
 def main(argv=None) -> int:
@@ -32,7 +32,8 @@ def main(argv=None) -> int:
                         "runs, weight-only convolutions and ReLU to the 12 raw head outputs, "
                         "and the host part: head biases, softmax, decoding, NMS); int8 "
                         "(accelerator/ with its INT8 graph: QDQ, every zero point 0, proven "
-                        "and measured)")
+                        "and measured); int8-signed (its variant with signed int8 activations, "
+                        "the Q/DQ form TensorRT takes)")
     cli.add_device(p)
     p.add_argument("--force-zero-shift", action="store_true",
                    help="params trained with stock BatchNorm: drop the shifts (beta, running "
@@ -79,8 +80,9 @@ def main(argv=None) -> int:
     onnx = f"{report['onnx']['file']}, " if "onnx" in report else ""
     print(f"wrote {report['symbol']}, {report['deploy_params']}, {onnx}{out}/preprocess.json, "
           f"{out}/export_report.json")
-    if formats & {"accelerator", "int8"}:
+    if formats & {"accelerator", "int8", "int8-signed"}:
         split = export_accelerator(cfg, params, out, int8="int8" in formats,
+                                   int8_signed="int8-signed" in formats,
                                    calib_images=args.calib_images,
                                    calib_method=args.calib_method,
                                    int8_heads=args.int8_heads, device=args.device)

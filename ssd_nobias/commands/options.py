@@ -8,7 +8,7 @@ from yacs.config import CfgNode
 
 from ssd_nobias import cli
 from ssd_nobias.errors import ConfigError
-from ssd_nobias.runtime.predictors import ACCELERATOR_RUNTIMES, checkpoint_config
+from ssd_nobias.runtime.predictors import RUNTIMES, checkpoint_config
 
 
 def add_model(p: argparse.ArgumentParser) -> None:
@@ -27,18 +27,21 @@ def add_model(p: argparse.ArgumentParser) -> None:
                             "accelerator (ONNX Runtime, CPU)")
     group.add_argument("--int8", action="store_true",
                        help="with --accelerator: its INT8 graph (export --formats int8)")
-    group.add_argument("--runtime", choices=ACCELERATOR_RUNTIMES, default="onnxruntime",
-                       help="with --accelerator: what runs its graph: ONNX Runtime (default) "
-                            "or, with --int8, the integer-only reference (NumPy, int32 "
-                            "accumulators, multiplier-and-shift requantization)")
+    group.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime",
+                       help="what runs --onnx or --accelerator: ONNX Runtime (default), "
+                            "OpenVINO's CPU runtime, or, for an INT8 accelerator graph, the "
+                            "integer-only reference (NumPy, int32 accumulators, "
+                            "multiplier-and-shift requantization)")
 
 
 def check_model(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.int8 and not args.accelerator:
         p.error("--int8 goes with --accelerator DIR")
-    if args.runtime != "onnxruntime" and not (args.accelerator and args.int8):
-        p.error(f"--runtime {args.runtime} runs an INT8 accelerator graph: --accelerator DIR "
-                f"--int8")
+    if args.runtime != "onnxruntime" and not (args.onnx or args.accelerator):
+        p.error(f"--runtime {args.runtime} runs an ONNX file: --onnx FILE or --accelerator DIR")
+    if args.runtime == "integer" and not (args.accelerator and (args.int8 or
+                                                                args.accelerator.endswith(".onnx"))):
+        p.error("--runtime integer runs an INT8 accelerator graph: --accelerator DIR --int8")
 
 
 def config_or_sidecar(args: argparse.Namespace, needed_for: str) -> CfgNode:

@@ -269,10 +269,10 @@ def evaluate_checkpoint(cfg, params_path: Optional[str], out_dir: str, progress:
                         ) -> EvalResult:
     """Evaluate a training .params file, or what export_ssd.py made of it (the deploy graph in
     `deploy_dir`, the ONNX model `onnx_path`, or the accelerator graph + host part in
-    `accelerator_dir`, INT8 with `int8`; ONNX models run by ONNX Runtime on the CPU), on the
+    `accelerator_dir`, INT8 with `int8`; ONNX files run on the CPU), on the
     configured val set and write the report. `device`: where a checkpoint or deploy graph
     runs ('cpu', 'gpu0', ...; default: the config's train.ctx if this machine has it);
-    `runtime`: what runs the accelerator graph (predictors.ACCELERATOR_RUNTIMES)."""
+    `runtime`: what runs an ONNX file (predictors.RUNTIMES)."""
     dataset, config_classes = val_set(cfg)
     predictor, classes, ctx = load_predictor(cfg, params_path, deploy_dir, onnx_path,
                                              accelerator_dir, int8, classes=config_classes,

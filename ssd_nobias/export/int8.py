@@ -26,6 +26,7 @@ from ssd_nobias.runtime.integer import layer_tensor
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 HEAD_OUTPUTS = ("int8", "int32")
+ACTIVATIONS = ("uint8", "int8")  # the ReLU outputs' type; int8: TensorRT's signed Q/DQ
 
 
 class _Reader:
@@ -50,11 +51,13 @@ class _Reader:
 
 
 def quantize(float_path: str, int8_path: str, images: Sequence[np.ndarray],
-             method: str = "minmax", progress: bool = True, heads: str = "int8"
-             ) -> Optional[List[np.ndarray]]:
+             method: str = "minmax", progress: bool = True, heads: str = "int8",
+             activations: str = "uint8") -> Optional[List[np.ndarray]]:
     """Write `int8_path`, the float accelerator graph quantized with `images` (each (3, H, W),
-    normalized) as calibration data; `heads`: the head outputs' type (HEAD_OUTPUTS). Returns,
-    for int8 heads, each output's per-channel scale 1 / k_c that undoes the equalization."""
+    normalized) as calibration data; `heads`: the head outputs' type (HEAD_OUTPUTS);
+    `activations`: the ReLU outputs' type (ACTIVATIONS: uint8, or int8 symmetric as TensorRT
+    takes them, 7 bits of a non-negative range). Returns, for int8 heads, each output's
+    per-channel scale 1 / k_c that undoes the equalization."""
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -63,6 +66,9 @@ def quantize(float_path: str, int8_path: str, images: Sequence[np.ndarray],
         raise ValueError(f"calibration method '{method}' is not one of {CALIB_METHODS}")
     if heads not in HEAD_OUTPUTS:
         raise ValueError(f"head outputs '{heads}' are not one of {HEAD_OUTPUTS}")
+    if activations not in ACTIVATIONS:
+        raise ValueError(f"activations '{activations}' are not one of {ACTIVATIONS}")
+    signed = activations == "int8"
     gains = head_gains(float_path, images) if heads == "int8" else None
     source = int8_path + ".equalized.tmp" if gains else float_path
     model = onnx.load(float_path)
@@ -76,19 +82,41 @@ def quantize(float_path: str, int8_path: str, images: Sequence[np.ndarray],
         quantize_static(
             source, int8_path, _Reader(images, progress), quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["Conv", "Relu"], per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            activation_type=QuantType.QInt8 if signed else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
             calibrate_method={"minmax": CalibrationMethod.MinMax,
                               "entropy": CalibrationMethod.Entropy,
                               "percentile": CalibrationMethod.Percentile}[method],
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": signed,
                            "TensorQuantOverrides": overrides})
     finally:
         if gains and os.path.exists(source):
             os.remove(source)
+    if signed:
+        _relu_then_quantize(int8_path)
     if heads == "int32":
         _accumulator_outputs(int8_path)
         return None
     return [(1 / gain.astype(np.float64)).astype(np.float32) for gain in gains]
+
+
+def quantize_ordinary(float_path: str, int8_path: str, images: Sequence[np.ndarray],
+                      method: str = "minmax", progress: bool = True) -> None:
+    """Write `int8_path`: the float graph quantized as ONNX Runtime does by default (QDQ,
+    per-channel symmetric int8 weights, asymmetric uint8 activations with their zero points,
+    int32 biases), calibrated on `images` with `method`: the stock INT8 baseline, without any
+    of this project's rules or head equalization."""
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    if method not in CALIB_METHODS:
+        raise ValueError(f"calibration method '{method}' is not one of {CALIB_METHODS}")
+    quantize_static(float_path, int8_path, _Reader(images, progress),
+                    quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method={"minmax": CalibrationMethod.MinMax,
+                                      "entropy": CalibrationMethod.Entropy,
+                                      "percentile": CalibrationMethod.Percentile}[method])
 
 
 def head_gains(float_path: str, images: Sequence[np.ndarray]) -> List[np.ndarray]:
@@ -119,20 +147,12 @@ def _equalize(model, gains: List[np.ndarray]) -> None:
         init.CopyFrom(numpy_helper.from_array(weight.astype(np.float32), init.name))
 
 
-def _accumulator_outputs(path: str) -> None:
-    """Drop the QuantizeLinear/DequantizeLinear pairs on the graph outputs: each head conv then
-    returns its (scaled) int32 accumulator."""
+def _save_without(model, dropped: set, path: str) -> None:
+    """Save `model` without the nodes whose id() is in `dropped` and the constants only they
+    used, checked."""
     import onnx
 
-    model = onnx.load(path)
     graph = model.graph
-    producer = {out: node for node in graph.node for out in node.output}
-    dropped = []
-    for output in graph.output:
-        dq = producer[output.name]
-        q = producer[dq.input[0]]
-        producer[q.input[0]].output[0] = output.name
-        dropped += [id(dq), id(q)]
     kept = [node for node in graph.node if id(node) not in dropped]
     del graph.node[:]
     graph.node.extend(kept)
@@ -142,6 +162,49 @@ def _accumulator_outputs(path: str) -> None:
     graph.initializer.extend(inits)
     onnx.checker.check_model(model)
     onnx.save(model, path)
+
+
+def _relu_then_quantize(path: str) -> None:
+    """Signed activations: ORT's quantizer keeps each ReLU between two Q/DQ pairs (a symmetric
+    int8 range cannot hold only the ReLU's [0, max]); drop the pair before the ReLU, leaving
+    Conv -> Relu -> QuantizeLinear, the form TensorRT fuses, with one rounding per layer."""
+    import onnx
+
+    model = onnx.load(path)
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    users: Dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    dropped = set()
+    for relu in (n for n in graph.node if n.op_type == "Relu"):
+        dq = producer.get(relu.input[0])
+        q = producer.get(dq.input[0]) if dq is not None else None
+        if dq is None or q is None or dq.op_type != "DequantizeLinear" or \
+                q.op_type != "QuantizeLinear" or users[dq.output[0]] != 1 or \
+                users[q.output[0]] != 1:
+            continue
+        relu.input[0] = q.input[0]
+        dropped |= {id(q), id(dq)}
+    _save_without(model, dropped, path)
+
+
+def _accumulator_outputs(path: str) -> None:
+    """Drop the QuantizeLinear/DequantizeLinear pairs on the graph outputs: each head conv then
+    returns its (scaled) int32 accumulator."""
+    import onnx
+
+    model = onnx.load(path)
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    dropped = set()
+    for output in graph.output:
+        dq = producer[output.name]
+        q = producer[dq.input[0]]
+        producer[q.input[0]].output[0] = output.name
+        dropped |= {id(dq), id(q)}
+    _save_without(model, dropped, path)
 
 
 def weight_scale_spread(int8_path: str) -> Dict[str, float]:
@@ -154,6 +217,8 @@ def weight_scale_spread(int8_path: str) -> Dict[str, float]:
     model = onnx.load(int8_path)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     producer = {out: node for node in model.graph.node for out in node.output}
+    relu_after = {node.input[0]: node.output[0] for node in model.graph.node
+                  if node.op_type == "Relu"}  # the signed variant keeps Conv -> Relu
     spread = {}
     for node in model.graph.node:
         if node.op_type != "Conv":
@@ -162,7 +227,8 @@ def weight_scale_spread(int8_path: str) -> Dict[str, float]:
         if dq is None or dq.op_type != "DequantizeLinear":
             continue
         scale = inits[dq.input[1]].astype(np.float64)
-        spread[layer_tensor(node.output[0])] = float(scale.max() / max(np.median(scale), 1e-30))
+        output = relu_after.get(node.output[0], node.output[0])
+        spread[layer_tensor(output)] = float(scale.max() / max(np.median(scale), 1e-30))
     return spread
 
 

@@ -39,6 +39,12 @@ class Proof:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def signed(self) -> bool:
+        """Every quantized tensor signed int8 with zero point 0: the Q/DQ form TensorRT takes
+        (it refuses uint8 activations)."""
+        return self.int8 and set(self.types) == {"int8"}
+
     def summary(self) -> str:
         ops = ", ".join(f"{k} {v}" for k, v in sorted(self.ops.items()))
         verdict = "OK" if self.ok else f"{len(self.problems)} problem(s)"
@@ -47,6 +53,8 @@ class Proof:
             types = ", ".join(f"{k} {v}" for k, v in sorted(self.types.items()))
             line += (f"; {self.quantized_convs} of {self.convs} Conv quantized; "
                      f"{self.zero_points} zero points, all 0; quantized tensors: {types}")
+            if self.signed:
+                line += " (all signed: TensorRT's Q/DQ form)"
         return line
 
 

@@ -27,7 +27,7 @@ from ssd_nobias.runtime.predictors import SplitPredictor, load_deploy, load_trai
 from ssd_nobias.export.accelerator import (AcceleratorNet, deploy_anchors, export_onnx,
                                            export_symbol, host_onnx, host_part)
 from ssd_nobias.runtime.accelerator import (ACCELERATOR_DIR, FLOAT_ONNX, HOST_INT8_ONNX, HOST_ONNX,
-                                            INT8_ONNX, OnnxAccelerator)
+                                            INT8_ONNX, INT8_SIGNED_ONNX, OnnxAccelerator)
 from ssd_nobias.runtime.host import HostPart
 from ssd_nobias.export.int8 import layer_tensor, quantize, sqnr_db, weight_scale_spread
 from ssd_nobias.export.proof import Proof, prove
@@ -47,13 +47,16 @@ def calibration_images(cfg, count: int, seed: int = 0) -> List[np.ndarray]:
 def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = False,
                        calib_images: int = 64, calib_method: str = "minmax",
                        int8_heads: str = "int8", progress: bool = True,
-                       device: Optional[str] = None) -> Dict:
+                       device: Optional[str] = None, int8_signed: bool = False) -> Dict:
     """Write `export_dir`/accelerator/ (see export/accelerator.py) after export_deploy wrote the
     deploy graph there; with `int8` also accelerator.int8.onnx (head outputs `int8_heads`:
     int8, or the convs' int32 accumulators, see export/int8.py). Adds an 'accelerator' entry to
     export_report.json. Raises ProofError when a saved graph breaks its rules, ParityError
     when the pair's raw outputs differ from the trained model's by more than PARITY_RTOL.
-    `device`: where the trained model runs for the parity check (devices.inference_device)."""
+    `device`: where the trained model runs for the parity check (devices.inference_device).
+    `int8_signed`: also accelerator.int8-signed.onnx, every activation signed int8 with zero
+    point 0 (Conv -> Relu -> QuantizeLinear: what TensorRT takes), int8 heads; its report
+    entry 'int8_signed' has the same figures as 'int8'."""
     require("onnx", "onnxruntime", extra="onnx", what="the accelerator export")
     size = base_size(cfg)
     deploy_prefix = os.path.join(export_dir, cfg.model.name)
@@ -89,13 +92,16 @@ def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = Fals
               "head_biases_on_host": sum(b is not None for b in host.biases),
               "proof": _proof_entry(prove(float_path)),
               "parity": _parity(prefix, host, x, outputs, trained, deploy_det, folder)}
-    if int8:
-        report["int8"] = _int8(cfg, float_path, os.path.join(folder, INT8_ONNX), host,
-                               calib_images, calib_method, int8_heads, progress)
-        report["int8"]["val"] = {
+    variants = [("int8", INT8_ONNX, int8_heads, "uint8")] if int8 else []
+    if int8_signed:
+        variants.append(("int8_signed", INT8_SIGNED_ONNX, "int8", "int8"))
+    for key, name, heads, activations in variants:
+        report[key] = _int8(cfg, float_path, os.path.join(folder, name), host, calib_images,
+                            calib_method, heads, progress, activations)
+        report[key]["val"] = {
             "metric": eval_metric(cfg),
-            "float32_pair": _val_map(cfg, dataset, classes, folder, False, progress),
-            "int8_pair": _val_map(cfg, dataset, classes, folder, True, progress)}
+            "float32_pair": _val_map(cfg, dataset, classes, folder, FLOAT_ONNX, progress),
+            "int8_pair": _val_map(cfg, dataset, classes, folder, name, progress)}
     add_to_report(export_dir, "accelerator", report)
     _raise_failures(report, export_dir)
     return report
@@ -138,16 +144,17 @@ def _proof_entry(proof: Proof) -> Dict:
             "quantized_types": proof.types, "problems": proof.problems}
 
 
-def _val_map(cfg, dataset, classes, folder: str, int8: bool, progress: bool) -> float:
-    """The pair's val metric (float32 or INT8 accelerator graph)."""
+def _val_map(cfg, dataset, classes, folder: str, graph: str, progress: bool) -> float:
+    """The pair's val metric (the accelerator graph `graph` of the folder, and the host)."""
     settings = EvalSettings(cfg.eval.batch_size, cfg.data.num_workers, eval_metric(cfg))
-    result = evaluate(SplitPredictor(folder, int8), dataset, classes, [mx.cpu()],
+    pair = SplitPredictor(folder, graph != FLOAT_ONNX, graph=graph)
+    result = evaluate(pair, dataset, classes, [mx.cpu()],
                       Preprocess.from_config(cfg), settings, progress=progress)
     return round(result.value, 6)
 
 
 def _int8(cfg, float_path: str, int8_path: str, host: HostPart, count: int, method: str,
-          heads: str, progress: bool) -> Dict:
+          heads: str, progress: bool, activations: str = "uint8") -> Dict:
     """Quantize; with int8 head outputs, save the host part again with their scales and write
     host.int8.onnx; prove, and measure per layer: weight-scale spread and SQNR."""
     images = calibration_images(cfg, count)
@@ -155,12 +162,12 @@ def _int8(cfg, float_path: str, int8_path: str, host: HostPart, count: int, meth
     level = root.level
     root.setLevel(logging.ERROR)  # ORT's quantizer warns, through the root logger, to run its
     try:  # pre-processing (shape inference): the graph's shapes are all known already
-        scales = quantize(float_path, int8_path, images, method, progress, heads)
+        scales = quantize(float_path, int8_path, images, method, progress, heads, activations)
     finally:
         root.setLevel(level)
     folder = os.path.dirname(int8_path)
     host_int8 = os.path.join(folder, HOST_INT8_ONNX)
-    entry = {"file": int8_path, "head_outputs": heads,
+    entry = {"file": int8_path, "head_outputs": heads, "activations": activations,
              "calibration": {"images": len(images), "method": method, "split": "train"},
              "proof": _proof_entry(prove(int8_path))}
     if scales is None:
@@ -241,7 +248,8 @@ def _layer_figures(float_path: str, int8_path: str, images: List[np.ndarray],
 
 
 def _raise_failures(report: Dict, export_dir: str) -> None:
-    for proof in [report["proof"]] + ([report["int8"]["proof"]] if "int8" in report else []):
+    for proof in [report["proof"]] + [report[k]["proof"] for k in ("int8", "int8_signed")
+                                      if k in report]:
         if not proof["ok"]:
             raise ProofError(f"{proof['file']} is not a bias-free accelerator graph: "
                              f"{'; '.join(proof['problems'][:5])}")
@@ -265,13 +273,13 @@ def format_accelerator(report: Dict) -> str:
             f"ONNX {p['onnx']['class_logits']:.2g}, {p['onnx']['box_offsets']:.2g}; same "
             f"detections as the deploy graph: {p['same_detections_as_deploy']}; host.onnx = "
             f"NumPy host: {p['host_onnx_same_as_numpy']}"]
-    q = report.get("int8")
-    if q:
+    for q in (report[k] for k in ("int8", "int8_signed") if k in report):
         sqnr = [layer["sqnr_db"] for layer in q["layers"]]
         spread = [layer["weight_scale_max_over_median"] for layer in q["layers"]
                   if layer["weight_scale_max_over_median"] is not None]
         v = q["val"]
-        rows += [f"INT8: {q['file']}, {q['calibration']['method']} on "
+        rows += [f"INT8 ({q.get('activations', 'uint8')} activations): {q['file']}, "
+                 f"{q['calibration']['method']} on "
                  f"{q['calibration']['images']} training images, head outputs "
                  f"{q['head_outputs']}" + (f"; host part {q['host']} (dequantizes them), "
                                            f"= NumPy host: {q['host_onnx_same_as_numpy']}"

@@ -11,6 +11,7 @@ from ssd_nobias.runtime.onnxrt import session
 ACCELERATOR_DIR = "accelerator"
 NAME = "accelerator"
 FLOAT_ONNX, INT8_ONNX = f"{NAME}.onnx", f"{NAME}.int8.onnx"
+INT8_SIGNED_ONNX = f"{NAME}.int8-signed.onnx"  # signed int8 activations (TensorRT's form)
 HOST_ONNX, HOST_INT8_ONNX = "host.onnx", "host.int8.onnx"
 
 

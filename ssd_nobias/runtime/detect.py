@@ -81,20 +81,22 @@ class Detector:
                     keep_classes: Optional[Sequence[str]] = None,
                     device: Optional[str] = None, runtime: str = "onnxruntime") -> "Detector":
         """What export wrote, needing nothing else: its folder (the deploy graph, on `device`,
-        default the CPU), an .onnx file in it, or its accelerator/ folder (`int8`: the INT8
-        graph); the latter two run on the CPU in ONNX Runtime, or (`runtime='integer'`, INT8)
-        the accelerator graph in the integer-only reference."""
-        accelerator = os.path.isfile(os.path.join(path, FLOAT_ONNX))
+        default the CPU), the whole-model .onnx in it, its accelerator/ folder (`int8`: the
+        INT8 graph) or one graph of that folder (accelerator.int8-signed.onnx, say); ONNX runs
+        on the CPU in `runtime`: ONNX Runtime, OpenVINO or (an INT8 accelerator graph) the
+        integer-only reference."""
+        graph = path.endswith(".onnx")
+        folder = os.path.dirname(os.path.abspath(path)) if graph else path
+        accelerator = os.path.isfile(os.path.join(folder, FLOAT_ONNX))
         if int8 and not accelerator:
             raise DataError(f"{path}: int8 needs an accelerator folder (export --formats int8 "
                             f"writes <export>/accelerator/)")
-        if path.endswith(".onnx"):
-            model, folder = load_predictor(onnx_path=path), os.path.dirname(os.path.abspath(path))
-        elif accelerator:
-            model, folder = load_predictor(accelerator_dir=path, int8=int8,
-                                           runtime=runtime), path
+        if accelerator:  # the folder, or one of its graphs (the signed INT8, say)
+            model = load_predictor(accelerator_dir=path, int8=int8, runtime=runtime)
+        elif graph:
+            model = load_predictor(onnx_path=path, runtime=runtime)
         else:
-            model, folder = load_predictor(deploy_dir=path, device=device), path
+            model = load_predictor(deploy_dir=path, device=device)
         return cls(model, Preprocess.load(folder), thresh, keep_classes)
 
     def __call__(self, image: np.ndarray) -> List[Dict]:

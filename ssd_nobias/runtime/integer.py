@@ -6,7 +6,8 @@ activations and int8 per-channel weights, all with zero point 0, and accumulates
 output channel c is requantized with M_c = s_in * s_w[c] / s_out, held as an int32 multiplier
 m_c in [2^30, 2^31) and a right shift n_c (M_c ~ m_c / 2^n_c): y = (acc * m_c + 2^(n_c - 1)) >> n_c
 in int64, round half up, then clamped to the output type: [0, 255] for a uint8 ReLU output (the
-clamp is the ReLU), [-128, 127] for an int8 head output. Zero padding is exact because every zero
+clamp is the ReLU), [0, 127] for the signed variant's int8 ReLU output (Conv -> Relu -> Q),
+[-128, 127] for an int8 head output. Zero padding is exact because every zero
 point is 0. No float is used between the quantized input and the int8 head outputs; the input's
 quantization and the heads' dequantization (q * s) are the boundaries, as on a device.
 """
@@ -175,11 +176,14 @@ def _read(path: str):
             continue
         x_dq, w_dq = producer.get(node.input[0]), producer.get(node.input[1])
         after = consumers.get(node.output[0], [])
+        relu = len(after) == 1 and after[0].op_type == "Relu"  # the signed variant's form
+        if relu:
+            after = consumers.get(after[0].output[0], [])
         if len(node.input) > 2 or not x_dq or not w_dq or x_dq.op_type != "DequantizeLinear" \
                 or w_dq.op_type != "DequantizeLinear" or len(after) != 1 \
                 or after[0].op_type != "QuantizeLinear":
             raise DataError(f"{path}: Conv {node.name} is not DequantizeLinear -> Conv (no "
-                            f"bias) -> QuantizeLinear: not an INT8 accelerator graph")
+                            f"bias) [-> Relu] -> QuantizeLinear: not an INT8 accelerator graph")
         source, q = x_dq.input[0], after[0]
         s_in, s_w, s_out = float(scale_of(x_dq)), scale_of(w_dq), float(scale_of(q))
         real = s_in * s_w / s_out
@@ -187,11 +191,12 @@ def _read(path: str):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         # QuantizeLinear's type is its zero point's, uint8 without one
         out_dtype = inits[q.input[2]].dtype if len(q.input) > 2 else np.dtype(np.uint8)
+        low, high = RANGES[out_dtype]
         convs.append(IntConv(
-            layer_tensor(node.output[0]), source, q.output[0], inits[w_dq.input[0]],
+            layer_tensor(q.input[0]), source, q.output[0], inits[w_dq.input[0]],
             int(attrs.get("group", 1)), tuple(attrs.get("strides", (1, 1))),
             tuple(attrs.get("pads", (0, 0, 0, 0))), tuple(attrs.get("dilations", (1, 1))),
-            m, shift, real, RANGES[out_dtype], out_dtype))
+            m, shift, real, (max(low, 0) if relu else low, high), out_dtype))
         scales[q.output[0]] = s_out
     heads = []
     for output in graph.output:

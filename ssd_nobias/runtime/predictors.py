@@ -21,6 +21,7 @@ from ssd_nobias.data.datasets import dataset_classes
 from ssd_nobias.runtime.accelerator import FLOAT_ONNX, INT8_ONNX, OnnxAccelerator
 from ssd_nobias.runtime.host import HostPart
 from ssd_nobias.runtime.integer import IntegerAccelerator
+from ssd_nobias.runtime.openvino import OpenVinoAccelerator, OpenVinoGraph
 from ssd_nobias.errors import DataError, mxnet_reason
 from ssd_nobias.model.ssd import build_model, preset, with_anchor_sizes
 from ssd_nobias.runtime.onnxrt import session
@@ -120,26 +121,36 @@ def load_deploy(deploy_dir: str, ctx: Sequence[mx.Context]
 
 
 class OnnxPredictor:
-    """Runs an exported ONNX model like a GluonCV detector: NDArray in, (ids, scores, boxes) out."""
+    """Runs an exported ONNX model like a GluonCV detector: NDArray in, (ids, scores, boxes) out;
+    in ONNX Runtime or OpenVINO (`runtime`)."""
 
-    def __init__(self, onnx_path: str):
-        self.session = session(onnx_path)
-        self.input = self.session.get_inputs()[0].name
+    def __init__(self, onnx_path: str, runtime: str = "onnxruntime"):
+        if runtime == "openvino":
+            graph = OpenVinoGraph(onnx_path)
+            order = [graph.output_names.index(n) for n in ("ids", "scores", "bboxes")]
+            self.run = lambda x: [graph.run({"data": x})[k] for k in order]
+        elif runtime == "onnxruntime":
+            sess = session(onnx_path)
+            name = sess.get_inputs()[0].name
+            self.run = lambda x: sess.run(["ids", "scores", "bboxes"], {name: x})
+        else:
+            raise DataError(f"--runtime {runtime} runs an INT8 accelerator graph, not the whole "
+                            f"model's ONNX file")
 
     def __call__(self, x: mx.nd.NDArray):
-        outs = self.session.run(["ids", "scores", "bboxes"],
-                                {self.input: x.asnumpy().astype(np.float32)})
+        outs = self.run(x.asnumpy().astype(np.float32))
         return tuple(mx.nd.array(o, ctx=x.context) for o in outs)
 
 
-def load_onnx(onnx_path: str) -> Tuple[OnnxPredictor, List[str]]:
+def load_onnx(onnx_path: str, runtime: str = "onnxruntime") -> Tuple[OnnxPredictor, List[str]]:
     """The ONNX model as a predictor, and its class names from preprocess.json beside it."""
-    predictor = OnnxPredictor(onnx_path)
+    predictor = OnnxPredictor(onnx_path, runtime)
     return predictor, export_classes(os.path.dirname(os.path.abspath(onnx_path)))
 
 
-# what runs an accelerator graph: ONNX Runtime, or (INT8) the integer-only reference
-ACCELERATOR_RUNTIMES = ("onnxruntime", "integer")
+# what runs an ONNX file: ONNX Runtime, OpenVINO, or (an INT8 accelerator graph) the
+# integer-only reference
+RUNTIMES = ("onnxruntime", "openvino", "integer")
 
 
 class SplitPredictor:
@@ -147,19 +158,20 @@ class SplitPredictor:
     reference) and its NumPy host part, run like a GluonCV detector."""
 
     def __init__(self, folder: str, int8: bool = False, threads: int = 0,
-                 runtime: str = "onnxruntime"):
-        if runtime not in ACCELERATOR_RUNTIMES:
-            raise ValueError(f"runtime '{runtime}' is not one of {ACCELERATOR_RUNTIMES}")
+                 runtime: str = "onnxruntime", graph: Optional[str] = None):
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime '{runtime}' is not one of {RUNTIMES}")
         if runtime == "integer" and not int8:
             raise DataError("the integer runtime runs the INT8 graph: add --int8")
-        name = INT8_ONNX if int8 else FLOAT_ONNX
+        name = graph or (INT8_ONNX if int8 else FLOAT_ONNX)
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             hint = " (export_ssd.py --formats int8 writes it)" if int8 else \
                 " (export_ssd.py --formats accelerator writes it)"
             raise DataError(f"'{path}' does not exist{hint}")
+        kind = {"onnxruntime": OnnxAccelerator, "openvino": OpenVinoAccelerator}
         self.accelerator = IntegerAccelerator(path) if runtime == "integer" else \
-            OnnxAccelerator(path, threads)
+            kind[runtime](path, threads)
         try:
             self.host = HostPart.load(folder, int8)
         except (OSError, ValueError, KeyError) as err:
@@ -186,20 +198,24 @@ def load_predictor(cfg=None, params_path: Optional[str] = None, deploy_dir: Opti
                    device: Optional[str] = None, runtime: str = "onnxruntime") -> LoadedModel:
     """Exactly one of a training .params file, a deploy folder, an ONNX model (ONNX Runtime,
     CPU) or an accelerator folder (its graph in ONNX Runtime, INT8 with `int8`, and its host
-    part in NumPy), ready to predict. `cfg` is needed by none of them: a checkpoint's sidecar
+    part in NumPy; or one .onnx graph in such a folder), ready to predict. `cfg` is needed by none of them: a checkpoint's sidecar
     records its config; given, it says the model and the devices (its train.ctx, or the CPU
     where those are missing) unless `device` ('cpu', 'gpu0', ...) says where to predict.
     `classes`: the dataset's, if known (checked against a checkpoint's). `runtime`: what runs
-    an accelerator graph (ACCELERATOR_RUNTIMES)."""
+    an ONNX file (RUNTIMES; 'integer' only an INT8 accelerator graph)."""
     given = [x for x in (params_path, deploy_dir, onnx_path, accelerator_dir) if x is not None]
     if len(given) != 1:
         raise ValueError("give exactly one of params_path, deploy_dir, onnx_path and "
                          "accelerator_dir")
     if accelerator_dir is not None:
-        return LoadedModel(SplitPredictor(accelerator_dir, int8, runtime=runtime),
+        graph = None
+        if accelerator_dir.endswith(".onnx"):  # one graph of the folder, e.g. the signed INT8
+            accelerator_dir, graph = os.path.split(os.path.abspath(accelerator_dir))
+            int8 = graph != FLOAT_ONNX
+        return LoadedModel(SplitPredictor(accelerator_dir, int8, runtime=runtime, graph=graph),
                            export_classes(accelerator_dir), [mx.cpu()])
     if onnx_path is not None:
-        predictor, classes = load_onnx(onnx_path)
+        predictor, classes = load_onnx(onnx_path, runtime)
         return LoadedModel(predictor, classes, [mx.cpu()])
     if cfg is None and params_path is not None:
         cfg = checkpoint_config(params_path)

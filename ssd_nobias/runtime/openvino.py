@@ -1,0 +1,52 @@
+"""ONNX files run by OpenVINO's CPU runtime: the whole model or an accelerator graph (float32 or
+INT8), with the same inputs and outputs as in ONNX Runtime.
+
+The precision hint is f32: on CPUs with bfloat16 units (AMX) OpenVINO would otherwise run a
+float32 model in bfloat16 and compare unlike with like. An INT8 (QDQ) graph runs OpenVINO's own
+integer kernels whatever the hint.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, List
+
+import numpy as np
+
+from ssd_nobias.errors import DataError, require
+
+
+class OpenVinoGraph:
+    """A compiled ONNX model: {input name: array} in, its outputs in the file's order out."""
+
+    def __init__(self, onnx_path: str, threads: int = 0):
+        require("openvino", extra="openvino", what="the OpenVINO runtime")
+        import openvino as ov
+
+        if not os.path.isfile(onnx_path):
+            raise DataError(f"ONNX model '{onnx_path}' does not exist")
+        core = ov.Core()
+        config = {"INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            self.compiled = core.compile_model(core.read_model(onnx_path), "CPU", config)
+        except RuntimeError as err:  # OpenVINO's errors for a file it cannot read or compile
+            raise DataError(f"OpenVINO cannot load '{onnx_path}': {err}") from None
+        self.output_names = [o.get_any_name() for o in self.compiled.outputs]
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        results = self.request.infer(inputs)
+        return [np.asarray(results[o]) for o in self.compiled.outputs]
+
+
+class OpenVinoAccelerator:
+    """An accelerator graph in OpenVINO, as OnnxAccelerator: normalized NCHW float32 in, the
+    12 head outputs (an INT8 graph's dequantized) out."""
+
+    def __init__(self, onnx_path: str, threads: int = 0):
+        self.graph = OpenVinoGraph(onnx_path, threads)
+        self.outputs = self.graph.output_names
+
+    def __call__(self, x: np.ndarray) -> List[np.ndarray]:
+        return self.graph.run({"data": np.asarray(x, np.float32)})
