@@ -196,11 +196,12 @@ def load_predictor(cfg=None, params_path: Optional[str] = None, deploy_dir: Opti
                    onnx_path: Optional[str] = None, accelerator_dir: Optional[str] = None,
                    int8: bool = False, classes: Optional[Sequence[str]] = None,
                    device: Optional[str] = None, runtime: str = "onnxruntime") -> LoadedModel:
-    """Exactly one of a training .params file, a deploy folder, an ONNX model (ONNX Runtime,
-    CPU) or an accelerator folder (its graph in ONNX Runtime, INT8 with `int8`, and its host
-    part in NumPy; or one .onnx graph in such a folder), ready to predict. `cfg` is needed by none of them: a checkpoint's sidecar
-    records its config; given, it says the model and the devices (its train.ctx, or the CPU
-    where those are missing) unless `device` ('cpu', 'gpu0', ...) says where to predict.
+    """Exactly one of a training .params file, a deploy folder, an ONNX model or an accelerator
+    folder (its graph, INT8 with `int8`, and its host part in NumPy; or one .onnx graph in
+    such a folder), ready to predict; ONNX files run on the CPU in `runtime`. `cfg` is needed
+    by none of them: a checkpoint's sidecar records its config; given, it says the model and
+    the devices (its train.ctx, or the CPU where those are missing) unless `device` ('cpu',
+    'gpu0', ...) says where to predict.
     `classes`: the dataset's, if known (checked against a checkpoint's). `runtime`: what runs
     an ONNX file (RUNTIMES; 'integer' only an INT8 accelerator graph)."""
     given = [x for x in (params_path, deploy_dir, onnx_path, accelerator_dir) if x is not None]

@@ -1,0 +1,82 @@
+"""The stock INT8 baseline: a stock-BatchNorm model's accelerator graph (its convolutions with
+the biases BatchNorm folds into, ReLU, the 12 raw head outputs) quantized the ordinary way by
+ONNX Runtime, asymmetric uint8 activations, per-channel int8 weights, int32 biases, with the
+calibration images and method the bias-free pair uses. The host part (head biases, softmax,
+decoding, NMS) is the bias-free pair's. What going bias-free costs in INT8 is the difference
+between this pair's drop from its own float32 and the bias-free pair's.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Dict
+
+import mxnet as mx
+
+from ssd_nobias.atomic import write_json
+from ssd_nobias.config import base_size, eval_metric
+from ssd_nobias.data.datasets import val_set
+from ssd_nobias.data.preprocess import Preprocess
+from ssd_nobias.errors import DataError, require
+from ssd_nobias.evaluation.evaluate import EvalSettings, evaluate
+from ssd_nobias.export.accelerator import (AcceleratorNet, deploy_anchors, export_onnx,
+                                           export_symbol, host_part)
+from ssd_nobias.export.deploy import fold_ssd, parity_images
+from ssd_nobias.export.int8 import quantize_ordinary
+from ssd_nobias.export.onnx import find_cut
+from ssd_nobias.export.split import calibration_images
+from ssd_nobias.runtime.accelerator import FLOAT_ONNX, INT8_ONNX
+from ssd_nobias.runtime.predictors import SplitPredictor, load_trained
+
+STOCK_DIR = "stock_int8"
+
+
+def export_stock_int8(cfg, params_path: str, export_dir: str, calib_images: int = 64,
+                      calib_method: str = "minmax", progress: bool = True) -> Dict:
+    """Write `export_dir`/stock_int8/ (the float32 and ordinary INT8 accelerator graph of a
+    stock-BatchNorm checkpoint, and the host part) beside the deploy graph export_deploy wrote
+    there; return (and write as stock_int8.json) the val metric of both pairs."""
+    require("onnx", "onnxruntime", extra="onnx", what="the stock INT8 baseline")
+    if cfg.model.norm != "batchnorm":
+        raise DataError(f"the stock INT8 baseline quantizes a stock-BatchNorm model; the config "
+                        f"says model.norm={cfg.model.norm}")
+    size = base_size(cfg)
+    deploy_prefix = os.path.join(export_dir, cfg.model.name)
+    if not os.path.isfile(deploy_prefix + "-symbol.json"):
+        raise DataError(f"{deploy_prefix}-symbol.json is missing: export the deploy graph first")
+    ctx = [mx.cpu()]
+    dataset, classes = val_set(cfg)
+    net, classes = load_trained(cfg, params_path, ctx, classes=classes)
+    x = parity_images(dataset, Preprocess.from_config(cfg))
+    acc = AcceleratorNet(fold_ssd(net, ctx))
+    folder = os.path.join(export_dir, STOCK_DIR)
+    os.makedirs(folder, exist_ok=True)
+    prefix = export_symbol(acc, x, folder)
+    cut = find_cut(mx.sym.load(deploy_prefix + "-symbol.json"), (1, 3, size, size))
+    host_part(acc, cut, deploy_anchors(deploy_prefix, cut, size)).save(folder)
+    with open(os.path.join(export_dir, "preprocess.json")) as f:
+        write_json(os.path.join(folder, "preprocess.json"), json.load(f))
+    float_path, int8_path = os.path.join(folder, FLOAT_ONNX), os.path.join(folder, INT8_ONNX)
+    export_onnx(prefix, float_path, size)
+    images = calibration_images(cfg, calib_images)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # ORT's quantizer asks, through the root logger, for its
+    try:  # pre-processing
+        quantize_ordinary(float_path, int8_path, images, calib_method, progress)
+    finally:
+        root.setLevel(level)
+    settings = EvalSettings(cfg.eval.batch_size, cfg.data.num_workers, eval_metric(cfg))
+    val = {}
+    for key, graph in (("float32_pair", FLOAT_ONNX), ("int8_pair", INT8_ONNX)):
+        pair = SplitPredictor(folder, int8=False, graph=graph)  # no channel scales: plain host
+        val[key] = round(evaluate(pair, dataset, classes, [mx.cpu()], Preprocess.from_config(cfg),
+                                  settings, progress=progress).value, 6)
+    report = {"folder": folder, "params": params_path, "float32": float_path, "int8": int8_path,
+              "quantization": "ONNX Runtime quantize_static defaults: QDQ, per-channel int8 "
+                              "weights, asymmetric uint8 activations, int32 biases",
+              "calibration": {"images": len(images), "method": calib_method, "split": "train"},
+              "val": {"metric": eval_metric(cfg), **val}}
+    write_json(os.path.join(folder, "stock_int8.json"), report)
+    return report

@@ -1,0 +1,74 @@
+"""The stock INT8 baseline (ssd_nobias/export/stock_int8.py): a stock-BatchNorm model's
+accelerator graph quantized the ordinary way, biases and asymmetric activations included, run
+through the same host part."""
+import os
+
+import mxnet as mx
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from conftest import CLASSES, DEMO_CONFIG
+from ssd_nobias.config import load_config
+from ssd_nobias.data.synthetic import make_synthetic
+from ssd_nobias.errors import DataError
+from ssd_nobias.export.proof import prove
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def stock(tmp_path_factory):
+    """A stock-BatchNorm demo model with real statistics, exported: (cfg, params, folder)."""
+    from ssd_nobias.engine.train import initialized_model
+    from ssd_nobias.export.deploy import export_deploy
+    from ssd_nobias.model.checkpoint import save_checkpoint
+
+    base = tmp_path_factory.mktemp("stock")
+    root = make_synthetic(str(base / "data"), train=8, val=4, size=96, seed=3)["root"]
+    cfg = load_config(DEMO_CONFIG, [f"data.root={root}", f"output_dir={base / 'run'}",
+                                    "data.num_workers=0", "model.norm=batchnorm"])
+    net = initialized_model(cfg, CLASSES, [mx.cpu()])
+    noise = mx.nd.array(np.random.RandomState(0).normal(0, 1, (2, 3, 300, 300)))
+    with mx.autograd.train_mode():
+        for _ in range(20):
+            net(noise)
+    params = save_checkpoint(str(base / "model"), net, None,
+                             {"classes": CLASSES, "config": cfg.dump()})
+    export_deploy(cfg, params, str(base / "export"))
+    return cfg, params, str(base / "export")
+
+
+def test_the_baseline_is_quantized_the_ordinary_way(stock):
+    from ssd_nobias.export.stock_int8 import export_stock_int8
+    from ssd_nobias.runtime.predictors import SplitPredictor
+
+    cfg, params, folder = stock
+    report = export_stock_int8(cfg, params, folder, calib_images=4, progress=False)
+    path = report["int8"]
+    model = onnx.load(path)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    activation_zps = [inits[n.input[2]] for n in model.graph.node
+                      if n.op_type == "QuantizeLinear" and n.input[2] in inits]
+    assert any(zp.dtype == np.uint8 and np.any(zp != 0) for zp in activation_zps)
+    biases = [n for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 2]
+    assert len(biases) == 35  # every feature conv keeps its folded bias; heads' go to the host
+    proof = prove(path)
+    assert not proof.ok and any("Conv has a bias input" in p for p in proof.problems)
+    assert any("is not 0" in p for p in proof.problems)
+    assert set(report["val"]) == {"metric", "float32_pair", "int8_pair"}
+    assert os.path.isfile(os.path.join(folder, "stock_int8", "stock_int8.json"))
+    pair = SplitPredictor(os.path.join(folder, "stock_int8"), graph="accelerator.int8.onnx")
+    ids, scores, boxes = pair(mx.nd.array(np.zeros((1, 3, 300, 300), np.float32)))
+    assert boxes.shape[-1] == 4
+
+
+def test_a_bias_free_config_is_refused(stock):
+    from ssd_nobias.export.stock_int8 import export_stock_int8
+
+    cfg, params, folder = stock
+    nobias = load_config(DEMO_CONFIG, [f"data.root={cfg.data.root}", "data.num_workers=0"])
+    with pytest.raises(DataError, match="says model.norm=nobias"):
+        export_stock_int8(nobias, params, folder, calib_images=2, progress=False)
