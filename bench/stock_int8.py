@@ -12,8 +12,9 @@ the exports are written to <run>/export.
 import argparse
 import os
 import statistics
-import time
+import sys
 
+import mxnet as mx
 import numpy as np
 
 from ssd_nobias import cli
@@ -24,6 +25,9 @@ from ssd_nobias.export.split import export_accelerator
 from ssd_nobias.export.stock_int8 import STOCK_DIR, export_stock_int8
 from ssd_nobias.machine import cpu_info
 from ssd_nobias.runtime.accelerator import ACCELERATOR_DIR, FLOAT_ONNX, INT8_ONNX, OnnxAccelerator
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from deploy_speed import Timed, images_per_s  # noqa: E402
 
 
 def exported(run: str, checkpoint: str, calib_images: int, stock: bool):
@@ -59,7 +63,8 @@ def main(argv=None) -> int:
     for _ in range(args.rounds):
         for (key, batch), values in speeds.items():
             x = np.random.RandomState(batch).normal(0, 1, (batch, 3, 300, 300))
-            values.append(_images_per_s(graphs[key], x.astype(np.float32), args.iters))
+            values.append(images_per_s(Timed(graphs[key]), mx.nd.array(x, dtype="float32"),
+                                       args.iters))
     medians = {k: statistics.median(v) for k, v in speeds.items()}
     cpu = cpu_info().describe()
     metric = arms["bias-free"][0]["metric"]
@@ -88,14 +93,6 @@ def main(argv=None) -> int:
                               "rounds": {f"{k[0][0]} {k[0][1]} b{k[1]}": v
                                          for k, v in speeds.items()}})
     return 0
-
-
-def _images_per_s(graph: OnnxAccelerator, x: np.ndarray, iters: int) -> float:
-    graph(x)
-    start = time.perf_counter()
-    for _ in range(iters):
-        graph(x)
-    return iters * x.shape[0] / (time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from gluoncv.utils.bbox import bbox_iou
 from mxnet import gluon
 from yacs.config import CfgNode
 
+from ssd_nobias.data.boxes import clip_box
 from ssd_nobias.data.yolo import YOLODetection, yolo_classes
 from ssd_nobias.errors import DataError, require
 from ssd_nobias.data.preprocess import Preprocess
@@ -91,14 +92,6 @@ def parse_voc_xml(path: str) -> Tuple[Optional[Tuple[float, float]], List[VOCObj
         difficult = (obj.findtext("difficult") or "0").strip() == "1"
         objects.append(VOCObject(name, (xmin, ymin, xmax, ymax), difficult))
     return size, objects
-
-
-def clip_box(box: Sequence[float], width: float, height: float) -> Tuple[float, ...]:
-    """A box clipped to the image; empty (xmin >= xmax or ymin >= ymax) if it was inverted,
-    empty or wholly outside."""
-    xmin, xmax = np.clip([box[0], box[2]], 0, width)
-    ymin, ymax = np.clip([box[1], box[3]], 0, height)
-    return float(xmin), float(ymin), float(xmax), float(ymax)
 
 
 def size_mismatch(image, size: Tuple[float, float], source: str, image_path: str) -> str:

@@ -18,6 +18,7 @@ import yaml
 from mxnet import gluon
 from PIL import Image
 
+from ssd_nobias.data.boxes import clip_box
 from ssd_nobias.data.images import ImageError, read_image
 from ssd_nobias.errors import DataError
 
@@ -198,8 +199,7 @@ class YOLODetection(gluon.data.Dataset):
             if not 0 <= obj.class_id < len(self._classes):
                 raise DataError(f"{path}: line {obj.line}: class {obj.class_id} is not one of "
                                 f"the {len(self._classes)} classes (0..{len(self._classes) - 1})")
-            x0, y0, x1, y1 = (min(max(v, 0.0), limit) for v, limit in
-                              zip(obj.box, (width, height, width, height)))
+            x0, y0, x1, y1 = clip_box(obj.box, width, height)
             if x0 >= x1 or y0 >= y1:
                 raise DataError(f"{path}: line {obj.line}: the box is empty once clipped to the "
                                 f"{width:g}x{height:g} image")

@@ -16,6 +16,8 @@ conv into QLinearConv only then; an engine that returns q multiplies by s_y firs
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from typing import Dict, List, Optional, Sequence
 
@@ -50,6 +52,29 @@ class _Reader:
         self.index = 0
 
 
+def _calibration(method: str):
+    """ORT's CalibrationMethod for a CALIB_METHODS name."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    if method not in CALIB_METHODS:
+        raise ValueError(f"calibration method '{method}' is not one of {CALIB_METHODS}")
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[method]
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """ORT's quantizer warns, through the root logger, to run its pre-processing (shape
+    inference): the accelerator graph's shapes are all known already."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def quantize(float_path: str, int8_path: str, images: Sequence[np.ndarray],
              method: str = "minmax", progress: bool = True, heads: str = "int8",
              activations: str = "uint8") -> Optional[List[np.ndarray]]:
@@ -59,11 +84,9 @@ def quantize(float_path: str, int8_path: str, images: Sequence[np.ndarray],
     takes them, 7 bits of a non-negative range). Returns, for int8 heads, each output's
     per-channel scale 1 / k_c that undoes the equalization."""
     import onnx
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    if method not in CALIB_METHODS:
-        raise ValueError(f"calibration method '{method}' is not one of {CALIB_METHODS}")
+    calibration = _calibration(method)
     if heads not in HEAD_OUTPUTS:
         raise ValueError(f"head outputs '{heads}' are not one of {HEAD_OUTPUTS}")
     if activations not in ACTIVATIONS:
@@ -79,16 +102,14 @@ def quantize(float_path: str, int8_path: str, images: Sequence[np.ndarray],
     overrides = {model.graph.input[0].name: symmetric_int8}
     overrides.update({out.name: symmetric_int8 for out in model.graph.output})
     try:
-        quantize_static(
-            source, int8_path, _Reader(images, progress), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["Conv", "Relu"], per_channel=True,
-            activation_type=QuantType.QInt8 if signed else QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method={"minmax": CalibrationMethod.MinMax,
-                              "entropy": CalibrationMethod.Entropy,
-                              "percentile": CalibrationMethod.Percentile}[method],
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": signed,
-                           "TensorQuantOverrides": overrides})
+        with _quiet_root_logger():
+            quantize_static(
+                source, int8_path, _Reader(images, progress), quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=["Conv", "Relu"], per_channel=True,
+                activation_type=QuantType.QInt8 if signed else QuantType.QUInt8,
+                weight_type=QuantType.QInt8, calibrate_method=calibration,
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": signed,
+                               "TensorQuantOverrides": overrides})
     finally:
         if gains and os.path.exists(source):
             os.remove(source)
@@ -106,17 +127,13 @@ def quantize_ordinary(float_path: str, int8_path: str, images: Sequence[np.ndarr
     per-channel symmetric int8 weights, asymmetric uint8 activations with their zero points,
     int32 biases), calibrated on `images` with `method`: the stock INT8 baseline, without any
     of this project's rules or head equalization."""
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    if method not in CALIB_METHODS:
-        raise ValueError(f"calibration method '{method}' is not one of {CALIB_METHODS}")
-    quantize_static(float_path, int8_path, _Reader(images, progress),
-                    quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method={"minmax": CalibrationMethod.MinMax,
-                                      "entropy": CalibrationMethod.Entropy,
-                                      "percentile": CalibrationMethod.Percentile}[method])
+    with _quiet_root_logger():
+        quantize_static(float_path, int8_path, _Reader(images, progress),
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=_calibration(method))
 
 
 def head_gains(float_path: str, images: Sequence[np.ndarray]) -> List[np.ndarray]:

@@ -3,7 +3,6 @@ the deploy graph, checked against it, proven from the saved files, reported."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 from typing import Dict, List, Optional
 
@@ -100,8 +99,8 @@ def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = Fals
                             calib_method, heads, progress, activations)
         report[key]["val"] = {
             "metric": eval_metric(cfg),
-            "float32_pair": _val_map(cfg, dataset, classes, folder, FLOAT_ONNX, progress),
-            "int8_pair": _val_map(cfg, dataset, classes, folder, name, progress)}
+            "float32_pair": pair_val_map(cfg, dataset, classes, folder, FLOAT_ONNX, progress),
+            "int8_pair": pair_val_map(cfg, dataset, classes, folder, name, progress)}
     add_to_report(export_dir, "accelerator", report)
     _raise_failures(report, export_dir)
     return report
@@ -144,8 +143,9 @@ def _proof_entry(proof: Proof) -> Dict:
             "quantized_types": proof.types, "problems": proof.problems}
 
 
-def _val_map(cfg, dataset, classes, folder: str, graph: str, progress: bool) -> float:
-    """The pair's val metric (the accelerator graph `graph` of the folder, and the host)."""
+def pair_val_map(cfg, dataset, classes, folder: str, graph: str, progress: bool) -> float:
+    """The pair's val metric (the accelerator graph `graph` of the folder, and the host part;
+    its channel scales apply if the folder's host part has them)."""
     settings = EvalSettings(cfg.eval.batch_size, cfg.data.num_workers, eval_metric(cfg))
     pair = SplitPredictor(folder, graph != FLOAT_ONNX, graph=graph)
     result = evaluate(pair, dataset, classes, [mx.cpu()],
@@ -158,13 +158,7 @@ def _int8(cfg, float_path: str, int8_path: str, host: HostPart, count: int, meth
     """Quantize; with int8 head outputs, save the host part again with their scales and write
     host.int8.onnx; prove, and measure per layer: weight-scale spread and SQNR."""
     images = calibration_images(cfg, count)
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # ORT's quantizer warns, through the root logger, to run its
-    try:  # pre-processing (shape inference): the graph's shapes are all known already
-        scales = quantize(float_path, int8_path, images, method, progress, heads, activations)
-    finally:
-        root.setLevel(level)
+    scales = quantize(float_path, int8_path, images, method, progress, heads, activations)
     folder = os.path.dirname(int8_path)
     host_int8 = os.path.join(folder, HOST_INT8_ONNX)
     entry = {"file": int8_path, "head_outputs": heads, "activations": activations,

@@ -8,7 +8,6 @@ between this pair's drop from its own float32 and the bias-free pair's.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from typing import Dict
 
@@ -19,15 +18,14 @@ from ssd_nobias.config import base_size, eval_metric
 from ssd_nobias.data.datasets import val_set
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.errors import DataError, require
-from ssd_nobias.evaluation.evaluate import EvalSettings, evaluate
 from ssd_nobias.export.accelerator import (AcceleratorNet, deploy_anchors, export_onnx,
                                            export_symbol, host_part)
 from ssd_nobias.export.deploy import fold_ssd, parity_images
 from ssd_nobias.export.int8 import quantize_ordinary
 from ssd_nobias.export.onnx import find_cut
-from ssd_nobias.export.split import calibration_images
+from ssd_nobias.export.split import calibration_images, pair_val_map
 from ssd_nobias.runtime.accelerator import FLOAT_ONNX, INT8_ONNX
-from ssd_nobias.runtime.predictors import SplitPredictor, load_trained
+from ssd_nobias.runtime.predictors import load_trained
 
 STOCK_DIR = "stock_int8"
 
@@ -60,19 +58,9 @@ def export_stock_int8(cfg, params_path: str, export_dir: str, calib_images: int 
     float_path, int8_path = os.path.join(folder, FLOAT_ONNX), os.path.join(folder, INT8_ONNX)
     export_onnx(prefix, float_path, size)
     images = calibration_images(cfg, calib_images)
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # ORT's quantizer asks, through the root logger, for its
-    try:  # pre-processing
-        quantize_ordinary(float_path, int8_path, images, calib_method, progress)
-    finally:
-        root.setLevel(level)
-    settings = EvalSettings(cfg.eval.batch_size, cfg.data.num_workers, eval_metric(cfg))
-    val = {}
-    for key, graph in (("float32_pair", FLOAT_ONNX), ("int8_pair", INT8_ONNX)):
-        pair = SplitPredictor(folder, int8=False, graph=graph)  # no channel scales: plain host
-        val[key] = round(evaluate(pair, dataset, classes, [mx.cpu()], Preprocess.from_config(cfg),
-                                  settings, progress=progress).value, 6)
+    quantize_ordinary(float_path, int8_path, images, calib_method, progress)
+    val = {key: pair_val_map(cfg, dataset, classes, folder, graph, progress)
+           for key, graph in (("float32_pair", FLOAT_ONNX), ("int8_pair", INT8_ONNX))}
     report = {"folder": folder, "params": params_path, "float32": float_path, "int8": int8_path,
               "quantization": "ONNX Runtime quantize_static defaults: QDQ, per-channel int8 "
                               "weights, asymmetric uint8 activations, int32 biases",
