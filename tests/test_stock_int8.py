@@ -72,3 +72,17 @@ def test_a_bias_free_config_is_refused(stock):
     nobias = load_config(DEMO_CONFIG, [f"data.root={cfg.data.root}", "data.num_workers=0"])
     with pytest.raises(DataError, match="says model.norm=nobias"):
         export_stock_int8(nobias, params, folder, calib_images=2, progress=False)
+
+
+@pytest.mark.parametrize("which", ["stock", "bias-free"])
+def test_both_exports_want_the_deploy_graph_beside_them(stock, which, tmp_path):
+    from ssd_nobias.export.split import export_accelerator
+    from ssd_nobias.export.stock_int8 import export_stock_int8
+
+    cfg, params, _ = stock
+    empty = str(tmp_path / "export")
+    os.makedirs(empty)
+    export = export_stock_int8 if which == "stock" else export_accelerator
+    with pytest.raises(DataError, match=r"ssd_300_mobilenet0\.25_custom-symbol\.json is missing"):
+        export(cfg, params, empty, progress=False)
+    assert os.listdir(empty) == []  # nothing half-written

@@ -14,8 +14,9 @@ so every convolution the accelerator runs has a weight and no bias.
 """
 from __future__ import annotations
 
+import json
 import os
-from typing import Sequence, Tuple
+from typing import NamedTuple, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -23,11 +24,11 @@ from gluoncv.model_zoo.ssd import SSD
 from mxnet import gluon
 from mxnet.gluon import nn
 
-from ssd_nobias.atomic import replacing
+from ssd_nobias.atomic import replacing, write_json
 from ssd_nobias.errors import DataError
 from ssd_nobias.export.onnx import (OPSET, GraphCut, PostProcess, convert, decode_nodes,
-                                    postprocess_nodes)
-from ssd_nobias.runtime.accelerator import NAME
+                                    find_cut, postprocess_nodes)
+from ssd_nobias.runtime.accelerator import FLOAT_ONNX, NAME
 from ssd_nobias.runtime.host import HostPart, HostSpec, head_names
 
 
@@ -113,6 +114,44 @@ def export_onnx(prefix: str, onnx_path: str, size: int) -> None:
     onnx.checker.check_model(model)
     with replacing(onnx_path) as tmp:
         onnx.save(model, tmp)
+
+
+def deploy_prefix(export_dir: str, model_name: str) -> str:
+    """The deploy graph's file prefix in `export_dir`; DataError if export_deploy has not
+    written it (an accelerator graph goes beside one: it takes its anchors and decoding)."""
+    prefix = os.path.join(export_dir, model_name)
+    if not os.path.isfile(prefix + "-symbol.json"):
+        raise DataError(f"{prefix}-symbol.json is missing: the accelerator export goes beside "
+                        f"a deploy graph (export it first)")
+    return prefix
+
+
+class FloatPair(NamedTuple):
+    """What write_float_pair wrote: the accelerator net, its host part, the graph's MXNet
+    prefix and its ONNX file."""
+    net: AcceleratorNet
+    host: HostPart
+    prefix: str
+    onnx: str
+
+
+def write_float_pair(folded: SSD, x: mx.nd.NDArray, export_dir: str, folder: str,
+                     model_name: str, size: int) -> FloatPair:
+    """The float32 accelerator graph of a folded SSD (MXNet symbol and ONNX) and its host part
+    (the deploy graph's anchors, decoding and NMS), written to `folder` with the export's
+    preprocess.json: the float32 pair every INT8 variant is quantized from."""
+    prefix_in = deploy_prefix(export_dir, model_name)
+    cut = find_cut(mx.sym.load(prefix_in + "-symbol.json"), (1, 3, size, size))
+    os.makedirs(folder, exist_ok=True)
+    net = AcceleratorNet(folded)
+    prefix = export_symbol(net, x, folder)
+    host = host_part(net, cut, deploy_anchors(prefix_in, cut, size))
+    host.save(folder)
+    with open(os.path.join(export_dir, "preprocess.json")) as f:
+        write_json(os.path.join(folder, "preprocess.json"), json.load(f))
+    onnx_path = os.path.join(folder, FLOAT_ONNX)
+    export_onnx(prefix, onnx_path, size)
+    return FloatPair(net, host, prefix, onnx_path)
 
 
 def host_onnx(host: HostPart, path: str, head_shapes: Sequence[Tuple[int, ...]],

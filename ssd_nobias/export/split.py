@@ -2,7 +2,6 @@
 the deploy graph, checked against it, proven from the saved files, reported."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Dict, List, Optional
 
@@ -10,21 +9,18 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from ssd_nobias.atomic import write_json
 from ssd_nobias.config import base_size, eval_metric
 from ssd_nobias.devices import inference_device
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import ValTransform, build_dataset, val_set
-from ssd_nobias.errors import DataError, UserError, require
+from ssd_nobias.errors import UserError, require
 from ssd_nobias.export.deploy import (PARITY_RTOL, ParityError, add_to_report, fold_ssd,
                                       parity_images, raw_outputs, relative_error)
-from ssd_nobias.export.onnx import find_cut
 from ssd_nobias.runtime.onnxrt import session
 from ssd_nobias.model.ssd import layer_names
 from ssd_nobias.evaluation.evaluate import EvalSettings, evaluate
 from ssd_nobias.runtime.predictors import SplitPredictor, load_deploy, load_trained
-from ssd_nobias.export.accelerator import (AcceleratorNet, deploy_anchors, export_onnx,
-                                           export_symbol, host_onnx, host_part)
+from ssd_nobias.export.accelerator import deploy_prefix, host_onnx, write_float_pair
 from ssd_nobias.runtime.accelerator import (ACCELERATOR_DIR, FLOAT_ONNX, HOST_INT8_ONNX, HOST_ONNX,
                                             INT8_ONNX, INT8_SIGNED_ONNX, OnnxAccelerator)
 from ssd_nobias.runtime.host import HostPart
@@ -57,11 +53,7 @@ def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = Fals
     point 0 (Conv -> Relu -> QuantizeLinear: what TensorRT takes), int8 heads; its report
     entry 'int8_signed' has the same figures as 'int8'."""
     require("onnx", "onnxruntime", extra="onnx", what="the accelerator export")
-    size = base_size(cfg)
-    deploy_prefix = os.path.join(export_dir, cfg.model.name)
-    if not os.path.isfile(deploy_prefix + "-symbol.json"):
-        raise DataError(f"{deploy_prefix}-symbol.json is missing: the accelerator export "
-                        f"goes beside a deploy graph")
+    deploy_prefix(export_dir, cfg.model.name)  # before any training-side work
     ctx = inference_device(cfg.train.ctx, device)
     dataset, classes = val_set(cfg)
     net, classes = load_trained(cfg, params_path, ctx, classes=classes)
@@ -69,18 +61,10 @@ def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = Fals
     trained = raw_outputs(net, x)
     deploy, _ = load_deploy(export_dir, ctx)
     deploy_det = [a.asnumpy() for a in deploy(x)]
-    cut = find_cut(mx.sym.load(deploy_prefix + "-symbol.json"), (1, 3, size, size))
 
     folder = os.path.join(export_dir, ACCELERATOR_DIR)
-    os.makedirs(folder, exist_ok=True)
-    acc = AcceleratorNet(fold_ssd(net, ctx))
-    prefix = export_symbol(acc, x, folder)
-    host = host_part(acc, cut, deploy_anchors(deploy_prefix, cut, size))
-    host.save(folder)
-    with open(os.path.join(export_dir, "preprocess.json")) as f:
-        write_json(os.path.join(folder, "preprocess.json"), json.load(f))
-    float_path = os.path.join(folder, FLOAT_ONNX)
-    export_onnx(prefix, float_path, size)
+    _, host, prefix, float_path = write_float_pair(fold_ssd(net, ctx), x, export_dir, folder,
+                                                   cfg.model.name, base_size(cfg))
     float_acc = OnnxAccelerator(float_path)
     outputs = float_acc(x.asnumpy())
     host_onnx(host, os.path.join(folder, HOST_ONNX), [o.shape for o in outputs])

@@ -7,7 +7,6 @@ between this pair's drop from its own float32 and the bias-free pair's.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Dict
 
@@ -18,11 +17,9 @@ from ssd_nobias.config import base_size, eval_metric
 from ssd_nobias.data.datasets import val_set
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.errors import DataError, require
-from ssd_nobias.export.accelerator import (AcceleratorNet, deploy_anchors, export_onnx,
-                                           export_symbol, host_part)
+from ssd_nobias.export.accelerator import deploy_prefix, write_float_pair
 from ssd_nobias.export.deploy import fold_ssd, parity_images
 from ssd_nobias.export.int8 import quantize_ordinary
-from ssd_nobias.export.onnx import find_cut
 from ssd_nobias.export.split import calibration_images, pair_val_map
 from ssd_nobias.runtime.accelerator import FLOAT_ONNX, INT8_ONNX
 from ssd_nobias.runtime.predictors import load_trained
@@ -39,24 +36,15 @@ def export_stock_int8(cfg, params_path: str, export_dir: str, calib_images: int 
     if cfg.model.norm != "batchnorm":
         raise DataError(f"the stock INT8 baseline quantizes a stock-BatchNorm model; the config "
                         f"says model.norm={cfg.model.norm}")
-    size = base_size(cfg)
-    deploy_prefix = os.path.join(export_dir, cfg.model.name)
-    if not os.path.isfile(deploy_prefix + "-symbol.json"):
-        raise DataError(f"{deploy_prefix}-symbol.json is missing: export the deploy graph first")
+    deploy_prefix(export_dir, cfg.model.name)
     ctx = [mx.cpu()]
     dataset, classes = val_set(cfg)
     net, classes = load_trained(cfg, params_path, ctx, classes=classes)
     x = parity_images(dataset, Preprocess.from_config(cfg))
-    acc = AcceleratorNet(fold_ssd(net, ctx))
     folder = os.path.join(export_dir, STOCK_DIR)
-    os.makedirs(folder, exist_ok=True)
-    prefix = export_symbol(acc, x, folder)
-    cut = find_cut(mx.sym.load(deploy_prefix + "-symbol.json"), (1, 3, size, size))
-    host_part(acc, cut, deploy_anchors(deploy_prefix, cut, size)).save(folder)
-    with open(os.path.join(export_dir, "preprocess.json")) as f:
-        write_json(os.path.join(folder, "preprocess.json"), json.load(f))
-    float_path, int8_path = os.path.join(folder, FLOAT_ONNX), os.path.join(folder, INT8_ONNX)
-    export_onnx(prefix, float_path, size)
+    float_path = write_float_pair(fold_ssd(net, ctx), x, export_dir, folder, cfg.model.name,
+                                  base_size(cfg)).onnx
+    int8_path = os.path.join(folder, INT8_ONNX)
     images = calibration_images(cfg, calib_images)
     quantize_ordinary(float_path, int8_path, images, calib_method, progress)
     val = {key: pair_val_map(cfg, dataset, classes, folder, graph, progress)
