@@ -1,7 +1,9 @@
 """What going bias-free costs in INT8: the bias-free INT8 accelerator pair against the stock
 INT8 baseline (a stock-BatchNorm model quantized the ordinary way, export/stock_int8.py), each
 against its own float32 pair, in val mAP and in ONNX Runtime images/s (one run of alternating
-rounds; the host part, the same for both, is not timed).
+rounds; the host part, the same for both, is not timed), with the INT8 speed ratio of each
+round (both graphs timed in it) and the ops ONNX Runtime runs for each INT8 graph after its
+graph optimizations.
 
     python bench/stock_int8.py --bias-free runs/a --stock runs/b [--checkpoint last]
         [--calib-images 64] [--rounds 5] [--iters 10] [--out FILE.json]
@@ -25,6 +27,7 @@ from ssd_nobias.export.split import export_accelerator
 from ssd_nobias.export.stock_int8 import STOCK_DIR, export_stock_int8
 from ssd_nobias.machine import cpu_info
 from ssd_nobias.runtime.accelerator import ACCELERATOR_DIR, FLOAT_ONNX, INT8_ONNX, OnnxAccelerator
+from ssd_nobias.runtime.onnxrt import optimized_ops
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from deploy_speed import Timed, images_per_s  # noqa: E402
@@ -86,10 +89,22 @@ def main(argv=None) -> int:
     print(f"  bias-free INT8 drop minus stock INT8 drop: {extra:+.2f} points; bias-free INT8 "
           f"images/s over stock INT8: {ours[0] / theirs[0]:.2f}x (batch 1), "
           f"{ours[1] / theirs[1]:.2f}x (batch 8)")
+    ratios = {batch: [a / b for a, b in zip(speeds[(("bias-free", "int8"), batch)],
+                                            speeds[(("stock", "int8"), batch)])]
+              for batch in (1, 8)}
+    for batch, r in ratios.items():
+        print(f"  the same ratio round by round, batch {batch}: median {statistics.median(r):.2f}x"
+              f", range {min(r):.2f}x to {max(r):.2f}x")
+    ops = {arm: optimized_ops(os.path.join(folder, INT8_ONNX)) for arm, (_, folder) in arms.items()}
+    for arm, counts in ops.items():
+        print(f"  ONNX Runtime runs for the {arm} INT8 graph: "
+              + ", ".join(f"{n} {op}" for op, n in sorted(counts.items())))
     if args.out:
         write_json(args.out, {"cpu": cpu, "metric": metric, "runs": {"bias-free": args.bias_free,
                                                                      "stock": args.stock},
                               "checkpoint": args.checkpoint, "rows": rows,
+                              "int8_ratio_per_round": {f"b{b}": r for b, r in ratios.items()},
+                              "ort_optimized_ops": ops,
                               "rounds": {f"{k[0][0]} {k[0][1]} b{k[1]}": v
                                          for k, v in speeds.items()}})
     return 0

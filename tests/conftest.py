@@ -58,6 +58,20 @@ def alive_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> str:
+    """A 2-epoch demo run on 8 tiny images with a checkpoint every epoch and val at the end:
+    its run directory (treat it as read-only)."""
+    from ssd_nobias.engine.train import train
+
+    data = make_tiny_data(tmp_path_factory, "tiny_run", train=8, val=2, seed=0)
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    train(load_config(DEMO_CONFIG, tiny_overrides(
+        data, out, "t", **{"train.epochs": 2, "train.val_interval": 2, "train.save_interval": 1,
+                           "eval.batch_size": 2})))
+    return str(out)
+
+
+@pytest.fixture(scope="session")
 def split_export(alive_model, tmp_path_factory):
     """The alive model's deploy folder with accelerator/ added: float32, INT8 (uint8
     activations) and the signed INT8 variant: (cfg, params, export folder, report)."""

@@ -106,6 +106,18 @@ def test_the_int8_graph_has_every_conv_quantized_and_every_zero_point_zero(split
         assert json.load(f)["accelerator"]["int8"]["proof"]["ok"]
 
 
+def test_onnx_runtime_runs_every_int8_conv_as_one_integer_kernel(split):
+    from ssd_nobias.runtime.onnxrt import optimized_ops
+
+    folder = os.path.join(split[2], "accelerator")
+    ops = optimized_ops(os.path.join(folder, "accelerator.int8.onnx"))
+    assert ops["QLinearConv"] == 47 and "Conv" not in ops  # Q/DQ pairs fused away
+    assert ops["DequantizeLinear"] == 12  # the 12 int8 head outputs handed to the host
+    assert optimized_ops(os.path.join(folder, "accelerator.onnx")).get("QLinearConv", 0) == 0
+    with pytest.raises(DataError, match="nothere.onnx' does not exist"):
+        optimized_ops(os.path.join(folder, "nothere.onnx"))
+
+
 def _dominated_heads(folder: str, path: str) -> None:
     """A copy of the float accelerator graph whose cls0 channel 0 is 1000x larger (as a
     background logit can be): one tensor scale would leave the other channels nothing."""

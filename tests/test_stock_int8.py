@@ -86,3 +86,35 @@ def test_both_exports_want_the_deploy_graph_beside_them(stock, which, tmp_path):
     with pytest.raises(DataError, match=r"ssd_300_mobilenet0\.25_custom-symbol\.json is missing"):
         export(cfg, params, empty, progress=False)
     assert os.listdir(empty) == []  # nothing half-written
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_bench_sets_the_two_int8_pairs_side_by_side(tiny_run, tmp_path_factory, tmp_path):
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import ROOT, make_tiny_data, tiny_overrides
+    from ssd_nobias.engine.train import train
+
+    bias_free = str(tmp_path / "bias_free")
+    shutil.copytree(tiny_run, bias_free)  # the bench writes the exports into the run
+    data = make_tiny_data(tmp_path_factory, "stock_bench", train=8, val=2, seed=0)
+    stock = str(tmp_path / "stock")
+    train(load_config(DEMO_CONFIG, tiny_overrides(data, stock, "t", **{
+        "train.epochs": 1, "model.norm": "batchnorm", "eval.batch_size": 2})))
+    out = tmp_path / "stock_int8.json"
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "stock_int8.py"),
+                           "--bias-free", bias_free, "--stock", stock, "--calib-images", "2",
+                           "--rounds", "2", "--iters", "1", "--out", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with open(out) as f:
+        saved = json.load(f)
+    assert [row["arm"] for row in saved["rows"]] == ["bias-free", "stock"]
+    assert all(len(r) == 2 and min(r) > 0 for r in saved["int8_ratio_per_round"].values())
+    for arm in ("bias-free", "stock"):
+        assert saved["ort_optimized_ops"][arm]["QLinearConv"] == 47
+    assert "the same ratio round by round, batch 8" in done.stdout

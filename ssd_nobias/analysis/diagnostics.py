@@ -1,7 +1,13 @@
-"""Dead activation channels and depthwise filter sums, per unit of the feature extractor.
+"""Dead activation channels, how much of each channel passes its activation and how much of its
+output varies within an image, and depthwise filter sums, per unit of the feature extractor.
 
 A channel is dead on a set of images when its pre-activation is <= 0 at every position of every
-image: a ReLU gives it exactly 0 and no gradient. The measurement walks the units one by one so
+image: a ReLU gives it exactly 0 and no gradient. A channel that is alive can still carry little
+a detector can use: one that passes only a few positions (its active fraction), or whose output
+varies more between images than across an image's positions (its spatial share, the mean
+within-image standard deviation over the standard deviation over all images and positions: 1
+for a map that varies only within images, 0 for one constant across each image), leaves the
+heads little to localize with. The measurement walks the units one by one so
 that it sees pre-activations whatever the norm fuses, with the norm's batch statistics (what
 training sees; meaningful at init, when running statistics are still their initial values) or
 its running statistics (what inference and the deploy graph see).
@@ -35,6 +41,17 @@ class UnitActivity:
     depthwise: bool
     dead: np.ndarray  # (channels,) bool: pre-activation <= 0 everywhere
     filter_sums: np.ndarray  # (channels,) sum of each effective conv filter
+    active: np.ndarray  # (channels,) fraction of positions whose pre-activation is > 0
+    spatial_share: np.ndarray  # (channels,) within-image std / overall std of the output (0 if
+    #                            the output is constant)
+
+
+def spatial_share(a: np.ndarray) -> np.ndarray:
+    """Per channel of NCHW `a`: the mean over images of the std over positions, over the std
+    over images and positions (0 where the channel is constant)."""
+    within = a.std(axis=(2, 3)).mean(axis=0)
+    overall = a.std(axis=(0, 2, 3))
+    return np.divide(within, overall, out=np.zeros_like(within), where=overall > 0)
 
 
 def _pre_activation(pair: ConvNorm, y: mx.nd.NDArray, batch_stats: bool) -> mx.nd.NDArray:
@@ -66,10 +83,11 @@ def unit_activity(features: MobileNetSSDFeatures, x: mx.nd.NDArray,
                                   no_bias=True, **{k: v for k, v in pair.conv._kwargs.items()
                                                    if k != "no_bias"})
             pre = _pre_activation(pair, y, batch_stats)
-            dead = (mx.nd.max(pre, axis=(0, 2, 3)) <= 0).asnumpy().astype(bool)
+            active = (pre > 0).mean(axis=(0, 2, 3)).asnumpy()
             sums = pair.conv.deploy_weight().sum(axis=(1, 2, 3)).asnumpy()
-            units.append(UnitActivity(name, pair.depthwise, dead, sums))
             x = activate(mx.nd, pre, pair.activation, pair.slope)
+            units.append(UnitActivity(name, pair.depthwise, active == 0, sums, active,
+                                      spatial_share(x.asnumpy())))
     return units
 
 
@@ -92,8 +110,9 @@ def epoch_of(path: str) -> str:
 
 
 def trajectory(snapshots: Dict[str, List[UnitActivity]]) -> dict:
-    """Per unit, the dead fraction at each snapshot (in the dict's order), and how the channels
-    dead at the last snapshot started: how many of them had a negative filter sum at the first.
+    """Per unit, the dead fraction, mean active fraction and mean spatial share at each snapshot
+    (in the dict's order), the same over all depthwise channels, and how the channels dead at
+    the last snapshot started: how many of them had a negative filter sum at the first.
     """
     labels = list(snapshots)
     first, last = snapshots[labels[0]], snapshots[labels[-1]]
@@ -103,6 +122,9 @@ def trajectory(snapshots: Dict[str, List[UnitActivity]]) -> dict:
         units[unit.name] = {
             "channels": len(unit.dead), "depthwise": unit.depthwise,
             "dead": [float(snapshots[s][k].dead.mean()) for s in labels],
+            "active": [round(float(snapshots[s][k].active.mean()), 4) for s in labels],
+            "spatial_share": [round(float(snapshots[s][k].spatial_share.mean()), 4)
+                              for s in labels],
             "negative_sum_at_start": int((unit.filter_sums < 0).sum()),
             "dead_at_end": int(end_dead.sum()),
             "dead_at_end_with_negative_sum_at_start": int((end_dead & (unit.filter_sums < 0))
@@ -112,8 +134,15 @@ def trajectory(snapshots: Dict[str, List[UnitActivity]]) -> dict:
     negative = sum(u["negative_sum_at_start"] for u in dw)
     dead = sum(u["dead_at_end"] for u in dw)
     dead_negative = sum(u["dead_at_end_with_negative_sum_at_start"] for u in dw)
+    def depthwise_mean(snapshot: List[UnitActivity], field: str) -> float:
+        values = np.concatenate([getattr(u, field) for u in snapshot if u.depthwise])
+        return round(float(values.mean()), 4)
+
     return {"snapshots": labels,
             "dead": [dead_fraction(snapshots[s]) for s in labels],
+            "depthwise_active": [depthwise_mean(snapshots[s], "active") for s in labels],
+            "depthwise_spatial_share": [depthwise_mean(snapshots[s], "spatial_share")
+                                        for s in labels],
             "depthwise_channels": channels,
             "depthwise_negative_sum_at_start": negative / max(1, channels),
             "depthwise_dead_at_end": dead,

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections import Counter
+from typing import Dict, Sequence
 
 from ssd_nobias.errors import DataError, require
 
@@ -27,3 +28,25 @@ def session(onnx_path: str, extra_outputs: Sequence[str] = (), threads: int = 0)
                                     providers=["CPUExecutionProvider"])
     except Exception as err:  # onnx and ORT raise their own types for a broken file
         raise DataError(f"cannot load ONNX model '{onnx_path}': {err}") from None
+
+
+def optimized_ops(onnx_path: str) -> Dict[str, int]:
+    """How many nodes of each op type ONNX Runtime's CPU provider runs for `onnx_path` after
+    its graph optimizations (QDQ fusion into QLinearConv, layout changes): what two graphs
+    that time differently actually execute."""
+    import tempfile
+
+    require("onnx", "onnxruntime", extra="onnx", what="reading ONNX Runtime's optimized graph")
+    import onnx
+    import onnxruntime as ort
+
+    if not os.path.isfile(onnx_path):
+        raise DataError(f"ONNX model '{onnx_path}' does not exist")
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = 1
+        options.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+        ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+        return dict(Counter(n.op_type for n in onnx.load(options.optimized_model_filepath)
+                            .graph.node))
