@@ -103,7 +103,11 @@ def test_the_int8_graph_has_every_conv_quantized_and_every_zero_point_zero(split
     assert val["metric"] == "voc07" and 0 <= val["int8_pair"] <= 1
     assert report["int8"]["calibration"] == {"images": 4, "method": "minmax", "split": "train"}
     with open(os.path.join(folder, "export_report.json")) as f:
-        assert json.load(f)["accelerator"]["int8"]["proof"]["ok"]
+        entry = json.load(f)["accelerator"]
+    assert entry["int8"]["proof"]["ok"] and not entry["int8"]["proof"]["tensorrt_form"]
+    assert entry["int8_signed"]["proof"]["tensorrt_form"]
+    assert entry["int8_signed"]["proof"]["not_tensorrt_because"] == []
+    assert "tensorrt_form" not in entry["proof"]  # the float32 graph
 
 
 def test_onnx_runtime_runs_every_int8_conv_as_one_integer_kernel(split):
@@ -339,8 +343,13 @@ def test_the_signed_variant_is_tensorrts_qdq_form(split):
     path = os.path.join(acc, "accelerator.int8-signed.onnx")
     signed, unsigned = prove(path), prove(os.path.join(acc, "accelerator.int8.onnx"))
     assert signed.ok and signed.signed and signed.types == {"int8": 48}
+    assert signed.tensorrt_form and signed.tensorrt == []
+    assert "(all signed: TensorRT's Q/DQ form)" in signed.summary()
     assert signed.quantized_convs == 47 and signed.ops["Relu"] == 35
-    assert unsigned.ok and not unsigned.signed
+    assert unsigned.ok and not unsigned.signed and not unsigned.tensorrt_form
+    assert len(unsigned.tensorrt) == 35 * 2  # each ReLU output's Q and DQ: uint8
+    assert all("uint8 (TensorRT quantizes to int8 only)" in r for r in unsigned.tensorrt)
+    assert "not TensorRT's Q/DQ form (70 reason(s)" in unsigned.summary()
     graph = onnx.load(path).graph
     users = {}
     for node in graph.node:
@@ -358,3 +367,40 @@ def test_the_signed_variant_is_tensorrts_qdq_form(split):
     for got, want in zip(loaded.predictor.accelerator(x), OnnxAccelerator(path)(x)):
         np.testing.assert_array_equal(got, want)
     assert loaded.classes == load_predictor(accelerator_dir=acc, int8=True).classes
+
+
+@pytest.mark.slow
+def test_the_proof_names_what_tensorrt_would_refuse(split, tmp_path):
+    """A signed graph with a weight of -128, weight scales along axis 1 and an activation
+    scaled per channel: still bias-free (no problem), but three reasons against TensorRT."""
+    model = onnx.load(os.path.join(split[2], "accelerator", "accelerator.int8-signed.onnx"))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    dq_weights = [n for n in graph.node
+                  if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    first = dq_weights[0]
+    w = numpy_helper.to_array(inits[first.input[0]]).copy()
+    w.flat[0] = -128
+    inits[first.input[0]].CopyFrom(numpy_helper.from_array(w, first.input[0]))
+    second = dq_weights[1]
+    for a in second.attribute:
+        if a.name == "axis":
+            a.i = 1
+    q = next(n for n in graph.node if n.op_type == "QuantizeLinear"
+             and n.input[0] != graph.input[0].name)
+    scale = numpy_helper.to_array(inits[q.input[1]])
+    inits[q.input[1]].CopyFrom(numpy_helper.from_array(np.full(2, scale, np.float32),
+                                                       q.input[1]))
+    path = str(tmp_path / "bent.onnx")
+    onnx.save(model, path)
+    proof = prove(path)
+    assert proof.ok and proof.signed and not proof.tensorrt_form
+    per_channel = [n.name for n in graph.node if n.op_type in ("QuantizeLinear",
+                                                                "DequantizeLinear")
+                   and n.input[1] == q.input[1]]  # the Q and the DQ that share its scale
+    assert q.name in per_channel and len(per_channel) == 2
+    assert sorted(proof.tensorrt) == sorted([
+        f"{first.name}: a weight of -128 (TensorRT's int8 weights are in [-127, 127])",
+        f"{second.name}: weight scales along axis 1, not 0 (the output channels)"] + [
+        f"{name}: an activation quantized per channel (TensorRT takes one scale per "
+        f"activation tensor)" for name in per_channel])

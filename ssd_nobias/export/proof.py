@@ -7,6 +7,12 @@ quantized to int8, the graph's output, or left as its int32 accumulator), and ev
 exactly 0:
 an integer convolution whose input has zero point zp adds zp * sum(w) per channel, a bias in
 disguise. A graph that breaks a rule gets a problem naming the node.
+
+An INT8 graph is also checked against the Q/DQ rules TensorRT's explicit quantization imposes
+(its ONNX parser refuses or falls back otherwise): every quantized tensor int8 (no uint8) with
+zero point 0, activations quantized per tensor, weights per output channel (axis 0) within
+[-127, 127], every scale positive and finite. What breaks them is listed in `tensorrt`, not
+in `problems`: the uint8 variant is a valid bias-free graph that TensorRT does not take.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ class Proof:
     zero_points: int = 0  # zero-point tensors checked (all must be exactly 0)
     types: Dict[str, int] = field(default_factory=dict)  # quantized activations by int type
     problems: List[str] = field(default_factory=list)
+    tensorrt: List[str] = field(default_factory=list)  # why TensorRT would not take it
 
     @property
     def ok(self) -> bool:
@@ -41,9 +48,13 @@ class Proof:
 
     @property
     def signed(self) -> bool:
-        """Every quantized tensor signed int8 with zero point 0: the Q/DQ form TensorRT takes
-        (it refuses uint8 activations)."""
+        """Every quantized tensor signed int8 with zero point 0."""
         return self.int8 and set(self.types) == {"int8"}
+
+    @property
+    def tensorrt_form(self) -> bool:
+        """An INT8 graph within TensorRT's Q/DQ rules (see the module's docstring)."""
+        return self.int8 and self.ok and not self.tensorrt
 
     def summary(self) -> str:
         ops = ", ".join(f"{k} {v}" for k, v in sorted(self.ops.items()))
@@ -53,8 +64,11 @@ class Proof:
             types = ", ".join(f"{k} {v}" for k, v in sorted(self.types.items()))
             line += (f"; {self.quantized_convs} of {self.convs} Conv quantized; "
                      f"{self.zero_points} zero points, all 0; quantized tensors: {types}")
-            if self.signed:
+            if self.tensorrt_form:
                 line += " (all signed: TensorRT's Q/DQ form)"
+            elif self.tensorrt:
+                line += (f"; not TensorRT's Q/DQ form ({len(self.tensorrt)} reason(s), first: "
+                         f"{self.tensorrt[0]})")
         return line
 
 
@@ -92,6 +106,7 @@ def prove(path: str) -> Proof:
             _check_zero_point(node, name, inits, proof)
     if int8:
         _check_activation_types(graph, producer, inits, proof)
+        _check_tensorrt_rules(graph, inits, proof)
     return proof
 
 
@@ -174,3 +189,37 @@ def _check_activation_types(graph, producer, inits, proof: Proof) -> None:
         if node.name in heads and kind != "int8":
             proof.problems.append(f"node {node.name}: a head output quantized as {kind}, not "
                                   f"symmetric int8")
+
+
+def _check_tensorrt_rules(graph, inits, proof: Proof) -> None:
+    """TensorRT's explicit-quantization rules, each break named by node, into proof.tensorrt."""
+    import onnx
+
+    for node in graph.node:
+        if node.op_type not in QDQ_OPS:
+            continue
+        name = node.name or node.output[0]
+        scale = inits.get(node.input[1])
+        zp = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if zp is None or zp.dtype != np.int8:
+            proof.tensorrt.append(f"{name}: {'uint8' if zp is None else zp.dtype} "
+                                  f"(TensorRT quantizes to int8 only)")
+        if scale is None:
+            continue  # a scale that is no constant is already a problem of its own
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            proof.tensorrt.append(f"{name}: a scale that is not positive and finite")
+        weight = node.op_type == "DequantizeLinear" and node.input[0] in inits
+        if not weight:
+            if scale.size != 1:
+                proof.tensorrt.append(f"{name}: an activation quantized per channel "
+                                      f"(TensorRT takes one scale per activation tensor)")
+            continue
+        q = inits[node.input[0]]
+        axis = next((onnx.helper.get_attribute_value(a) for a in node.attribute
+                     if a.name == "axis"), 1)
+        if scale.size != 1 and axis != 0:
+            proof.tensorrt.append(f"{name}: weight scales along axis {axis}, not 0 (the "
+                                  f"output channels)")
+        if q.size and int(q.min()) < -127:
+            proof.tensorrt.append(f"{name}: a weight of -128 (TensorRT's int8 weights are "
+                                  f"in [-127, 127])")

@@ -124,7 +124,9 @@ def _same(want, got) -> bool:
 def _proof_entry(proof: Proof) -> Dict:
     return {"file": proof.path, "ok": proof.ok, "ops": proof.ops, "convs": proof.convs,
             "quantized_convs": proof.quantized_convs, "zero_points": proof.zero_points,
-            "quantized_types": proof.types, "problems": proof.problems}
+            "quantized_types": proof.types, "problems": proof.problems,
+            **({"tensorrt_form": proof.tensorrt_form, "not_tensorrt_because": proof.tensorrt}
+               if proof.int8 else {})}
 
 
 def pair_val_map(cfg, dataset, classes, folder: str, graph: str, progress: bool) -> float:
