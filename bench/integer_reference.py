@@ -1,7 +1,8 @@
 """The integer-only reference against ONNX Runtime and OpenVINO on an INT8 accelerator graph:
-each layer's output given ONNX Runtime's own input (what that layer alone does), the 12 head
-outputs end to end (what the drift of early ties becomes) for both runtimes, and val mAP of the
-three pairs through the same host part.
+each layer's output given ONNX Runtime's own input (what that layer alone does; OpenVINO runs
+each layer cut out of the graph), the 12 head outputs and every layer end to end (what the
+drift of early ties becomes) for both runtimes, and val mAP of the three pairs through the same
+host part.
 
     python bench/integer_reference.py --config runs/demo/config.yaml \
         --accelerator runs/demo/export/accelerator [--graph accelerator.int8.onnx]
@@ -22,7 +23,7 @@ from ssd_nobias.runtime.accelerator import INT8_ONNX
 from ssd_nobias.runtime.integer import (IntegerAccelerator, conv_int, lsb_differences,
                                         requantize)
 from ssd_nobias.runtime.onnxrt import session
-from ssd_nobias.runtime.openvino import OpenVinoAccelerator
+from ssd_nobias.runtime.openvino import OpenVinoAccelerator, OpenVinoGraph, run_layer
 
 
 def totals(counts: dict) -> dict:
@@ -31,6 +32,37 @@ def totals(counts: dict) -> dict:
     out["max_lsb"] = max(c["max_lsb"] for c in counts.values())
     out["within_one_lsb"] = (out["equal"] + out["one_lsb"]) / out["values"]
     return out
+
+
+def all_layers_openvino(path: str, x: np.ndarray, ref: IntegerAccelerator) -> dict:
+    """Every layer's quantized output as OpenVINO computes the whole graph: each read from the
+    DequantizeLinear that follows it (made a graph output), over its scale."""
+    import tempfile
+
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    read = {}
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in {c.output for c in ref.convs}:
+            read[node.output[0]] = (node.input[0], float(inits[node.input[1]]))
+            if node.output[0] not in outputs:
+                model.graph.output.append(onnx.ValueInfoProto(name=node.output[0]))
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = os.path.join(tmp, "probe.onnx")
+        onnx.save(model, probe)
+        graph = OpenVinoGraph(probe)
+        results = dict(zip(graph.output_names, graph.run({"data": x})))
+    return {q: np.rint(results[dq] / scale) for dq, (q, scale) in read.items()
+            if dq in results}
+
+
+def first_differing(reference: dict, other: dict, names: list) -> str:
+    """The first tensor, in graph order, where `other` differs from the reference at all."""
+    return next((n for n in names if np.any(reference[n] != other[n])), "none")
 
 
 def main(argv=None) -> int:
@@ -64,12 +96,24 @@ def main(argv=None) -> int:
     heads = [q for _, q, _ in ref.heads]
     openvino = {q: np.rint(out / scale) for (_, q, scale), out in
                 zip(ref.heads, OpenVinoAccelerator(path)(x))}
+    openvino_forced = {conv.output: run_layer(path, conv.source, conv.output, ort[conv.source])
+                       for conv in ref.convs if conv.source != ref.input_name}
+    later = list(openvino_forced)
+    openvino_layers = all_layers_openvino(path, x, ref)
     report = {
         "model": path, "images": count, "cpu": cpu_info().describe(),
         "per_layer_same_input": totals(lsb_differences(forced, ort, names)),
         "heads_end_to_end": totals(lsb_differences(ours, ort, heads)),
+        "per_layer_same_input_openvino": totals(lsb_differences(forced, openvino_forced, later)),
+        "per_layer_same_input_onnxruntime_same_layers": totals(lsb_differences(forced, ort,
+                                                                                later)),
         "heads_end_to_end_openvino": totals(lsb_differences(ours, openvino, heads)),
         "all_layers_end_to_end": totals(lsb_differences(ours, ort, names)),
+        "all_layers_end_to_end_openvino": totals(lsb_differences(ours, openvino_layers,
+                                                                 list(openvino_layers))),
+        "first_layer_differing": {
+            "onnxruntime": first_differing(ours, ort, names),
+            "openvino": first_differing(ours, openvino_layers, list(openvino_layers))},
         "max_accumulator": ref.max_accumulator,
         "integer_images_per_s": count / seconds,
         "requantization": ref.requant_table(),
@@ -81,11 +125,14 @@ def main(argv=None) -> int:
                                      progress=False, accelerator_dir=path, runtime=runtime)
         metric[runtime] = result.value
     report["val"] = {"metric": result.metric, **metric}
-    for key in ("per_layer_same_input", "heads_end_to_end", "all_layers_end_to_end",
-                "heads_end_to_end_openvino"):
+    for key in ("per_layer_same_input", "per_layer_same_input_onnxruntime_same_layers",
+                "per_layer_same_input_openvino", "heads_end_to_end", "heads_end_to_end_openvino",
+                "all_layers_end_to_end", "all_layers_end_to_end_openvino"):
         t = report[key]
-        print(f"{key:26s} {t['values']:9d} values: {t['equal'] / t['values']:.5%} equal, "
+        print(f"{key:46s} {t['values']:9d} values: {t['equal'] / t['values']:.5%} equal, "
               f"{t['within_one_lsb']:.5%} within 1 LSB, max {t['max_lsb']} LSB")
+    print(f"first layer differing from the integer result end to end: "
+          f"{report['first_layer_differing']}")
     shifts = [s for row in report["requantization"] for s in row["shift"]]
     print(f"requantization: {len(ref.convs)} convs, int32 multipliers in [2^30, 2^31), right "
           f"shifts {min(shifts)}..{max(shifts)}; largest accumulator {ref.max_accumulator} "

@@ -22,6 +22,14 @@ def exported(split_export, alive_model):
     return cfg, params, folder, alive_model[3]
 
 
+def run_with_config(cfg, tmp_path, script: str, *args: str) -> subprocess.CompletedProcess:
+    """scripts/ or bench/ `script` run with `cfg` written as --config."""
+    config = tmp_path / "config.yaml"
+    config.write_text(cfg.dump())
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), "--config", str(config),
+                           *args], capture_output=True, text=True, timeout=600)
+
+
 def batch():
     return np.random.RandomState(0).normal(0, 1, (2, 3, 300, 300)).astype(np.float32)
 
@@ -75,16 +83,62 @@ def test_the_whole_model_detects_as_in_onnx_runtime(exported):
 @pytest.mark.subprocess
 def test_eval_takes_runtime_openvino(exported, tmp_path):
     cfg, _, folder, _ = exported
-    config = tmp_path / "config.yaml"
-    config.write_text(cfg.dump())
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "eval_ssd.py"),
-                           "--config", str(config), "--accelerator",
+    done = run_with_config(cfg, tmp_path, "scripts/eval_ssd.py", "--accelerator",
                            os.path.join(folder, "accelerator", "accelerator.int8-signed.onnx"),
-                           "--runtime", "openvino", "--out", str(tmp_path / "e")],
-                          capture_output=True, text=True, timeout=300)
+                           "--runtime", "openvino", "--out", str(tmp_path / "e"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "VOC07 mAP" in done.stdout
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "eval_ssd.py"),
-                           "--config", str(config), "--deploy", folder, "--runtime",
-                           "openvino"], capture_output=True, text=True, timeout=300)
+    done = run_with_config(cfg, tmp_path, "scripts/eval_ssd.py", "--deploy", folder,
+                           "--runtime", "openvino")
     assert done.returncode == 2 and "--runtime openvino runs an ONNX file" in done.stderr
+
+
+@pytest.mark.slow
+def test_each_int8_layer_alone_is_within_one_lsb_of_the_integer_reference(exported):
+    """Teacher-forced as the ONNX Runtime test in test_integer.py: each conv cut out of the
+    graph, given ONNX Runtime's input tensor, in OpenVINO; its per-layer rounding is as close
+    to the exact result as ONNX Runtime's (what the end-to-end drift is not)."""
+    from ssd_nobias.runtime.integer import IntegerAccelerator, conv_int, requantize
+    from ssd_nobias.runtime.onnxrt import session
+    from ssd_nobias.runtime.openvino import run_layer
+
+    _, _, folder, _ = exported
+    ref = IntegerAccelerator(os.path.join(folder, "accelerator", "accelerator.int8.onnx"))
+    x = batch()[:1]
+    names = [c.output for c in ref.convs]
+    ort = dict(zip(names, session(ref.path, extra_outputs=names).run(names, {"data": x})))
+    total = equal = 0
+    for conv in ref.convs[1:]:  # the first takes the float input
+        exact = requantize(conv_int(ort[conv.source], conv.weight, conv.strides, conv.pads,
+                                    conv.dilations, conv.group),
+                           conv.multiplier, conv.shift, *conv.out_range)
+        got = run_layer(ref.path, conv.source, conv.output, ort[conv.source])
+        assert got.dtype == conv.out_dtype
+        diff = np.abs(got.astype(np.int64) - exact)
+        assert diff.max() <= 1, conv.name
+        total, equal = total + diff.size, equal + int(np.sum(diff == 0))
+    assert equal / total >= 0.999
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_the_integer_reference_bench_compares_both_runtimes_layer_by_layer(exported, tmp_path):
+    import json
+
+    cfg, _, folder, _ = exported
+    out = tmp_path / "integer.json"
+    done = run_with_config(cfg, tmp_path, "bench/integer_reference.py", "--accelerator",
+                           os.path.join(folder, "accelerator"), "--images", "2", "--out",
+                           str(out), f"output_dir={tmp_path / 'run'}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(out) as f:
+        report = json.load(f)
+    for key in ("per_layer_same_input", "per_layer_same_input_openvino"):
+        assert report[key]["max_lsb"] <= 1 and report[key]["within_one_lsb"] == 1.0
+    # the same 46 layers (all but the first, which takes the float input) in both counts
+    assert report["per_layer_same_input_openvino"]["values"] == \
+        report["per_layer_same_input_onnxruntime_same_layers"]["values"]
+    assert report["all_layers_end_to_end_openvino"]["values"] == \
+        report["all_layers_end_to_end"]["values"]
+    assert set(report["first_layer_differing"]) == {"onnxruntime", "openvino"}
+    assert set(report["val"]) == {"metric", "onnxruntime", "openvino", "integer"}

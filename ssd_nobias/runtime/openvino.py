@@ -50,3 +50,21 @@ class OpenVinoAccelerator:
 
     def __call__(self, x: np.ndarray) -> List[np.ndarray]:
         return self.graph.run({"data": np.asarray(x, np.float32)})
+
+
+def run_layer(onnx_path: str, source: str, output: str, x: np.ndarray) -> np.ndarray:
+    """The quantized tensor `output` of an INT8 graph as OpenVINO computes it from the quantized
+    tensor `source` alone (the graph cut between the two): what OpenVINO does with one layer,
+    given its input, without what its fusions across layers change."""
+    import tempfile
+
+    import onnx.utils
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cut = os.path.join(tmp, "layer.onnx")
+        try:
+            onnx.utils.extract_model(onnx_path, cut, [source], [output])
+        except (ValueError, KeyError) as err:
+            raise DataError(f"{onnx_path}: no layer from '{source}' to '{output}': {err}") \
+                from None
+        return OpenVinoGraph(cut).run({source: x})[0]
