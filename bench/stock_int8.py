@@ -1,12 +1,13 @@
 """What going bias-free costs in INT8: the bias-free INT8 accelerator pair against the stock
 INT8 baseline (a stock-BatchNorm model quantized the ordinary way, export/stock_int8.py), each
-against its own float32 pair, in val mAP and in ONNX Runtime images/s (one run of alternating
-rounds; the host part, the same for both, is not timed), with the INT8 speed ratio of each
-round (both graphs timed in it) and the ops ONNX Runtime runs for each INT8 graph after its
-graph optimizations.
+against its own float32 pair, in val mAP and per-layer SQNR for every run given (one per
+seed), and in ONNX Runtime images/s for each arm's first run (one run of alternating rounds;
+the host part, the same for both, is not timed), with the INT8 speed ratio of each round (both
+graphs timed in it) and the ops ONNX Runtime runs for each INT8 graph after its graph
+optimizations.
 
-    python bench/stock_int8.py --bias-free runs/a --stock runs/b [--checkpoint last]
-        [--calib-images 64] [--rounds 5] [--iters 10] [--out FILE.json]
+    python bench/stock_int8.py --bias-free runs/a [runs/a2 ...] --stock runs/b [runs/b2 ...]
+        [--checkpoint last] [--calib-images 64] [--rounds 5] [--iters 10] [--out FILE.json]
 
 Each run directory is a training's output_dir (its config.yaml and <name>-<checkpoint>.params);
 the exports are written to <run>/export.
@@ -34,33 +35,48 @@ from deploy_speed import Timed, images_per_s  # noqa: E402
 
 
 def exported(run: str, checkpoint: str, calib_images: int, stock: bool):
-    """(val figures, the accelerator folder) of a run, exported as its kind asks."""
+    """(val figures with the per-layer SQNR, the accelerator folder) of a run, exported as its
+    kind asks."""
     cfg = load_config(os.path.join(run, "config.yaml"), ["data.num_workers=0"])
     params = os.path.join(run, f"{cfg.name}-{checkpoint}.params")
     out = os.path.join(run, "export")
     export_deploy(cfg, params, out)
     if stock:
         report = export_stock_int8(cfg, params, out, calib_images, progress=False)
-        return report["val"], os.path.join(out, STOCK_DIR)
+        return {**report["val"], "sqnr": sqnr(report["layers"])}, os.path.join(out, STOCK_DIR)
     report = export_accelerator(cfg, params, out, int8=True, calib_images=calib_images,
                                 progress=False)
-    return report["int8"]["val"], os.path.join(out, ACCELERATOR_DIR)
+    return ({**report["int8"]["val"], "sqnr": sqnr(report["int8"]["layers"])},
+            os.path.join(out, ACCELERATOR_DIR))
+
+
+def sqnr(layers: list) -> dict:
+    """Median and weakest per-layer SQNR (dB) of an INT8 graph against its float32 graph."""
+    weakest = min(layers, key=lambda layer: layer["sqnr_db"])
+    return {"median_db": statistics.median(layer["sqnr_db"] for layer in layers),
+            "min_db": weakest["sqnr_db"], "weakest_layer": weakest["layer"]}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bias-free", required=True, metavar="RUN", help="a model.norm=nobias run")
-    p.add_argument("--stock", required=True, metavar="RUN", help="a model.norm=batchnorm run")
+    p.add_argument("--bias-free", required=True, nargs="+", metavar="RUN",
+                   help="model.norm=nobias runs (several: one per seed)")
+    p.add_argument("--stock", required=True, nargs="+", metavar="RUN",
+                   help="model.norm=batchnorm runs")
     p.add_argument("--checkpoint", default="last", help="which checkpoint (default: last)")
     p.add_argument("--calib-images", type=int, default=64)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--out", metavar="FILE.json")
     args = p.parse_args(argv)
-    arms = {"bias-free": exported(args.bias_free, args.checkpoint, args.calib_images, False),
-            "stock": exported(args.stock, args.checkpoint, args.calib_images, True)}
+    runs = [("bias-free", run) for run in args.bias_free] + [("stock", run) for run in args.stock]
+    exports = [(arm, run, *exported(run, args.checkpoint, args.calib_images, arm == "stock"))
+               for arm, run in runs]
+    first = {}  # the speed of a graph does not depend on its weights: each arm's first run
+    for arm, _, _, folder in exports:
+        first.setdefault(arm, folder)
     graphs = {(arm, kind): OnnxAccelerator(os.path.join(folder, name))
-              for arm, (_, folder) in arms.items()
+              for arm, folder in first.items()
               for kind, name in (("float32", FLOAT_ONNX), ("int8", INT8_ONNX))}
     speeds = {(key, batch): [] for key in graphs for batch in (1, 8)}
     for _ in range(args.rounds):
@@ -70,39 +86,46 @@ def main(argv=None) -> int:
                                        args.iters))
     medians = {k: statistics.median(v) for k, v in speeds.items()}
     cpu = cpu_info().describe()
-    metric = arms["bias-free"][0]["metric"]
-    print(f"val {metric} and ONNX Runtime images/s of the accelerator graph (median of "
-          f"{args.rounds} rounds of {args.iters}); {cpu}")
-    print(f"  {'arm':10s} {'float32':>8s} {'INT8':>8s} {'drop':>7s}   {'INT8 img/s b1':>13s} "
-          f"{'b8':>7s}   {'INT8/fp32 b1':>12s} {'b8':>6s}")
+    metric = exports[0][2]["metric"]
+    print(f"val {metric} of each run's accelerator pair, float32 and INT8; {cpu}")
+    print(f"  {'arm':10s} {'float32':>8s} {'INT8':>8s} {'drop':>7s} {'SQNR median':>12s} "
+          f"{'weakest':>8s}  run")
     rows = []
-    for arm, (val, _) in arms.items():
-        drop = val["float32_pair"] - val["int8_pair"]
-        i1, i8 = medians[((arm, "int8"), 1)], medians[((arm, "int8"), 8)]
-        f1, f8 = medians[((arm, "float32"), 1)], medians[((arm, "float32"), 8)]
+    for arm, run, val, _ in exports:
+        drop, q = val["float32_pair"] - val["int8_pair"], val["sqnr"]
         print(f"  {arm:10s} {val['float32_pair']:8.4f} {val['int8_pair']:8.4f} "
-              f"{100 * drop:+6.2f}p   {i1:13.1f} {i8:7.1f}   {i1 / f1:11.2f}x {i8 / f8:5.2f}x")
-        rows.append({"arm": arm, "val": val, "drop_points": 100 * drop,
-                     "images_per_s": {"float32": [f1, f8], "int8": [i1, i8]}})
-    extra = rows[0]["drop_points"] - rows[1]["drop_points"]
-    ours, theirs = rows[0]["images_per_s"]["int8"], rows[1]["images_per_s"]["int8"]
-    print(f"  bias-free INT8 drop minus stock INT8 drop: {extra:+.2f} points; bias-free INT8 "
-          f"images/s over stock INT8: {ours[0] / theirs[0]:.2f}x (batch 1), "
-          f"{ours[1] / theirs[1]:.2f}x (batch 8)")
+              f"{100 * drop:+6.2f}p {q['median_db']:9.1f} dB {q['min_db']:5.1f} dB  {run} "
+              f"(weakest: {q['weakest_layer']})")
+        rows.append({"arm": arm, "run": run, "val": val, "drop_points": 100 * drop})
+    mean_drop = {arm: statistics.mean(r["drop_points"] for r in rows if r["arm"] == arm)
+                 for arm in first}
+    extra = mean_drop["bias-free"] - mean_drop["stock"]
+    print(f"  mean drop: bias-free {mean_drop['bias-free']:+.2f}, stock "
+          f"{mean_drop['stock']:+.2f} points; bias-free minus stock: {extra:+.2f} points")
+    speed = {arm: {kind: [medians[((arm, kind), 1)], medians[((arm, kind), 8)]]
+                   for kind in ("float32", "int8")} for arm in first}
+    print(f"ONNX Runtime images/s of the accelerator graph (each arm's first run, median of "
+          f"{args.rounds} rounds of {args.iters}), batch 1 / 8:")
+    for arm, kinds in speed.items():
+        (f1, f8), (i1, i8) = kinds["float32"], kinds["int8"]
+        print(f"  {arm:10s} float32 {f1:7.1f} / {f8:7.1f}   INT8 {i1:7.1f} / {i8:7.1f}   "
+              f"INT8 over float32 {i1 / f1:.2f}x / {i8 / f8:.2f}x")
     ratios = {batch: [a / b for a, b in zip(speeds[(("bias-free", "int8"), batch)],
                                             speeds[(("stock", "int8"), batch)])]
               for batch in (1, 8)}
     for batch, r in ratios.items():
-        print(f"  the same ratio round by round, batch {batch}: median {statistics.median(r):.2f}x"
-              f", range {min(r):.2f}x to {max(r):.2f}x")
-    ops = {arm: optimized_ops(os.path.join(folder, INT8_ONNX)) for arm, (_, folder) in arms.items()}
+        print(f"  bias-free INT8 over stock INT8 round by round, batch {batch}: median "
+              f"{statistics.median(r):.2f}x, range {min(r):.2f}x to {max(r):.2f}x")
+    ops = {arm: optimized_ops(os.path.join(folder, INT8_ONNX)) for arm, folder in first.items()}
     for arm, counts in ops.items():
         print(f"  ONNX Runtime runs for the {arm} INT8 graph: "
               + ", ".join(f"{n} {op}" for op, n in sorted(counts.items())))
     if args.out:
-        write_json(args.out, {"cpu": cpu, "metric": metric, "runs": {"bias-free": args.bias_free,
-                                                                     "stock": args.stock},
-                              "checkpoint": args.checkpoint, "rows": rows,
+        write_json(args.out, {"cpu": cpu, "metric": metric, "checkpoint": args.checkpoint,
+                              "calibration_images": args.calib_images, "rows": rows,
+                              "mean_drop_points": mean_drop,
+                              "bias_free_minus_stock_drop_points": extra,
+                              "images_per_s": speed,
                               "int8_ratio_per_round": {f"b{b}": r for b, r in ratios.items()},
                               "ort_optimized_ops": ops,
                               "rounds": {f"{k[0][0]} {k[0][1]} b{k[1]}": v

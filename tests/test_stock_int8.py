@@ -59,6 +59,9 @@ def test_the_baseline_is_quantized_the_ordinary_way(stock):
     assert not proof.ok and any("Conv has a bias input" in p for p in proof.problems)
     assert any("is not 0" in p for p in proof.problems)
     assert set(report["val"]) == {"metric", "float32_pair", "int8_pair"}
+    layers = report["layers"]
+    assert [layer["layer"] for layer in layers][:3] == ["conv0", "dw1", "pw1"]
+    assert len(layers) == 47 and all(np.isfinite(layer["sqnr_db"]) for layer in layers)
     assert os.path.isfile(os.path.join(folder, "stock_int8", "stock_int8.json"))
     pair = SplitPredictor(os.path.join(folder, "stock_int8"), graph="accelerator.int8.onnx")
     ids, scores, boxes = pair(mx.nd.array(np.zeros((1, 3, 300, 300), np.float32)))
@@ -114,7 +117,16 @@ def test_bench_sets_the_two_int8_pairs_side_by_side(tiny_run, tmp_path_factory, 
     with open(out) as f:
         saved = json.load(f)
     assert [row["arm"] for row in saved["rows"]] == ["bias-free", "stock"]
+    assert [row["run"] for row in saved["rows"]] == [bias_free, stock]
+    assert saved["mean_drop_points"]["stock"] == saved["rows"][1]["drop_points"]
+    assert saved["bias_free_minus_stock_drop_points"] == pytest.approx(
+        saved["rows"][0]["drop_points"] - saved["rows"][1]["drop_points"])
     assert all(len(r) == 2 and min(r) > 0 for r in saved["int8_ratio_per_round"].values())
     for arm in ("bias-free", "stock"):
         assert saved["ort_optimized_ops"][arm]["QLinearConv"] == 47
-    assert "the same ratio round by round, batch 8" in done.stdout
+        assert min(saved["images_per_s"][arm]["int8"]) > 0
+    assert "round by round, batch 8" in done.stdout
+    for row in saved["rows"]:
+        q = row["val"]["sqnr"]
+        assert q["min_db"] <= q["median_db"] and q["weakest_layer"]
+    assert "mean drop: bias-free" in done.stdout

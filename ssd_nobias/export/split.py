@@ -163,7 +163,7 @@ def _int8(cfg, float_path: str, int8_path: str, host: HostPart, count: int, meth
                             dict(zip([i.name for i in onnx_host.get_inputs()], outputs)))
         entry["host"] = host_int8
         entry["host_onnx_same_as_numpy"] = _same(host(outputs), got)
-    entry["layers"] = _layer_figures(float_path, int8_path, images, scales)
+    entry["layers"] = layer_figures(float_path, int8_path, images, scales)
     return entry
 
 
@@ -192,7 +192,7 @@ def layer_tensors(float_path: str, int8_path: str) -> Dict[str, str]:
     return pairs
 
 
-def _layer_figures(float_path: str, int8_path: str, images: List[np.ndarray],
+def layer_figures(float_path: str, int8_path: str, images: List[np.ndarray],
                    scales: Optional[List[np.ndarray]]) -> List[Dict]:
     """Per layer (in graph order): weight-scale spread of the conv that makes it, SQNR of the
     INT8 graph's output (a head output times its channel `scales`) against float32 on the

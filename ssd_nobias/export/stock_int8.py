@@ -20,7 +20,7 @@ from ssd_nobias.errors import DataError, require
 from ssd_nobias.export.accelerator import deploy_prefix, write_float_pair
 from ssd_nobias.export.deploy import fold_ssd, parity_images
 from ssd_nobias.export.int8 import quantize_ordinary
-from ssd_nobias.export.split import calibration_images, pair_val_map
+from ssd_nobias.export.split import calibration_images, layer_figures, pair_val_map
 from ssd_nobias.runtime.accelerator import FLOAT_ONNX, INT8_ONNX
 from ssd_nobias.runtime.predictors import load_trained
 
@@ -31,7 +31,9 @@ def export_stock_int8(cfg, params_path: str, export_dir: str, calib_images: int 
                       calib_method: str = "minmax", progress: bool = True) -> Dict:
     """Write `export_dir`/stock_int8/ (the float32 and ordinary INT8 accelerator graph of a
     stock-BatchNorm checkpoint, and the host part) beside the deploy graph export_deploy wrote
-    there; return (and write as stock_int8.json) the val metric of both pairs."""
+    there; return (and write as stock_int8.json) the val metric of both pairs and, per layer,
+    the weight-scale spread and SQNR against float32 on the calibration images (as the
+    bias-free export reports them)."""
     require("onnx", "onnxruntime", extra="onnx", what="the stock INT8 baseline")
     if cfg.model.norm != "batchnorm":
         raise DataError(f"the stock INT8 baseline quantizes a stock-BatchNorm model; the config "
@@ -47,12 +49,13 @@ def export_stock_int8(cfg, params_path: str, export_dir: str, calib_images: int 
     int8_path = os.path.join(folder, INT8_ONNX)
     images = calibration_images(cfg, calib_images)
     quantize_ordinary(float_path, int8_path, images, calib_method, progress)
+    layers = layer_figures(float_path, int8_path, images, None)
     val = {key: pair_val_map(cfg, dataset, classes, folder, graph, progress)
            for key, graph in (("float32_pair", FLOAT_ONNX), ("int8_pair", INT8_ONNX))}
     report = {"folder": folder, "params": params_path, "float32": float_path, "int8": int8_path,
               "quantization": "ONNX Runtime quantize_static defaults: QDQ, per-channel int8 "
                               "weights, asymmetric uint8 activations, int32 biases",
               "calibration": {"images": len(images), "method": calib_method, "split": "train"},
-              "val": {"metric": eval_metric(cfg), **val}}
+              "val": {"metric": eval_metric(cfg), **val}, "layers": layers}
     write_json(os.path.join(folder, "stock_int8.json"), report)
     return report
