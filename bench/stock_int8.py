@@ -7,7 +7,8 @@ graphs timed in it) and the ops ONNX Runtime runs for each INT8 graph after its 
 optimizations.
 
     python bench/stock_int8.py --bias-free runs/a [runs/a2 ...] --stock runs/b [runs/b2 ...]
-        [--checkpoint last] [--calib-images 64] [--rounds 5] [--iters 10] [--out FILE.json]
+        [--checkpoint last] [--calib-images 64] [--calib-method minmax]
+        [--stock-heads ordinary|equalized] [--rounds 5] [--iters 10] [--out FILE.json]
 
 Each run directory is a training's output_dir (its config.yaml and <name>-<checkpoint>.params);
 the exports are written to <run>/export.
@@ -24,8 +25,9 @@ from ssd_nobias import cli
 from ssd_nobias.atomic import write_json
 from ssd_nobias.config import load_config
 from ssd_nobias.export.deploy import export_deploy
+from ssd_nobias.export.int8 import CALIB_METHODS
 from ssd_nobias.export.split import export_accelerator
-from ssd_nobias.export.stock_int8 import STOCK_DIR, export_stock_int8
+from ssd_nobias.export.stock_int8 import export_stock_int8
 from ssd_nobias.machine import cpu_info
 from ssd_nobias.runtime.accelerator import ACCELERATOR_DIR, FLOAT_ONNX, INT8_ONNX, OnnxAccelerator
 from ssd_nobias.runtime.onnxrt import optimized_ops
@@ -34,7 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from deploy_speed import Timed, images_per_s  # noqa: E402
 
 
-def exported(run: str, checkpoint: str, calib_images: int, stock: bool):
+def exported(run: str, checkpoint: str, calib_images: int, calib_method: str, stock: bool,
+             equalize_heads: bool = False):
     """(val figures with the per-layer SQNR, the accelerator folder) of a run, exported as its
     kind asks."""
     cfg = load_config(os.path.join(run, "config.yaml"), ["data.num_workers=0"])
@@ -42,19 +45,26 @@ def exported(run: str, checkpoint: str, calib_images: int, stock: bool):
     out = os.path.join(run, "export")
     export_deploy(cfg, params, out)
     if stock:
-        report = export_stock_int8(cfg, params, out, calib_images, progress=False)
-        return {**report["val"], "sqnr": sqnr(report["layers"])}, os.path.join(out, STOCK_DIR)
+        report = export_stock_int8(cfg, params, out, calib_images, calib_method, progress=False,
+                                   equalize_heads=equalize_heads)
+        return {**report["val"], "sqnr": sqnr(report["layers"])}, report["folder"]
     report = export_accelerator(cfg, params, out, int8=True, calib_images=calib_images,
-                                progress=False)
+                                calib_method=calib_method, progress=False)
     return ({**report["int8"]["val"], "sqnr": sqnr(report["int8"]["layers"])},
             os.path.join(out, ACCELERATOR_DIR))
 
 
 def sqnr(layers: list) -> dict:
-    """Median and weakest per-layer SQNR (dB) of an INT8 graph against its float32 graph."""
+    """Median and weakest per-layer SQNR (dB) of an INT8 graph against its float32 graph, and
+    the feature layer whose channels use the least of their shared range."""
     weakest = min(layers, key=lambda layer: layer["sqnr_db"])
+    features = [layer for layer in layers if layer["layer"][:3] not in ("cls", "box")]
+    narrowest = min(features, key=lambda layer: layer["channel_range_used"])
     return {"median_db": statistics.median(layer["sqnr_db"] for layer in layers),
-            "min_db": weakest["sqnr_db"], "weakest_layer": weakest["layer"]}
+            "min_db": weakest["sqnr_db"], "weakest_layer": weakest["layer"],
+            # a feature layer whose median channel uses the least of its tensor's range
+            "narrowest_layer": narrowest["layer"],
+            "narrowest_range_used": narrowest["channel_range_used"]}
 
 
 def main(argv=None) -> int:
@@ -65,12 +75,18 @@ def main(argv=None) -> int:
                    help="model.norm=batchnorm runs")
     p.add_argument("--checkpoint", default="last", help="which checkpoint (default: last)")
     p.add_argument("--calib-images", type=int, default=64)
+    p.add_argument("--calib-method", choices=CALIB_METHODS, default="minmax",
+                   help="calibration of both arms (default %(default)s)")
+    p.add_argument("--stock-heads", choices=("ordinary", "equalized"), default="ordinary",
+                   help="the stock graph's heads quantized as ONNX Runtime does (default), or "
+                        "each channel scaled to its own range first, as the bias-free pair's")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--out", metavar="FILE.json")
     args = p.parse_args(argv)
     runs = [("bias-free", run) for run in args.bias_free] + [("stock", run) for run in args.stock]
-    exports = [(arm, run, *exported(run, args.checkpoint, args.calib_images, arm == "stock"))
+    exports = [(arm, run, *exported(run, args.checkpoint, args.calib_images, args.calib_method,
+                                    arm == "stock", args.stock_heads == "equalized"))
                for arm, run in runs]
     first = {}  # the speed of a graph does not depend on its weights: each arm's first run
     for arm, _, _, folder in exports:
@@ -95,7 +111,8 @@ def main(argv=None) -> int:
         drop, q = val["float32_pair"] - val["int8_pair"], val["sqnr"]
         print(f"  {arm:10s} {val['float32_pair']:8.4f} {val['int8_pair']:8.4f} "
               f"{100 * drop:+6.2f}p {q['median_db']:9.1f} dB {q['min_db']:5.1f} dB  {run} "
-              f"(weakest: {q['weakest_layer']})")
+              f"(weakest: {q['weakest_layer']}; median channel uses "
+              f"{q['narrowest_range_used']:.1%} of {q['narrowest_layer']}'s range)")
         rows.append({"arm": arm, "run": run, "val": val, "drop_points": 100 * drop})
     mean_drop = {arm: statistics.mean(r["drop_points"] for r in rows if r["arm"] == arm)
                  for arm in first}
@@ -122,7 +139,9 @@ def main(argv=None) -> int:
               + ", ".join(f"{n} {op}" for op, n in sorted(counts.items())))
     if args.out:
         write_json(args.out, {"cpu": cpu, "metric": metric, "checkpoint": args.checkpoint,
-                              "calibration_images": args.calib_images, "rows": rows,
+                              "calibration": {"images": args.calib_images,
+                                              "method": args.calib_method},
+                              "stock_heads": args.stock_heads, "rows": rows,
                               "mean_drop_points": mean_drop,
                               "bias_free_minus_stock_drop_points": extra,
                               "images_per_s": speed,

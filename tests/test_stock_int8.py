@@ -62,6 +62,7 @@ def test_the_baseline_is_quantized_the_ordinary_way(stock):
     layers = report["layers"]
     assert [layer["layer"] for layer in layers][:3] == ["conv0", "dw1", "pw1"]
     assert len(layers) == 47 and all(np.isfinite(layer["sqnr_db"]) for layer in layers)
+    assert all(0 < layer["channel_range_used"] <= 1 for layer in layers)
     assert os.path.isfile(os.path.join(folder, "stock_int8", "stock_int8.json"))
     pair = SplitPredictor(os.path.join(folder, "stock_int8"), graph="accelerator.int8.onnx")
     ids, scores, boxes = pair(mx.nd.array(np.zeros((1, 3, 300, 300), np.float32)))
@@ -111,7 +112,8 @@ def test_bench_sets_the_two_int8_pairs_side_by_side(tiny_run, tmp_path_factory, 
     out = tmp_path / "stock_int8.json"
     done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "stock_int8.py"),
                            "--bias-free", bias_free, "--stock", stock, "--calib-images", "2",
-                           "--rounds", "2", "--iters", "1", "--out", str(out)],
+                           "--rounds", "2", "--iters", "1", "--calib-method", "percentile",
+                           "--out", str(out)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     with open(out) as f:
@@ -130,3 +132,38 @@ def test_bench_sets_the_two_int8_pairs_side_by_side(tiny_run, tmp_path_factory, 
         q = row["val"]["sqnr"]
         assert q["min_db"] <= q["median_db"] and q["weakest_layer"]
     assert "mean drop: bias-free" in done.stdout
+    assert saved["calibration"] == {"images": 2, "method": "percentile"}
+
+
+def test_the_stock_heads_can_be_equalized_as_the_bias_free_pairs_are(stock):
+    """export_stock_int8(equalize_heads=True): its own folder, the head convs' rows scaled
+    by 1 / max |y_c| on the calibration images, and the host part undoing it per channel."""
+    from ssd_nobias.export.int8 import head_gains
+    from ssd_nobias.export.split import calibration_images
+    from ssd_nobias.export.stock_int8 import export_stock_int8
+    from ssd_nobias.runtime.host import HostPart
+
+    cfg, params, folder = stock
+    report = export_stock_int8(cfg, params, folder, calib_images=4, progress=False,
+                               equalize_heads=True)
+    assert report["folder"] == os.path.join(folder, "stock_int8_heads")
+    assert report["quantization"].endswith("; heads equalized per channel")
+    host = HostPart.load(report["folder"], int8=True)
+    gains = head_gains(report["float32"], calibration_images(cfg, 4))
+    assert len(host.channel_scales) == 12
+    for scale, gain in zip(host.channel_scales, gains):
+        np.testing.assert_allclose(scale.reshape(-1), 1 / gain.astype(np.float64), rtol=1e-6)
+    assert HostPart.load(report["folder"]).channel_scales is None  # the float32 pair's
+    heads = [layer for layer in report["layers"] if layer["layer"][:3] in ("cls", "box")]
+    assert len(heads) == 12 and all(np.isfinite(h["sqnr_db"]) for h in heads)
+
+
+def test_channel_range_used_is_the_median_channels_share_of_the_tensors_range():
+    from ssd_nobias.export.split import channel_range_used
+
+    a = np.zeros((1, 3, 2, 2), np.float32)
+    a[0, 0, 0, 0], a[0, 1, 1, 1], a[0, 2, 0, 1] = 1, -2, 4  # channel peaks 1, 2, 4
+    b = a.copy()
+    b[0, 2] = 0  # a second image: the peak over both is what counts
+    assert channel_range_used([a, b]) == 0.5
+    assert channel_range_used([np.zeros((1, 2, 1, 1))]) == 0.0

@@ -93,47 +93,69 @@ def quantize(float_path: str, int8_path: str, images: Sequence[np.ndarray],
         raise ValueError(f"activations '{activations}' are not one of {ACTIVATIONS}")
     signed = activations == "int8"
     gains = head_gains(float_path, images) if heads == "int8" else None
-    source = int8_path + ".equalized.tmp" if gains else float_path
     model = onnx.load(float_path)
-    if gains:
-        _equalize(model, gains)
-        onnx.save(model, source)
     symmetric_int8 = [{"quant_type": QuantType.QInt8, "symmetric": True}]
     overrides = {model.graph.input[0].name: symmetric_int8}
     overrides.update({out.name: symmetric_int8 for out in model.graph.output})
-    try:
-        with _quiet_root_logger():
-            quantize_static(
-                source, int8_path, _Reader(images, progress), quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["Conv", "Relu"], per_channel=True,
-                activation_type=QuantType.QInt8 if signed else QuantType.QUInt8,
-                weight_type=QuantType.QInt8, calibrate_method=calibration,
-                extra_options={"WeightSymmetric": True, "ActivationSymmetric": signed,
-                               "TensorQuantOverrides": overrides})
-    finally:
-        if gains and os.path.exists(source):
-            os.remove(source)
+    with _equalized(float_path, int8_path, gains) as source, _quiet_root_logger():
+        quantize_static(
+            source, int8_path, _Reader(images, progress), quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv", "Relu"], per_channel=True,
+            activation_type=QuantType.QInt8 if signed else QuantType.QUInt8,
+            weight_type=QuantType.QInt8, calibrate_method=calibration,
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": signed,
+                           "TensorQuantOverrides": overrides})
     if signed:
         _relu_then_quantize(int8_path)
     if heads == "int32":
         _accumulator_outputs(int8_path)
         return None
-    return [(1 / gain.astype(np.float64)).astype(np.float32) for gain in gains]
+    return channel_scales(gains)
 
 
 def quantize_ordinary(float_path: str, int8_path: str, images: Sequence[np.ndarray],
-                      method: str = "minmax", progress: bool = True) -> None:
+                      method: str = "minmax", progress: bool = True,
+                      equalize_heads: bool = False) -> Optional[List[np.ndarray]]:
     """Write `int8_path`: the float graph quantized as ONNX Runtime does by default (QDQ,
     per-channel symmetric int8 weights, asymmetric uint8 activations with their zero points,
     int32 biases), calibrated on `images` with `method`: the stock INT8 baseline, without any
-    of this project's rules or head equalization."""
+    of this project's rules. `equalize_heads`: each head channel first scaled to its own range,
+    as quantize() does (then its channel scales are returned), to tell what the heads'
+    quantization costs from what the biases and zero points do."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    with _quiet_root_logger():
-        quantize_static(float_path, int8_path, _Reader(images, progress),
+    gains = head_gains(float_path, images) if equalize_heads else None
+    with _equalized(float_path, int8_path, gains) as source, _quiet_root_logger():
+        quantize_static(source, int8_path, _Reader(images, progress),
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=_calibration(method))
+    return channel_scales(gains) if gains else None
+
+
+@contextlib.contextmanager
+def _equalized(float_path: str, int8_path: str, gains: Optional[List[np.ndarray]]):
+    """The graph to quantize: `float_path` itself, or with `gains` a temporary copy whose head
+    convs' weight rows are multiplied by them (removed afterwards)."""
+    import onnx
+
+    if not gains:
+        yield float_path
+        return
+    source = int8_path + ".equalized.tmp"
+    model = onnx.load(float_path)
+    _equalize(model, gains)
+    onnx.save(model, source)
+    try:
+        yield source
+    finally:
+        if os.path.exists(source):
+            os.remove(source)
+
+
+def channel_scales(gains: List[np.ndarray]) -> List[np.ndarray]:
+    """Per head output, the per-channel scales 1 / k_c that undo the equalization's gains."""
+    return [(1 / gain.astype(np.float64)).astype(np.float32) for gain in gains]
 
 
 def head_gains(float_path: str, images: Sequence[np.ndarray]) -> List[np.ndarray]:

@@ -194,8 +194,9 @@ def layer_tensors(float_path: str, int8_path: str) -> Dict[str, str]:
 
 def layer_figures(float_path: str, int8_path: str, images: List[np.ndarray],
                    scales: Optional[List[np.ndarray]]) -> List[Dict]:
-    """Per layer (in graph order): weight-scale spread of the conv that makes it, SQNR of the
-    INT8 graph's output (a head output times its channel `scales`) against float32 on the
+    """Per layer (in graph order): weight-scale spread of the conv that makes it, how much of
+    the activation's range its median channel uses (channel_range_used), SQNR of the INT8
+    graph's output (a head output times its channel `scales`) against float32 on the
     calibration images."""
     import onnx
 
@@ -223,8 +224,17 @@ def layer_figures(float_path: str, int8_path: str, images: List[np.ndarray],
     for n in names:
         layers.append({"layer": units.get(n, n), "tensor": n,
                        "weight_scale_max_over_median": spread.get(n),
+                       "channel_range_used": channel_range_used(ref[n]),
                        "sqnr_db": round(sqnr_db(ref[n], got[n]), 2)})
     return layers
+
+
+def channel_range_used(outputs: List[np.ndarray]) -> float:
+    """How much of a tensor's range (one scale for all its channels) its median channel uses:
+    median over channels of max |y_c|, over max |y| (1: every channel spans the range)."""
+    peak = np.max([np.abs(o).max(axis=(0, 2, 3)) for o in outputs], axis=0)
+    top = float(peak.max())
+    return round(float(np.median(peak)) / top, 4) if top > 0 else 0.0
 
 
 def _raise_failures(report: Dict, export_dir: str) -> None:
