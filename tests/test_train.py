@@ -307,3 +307,21 @@ def test_amp_casts_up_to_the_operator_only_where_it_has_no_gpu_compute(monkeypat
     assert amp_fp32_ops() == stock + ["nobias_batch_norm"]  # this CPU build
     monkeypatch.setattr(native, "gpu_error", lambda: None)
     assert amp_fp32_ops() == stock
+
+
+def test_run_curves_average_the_losses_per_epoch_and_keep_each_val_point(tmp_path):
+    from ssd_nobias.engine.train import CSV_FIELDS, run_curves
+
+    rows = [  # epoch, iteration, loss, cls, box, lr, images/s, val
+        ("0.5", "1", "4", "3", "1", "0.1", "5", ""),  # the first speed is left out
+        ("1", "2", "2", "1", "1", "0.1", "20", ""),
+        ("1", "2", "", "", "", "", "", "0.25"),
+        ("1.5", "3", "3", "2", "1", "0.1", "30", ""),
+        ("2", "4", "1", "0.5", "0.5", "0.1", "40", ""),
+        ("2", "4", "", "", "", "", "", "0.5")]
+    (tmp_path / "metrics.csv").write_text(
+        ",".join(CSV_FIELDS) + "\n" + "".join(",".join(r) + "\n" for r in rows))
+    c = run_curves(str(tmp_path))
+    assert c["val_curve"] == [(1.0, 0.25), (2.0, 0.5)]
+    assert c["loss_curve"] == [[1, 3.0, 2.0, 1.0], [2, 2.0, 1.25, 0.75]]
+    assert c["train_images_per_s"] == 30.0

@@ -11,8 +11,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ssd_nobias.analysis.diagnostics import run_trajectory
-from ssd_nobias.analysis.study_v3 import curves
 from ssd_nobias.atomic import replacing
+from ssd_nobias.engine.train import run_curves
 
 
 def snapshot_epochs(labels: Sequence[str], last_epoch: int) -> list:
@@ -24,7 +24,7 @@ def run_profile(run_dir: str, images: int = 32) -> dict:
     """A run's loss terms and val AP50 per epoch, and its depthwise units' active fraction and
     spatial share at every checkpoint (and per unit at the last), measured on `images` val
     images (init with batch statistics, checkpoints with running statistics, as deployed)."""
-    c = curves(run_dir)
+    c = run_curves(run_dir)
     t = run_trajectory(run_dir, images)
     last_epoch = int(c["loss_curve"][-1][0]) if c["loss_curve"] else 0
     depthwise = {name: u for name, u in t["units"].items() if u["depthwise"]}

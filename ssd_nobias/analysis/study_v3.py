@@ -46,7 +46,7 @@ from ssd_nobias.export.split import export_accelerator
 from ssd_nobias.evaluation.evaluate import predict
 from ssd_nobias.export.deploy import export_deploy
 from ssd_nobias.runtime.predictors import load_predictor
-from ssd_nobias.engine.train import read_metrics
+from ssd_nobias.engine.train import run_curves
 
 # The checkout: the studies run its scripts and configs.
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -215,7 +215,7 @@ def run_one(run: Run, work: str, data: str) -> tuple:
     report = export_deploy(cfg, params, export)
     record = {"run": run.key, "arm": run.arm, "k": run.k, "lr": run.lr, "warmup": run.warmup,
               "seed": run.seed, "cpu": cpu(), "train_minutes": round(minutes, 2),
-              "bias_free_layers": report["bias_free_layers"], **curves(out)}
+              "bias_free_layers": report["bias_free_layers"], **run_curves(out)}
     figures, kept = scored_variant(cfg, deploy_dir=export)
     record["splits"], detections = figures, {run.arm: kept}
     if run.arm in ZERO_SHIFT:
@@ -236,21 +236,6 @@ def run_one(run: Run, work: str, data: str) -> tuple:
     record["dead_units"] = {name: u["dead"][-1] for name, u in dead["units"].items()
                             if u["dead"][-1] > 0}
     return record, detections
-
-
-def curves(out: str) -> dict:
-    """Val AP50 per validated epoch and the training losses averaged per epoch."""
-    rows = read_metrics(out)
-    val = [(float(r["epoch"]), float(r["val_map"])) for r in rows if r["val_map"]]
-    per_epoch: Dict[int, list] = {}
-    for r in rows:
-        if r["loss"]:
-            per_epoch.setdefault(int(np.ceil(float(r["epoch"]) - 1e-9)), []).append(
-                [float(r["loss"]), float(r["cls_loss"]), float(r["box_loss"])])
-    losses = [[e] + np.round(np.mean(v, 0), 4).tolist() for e, v in sorted(per_epoch.items())]
-    speeds = [float(r["images_per_s"]) for r in rows if r["images_per_s"]]
-    return {"val_curve": val, "loss_curve": losses,
-            "train_images_per_s": statistics.median(speeds[1:] or speeds)}
 
 
 def int8_figures(cfg, params: str, export: str) -> tuple:

@@ -8,6 +8,7 @@ import math
 import os
 import random
 import signal
+import statistics
 import sys
 import time
 import warnings
@@ -139,6 +140,23 @@ def read_metrics(out_dir: str) -> List[Dict[str, str]]:
     """The rows of a run's metrics.csv (CSV_FIELDS, as strings; empty where not measured)."""
     with open(os.path.join(out_dir, "metrics.csv"), newline="") as f:
         return list(csv.DictReader(f))
+
+
+def run_curves(out: str) -> dict:
+    """A run's val metric per validated epoch ([epoch, value]), its training losses averaged
+    per epoch ([epoch, loss, class, box]) and its median images/s (the first row left out:
+    it includes the warm-up), from metrics.csv."""
+    rows = read_metrics(out)
+    val = [(float(r["epoch"]), float(r["val_map"])) for r in rows if r["val_map"]]
+    per_epoch: Dict[int, list] = {}
+    for r in rows:
+        if r["loss"]:
+            per_epoch.setdefault(int(np.ceil(float(r["epoch"]) - 1e-9)), []).append(
+                [float(r["loss"]), float(r["cls_loss"]), float(r["box_loss"])])
+    losses = [[e] + np.round(np.mean(v, 0), 4).tolist() for e, v in sorted(per_epoch.items())]
+    speeds = [float(r["images_per_s"]) for r in rows if r["images_per_s"]]
+    return {"val_curve": val, "loss_curve": losses,
+            "train_images_per_s": statistics.median(speeds[1:] or speeds)}
 
 
 class MetricsLog:
