@@ -100,6 +100,7 @@ def test_each_int8_layer_alone_is_within_one_lsb_of_the_integer_reference(export
     to the exact result as ONNX Runtime's (what the end-to-end drift is not)."""
     from ssd_nobias.runtime.integer import IntegerAccelerator, conv_int, requantize
     from ssd_nobias.runtime.onnxrt import session
+    from ssd_nobias.errors import DataError
     from ssd_nobias.runtime.openvino import run_layer
 
     _, _, folder, _ = exported
@@ -118,6 +119,8 @@ def test_each_int8_layer_alone_is_within_one_lsb_of_the_integer_reference(export
         assert diff.max() <= 1, conv.name
         total, equal = total + diff.size, equal + int(np.sum(diff == 0))
     assert equal / total >= 0.999
+    with pytest.raises(DataError, match="no layer from 'nothere' to 'cls0'"):
+        run_layer(ref.path, "nothere", "cls0", x)
 
 
 @pytest.mark.slow

@@ -38,9 +38,9 @@ def run_profile(run_dir: str, images: int = 32) -> dict:
 
 
 def plot_collapse(path: str, profiles: Mapping[str, dict]) -> None:
-    """Four panels, one line per run: box loss per epoch, val AP50 per epoch, the depthwise
-    units' mean active fraction per checkpoint, and per depthwise unit at the end its active
-    fraction (solid) and spatial share (dashed)."""
+    """Four panels, one colour per run: box (solid) and class (dotted) loss per epoch, val AP50
+    per epoch, the depthwise units' mean active fraction and spatial share per checkpoint, and
+    per depthwise unit at the end its active fraction (solid) and spatial share (dashed)."""
     fig = Figure(figsize=(12, 8))
     FigureCanvasAgg(fig)
     ax = fig.subplots(2, 2)
