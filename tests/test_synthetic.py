@@ -120,8 +120,28 @@ def test_coco_format_has_the_same_boxes_as_voc(tmp_path):
         np.testing.assert_array_equal(cds[i][0].asnumpy(), vds[i][0].asnumpy())
 
 
+def test_a_test_split_leaves_train_and_val_as_they_were(tmp_path, custom):
+    """The study's split: its own images and scenes, train and val byte for byte as without it,
+    and the dataset loader reads it by name."""
+    with_test = make_synthetic(str(tmp_path / "t"), train=24, val=4, size=160, seed=3, test=5)
+    assert with_test["splits"] == ("train", "val", "test") and with_test["counts"]["test"] == 5
+    main = os.path.join(with_test["root"], "ImageSets", "Main")
+    ids = {s: open(os.path.join(main, s + ".txt")).read().split() for s in ("train", "val", "test")}
+    assert ids["test"] == [f"{29 + i:06d}" for i in range(5)]  # after train's 24 and val's 4
+    for name in ids["train"] + ids["val"]:
+        for sub, ext in (("JPEGImages", ".jpg"), ("Annotations", ".xml")):
+            with open(os.path.join(custom["root"], sub, name + ext), "rb") as a, \
+                    open(os.path.join(with_test["root"], sub, name + ext), "rb") as b:
+                assert a.read() == b.read()
+    test = VOCFormatDetection(with_test["root"], [("", "test")], list(SHAPE_CLASSES))
+    val = VOCFormatDetection(with_test["root"], [("", "val")], list(SHAPE_CLASSES))
+    assert len(test) == 5
+    assert not np.array_equal(test[0][0].asnumpy(), val[0][0].asnumpy())
+
+
 @pytest.mark.parametrize("kwargs, key", [({"layout": "voc2012"}, "layout"),
                                          ({"fmt": "darknet"}, "format"),
+                                         ({"test": 3, "layout": "voc2007"}, "test split"),
                                          ({"train": 0}, "train"), ({"size": 10}, "size"),
                                          ({"variant": "coco80"}, "variant")])
 def test_bad_arguments(tmp_path, kwargs, key):
@@ -134,9 +154,10 @@ def test_bad_arguments(tmp_path, kwargs, key):
 def test_script(tmp_path):
     script = os.path.join(ROOT, "scripts", "make_synthetic_voc.py")
     ok = subprocess.run([sys.executable, script, "--out", str(tmp_path), "--train", "2",
-                         "--val", "1", "--size", "96"], capture_output=True, text=True)
+                         "--val", "1", "--test", "2", "--size", "96"], capture_output=True,
+                        text=True)
     assert ok.returncode == 0, ok.stderr
-    assert "wrote 2 train, 1 val images" in ok.stdout
+    assert "wrote 2 train, 1 val, 2 test images" in ok.stdout
     bad = subprocess.run([sys.executable, script, "--out", str(tmp_path), "--size", "8"],
                          capture_output=True, text=True)
     assert bad.returncode == 2

@@ -1,7 +1,7 @@
 """Write the synthetic shapes detection dataset (VOC, COCO or YOLO format), deterministic per seed.
 
-    python scripts/make_synthetic_voc.py --out data/synthetic [--train 200 --val 50 --size 300
-        --seed 0 --layout custom|voc2007 --format voc|coco|yolo --variant shapes|hard]
+    python scripts/make_synthetic_voc.py --out data/synthetic [--train 200 --val 50 --test 0
+        --size 300 --seed 0 --layout custom|voc2007 --format voc|coco|yolo --variant shapes|hard]
 """
 import argparse
 import sys
@@ -14,6 +14,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--train", type=int, default=200, help="training images")
     p.add_argument("--val", type=int, default=50, help="validation images")
+    p.add_argument("--test", type=int, default=0,
+                   help="test images, a split of their own (layout custom only; default none)")
     p.add_argument("--size", type=int, default=300, help="typical image side (varies +-25%%)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layout", choices=["custom", "voc2007"], default="custom",
@@ -28,7 +30,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         info = make_synthetic(args.out, args.train, args.val, args.size, args.seed,
-                              args.layout, args.fmt, args.variant)
+                              args.layout, args.fmt, args.variant, args.test)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

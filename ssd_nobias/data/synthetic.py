@@ -181,8 +181,12 @@ def _write_text(path: str, text: str) -> None:
 
 
 def make_synthetic(out: str, train: int = 200, val: int = 50, size: int = 300, seed: int = 0,
-                   layout: str = "custom", fmt: str = "voc", variant: str = "shapes") -> dict:
+                   layout: str = "custom", fmt: str = "voc", variant: str = "shapes",
+                   test: int = 0) -> dict:
     """Write the dataset under `out`; return where it is and what it holds.
+
+    `test`: with layout 'custom', also a 'test' split of that many images (scenes of their own
+    random stream, as each split's are), for studies that choose on val and report on test.
 
     layout 'custom': out/{Annotations,JPEGImages,ImageSets/Main/{train,val}.txt,classes.txt};
     layout 'voc2007': out/VOCdevkit/VOC2007 with trainval/test splits and VOC class names.
@@ -196,6 +200,9 @@ def make_synthetic(out: str, train: int = 200, val: int = 50, size: int = 300, s
         raise ValueError(f"format must be 'voc', 'coco' or 'yolo', not {fmt!r}")
     if train < 1 or val < 1:
         raise ValueError(f"train and val must be at least 1 image each (got {train}, {val})")
+    if test < 0 or (test and layout != "custom"):
+        raise ValueError(f"a test split is written with layout 'custom' only, of at least 0 "
+                         f"images (got {test} with layout {layout!r})")
     if size < 64:
         raise ValueError(f"size must be at least 64 pixels (got {size})")
     if variant not in VARIANTS:
@@ -212,6 +219,9 @@ def make_synthetic(out: str, train: int = 200, val: int = 50, size: int = 300, s
         root = out
     base = os.path.join(root, "VOC2007") if fmt == "voc" and layout == "voc2007" else root
     counts = {split_names[0]: train, split_names[1]: val}
+    if test:
+        counts["test"] = test
+        split_names += ("test",)
     next_id = 1
     for split_index, (split, count) in enumerate(counts.items()):
         ids = [f"{next_id + i:06d}" for i in range(count)]
