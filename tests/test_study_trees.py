@@ -1,6 +1,18 @@
 """Study v3's protocol (bench/study_trees.py): the order of runs it asks for and the choices it
-makes, on stand-in val figures (no training)."""
+makes, on stand-in val figures (no training); and the runner and report end to end on a tiny
+synthetic protocol."""
+import glob
+import gzip
+import json
+import os
+import subprocess
+import sys
+
 import pytest
+
+from ssd_nobias.errors import DataError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from ssd_nobias.analysis import study_v3
 
@@ -56,3 +68,59 @@ def test_learning_rates_are_the_sqrt2_grid(study):
     assert run.key == "batchnorm_reparam-k-1-w200-s3"
     args = study.overrides(run, "/out", "/data")
     assert "train.warmup_iters=200" in args and "model.conv_weights=centered" in args
+
+
+def test_a_protocol_file_needs_every_key_and_a_test_split(study, tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({k: v for k, v in study.PROTOCOL.items() if k != "warmups"}))
+    with pytest.raises(DataError, match="p.json' lacks warmups"):
+        study.load_protocol(str(path))
+    path.write_text(json.dumps(dict(study.PROTOCOL, splits=["val", "holdout"])))
+    with pytest.raises(DataError, match="splits must start with val and hold test"):
+        study.load_protocol(str(path))
+    path.write_text(json.dumps(dict(study.PROTOCOL, arms={"nobias": "(a)"})))
+    assert study.load_protocol(str(path)) == study.PROTOCOL  # OUT/protocol.json reads back
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_the_runner_and_report_hold_a_synthetic_protocol_to_the_same_standard(study, tmp_path):
+    """One arm, one lr, two warmups, one seed, one epoch each on 16 tiny images with a test
+    split: every run trained, exported and scored on val and test with its per-image
+    detections and INT8 pair, then the report's tables and bootstrap from those records."""
+    protocol = dict(study.PROTOCOL, config="configs/demo_synthetic.yaml",
+                    data={"synthetic": {"train": 16, "val": 2, "test": 3, "size": 96}},
+                    epochs=1, val_interval=1, save_interval=1, first_ks=[0], k_range=[0, 0],
+                    warmups=[1, 2], tune_seeds=[1], final_seeds=[1], splits=["val", "test"])
+    (tmp_path / "p.json").write_text(json.dumps(protocol))
+    out, data = tmp_path / "out", tmp_path / "data"
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "study_trees.py"),
+                           "--protocol", str(tmp_path / "p.json"), "--arms", "nobias",
+                           "--out", str(out), "--work", str(tmp_path / "work"),
+                           "--data", str(data)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "nobias: done, lr 0.025 warmup" in done.stdout
+    assert os.path.isfile(data / "ImageSets" / "Main" / "test.txt")
+    records = sorted(glob.glob(str(out / "runs" / "*.json")))
+    assert [os.path.basename(r) for r in records] == ["nobias-k0-w1-s1.json",
+                                                      "nobias-k0-w2-s1.json"]
+    with open(records[0]) as f:
+        record = json.load(f)
+    assert set(record["splits"]) == {"val", "test"} and record["lr"] == 0.025
+    assert record["splits"]["test"]["images"] == 3 and "int8" in record
+    with gzip.open(out / "detections" / "nobias-k0-w1-s1.json.gz", "rt") as f:
+        kept = json.load(f)
+    assert set(kept["nobias"]) == {"test"} and len(kept["nobias"]["test"]) == 3
+    assert set(kept) == {"nobias", "nobias_float32_pair", "nobias_int8_pair"}
+
+    report = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "study_trees_report.py"),
+                             "--out", str(out), "--samples", "20", "--title", "tiny"],
+                            capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr[-2000:]
+    with open(out / "study.json") as f:
+        study_json = json.load(f)
+    assert study_json["protocol"]["splits"] == ["val", "test"]
+    assert study_json["settings"]["nobias"]["done"]
+    assert study_json["arms"]["nobias"]["test"]["ap50"]["n"] == 1
+    assert "int8" in study_json["comparisons"]  # the INT8 pair's paired bootstrap
+    assert "| arm | lr | warmup | seeds | test AP50 | test AP[.5:.95] |\n" in report.stdout

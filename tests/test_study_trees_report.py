@@ -10,6 +10,8 @@ import pytest
 
 from ssd_nobias.analysis import study_v3 as study_trees, study_v3_report as report
 
+KEPT = study_trees.kept_splits(study_trees.PROTOCOL)  # test, test_othersite
+
 
 def test_verdict_against_the_margin():
     assert report.verdict(0.001, 0.03, 0.01) == "superior"
@@ -37,7 +39,7 @@ def detections(quality):
 
 def record(run, ap50):
     splits = {s: {"ap50": ap50, "ap": ap50 / 2, "coco_ap50": ap50, "ap75": 0.0, "images": 12}
-              for s in study_trees.SPLITS}
+              for s in study_trees.PROTOCOL["splits"]}
     return {"run": run.key, "arm": run.arm, "k": run.k, "lr": run.lr, "warmup": run.warmup,
             "seed": run.seed, "cpu": {"model": "test"}, "val_curve": [[30, ap50], [60, ap50]],
             "loss_curve": [[1, 5.0, 3.0, 2.0], [60, 3.0, 2.0, 1.0]], "splits": splits,
@@ -57,7 +59,7 @@ def study_out(tmp_path):
                 break
             val[(run.k, run.warmup, run.seed)] = 0.5 - 0.01 * abs(run.k)  # best at k = 0
             r = record(run, 1.0 if quality == "good" else 0.5)
-            dets = {arm: {s: detections(quality) for s in study_trees.KEPT_SPLITS}}
+            dets = {arm: {s: detections(quality) for s in KEPT}}
             r["splits"]["val"]["ap50"] = val[(run.k, run.warmup, run.seed)]
             if arm == "nobias":
                 r["int8"] = {p: dict(r["splits"]["test"]) for p in ("float32_pair", "int8_pair")}
@@ -66,7 +68,7 @@ def study_out(tmp_path):
             else:
                 r["naive"] = {"splits": record(run, 0.0)["splits"], "max_shift": 1.0,
                               "median_shift": 0.5}
-                dets["naive"] = {s: detections("none") for s in study_trees.KEPT_SPLITS}
+                dets["naive"] = {s: detections("none") for s in KEPT}
             study_trees.save(out, r, dets)
     return out
 

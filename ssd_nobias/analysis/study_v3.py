@@ -18,7 +18,13 @@ test is read by bench/study_trees_report.py.
 A record per run is written as soon as it is done (OUT/runs/<run>.json, detections in
 OUT/detections/<run>.json.gz): a stopped study picks up where it was.
 
+The protocol (PROTOCOL: config, data, schedule, grid, seeds, splits) is study v3's unless
+`--protocol FILE.json` names another with the same keys; its "data" may then be
+{"synthetic": {make_synthetic's arguments}} (a test split among them), so the same runner and
+report hold the synthetic studies to the same standard. OUT/protocol.json records the one used.
+
     python bench/study_trees.py [--arms nobias batchnorm_reparam ...] [--out DIR --work DIR]
+        [--protocol FILE.json --data DIR]
     python bench/study_trees.py --plan        # what is done and what runs next, no training
 """
 from __future__ import annotations
@@ -31,7 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, NamedTuple
+from typing import Dict, List, NamedTuple, Sequence
 
 import numpy as np
 
@@ -42,6 +48,8 @@ from ssd_nobias.atomic import write_json, write_text
 from ssd_nobias.config import load_config
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import build_dataset
+from ssd_nobias.data.synthetic import make_synthetic
+from ssd_nobias.errors import DataError
 from ssd_nobias.export.split import export_accelerator
 from ssd_nobias.evaluation.evaluate import predict
 from ssd_nobias.export.deploy import export_deploy
@@ -50,7 +58,6 @@ from ssd_nobias.engine.train import run_curves
 
 # The checkout: the studies run its scripts and configs.
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(ROOT, "configs", "neon_trees.yaml")
 RECIPE_WEIGHTS = ["model.conv_weights=centered", "model.depthwise_weights=dc_positive"]
 TRAINED = {"nobias": ["model.norm=nobias"],
            "nobias_noheadbias": ["model.norm=nobias", "model.heads_bias=false"],
@@ -74,8 +81,29 @@ PROTOCOL = {"config": "configs/neon_trees.yaml", "data": "scripts/make_neon_tree
             "warmups": [50, 200], "tune_seeds": [1, 2], "final_seeds": [1, 2, 3, 4, 5],
             "choice": "mean val VOC07 AP50 over the tuning seeds, last checkpoint",
             "splits": ["val", "test", "test_othersite"]}
-SPLITS = ("val", "test", "test_othersite")
-KEPT_SPLITS = ("test", "test_othersite")  # per-image detections kept for the bootstrap
+PROTOCOL_KEYS = set(PROTOCOL)
+
+
+def kept_splits(protocol: dict) -> List[str]:
+    """The splits whose per-image detections are kept for the bootstrap: all but val."""
+    return [s for s in protocol["splits"] if s != "val"]
+
+
+def load_protocol(path: str) -> dict:
+    """A protocol JSON file with every key of PROTOCOL (an 'arms' key, as OUT/protocol.json
+    records, is ignored); DataError naming the file and what is missing."""
+    try:
+        with open(path) as f:
+            protocol = json.load(f)
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read protocol '{path}': {err}") from None
+    missing = PROTOCOL_KEYS - set(protocol)
+    if missing:
+        raise DataError(f"protocol '{path}' lacks {', '.join(sorted(missing))}")
+    if "test" not in protocol["splits"] or protocol["splits"][0] != "val":
+        raise DataError(f"protocol '{path}': splits must start with val and hold test, not "
+                        f"{protocol['splits']}")
+    return {k: protocol[k] for k in PROTOCOL}
 
 
 class Run(NamedTuple):
@@ -83,6 +111,7 @@ class Run(NamedTuple):
     k: int
     warmup: int
     seed: int
+    lr_base: float = PROTOCOL["lr_base"]
 
     @property
     def key(self) -> str:
@@ -90,11 +119,11 @@ class Run(NamedTuple):
 
     @property
     def lr(self) -> float:
-        return lr_of(self.k)
+        return lr_of(self.k, self.lr_base)
 
 
-def lr_of(k: int) -> float:
-    return round(PROTOCOL["lr_base"] * 2 ** (k / 2), 8)
+def lr_of(k: int, lr_base: float = PROTOCOL["lr_base"]) -> float:
+    return round(lr_base * 2 ** (k / 2), 8)
 
 
 def plan(arm: str, val: Dict[tuple, float], protocol: dict = PROTOCOL):
@@ -108,7 +137,7 @@ def plan(arm: str, val: Dict[tuple, float], protocol: dict = PROTOCOL):
             for w in warmups:
                 for s in run_seeds:
                     if (k, w, s) not in val:
-                        return Run(arm, k, w, s)
+                        return Run(arm, k, w, s, protocol["lr_base"])
         return None
 
     def best(ks, w):
@@ -141,19 +170,20 @@ def plan(arm: str, val: Dict[tuple, float], protocol: dict = PROTOCOL):
     return todo or (top, warmup)
 
 
-def overrides(run: Run, out: str, data: str) -> List[str]:
+def overrides(run: Run, out: str, data: str, protocol: dict = PROTOCOL) -> List[str]:
     return [f"data.root={data}", f"output_dir={out}", f"seed={run.seed}",
-            f"train.epochs={PROTOCOL['epochs']}", f"train.val_interval={PROTOCOL['val_interval']}",
-            f"train.save_interval={PROTOCOL['save_interval']}", f"train.lr={run.lr}",
+            f"train.epochs={protocol['epochs']}", f"train.val_interval={protocol['val_interval']}",
+            f"train.save_interval={protocol['save_interval']}", f"train.lr={run.lr}",
             f"train.warmup_iters={run.warmup}"] + TRAINED[run.arm]
 
 
-def train(run: Run, out: str, data: str) -> None:
+def train(run: Run, out: str, data: str, protocol: dict = PROTOCOL) -> None:
     """Train `run` into `out`; a part-trained run of the same config there continues."""
-    args = overrides(run, out, data)
-    start = ["train.resume=auto"] if continues(out, CONFIG, args) else ["--overwrite"]
+    args = overrides(run, out, data, protocol)
+    config = os.path.join(ROOT, protocol["config"])
+    start = ["train.resume=auto"] if continues(out, config, args) else ["--overwrite"]
     done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train_ssd.py"),
-                           "--config", CONFIG] + args + start, capture_output=True, text=True)
+                           "--config", config] + args + start, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"training {run.key} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
@@ -192,22 +222,22 @@ def scores(records: List[dict]) -> dict:
             "ap75": coco["AP75"], "images": len(records)}
 
 
-def scored_variant(cfg, **predictor) -> tuple:
+def scored_variant(cfg, splits: Sequence[str] = PROTOCOL["splits"], **predictor) -> tuple:
     """({split: scores}, {kept split: per-image records}) of one exported model."""
     figures, kept = {}, {}
-    for split in SPLITS:
+    for split in splits:
         records = image_records(cfg, split, **predictor)
         figures[split] = scores(records)
-        if split in KEPT_SPLITS:
+        if split != "val":
             kept[split] = records
     return figures, kept
 
 
-def run_one(run: Run, work: str, data: str) -> tuple:
+def run_one(run: Run, work: str, data: str, protocol: dict = PROTOCOL) -> tuple:
     """Train, export and score one run: (its record, {variant: {split: per-image records}})."""
     out = os.path.join(work, run.key)
     start = time.perf_counter()
-    train(run, out, data)
+    train(run, out, data, protocol)
     minutes = (time.perf_counter() - start) / 60
     cfg = load_config(os.path.join(out, "config.yaml"))
     params = os.path.join(out, f"{cfg.name}-last.params")
@@ -216,14 +246,14 @@ def run_one(run: Run, work: str, data: str) -> tuple:
     record = {"run": run.key, "arm": run.arm, "k": run.k, "lr": run.lr, "warmup": run.warmup,
               "seed": run.seed, "cpu": cpu(), "train_minutes": round(minutes, 2),
               "bias_free_layers": report["bias_free_layers"], **run_curves(out)}
-    figures, kept = scored_variant(cfg, deploy_dir=export)
+    figures, kept = scored_variant(cfg, protocol["splits"], deploy_dir=export)
     record["splits"], detections = figures, {run.arm: kept}
     if run.arm in ZERO_SHIFT:
         name = ZERO_SHIFT[run.arm]
         bias_free = load_config(os.path.join(out, "config.yaml"), ["model.norm=nobias"])
         folder = os.path.join(out, "export_zero_shift")
         forced = export_deploy(bias_free, params, folder, force_zero_shift=True)
-        figures, kept = scored_variant(bias_free, deploy_dir=folder)
+        figures, kept = scored_variant(bias_free, protocol["splits"], deploy_dir=folder)
         shifts = forced["forced_zero_shift"]["layers"]
         record[name] = {"splits": figures, "max_shift": max(shifts.values()),
                         "median_shift": statistics.median(shifts.values())}
@@ -279,37 +309,53 @@ def save(out: str, record: dict, detections: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
-def main() -> None:
+def prepare_data(protocol: dict, data: str) -> None:
+    """Write the protocol's dataset at `data` unless it is there: the tree-crown tiles (study
+    v3) or, for {"synthetic": {...}}, make_synthetic's with those arguments."""
+    spec = protocol["data"]
+    if isinstance(spec, dict) and "synthetic" in spec:
+        if not os.path.isfile(os.path.join(data, "classes.txt")):  # make_synthetic's last file
+            make_synthetic(data, **spec["synthetic"])
+    elif not os.path.isfile(os.path.join(data, "summary.json")):
+        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_neon_trees.py"),
+                        "--out", data, "--cache", os.path.join(ROOT, "data", "cache")],
+                       check=True)
+
+
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arms", nargs="+", choices=list(TRAINED), default=list(TRAINED),
                    help="trained arms, in the order they are run")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "study_v3"))
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "study_v3"))
     p.add_argument("--data", default=os.path.join(ROOT, "data", "neon_trees"))
+    p.add_argument("--protocol", metavar="FILE.json",
+                   help="another protocol with PROTOCOL's keys (default: study v3's)")
     p.add_argument("--plan", action="store_true", help="print each arm's next run and stop")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    protocol = load_protocol(args.protocol) if args.protocol else PROTOCOL
     os.makedirs(args.out, exist_ok=True)
-    write_json(os.path.join(args.out, "protocol.json"), dict(PROTOCOL, arms=ARMS))
-    if not os.path.isfile(os.path.join(args.data, "summary.json")):
-        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_neon_trees.py"),
-                        "--out", args.data, "--cache", os.path.join(ROOT, "data", "cache")],
-                       check=True)
+    write_json(os.path.join(args.out, "protocol.json"), dict(protocol, arms=ARMS))
+    prepare_data(protocol, args.data)
     for arm in args.arms:
         while True:
             records = read_records(args.out)
-            step = plan(arm, val_of(records, arm))
+            step = plan(arm, val_of(records, arm), protocol)
             if not isinstance(step, Run):
-                print(f"{arm}: done, lr {lr_of(step[0])} warmup {step[1]}", flush=True)
+                print(f"{arm}: done, lr {lr_of(step[0], protocol['lr_base'])} warmup "
+                      f"{step[1]}", flush=True)
                 break
             print(f"{arm}: next {step.key} (lr {step.lr})", flush=True)
             if args.plan:
                 break
-            record, detections = run_one(step, os.path.join(args.work, "runs"), args.data)
+            record, detections = run_one(step, os.path.join(args.work, "runs"), args.data,
+                                         protocol)
             save(args.out, record, detections)
             write_text(os.path.join(args.out, "last.txt"), f"{step.key}\n")
             print(f"{step.key}: val {record['splits']['val']['ap50']:.4f} test "
                   f"{record['splits']['test']['ap50']:.4f} ({record['train_minutes']:.1f} min)",
                   flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -21,13 +21,16 @@ from matplotlib.figure import Figure
 from ssd_nobias.evaluation.ap_stats import matches_of, paired_bootstrap
 from ssd_nobias.atomic import write_json
 
-from ssd_nobias.analysis.study_v3 import (ARMS, PROTOCOL, ROOT, TRAINED, ZERO_SHIFT, Run, lr_of, plan,
-                         read_records, val_of)
+from ssd_nobias.analysis.study_v3 import (ARMS, PROTOCOL, ROOT, TRAINED, ZERO_SHIFT, Run,
+                                          kept_splits, load_protocol, lr_of, plan, read_records,
+                                          val_of)
 
 STOCK = ("batchnorm", "batchnorm_reparam", "batchnorm_uncentered")
 MARGIN = 0.01  # non-inferiority margin: 1 point
 INT8_MARGIN = 0.005
 METRICS = {"ap50": "VOC07 AP50", "ap": "COCO AP[.5:.95]"}
+TITLE = "Study v3, NEON tree crowns (real aerial imagery), ssd_300_mobilenet0.25"
+SPLIT_NAMES = {"test_othersite": "other sites"}
 COLORS = {"nobias": "tab:blue", "nobias_noheadbias": "tab:purple", "batchnorm": "tab:orange",
           "batchnorm_reparam": "tab:green", "batchnorm_uncentered": "tab:brown"}
 
@@ -43,7 +46,7 @@ def verdict(low: float, high: float, margin: float) -> str:
     return "undecided"
 
 
-def settled(records: Dict[str, dict]) -> Dict[str, dict]:
+def settled(records: Dict[str, dict], protocol: dict = PROTOCOL) -> Dict[str, dict]:
     """Per trained arm: its chosen (lr, warmup) and final runs once the protocol is done with
     it, else the next run it needs."""
     out = {}
@@ -51,27 +54,28 @@ def settled(records: Dict[str, dict]) -> Dict[str, dict]:
         val = val_of(records, arm)
         if not val:
             continue
-        step = plan(arm, val)
+        step = plan(arm, val, protocol)
         if isinstance(step, Run):
             out[arm] = {"done": False, "next": step.key, "runs": len(val)}
             continue
         k, warmup = step
         finals = [r for r in records.values() if r["arm"] == arm and r["k"] == k and
-                  r["warmup"] == warmup and r["seed"] in PROTOCOL["final_seeds"]]
-        out[arm] = {"done": True, "k": k, "lr": lr_of(k), "warmup": warmup, "runs": len(val),
+                  r["warmup"] == warmup and r["seed"] in protocol["final_seeds"]]
+        out[arm] = {"done": True, "k": k, "lr": lr_of(k, protocol["lr_base"]), "warmup": warmup,
+                    "runs": len(val),
                     "final": sorted(finals, key=lambda r: r["seed"])}
     return out
 
 
-def tuning_table(records: Dict[str, dict]) -> Dict[str, dict]:
+def tuning_table(records: Dict[str, dict], protocol: dict = PROTOCOL) -> Dict[str, dict]:
     """{arm: {"lr": {lr: [val AP50 per tuning seed]}, "warmup": {w: [...]}}}."""
     table: Dict[str, dict] = {}
     for r in records.values():
-        if r["seed"] not in PROTOCOL["tune_seeds"]:
+        if r["seed"] not in protocol["tune_seeds"]:
             continue
         entry = table.setdefault(r["arm"], {"lr": {}, "warmup": {}})
         val = r["splits"]["val"]["ap50"]
-        if r["warmup"] == PROTOCOL["warmups"][0]:
+        if r["warmup"] == protocol["warmups"][0]:
             entry["lr"].setdefault(str(r["lr"]), []).append(val)
         entry["warmup"].setdefault(f"{r['lr']}@{r['warmup']}", []).append(val)
     return table
@@ -143,16 +147,17 @@ def compare(detections: Detections, runs: Dict[str, List[dict]], arm: str, other
     return out
 
 
-def comparisons(detections, runs, table, samples: int) -> dict:
-    """Every comparison the protocol names, on test (verdicts) and test_othersite."""
-    out: Dict[str, list] = {"test": [], "test_othersite": [], "best_stock": {}}
+def comparisons(detections, runs, table, samples: int, protocol: dict = PROTOCOL) -> dict:
+    """Every comparison the protocol names, on test (verdicts) and its other kept splits."""
+    splits = kept_splits(protocol)
+    out: Dict[str, list] = {**{split: [] for split in splits}, "best_stock": {}}
     for metric in METRICS:
         done = [a for a in STOCK if a in table]
         if not done:
             continue
         best = max(done, key=lambda a: table[a]["test"][metric]["mean"])
         out["best_stock"][metric] = best
-        for split in ("test", "test_othersite"):
+        for split in splits:
             for arm, other in (("nobias", best), ("reparam_zero_shift", "nobias"),
                                ("uncentered_zero_shift", "nobias"), ("naive", "nobias"),
                                ("nobias_noheadbias", "nobias")):
@@ -166,14 +171,15 @@ def comparisons(detections, runs, table, samples: int) -> dict:
     return out
 
 
-def plot(path: str, records: Dict[str, dict], state: Dict[str, dict]) -> None:
+def plot(path: str, records: Dict[str, dict], state: Dict[str, dict],
+         protocol: dict = PROTOCOL, title: str = TITLE) -> None:
     fig = Figure(figsize=(11, 4.3))
     FigureCanvasAgg(fig)
     sweep, curves = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    w0 = PROTOCOL["warmups"][0]
+    w0 = protocol["warmups"][0]
     for arm in TRAINED:
         rows = [r for r in records.values() if r["arm"] == arm and r["warmup"] == w0 and
-                r["seed"] in PROTOCOL["tune_seeds"]]
+                r["seed"] in protocol["tune_seeds"]]
         if not rows:
             continue
         color = COLORS[arm]
@@ -205,15 +211,16 @@ def plot(path: str, records: Dict[str, dict], state: Dict[str, dict]) -> None:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle("Study v3, NEON tree crowns (real aerial imagery), ssd_300_mobilenet0.25, "
-                 f"{PROTOCOL['epochs']} epochs", fontsize=10)
+    fig.suptitle(f"{title}, {protocol['epochs']} epochs", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
 def format_tables(report: dict) -> str:
-    lines = ["| arm | lr | warmup | seeds | test AP50 | test AP[.5:.95] | other sites AP50 |",
-             "|---|---|---|---|---|---|---|"]
+    other = kept_splits(report["protocol"])[1:]  # a further test split (the other sites)
+    lines = ["| arm | lr | warmup | seeds | test AP50 | test AP[.5:.95] |"
+             + "".join(f" {SPLIT_NAMES.get(split, split)} AP50 |" for split in other),
+             "|---|---|---|---|---|---|" + "---|" * len(other)]
     for arm, name in ARMS.items():
         t = report["arms"].get(arm)
         if not t:
@@ -224,8 +231,8 @@ def format_tables(report: dict) -> str:
             s = t[split][m]
             return f"{100 * s['mean']:.1f} +- {100 * s['std']:.1f} (min {100 * s['min']:.1f})"
         lines.append(f"| {name} | {s['lr']:.4g} | {s['warmup']} | {t['test']['ap50']['n']} | "
-                     f"{cell('test', 'ap50')} | {cell('test', 'ap')} | "
-                     f"{cell('test_othersite', 'ap50')} |")
+                     f"{cell('test', 'ap50')} | {cell('test', 'ap')} |"
+                     + "".join(f" {cell(split, 'ap50')} |" for split in other))
     lines += ["", "| comparison (test) | metric | difference, points | 95 % interval | verdict |",
               "|---|---|---|---|---|"]
     for c in report["comparisons"].get("test", []) + (
@@ -236,20 +243,24 @@ def format_tables(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "study_v3"))
     p.add_argument("--samples", type=int, default=2000, help="bootstrap resamples")
-    args = p.parse_args()
+    p.add_argument("--title", default=TITLE, help="the figure's title")
+    args = p.parse_args(argv)
+    recorded = os.path.join(args.out, "protocol.json")  # the runner writes the one it used
+    protocol = load_protocol(recorded) if os.path.isfile(recorded) else PROTOCOL
     records = read_records(args.out)
-    state = settled(records)
+    state = settled(records, protocol)
     runs = arm_runs(state)
     table = arm_table(runs)
-    report = {"protocol": PROTOCOL,
+    report = {"protocol": protocol,
               "settings": {a: {k: v for k, v in s.items() if k != "final"}
                            for a, s in state.items()},
-              "tuning": tuning_table(records), "arms": table,
-              "comparisons": comparisons(Detections(args.out), runs, table, args.samples),
+              "tuning": tuning_table(records, protocol), "arms": table,
+              "comparisons": comparisons(Detections(args.out), runs, table, args.samples,
+                                         protocol),
               "collapse": {a: {"dead_fraction_end": float(np.mean([r["dead_fraction"][-1]
                                                                   for r in s["final"]])),
                                "final_loss": np.mean([r["loss_curve"][-1][1:]
@@ -257,11 +268,12 @@ def main() -> None:
                            for a, s in state.items() if s["done"]},
               "cpus": sorted({json.dumps(r["cpu"], sort_keys=True) for r in records.values()})}
     write_json(os.path.join(args.out, "study.json"), report)
-    plot(os.path.join(args.out, "study.png"), records, state)
+    plot(os.path.join(args.out, "study.png"), records, state, protocol, args.title)
     for arm, s in state.items():
         print(f"{arm}: " + (f"lr {s['lr']:.4g} warmup {s['warmup']}, {len(s['final'])} seeds"
                             if s["done"] else f"tuning, {s['runs']} runs, next {s['next']}"))
     print(format_tables(report))
+    return 0
 
 
 if __name__ == "__main__":
