@@ -124,3 +124,17 @@ def test_the_runner_and_report_hold_a_synthetic_protocol_to_the_same_standard(st
     assert study_json["arms"]["nobias"]["test"]["ap50"]["n"] == 1
     assert "int8" in study_json["comparisons"]  # the INT8 pair's paired bootstrap
     assert "| arm | lr | warmup | seeds | test AP50 | test AP[.5:.95] |\n" in report.stdout
+
+
+@pytest.mark.parametrize("name, epochs, variant", [("shapes_12ep", 12, "shapes"),
+                                                   ("shapes_36ep", 36, "shapes"),
+                                                   ("hard_12ep", 12, "hard")])
+def test_study_v4s_committed_protocols_load_as_their_document_says(study, name, epochs, variant):
+    protocol = study.load_protocol(os.path.join(ROOT, "docs", "study_v4", f"{name}.json"))
+    data = protocol["data"]["synthetic"]
+    assert (protocol["epochs"], data["variant"]) == (epochs, variant)
+    assert (data["train"], data["val"], data["test"]) == (1000, 100, 300)
+    assert protocol["splits"] == ["val", "test"]
+    assert protocol["config"] == "configs/demo_synthetic.yaml"
+    for key in ("lr_base", "first_ks", "k_range", "warmups", "tune_seeds", "final_seeds"):
+        assert protocol[key] == study.PROTOCOL[key]  # study v3's tuning rules
