@@ -95,8 +95,11 @@ def test_report_from_records(study_out, monkeypatch, capsys):
     assert out["comparisons"]["int8"]["difference"] == 0.0
     assert out["comparisons"]["int8"]["verdict"] == "non-inferior"
     assert os.path.isfile(os.path.join(study_out, "study.png"))
+    flat = out["flat_schedule"]["nobias"]
+    assert (flat["from_epoch"], flat["to_epoch"], flat["change_points"]) == (40, 60, 0.0)
     printed = capsys.readouterr().out
     assert "| (a) NoBiasBatchNorm, the recipe | 0.025 | 50 | 5 |" in printed
+    assert "nobias: mean val AP50" in printed and "at epoch 40" in printed
 
 
 def test_report_lists_an_arm_still_in_tuning(study_out, capsys, monkeypatch):
@@ -121,3 +124,19 @@ def test_detection_files_hold_what_the_report_reads(study_out):
     assert set(held) == {"nobias", "nobias_float32_pair", "nobias_int8_pair"}
     assert len(held["nobias"]["test"]) == len(GT)
     np.testing.assert_array_equal(held["nobias"]["test"][0]["gt"], GT[0])
+
+
+def test_flat_schedule_compares_two_thirds_of_the_way_with_the_end():
+    def run(curve):
+        return {"val_curve": curve}
+
+    state = {"nobias": {"done": True, "final": [run([[20, 0.1], [40, 0.30], [60, 0.32]]),
+                                                run([[20, 0.1], [35, 0.20], [60, 0.26]])]},
+             "batchnorm": {"done": False, "next": "x", "runs": 3}}
+    flat = report.flat_schedule(state)
+    assert list(flat) == ["nobias"]  # an arm still in tuning has no final runs
+    f = flat["nobias"]
+    assert (f["from_epoch"], f["to_epoch"]) == (40, 60)
+    assert f["val_ap50_from"] == pytest.approx(0.25)  # 0.30 at 40, and 0.20 at 35 (no 40)
+    assert f["val_ap50_to"] == pytest.approx(0.29)
+    assert f["change_points"] == pytest.approx(4.0)

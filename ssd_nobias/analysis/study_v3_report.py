@@ -171,6 +171,26 @@ def comparisons(detections, runs, table, samples: int, protocol: dict = PROTOCOL
     return out
 
 
+def flat_schedule(state: Dict[str, dict], protocol: dict = PROTOCOL) -> Dict[str, dict]:
+    """Per finished arm, whether its schedule had flattened: the mean over its final seeds of
+    val AP50 at two thirds of the epochs (the last val point there or before; study v3: 40)
+    and at the end, and the change between them."""
+    mark = protocol["epochs"] * 2 // 3
+
+    def at(curve, epoch):
+        return [v for e, v in curve if e <= epoch + 1e-9][-1]
+
+    out = {}
+    for arm, s in state.items():
+        if not s["done"]:
+            continue
+        before = float(np.mean([at(r["val_curve"], mark) for r in s["final"]]))
+        end = float(np.mean([r["val_curve"][-1][1] for r in s["final"]]))
+        out[arm] = {"from_epoch": mark, "to_epoch": protocol["epochs"], "val_ap50_from": before,
+                    "val_ap50_to": end, "change_points": 100 * (end - before)}
+    return out
+
+
 def plot(path: str, records: Dict[str, dict], state: Dict[str, dict],
          protocol: dict = PROTOCOL, title: str = TITLE) -> None:
     fig = Figure(figsize=(11, 4.3))
@@ -266,12 +286,16 @@ def main(argv=None) -> int:
                                "final_loss": np.mean([r["loss_curve"][-1][1:]
                                                       for r in s["final"]], 0).round(4).tolist()}
                            for a, s in state.items() if s["done"]},
+              "flat_schedule": flat_schedule(state, protocol),
               "cpus": sorted({json.dumps(r["cpu"], sort_keys=True) for r in records.values()})}
     write_json(os.path.join(args.out, "study.json"), report)
     plot(os.path.join(args.out, "study.png"), records, state, protocol, args.title)
     for arm, s in state.items():
         print(f"{arm}: " + (f"lr {s['lr']:.4g} warmup {s['warmup']}, {len(s['final'])} seeds"
                             if s["done"] else f"tuning, {s['runs']} runs, next {s['next']}"))
+    for arm, f in report["flat_schedule"].items():
+        print(f"{arm}: mean val AP50 {f['val_ap50_from']:.4f} at epoch {f['from_epoch']}, "
+              f"{f['val_ap50_to']:.4f} at {f['to_epoch']} ({f['change_points']:+.2f} points)")
     print(format_tables(report))
     return 0
 
