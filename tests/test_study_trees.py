@@ -113,6 +113,21 @@ def test_the_runner_and_report_hold_a_synthetic_protocol_to_the_same_standard(st
     assert set(kept["nobias"]) == {"test"} and len(kept["nobias"]["test"]) == 3
     assert set(kept) == {"nobias", "nobias_float32_pair", "nobias_int8_pair"}
 
+    runner = [sys.executable, os.path.join(ROOT, "bench", "study_trees.py"), "--protocol",
+              str(tmp_path / "p.json"), "--out", str(out), "--work", str(tmp_path / "work"),
+              "--data", str(data), "--long"]
+    long = subprocess.run(runner + ["--arms", "nobias", "batchnorm"], capture_output=True,
+                          text=True)
+    assert long.returncode == 0, long.stdout[-2000:] + long.stderr[-2000:]
+    assert "batchnorm: not finished (batchnorm-k0-w1-s1 next), no long run yet" in long.stdout
+    chosen = [line for line in done.stdout.splitlines() if line.startswith("nobias: done")][0]
+    key = f"nobias-k0-w{chosen.split()[-1]}-s1"
+    assert f"nobias: long run {key}, 2 epochs: val" in long.stdout
+    with open(out / "long" / "runs" / f"{key}.json") as f:
+        assert json.load(f)["epochs"] == 2
+    again = subprocess.run(runner + ["--arms", "nobias"], capture_output=True, text=True)
+    assert f"nobias: long run {key} (2 epochs) already done" in again.stdout
+
     report = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "study_trees_report.py"),
                              "--out", str(out), "--samples", "20", "--title", "tiny"],
                             capture_output=True, text=True)
@@ -124,6 +139,10 @@ def test_the_runner_and_report_hold_a_synthetic_protocol_to_the_same_standard(st
     assert study_json["arms"]["nobias"]["test"]["ap50"]["n"] == 1
     assert "int8" in study_json["comparisons"]  # the INT8 pair's paired bootstrap
     assert "| arm | lr | warmup | seeds | test AP50 | test AP[.5:.95] |\n" in report.stdout
+    assert study_json["long_schedule"]["nobias"]["run"] == key
+    assert (study_json["long_schedule"]["nobias"]["epochs"],
+            study_json["long_schedule"]["nobias"]["protocol_epochs"]) == (2, 1)
+    assert f"nobias: {key} at 2 epochs: val AP50" in report.stdout
 
 
 @pytest.mark.parametrize("name, epochs, variant", [("shapes_12ep", 12, "shapes"),

@@ -140,3 +140,5 @@ def test_flat_schedule_compares_two_thirds_of_the_way_with_the_end():
     assert f["val_ap50_from"] == pytest.approx(0.25)  # 0.30 at 40, and 0.20 at 35 (no 40)
     assert f["val_ap50_to"] == pytest.approx(0.29)
     assert f["change_points"] == pytest.approx(4.0)
+    late = {"nobias": {"done": True, "final": [run([[50, 0.2], [60, 0.3]])]}}
+    assert report.flat_schedule(late) == {}  # validated first after epoch 40

@@ -26,6 +26,7 @@ report hold the synthetic studies to the same standard. OUT/protocol.json record
     python bench/study_trees.py [--arms nobias batchnorm_reparam ...] [--out DIR --work DIR]
         [--protocol FILE.json --data DIR]
     python bench/study_trees.py --plan        # what is done and what runs next, no training
+    python bench/study_trees.py --long --arms nobias batchnorm   # the flat-schedule check
 """
 from __future__ import annotations
 
@@ -282,6 +283,34 @@ def int8_figures(cfg, params: str, export: str) -> tuple:
     return out, kept
 
 
+LONG = "long"  # OUT/long/: the flat-schedule check's runs at twice the epochs
+
+
+def long_protocol(protocol: dict) -> dict:
+    """The flat-schedule check's schedule: twice the epochs, validated and saved half as often."""
+    return dict(protocol, epochs=2 * protocol["epochs"],
+                val_interval=2 * protocol["val_interval"],
+                save_interval=2 * protocol["save_interval"])
+
+
+def run_long(arm: str, out: str, work: str, data: str, protocol: dict = PROTOCOL) -> str:
+    """An arm once more at its chosen settings and first final seed for twice the epochs,
+    recorded in OUT/long/ (not among the protocol's runs): what a longer schedule adds. Says
+    what it did: done, already there, or not yet possible (the arm is still being tuned)."""
+    step = plan(arm, val_of(read_records(out), arm), protocol)
+    if isinstance(step, Run):
+        return f"{arm}: not finished ({step.key} next), no long run yet"
+    run = Run(arm, step[0], step[1], protocol["final_seeds"][0], protocol["lr_base"])
+    longer = long_protocol(protocol)
+    if run.key in read_records(os.path.join(out, LONG)):
+        return f"{arm}: long run {run.key} ({longer['epochs']} epochs) already done"
+    record, detections = run_one(run, os.path.join(work, LONG), data, longer)
+    record["epochs"] = longer["epochs"]
+    save(os.path.join(out, LONG), record, detections)
+    return (f"{arm}: long run {run.key}, {longer['epochs']} epochs: val "
+            f"{record['splits']['val']['ap50']:.4f} test {record['splits']['test']['ap50']:.4f}")
+
+
 def read_records(out: str) -> Dict[str, dict]:
     folder = os.path.join(out, "runs")
     if not os.path.isdir(folder):
@@ -332,11 +361,18 @@ def main(argv=None) -> int:
     p.add_argument("--protocol", metavar="FILE.json",
                    help="another protocol with PROTOCOL's keys (default: study v3's)")
     p.add_argument("--plan", action="store_true", help="print each arm's next run and stop")
+    p.add_argument("--long", action="store_true",
+                   help="instead, each finished arm once at twice the epochs (the protocol's "
+                        "flat-schedule check), into OUT/long/")
     args = p.parse_args(argv)
     protocol = load_protocol(args.protocol) if args.protocol else PROTOCOL
     os.makedirs(args.out, exist_ok=True)
     write_json(os.path.join(args.out, "protocol.json"), dict(protocol, arms=ARMS))
     prepare_data(protocol, args.data)
+    if args.long:
+        for arm in args.arms:
+            print(run_long(arm, args.out, args.work, args.data, protocol), flush=True)
+        return 0
     for arm in args.arms:
         while True:
             records = read_records(args.out)

@@ -21,9 +21,9 @@ from matplotlib.figure import Figure
 from ssd_nobias.evaluation.ap_stats import matches_of, paired_bootstrap
 from ssd_nobias.atomic import write_json
 
-from ssd_nobias.analysis.study_v3 import (ARMS, PROTOCOL, ROOT, TRAINED, ZERO_SHIFT, Run,
-                                          kept_splits, load_protocol, lr_of, plan, read_records,
-                                          val_of)
+from ssd_nobias.analysis.study_v3 import (ARMS, LONG, PROTOCOL, ROOT, TRAINED, ZERO_SHIFT,
+                                          Run, kept_splits, load_protocol, lr_of, plan,
+                                          read_records, val_of)
 
 STOCK = ("batchnorm", "batchnorm_reparam", "batchnorm_uncentered")
 MARGIN = 0.01  # non-inferiority margin: 1 point
@@ -174,20 +174,40 @@ def comparisons(detections, runs, table, samples: int, protocol: dict = PROTOCOL
 def flat_schedule(state: Dict[str, dict], protocol: dict = PROTOCOL) -> Dict[str, dict]:
     """Per finished arm, whether its schedule had flattened: the mean over its final seeds of
     val AP50 at two thirds of the epochs (the last val point there or before; study v3: 40)
-    and at the end, and the change between them."""
+    and at the end, and the change between them; an arm without a val point that early has
+    none."""
     mark = protocol["epochs"] * 2 // 3
 
     def at(curve, epoch):
-        return [v for e, v in curve if e <= epoch + 1e-9][-1]
+        points = [v for e, v in curve if e <= epoch + 1e-9]
+        return points[-1] if points else None
 
     out = {}
     for arm, s in state.items():
-        if not s["done"]:
+        marked = [at(r["val_curve"], mark) for r in s.get("final", [])]
+        if not s["done"] or None in marked:  # no val point that early: nothing to compare
             continue
-        before = float(np.mean([at(r["val_curve"], mark) for r in s["final"]]))
+        before = float(np.mean(marked))
         end = float(np.mean([r["val_curve"][-1][1] for r in s["final"]]))
         out[arm] = {"from_epoch": mark, "to_epoch": protocol["epochs"], "val_ap50_from": before,
                     "val_ap50_to": end, "change_points": 100 * (end - before)}
+    return out
+
+
+def long_schedule(records: Dict[str, dict], long_records: Dict[str, dict],
+                  protocol: dict = PROTOCOL) -> Dict[str, dict]:
+    """Per arm with a long run (OUT/long/): its val and test AP50 at twice the epochs beside
+    the same run's (arm, settings, seed) at the protocol's epochs."""
+    out = {}
+    for key, r in long_records.items():
+        short = records.get(key)
+        if short is None:
+            continue
+        entry = {"run": key, "epochs": r["epochs"], "protocol_epochs": protocol["epochs"]}
+        for split in ("val", "test"):
+            entry[f"{split}_ap50"] = r["splits"][split]["ap50"]
+            entry[f"{split}_ap50_protocol_epochs"] = short["splits"][split]["ap50"]
+        out[r["arm"]] = entry
     return out
 
 
@@ -287,6 +307,8 @@ def main(argv=None) -> int:
                                                       for r in s["final"]], 0).round(4).tolist()}
                            for a, s in state.items() if s["done"]},
               "flat_schedule": flat_schedule(state, protocol),
+              "long_schedule": long_schedule(records, read_records(os.path.join(args.out, LONG)),
+                                             protocol),
               "cpus": sorted({json.dumps(r["cpu"], sort_keys=True) for r in records.values()})}
     write_json(os.path.join(args.out, "study.json"), report)
     plot(os.path.join(args.out, "study.png"), records, state, protocol, args.title)
@@ -296,6 +318,10 @@ def main(argv=None) -> int:
     for arm, f in report["flat_schedule"].items():
         print(f"{arm}: mean val AP50 {f['val_ap50_from']:.4f} at epoch {f['from_epoch']}, "
               f"{f['val_ap50_to']:.4f} at {f['to_epoch']} ({f['change_points']:+.2f} points)")
+    for arm, g in report["long_schedule"].items():
+        print(f"{arm}: {g['run']} at {g['epochs']} epochs: val AP50 {g['val_ap50']:.4f}, test "
+              f"{g['test_ap50']:.4f}; at {g['protocol_epochs']}: "
+              f"{g['val_ap50_protocol_epochs']:.4f}, {g['test_ap50_protocol_epochs']:.4f}")
     print(format_tables(report))
     return 0
 
