@@ -37,25 +37,16 @@ def totals(counts: dict) -> dict:
 def all_layers_openvino(path: str, x: np.ndarray, ref: IntegerAccelerator) -> dict:
     """Every layer's quantized output as OpenVINO computes the whole graph: each read from the
     DequantizeLinear that follows it (made a graph output), over its scale."""
-    import tempfile
-
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(path)
-    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    outputs = {o.name for o in model.graph.output}
-    read = {}
-    for node in model.graph.node:
-        if node.op_type == "DequantizeLinear" and node.input[0] in {c.output for c in ref.convs}:
-            read[node.output[0]] = (node.input[0], float(inits[node.input[1]]))
-            if node.output[0] not in outputs:
-                model.graph.output.append(onnx.ValueInfoProto(name=node.output[0]))
-    with tempfile.TemporaryDirectory() as tmp:
-        probe = os.path.join(tmp, "probe.onnx")
-        onnx.save(model, probe)
-        graph = OpenVinoGraph(probe)
-        results = dict(zip(graph.output_names, graph.run({"data": x})))
+    graph = onnx.load(path).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    layers = {c.output for c in ref.convs}
+    read = {node.output[0]: (node.input[0], float(inits[node.input[1]])) for node in graph.node
+            if node.op_type == "DequantizeLinear" and node.input[0] in layers}
+    ov = OpenVinoGraph(path, extra_outputs=list(read))
+    results = dict(zip(ov.output_names, ov.run({"data": x})))
     return {q: np.rint(results[dq] / scale) for dq, (q, scale) in read.items()
             if dq in results}
 

@@ -10,7 +10,7 @@ import pytest
 
 from ssd_nobias.analysis import study_v3 as study_trees, study_v3_report as report
 
-KEPT = study_trees.kept_splits(study_trees.PROTOCOL)  # test, test_othersite
+KEPT = study_trees.kept_splits(study_trees.PROTOCOL["splits"])  # test and test_othersite
 
 
 def test_verdict_against_the_margin():

@@ -85,9 +85,9 @@ PROTOCOL = {"config": "configs/neon_trees.yaml", "data": "scripts/make_neon_tree
 PROTOCOL_KEYS = set(PROTOCOL)
 
 
-def kept_splits(protocol: dict) -> List[str]:
+def kept_splits(splits: Sequence[str]) -> List[str]:
     """The splits whose per-image detections are kept for the bootstrap: all but val."""
-    return [s for s in protocol["splits"] if s != "val"]
+    return [s for s in splits if s != "val"]
 
 
 def load_protocol(path: str) -> dict:
@@ -229,7 +229,7 @@ def scored_variant(cfg, splits: Sequence[str] = PROTOCOL["splits"], **predictor)
     for split in splits:
         records = image_records(cfg, split, **predictor)
         figures[split] = scores(records)
-        if split != "val":
+        if split in kept_splits(splits):
             kept[split] = records
     return figures, kept
 

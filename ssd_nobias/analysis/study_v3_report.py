@@ -149,7 +149,7 @@ def compare(detections: Detections, runs: Dict[str, List[dict]], arm: str, other
 
 def comparisons(detections, runs, table, samples: int, protocol: dict = PROTOCOL) -> dict:
     """Every comparison the protocol names, on test (verdicts) and its other kept splits."""
-    splits = kept_splits(protocol)
+    splits = kept_splits(protocol["splits"])
     out: Dict[str, list] = {**{split: [] for split in splits}, "best_stock": {}}
     for metric in METRICS:
         done = [a for a in STOCK if a in table]
@@ -184,8 +184,10 @@ def flat_schedule(state: Dict[str, dict], protocol: dict = PROTOCOL) -> Dict[str
 
     out = {}
     for arm, s in state.items():
-        marked = [at(r["val_curve"], mark) for r in s.get("final", [])]
-        if not s["done"] or None in marked:  # no val point that early: nothing to compare
+        if not s["done"]:
+            continue
+        marked = [at(r["val_curve"], mark) for r in s["final"]]
+        if None in marked:  # no val point that early: nothing to compare
             continue
         before = float(np.mean(marked))
         end = float(np.mean([r["val_curve"][-1][1] for r in s["final"]]))
@@ -257,7 +259,7 @@ def plot(path: str, records: Dict[str, dict], state: Dict[str, dict],
 
 
 def format_tables(report: dict) -> str:
-    other = kept_splits(report["protocol"])[1:]  # a further test split (the other sites)
+    other = kept_splits(report["protocol"]["splits"])[1:]  # further test splits: other sites
     lines = ["| arm | lr | warmup | seeds | test AP50 | test AP[.5:.95] |"
              + "".join(f" {SPLIT_NAMES.get(split, split)} AP50 |" for split in other),
              "|---|---|---|---|---|---|" + "---|" * len(other)]

@@ -7,8 +7,10 @@ integer kernels whatever the hint.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Dict, List
+import tempfile
+from typing import Dict, Iterator, List, Sequence
 
 import numpy as np
 
@@ -16,9 +18,10 @@ from ssd_nobias.errors import DataError, require
 
 
 class OpenVinoGraph:
-    """A compiled ONNX model: {input name: array} in, its outputs in the file's order out."""
+    """A compiled ONNX model: {input name: array} in, its outputs in the file's order out, then
+    `extra_outputs` (inner tensors exposed, as onnxrt.session does for parity checks)."""
 
-    def __init__(self, onnx_path: str, threads: int = 0):
+    def __init__(self, onnx_path: str, threads: int = 0, extra_outputs: Sequence[str] = ()):
         require("openvino", extra="openvino", what="the OpenVINO runtime")
         import openvino as ov
 
@@ -29,7 +32,9 @@ class OpenVinoGraph:
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         try:
-            self.compiled = core.compile_model(core.read_model(onnx_path), "CPU", config)
+            with _with_outputs(onnx_path, extra_outputs) as path:
+                model = core.read_model(path)
+            self.compiled = core.compile_model(model, "CPU", config)
         except RuntimeError as err:  # OpenVINO's errors for a file it cannot read or compile
             raise DataError(f"OpenVINO cannot load '{onnx_path}': {err}") from None
         self.output_names = [o.get_any_name() for o in self.compiled.outputs]
@@ -38,6 +43,23 @@ class OpenVinoGraph:
     def run(self, inputs: Dict[str, np.ndarray]) -> List[np.ndarray]:
         results = self.request.infer(inputs)
         return [np.asarray(results[o]) for o in self.compiled.outputs]
+
+
+@contextlib.contextmanager
+def _with_outputs(onnx_path: str, names: Sequence[str]) -> Iterator[str]:
+    """`onnx_path` itself, or a temporary copy whose graph outputs also list `names`."""
+    if not names:
+        yield onnx_path
+        return
+    import onnx
+
+    model = onnx.load(onnx_path)
+    listed = {o.name for o in model.graph.output}
+    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in listed)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "with_outputs.onnx")
+        onnx.save(model, path)
+        yield path
 
 
 class OpenVinoAccelerator:
@@ -56,8 +78,6 @@ def run_layer(onnx_path: str, source: str, output: str, x: np.ndarray) -> np.nda
     """The quantized tensor `output` of an INT8 graph as OpenVINO computes it from the quantized
     tensor `source` alone (the graph cut between the two): what OpenVINO does with one layer,
     given its input, without what its fusions across layers change."""
-    import tempfile
-
     import onnx.utils
 
     with tempfile.TemporaryDirectory() as tmp:
