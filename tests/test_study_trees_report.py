@@ -83,6 +83,7 @@ def test_report_from_records(study_out, monkeypatch, capsys):
                                              lr=0.025, warmup=50)
     assert out["arms"]["nobias"]["test"]["ap50"]["n"] == 5
     assert out["comparisons"]["best_stock"] == {"ap50": "batchnorm", "ap": "batchnorm"}
+    assert out["comparisons"]["stock_pending"] == ["batchnorm_reparam", "batchnorm_uncentered"]
     test = {(c["arm"], c["other"], c["metric"]): c for c in out["comparisons"]["test"]}
     a_b = test[("nobias", "batchnorm", "ap50")]
     # (b): precision 1 up to recall 0.5, then nothing: 6 of VOC07's 11 recall points, 51 of
@@ -100,6 +101,8 @@ def test_report_from_records(study_out, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "| (a) NoBiasBatchNorm, the recipe | 0.025 | 50 | 5 |" in printed
     assert "nobias: mean val AP50" in printed and "at epoch 40" in printed
+    assert ("not finished: batchnorm_reparam, batchnorm_uncentered, so a verdict against it is "
+            "provisional") in printed
 
 
 def test_report_lists_an_arm_still_in_tuning(study_out, capsys, monkeypatch):

@@ -148,9 +148,12 @@ def compare(detections: Detections, runs: Dict[str, List[dict]], arm: str, other
 
 
 def comparisons(detections, runs, table, samples: int, protocol: dict = PROTOCOL) -> dict:
-    """Every comparison the protocol names, on test (verdicts) and its other kept splits."""
+    """Every comparison the protocol names, on test (verdicts) and its other kept splits. The
+    best stock arm is the best of those finished; `stock_pending` lists the others, and while
+    it is not empty a verdict against the best stock arm is provisional."""
     splits = kept_splits(protocol["splits"])
-    out: Dict[str, list] = {**{split: [] for split in splits}, "best_stock": {}}
+    out: Dict[str, list] = {**{split: [] for split in splits}, "best_stock": {},
+                            "stock_pending": [a for a in STOCK if a not in table]}
     for metric in METRICS:
         done = [a for a in STOCK if a in table]
         if not done:
@@ -277,6 +280,10 @@ def format_tables(report: dict) -> str:
                      + "".join(f" {cell(split, 'ap50')} |" for split in other))
     lines += ["", "| comparison (test) | metric | difference, points | 95 % interval | verdict |",
               "|---|---|---|---|---|"]
+    pending = report["comparisons"].get("stock_pending")
+    if pending and report["comparisons"]["best_stock"]:
+        lines[-2:-2] = [f"Best stock arm among the finished ones; not finished: "
+                        f"{', '.join(pending)}, so a verdict against it is provisional.", ""]
     for c in report["comparisons"].get("test", []) + (
             [report["comparisons"]["int8"]] if "int8" in report["comparisons"] else []):
         lines.append(f"| {c['arm']} - {c['other']} | {METRICS[c['metric']]} | "
