@@ -67,6 +67,41 @@ def sqnr(layers: list) -> dict:
             "narrowest_range_used": narrowest["channel_range_used"]}
 
 
+def timed_rounds(first: dict, rounds: int, iters: int) -> dict:
+    """ONNX Runtime images/s of each arm's float32 and INT8 accelerator graph at batch 1 and 8,
+    per round, every graph timed in every round."""
+    graphs = {(arm, kind): OnnxAccelerator(os.path.join(folder, name))
+              for arm, folder in first.items()
+              for kind, name in (("float32", FLOAT_ONNX), ("int8", INT8_ONNX))}
+    speeds = {(key, batch): [] for key in graphs for batch in (1, 8)}
+    for _ in range(rounds):
+        for (key, batch), values in speeds.items():
+            x = np.random.RandomState(batch).normal(0, 1, (batch, 3, 300, 300))
+            values.append(images_per_s(Timed(graphs[key]), mx.nd.array(x, dtype="float32"),
+                                       iters))
+    return speeds
+
+
+def speed_figures(speeds: dict, first: dict, rounds: int, iters: int) -> tuple:
+    """Prints and returns each arm's median images/s and the INT8 ratio of every round."""
+    medians = {k: statistics.median(v) for k, v in speeds.items()}
+    speed = {arm: {kind: [medians[((arm, kind), 1)], medians[((arm, kind), 8)]]
+                   for kind in ("float32", "int8")} for arm in first}
+    print(f"ONNX Runtime images/s of the accelerator graph (each arm's first run, median of "
+          f"{rounds} rounds of {iters}), batch 1 / 8:")
+    for arm, kinds in speed.items():
+        (f1, f8), (i1, i8) = kinds["float32"], kinds["int8"]
+        print(f"  {arm:10s} float32 {f1:7.1f} / {f8:7.1f}   INT8 {i1:7.1f} / {i8:7.1f}   "
+              f"INT8 over float32 {i1 / f1:.2f}x / {i8 / f8:.2f}x")
+    ratios = {batch: [a / b for a, b in zip(speeds[(("bias-free", "int8"), batch)],
+                                            speeds[(("stock", "int8"), batch)])]
+              for batch in (1, 8)}
+    for batch, r in ratios.items():
+        print(f"  bias-free INT8 over stock INT8 round by round, batch {batch}: median "
+              f"{statistics.median(r):.2f}x, range {min(r):.2f}x to {max(r):.2f}x")
+    return speed, ratios
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bias-free", required=True, nargs="+", metavar="RUN",
@@ -80,7 +115,8 @@ def main(argv=None) -> int:
     p.add_argument("--stock-heads", choices=("ordinary", "equalized"), default="ordinary",
                    help="the stock graph's heads quantized as ONNX Runtime does (default), or "
                         "each channel scaled to its own range first, as the bias-free pair's")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=5,
+                   help="timed rounds (0: accuracy only, nothing timed)")
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--out", metavar="FILE.json")
     args = p.parse_args(argv)
@@ -91,16 +127,7 @@ def main(argv=None) -> int:
     first = {}  # the speed of a graph does not depend on its weights: each arm's first run
     for arm, _, _, folder in exports:
         first.setdefault(arm, folder)
-    graphs = {(arm, kind): OnnxAccelerator(os.path.join(folder, name))
-              for arm, folder in first.items()
-              for kind, name in (("float32", FLOAT_ONNX), ("int8", INT8_ONNX))}
-    speeds = {(key, batch): [] for key in graphs for batch in (1, 8)}
-    for _ in range(args.rounds):
-        for (key, batch), values in speeds.items():
-            x = np.random.RandomState(batch).normal(0, 1, (batch, 3, 300, 300))
-            values.append(images_per_s(Timed(graphs[key]), mx.nd.array(x, dtype="float32"),
-                                       args.iters))
-    medians = {k: statistics.median(v) for k, v in speeds.items()}
+    speeds = timed_rounds(first, args.rounds, args.iters)
     cpu = cpu_info().describe()
     metric = exports[0][2]["metric"]
     print(f"val {metric} of each run's accelerator pair, float32 and INT8; {cpu}")
@@ -119,20 +146,9 @@ def main(argv=None) -> int:
     extra = mean_drop["bias-free"] - mean_drop["stock"]
     print(f"  mean drop: bias-free {mean_drop['bias-free']:+.2f}, stock "
           f"{mean_drop['stock']:+.2f} points; bias-free minus stock: {extra:+.2f} points")
-    speed = {arm: {kind: [medians[((arm, kind), 1)], medians[((arm, kind), 8)]]
-                   for kind in ("float32", "int8")} for arm in first}
-    print(f"ONNX Runtime images/s of the accelerator graph (each arm's first run, median of "
-          f"{args.rounds} rounds of {args.iters}), batch 1 / 8:")
-    for arm, kinds in speed.items():
-        (f1, f8), (i1, i8) = kinds["float32"], kinds["int8"]
-        print(f"  {arm:10s} float32 {f1:7.1f} / {f8:7.1f}   INT8 {i1:7.1f} / {i8:7.1f}   "
-              f"INT8 over float32 {i1 / f1:.2f}x / {i8 / f8:.2f}x")
-    ratios = {batch: [a / b for a, b in zip(speeds[(("bias-free", "int8"), batch)],
-                                            speeds[(("stock", "int8"), batch)])]
-              for batch in (1, 8)}
-    for batch, r in ratios.items():
-        print(f"  bias-free INT8 over stock INT8 round by round, batch {batch}: median "
-              f"{statistics.median(r):.2f}x, range {min(r):.2f}x to {max(r):.2f}x")
+    speed, ratios = ({}, {})
+    if args.rounds:
+        speed, ratios = speed_figures(speeds, first, args.rounds, args.iters)
     ops = {arm: optimized_ops(os.path.join(folder, INT8_ONNX)) for arm, folder in first.items()}
     for arm, counts in ops.items():
         print(f"  ONNX Runtime runs for the {arm} INT8 graph: "

@@ -134,6 +134,18 @@ def test_bench_sets_the_two_int8_pairs_side_by_side(tiny_run, tmp_path_factory, 
     assert "mean drop: bias-free" in done.stdout
     assert saved["calibration"] == {"images": 2, "method": "percentile"}
 
+    untimed = tmp_path / "untimed.json"  # --rounds 0: the same accuracy figures, nothing timed
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "stock_int8.py"),
+                           "--bias-free", bias_free, "--stock", stock, "--calib-images", "2",
+                           "--rounds", "0", "--calib-method", "percentile", "--out",
+                           str(untimed)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with open(untimed) as f:
+        again = json.load(f)
+    assert again["images_per_s"] == {} and again["int8_ratio_per_round"] == {}
+    assert [r["drop_points"] for r in again["rows"]] == [r["drop_points"] for r in saved["rows"]]
+    assert "round by round" not in done.stdout
+
 
 def test_the_stock_heads_can_be_equalized_as_the_bias_free_pairs_are(stock):
     """export_stock_int8(equalize_heads=True): its own folder, the head convs' rows scaled
