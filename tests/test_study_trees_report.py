@@ -46,30 +46,38 @@ def record(run, ap50):
             "dead_fraction": [0.0, 0.1]}
 
 
+def add_arm(out, arm, quality):
+    """Records and detections of every run the protocol asks of `arm` (best lr at k = 0), its
+    detections of the given quality; a stock arm's shift-dropped export finds nothing, (a)'s
+    INT8 pair equals its float."""
+    val = {}
+    while True:
+        run = study_trees.plan(arm, val)
+        if not isinstance(run, study_trees.Run):
+            return
+        val[(run.k, run.warmup, run.seed)] = 0.5 - 0.01 * abs(run.k)  # best at k = 0
+        r = record(run, {"good": 1.0, "half": 0.5, "none": 0.0}[quality])
+        dets = {arm: {s: detections(quality) for s in KEPT}}
+        r["splits"]["val"]["ap50"] = val[(run.k, run.warmup, run.seed)]
+        if arm == "nobias":
+            r["int8"] = {p: dict(r["splits"]["test"]) for p in ("float32_pair", "int8_pair")}
+            dets.update({f"nobias_{p}": {"test": detections("good")}
+                         for p in ("float32_pair", "int8_pair")})
+        if arm in study_trees.ZERO_SHIFT:
+            name = study_trees.ZERO_SHIFT[arm]
+            r[name] = {"splits": record(run, 0.0)["splits"], "max_shift": 1.0,
+                       "median_shift": 0.5}
+            dets[name] = {s: detections("none") for s in KEPT}
+        study_trees.save(out, r, dets)
+
+
 @pytest.fixture
 def study_out(tmp_path):
     """Records and detections of (a) and (b), every run the protocol asks for: (a) finds every
     crown, (b) half of them, (c) (b's shifts dropped) none; (a)'s INT8 pair equals its float."""
     out = str(tmp_path)
-    for arm, quality in (("nobias", "good"), ("batchnorm", "half")):
-        val = {}
-        while True:
-            run = study_trees.plan(arm, val)
-            if not isinstance(run, study_trees.Run):
-                break
-            val[(run.k, run.warmup, run.seed)] = 0.5 - 0.01 * abs(run.k)  # best at k = 0
-            r = record(run, 1.0 if quality == "good" else 0.5)
-            dets = {arm: {s: detections(quality) for s in KEPT}}
-            r["splits"]["val"]["ap50"] = val[(run.k, run.warmup, run.seed)]
-            if arm == "nobias":
-                r["int8"] = {p: dict(r["splits"]["test"]) for p in ("float32_pair", "int8_pair")}
-                dets.update({f"nobias_{p}": {"test": detections("good")}
-                             for p in ("float32_pair", "int8_pair")})
-            else:
-                r["naive"] = {"splits": record(run, 0.0)["splits"], "max_shift": 1.0,
-                              "median_shift": 0.5}
-                dets["naive"] = {s: detections("none") for s in KEPT}
-            study_trees.save(out, r, dets)
+    add_arm(out, "nobias", "good")
+    add_arm(out, "batchnorm", "half")
     return out
 
 
@@ -103,6 +111,21 @@ def test_report_from_records(study_out, monkeypatch, capsys):
     assert "nobias: mean val AP50" in printed and "at epoch 40" in printed
     assert ("not finished: batchnorm_reparam, batchnorm_uncentered, so a verdict against it is "
             "provisional") in printed
+
+
+def test_a_verdict_is_final_once_every_stock_arm_is_finished(study_out, capsys, monkeypatch):
+    for arm in ("batchnorm_reparam", "batchnorm_uncentered"):  # both finish, neither detects
+        add_arm(study_out, arm, "none")
+    monkeypatch.setattr(sys, "argv", ["study_trees_report.py", "--out", study_out,
+                                      "--samples", "50"])
+    report.main()
+    with open(os.path.join(study_out, "study.json")) as f:
+        comparisons = json.load(f)["comparisons"]
+    assert comparisons["stock_pending"] == []
+    assert comparisons["best_stock"] == {"ap50": "batchnorm", "ap": "batchnorm"}
+    test = {(c["arm"], c["other"], c["metric"]): c for c in comparisons["test"]}
+    assert test[("uncentered_zero_shift", "nobias", "ap50")]["verdict"] == "inferior"
+    assert "provisional" not in capsys.readouterr().out
 
 
 def test_report_lists_an_arm_still_in_tuning(study_out, capsys, monkeypatch):
