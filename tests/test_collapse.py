@@ -26,6 +26,9 @@ def test_run_profile_follows_every_checkpoint(tiny_run):
     for series in (p["depthwise_active"], p["depthwise_spatial_share"]):
         assert len(series) == 4 and all(0 <= v <= 1 for v in series)
     assert p["depthwise_active"][-1] == p["depthwise_active"][-2]  # 'last' is epoch 2's weights
+    assert list(p["head_inputs"]) == ["pw11", "pw13"] + [f"extra{i}_conv" for i in range(1, 5)]
+    for unit in p["head_inputs"].values():
+        assert len(unit["active"]) == 4 and all(0 <= v <= 1 for v in unit["spatial_share"])
 
 
 @pytest.mark.slow

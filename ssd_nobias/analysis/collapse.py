@@ -22,8 +22,9 @@ def snapshot_epochs(labels: Sequence[str], last_epoch: int) -> list:
 
 def run_profile(run_dir: str, images: int = 32) -> dict:
     """A run's loss terms and val AP50 per epoch, and its depthwise units' active fraction and
-    spatial share at every checkpoint (and per unit at the last), measured on `images` val
-    images (init with batch statistics, checkpoints with running statistics, as deployed)."""
+    spatial share at every checkpoint (and per unit at the last), the same per map the heads
+    read, measured on `images` val images (init with batch statistics, checkpoints with running
+    statistics, as deployed)."""
     c = run_curves(run_dir)
     t = run_trajectory(run_dir, images)
     last_epoch = int(c["loss_curve"][-1][0]) if c["loss_curve"] else 0
@@ -33,6 +34,8 @@ def run_profile(run_dir: str, images: int = 32) -> dict:
             "depthwise_active": t["depthwise_active"],
             "depthwise_spatial_share": t["depthwise_spatial_share"],
             "dead": t["dead"],
+            "head_inputs": {name: {"active": u["active"], "spatial_share": u["spatial_share"]}
+                            for name, u in t["units"].items() if u["feeds_head"]},
             "last": {name: {"active": u["active"][-1], "spatial_share": u["spatial_share"][-1]}
                      for name, u in depthwise.items()}}
 

@@ -44,6 +44,7 @@ class UnitActivity:
     active: np.ndarray  # (channels,) fraction of positions whose pre-activation is > 0
     spatial_share: np.ndarray  # (channels,) within-image std / overall std of the output (0 if
     #                            the output is constant)
+    feeds_head: bool = False  # its output is one of the six maps the heads read
 
 
 def spatial_share(a: np.ndarray) -> np.ndarray:
@@ -87,7 +88,7 @@ def unit_activity(features: MobileNetSSDFeatures, x: mx.nd.NDArray,
             sums = pair.conv.deploy_weight().sum(axis=(1, 2, 3)).asnumpy()
             x = activate(mx.nd, pre, pair.activation, pair.slope)
             units.append(UnitActivity(name, pair.depthwise, active == 0, sums, active,
-                                      spatial_share(x.asnumpy())))
+                                      spatial_share(x.asnumpy()), name in features.outputs))
     return units
 
 
@@ -121,6 +122,7 @@ def trajectory(snapshots: Dict[str, List[UnitActivity]]) -> dict:
         end_dead = last[k].dead
         units[unit.name] = {
             "channels": len(unit.dead), "depthwise": unit.depthwise,
+            "feeds_head": unit.feeds_head,
             "dead": [float(snapshots[s][k].dead.mean()) for s in labels],
             "active": [round(float(snapshots[s][k].active.mean()), 4) for s in labels],
             "spatial_share": [round(float(snapshots[s][k].spatial_share.mean()), 4)

@@ -186,6 +186,11 @@ class MobileNetSSDFeatures(nn.HybridBlock):
     def _add(self, name: str, block: ConvNorm) -> None:
         setattr(self, name, block)  # registers the child under its name, in order
 
+    @property
+    def outputs(self) -> tuple:
+        """Names of the six units whose outputs feed the heads, in order."""
+        return self._outputs
+
     def pairs(self) -> Iterator:
         """(name, ConvNorm) for every conv+norm pair, in order."""
         return iter(self._children.items())
