@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     first = {}  # the speed of a graph does not depend on its weights: each arm's first run
     for arm, _, _, folder in exports:
         first.setdefault(arm, folder)
-    speeds = timed_rounds(first, args.rounds, args.iters)
+    speeds = timed_rounds(first, args.rounds, args.iters) if args.rounds else {}
     cpu = cpu_info().describe()
     metric = exports[0][2]["metric"]
     print(f"val {metric} of each run's accelerator pair, float32 and INT8; {cpu}")
@@ -146,9 +146,7 @@ def main(argv=None) -> int:
     extra = mean_drop["bias-free"] - mean_drop["stock"]
     print(f"  mean drop: bias-free {mean_drop['bias-free']:+.2f}, stock "
           f"{mean_drop['stock']:+.2f} points; bias-free minus stock: {extra:+.2f} points")
-    speed, ratios = ({}, {})
-    if args.rounds:
-        speed, ratios = speed_figures(speeds, first, args.rounds, args.iters)
+    speed, ratios = speed_figures(speeds, first, args.rounds, args.iters) if speeds else ({}, {})
     ops = {arm: optimized_ops(os.path.join(folder, INT8_ONNX)) for arm, folder in first.items()}
     for arm, counts in ops.items():
         print(f"  ONNX Runtime runs for the {arm} INT8 graph: "

@@ -225,11 +225,11 @@ def scores(records: List[dict]) -> dict:
 
 def scored_variant(cfg, splits: Sequence[str] = PROTOCOL["splits"], **predictor) -> tuple:
     """({split: scores}, {kept split: per-image records}) of one exported model."""
-    figures, kept = {}, {}
+    figures, kept, keep = {}, {}, kept_splits(splits)
     for split in splits:
         records = image_records(cfg, split, **predictor)
         figures[split] = scores(records)
-        if split in kept_splits(splits):
+        if split in keep:
             kept[split] = records
     return figures, kept
 

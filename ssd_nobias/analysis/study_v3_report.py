@@ -152,12 +152,10 @@ def comparisons(detections, runs, table, samples: int, protocol: dict = PROTOCOL
     best stock arm is the best of those finished; `stock_pending` lists the others, and while
     it is not empty a verdict against the best stock arm is provisional."""
     splits = kept_splits(protocol["splits"])
+    done = [a for a in STOCK if a in table]
     out: Dict[str, list] = {**{split: [] for split in splits}, "best_stock": {},
-                            "stock_pending": [a for a in STOCK if a not in table]}
-    for metric in METRICS:
-        done = [a for a in STOCK if a in table]
-        if not done:
-            continue
+                            "stock_pending": [a for a in STOCK if a not in done]}
+    for metric in (METRICS if done else ()):  # no stock arm finished: none to compare with
         best = max(done, key=lambda a: table[a]["test"][metric]["mean"])
         out["best_stock"][metric] = best
         for split in splits:
@@ -278,12 +276,12 @@ def format_tables(report: dict) -> str:
         lines.append(f"| {name} | {s['lr']:.4g} | {s['warmup']} | {t['test']['ap50']['n']} | "
                      f"{cell('test', 'ap50')} | {cell('test', 'ap')} |"
                      + "".join(f" {cell(split, 'ap50')} |" for split in other))
-    lines += ["", "| comparison (test) | metric | difference, points | 95 % interval | verdict |",
-              "|---|---|---|---|---|"]
     pending = report["comparisons"].get("stock_pending")
     if pending and report["comparisons"]["best_stock"]:
-        lines[-2:-2] = [f"Best stock arm among the finished ones; not finished: "
-                        f"{', '.join(pending)}, so a verdict against it is provisional.", ""]
+        lines += ["", f"Best stock arm among the finished ones; not finished: "
+                      f"{', '.join(pending)}, so a verdict against it is provisional."]
+    lines += ["", "| comparison (test) | metric | difference, points | 95 % interval | verdict |",
+              "|---|---|---|---|---|"]
     for c in report["comparisons"].get("test", []) + (
             [report["comparisons"]["int8"]] if "int8" in report["comparisons"] else []):
         lines.append(f"| {c['arm']} - {c['other']} | {METRICS[c['metric']]} | "
