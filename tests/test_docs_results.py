@@ -71,3 +71,32 @@ def test_a_documented_table_is_its_study_json(path, study, section):
             expected += f" ± {summary['test_map_std']:.3f}"
         assert mean == expected, arm
         assert figures["min"] == f"{summary['test_map_min']:.3f}", arm
+
+
+def study_v3_tables() -> dict:
+    from ssd_nobias.analysis import study_v3_tables as tables
+    with open(os.path.join(ROOT, "docs", "study_v3", "study.json")) as f:
+        report = json.load(f)
+    return {name: [line for line in getattr(tables, name)(report).splitlines()
+                   if line.startswith("|")]
+            for name in ("tuning", "arms", "comparisons", "summary")}
+
+
+def lines_of(path: str, heading: str = "") -> set:
+    """The stripped lines of `path`, or of its level-2 section whose heading starts so."""
+    with open(os.path.join(ROOT, path)) as f:
+        text = f.read()
+    if heading:
+        text = next(s for s in re.split(r"\n(?=## )", text) if s.startswith(heading))
+    return {line.strip() for line in text.splitlines()}
+
+
+def test_study_v3_tables_are_the_reports_of_its_study_json():
+    tables = study_v3_tables()
+    results = lines_of("docs/results.md", "## Study v3")
+    for name in ("tuning", "arms", "comparisons"):
+        missing = [line for line in tables[name] if line not in results]
+        assert not missing, (name, missing)
+    readme = lines_of("README.md")
+    missing = [line for line in tables["summary"] if line not in readme]
+    assert not missing, ("README", missing)

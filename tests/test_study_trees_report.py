@@ -107,7 +107,9 @@ def test_report_from_records(study_out, monkeypatch, capsys):
     flat = out["flat_schedule"]["nobias"]
     assert (flat["from_epoch"], flat["to_epoch"], flat["change_points"]) == (40, 60, 0.0)
     printed = capsys.readouterr().out
-    assert "| (a) NoBiasBatchNorm, the recipe | 0.025 | 50 | 5 |" in printed
+    assert "| (a) NoBiasBatchNorm, the recipe | 0.025 | 50 | 100.0 +- 0.0 (100.0) |" in printed
+    assert (f"| (a) - best finished stock arm, (b) | {100 * (1 - 6 / 11):+.2f} [") in printed
+    assert "| (a) INT8 pair - (a) float32 pair | +0.00 [+0.00, +0.00] non-inferior |  |" in printed
     assert "nobias: mean val AP50" in printed and "at epoch 40" in printed
     assert ("not finished: batchnorm_reparam, batchnorm_uncentered, so a verdict against it is "
             "provisional") in printed

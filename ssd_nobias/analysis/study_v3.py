@@ -76,6 +76,8 @@ ARMS = {"nobias": "(a) NoBiasBatchNorm, the recipe",
         "naive": "(c) (b) exported with its shifts dropped",
         "reparam_zero_shift": "(g) (d) exported with its shifts dropped",
         "uncentered_zero_shift": "(h) (f) exported with its shifts dropped"}
+METRICS = {"ap50": "VOC07 AP50", "ap": "COCO AP[.5:.95]"}  # the reported metrics
+SPLIT_NAMES = {"test_othersite": "other sites"}  # how the docs name a further test split
 PROTOCOL = {"config": "configs/neon_trees.yaml", "data": "scripts/make_neon_trees.py defaults",
             "epochs": 60, "val_interval": 5, "save_interval": 5,
             "lr_base": 0.025, "lr_step": "sqrt(2)", "first_ks": [-2, 0, 2], "k_range": [-8, 6],

@@ -21,16 +21,15 @@ from matplotlib.figure import Figure
 from ssd_nobias.evaluation.ap_stats import matches_of, paired_bootstrap
 from ssd_nobias.atomic import write_json
 
-from ssd_nobias.analysis.study_v3 import (ARMS, LONG, PROTOCOL, ROOT, TRAINED, ZERO_SHIFT,
+from ssd_nobias.analysis import study_v3_tables
+from ssd_nobias.analysis.study_v3 import (ARMS, LONG, METRICS, PROTOCOL, ROOT, TRAINED, ZERO_SHIFT,
                                           Run, kept_splits, load_protocol, lr_of, plan,
                                           read_records, val_of)
 
 STOCK = ("batchnorm", "batchnorm_reparam", "batchnorm_uncentered")
 MARGIN = 0.01  # non-inferiority margin: 1 point
 INT8_MARGIN = 0.005
-METRICS = {"ap50": "VOC07 AP50", "ap": "COCO AP[.5:.95]"}
 TITLE = "Study v3, NEON tree crowns (real aerial imagery), ssd_300_mobilenet0.25"
-SPLIT_NAMES = {"test_othersite": "other sites"}
 COLORS = {"nobias": "tab:blue", "nobias_noheadbias": "tab:purple", "batchnorm": "tab:orange",
           "batchnorm_reparam": "tab:green", "batchnorm_uncentered": "tab:brown"}
 
@@ -70,7 +69,7 @@ def settled(records: Dict[str, dict], protocol: dict = PROTOCOL) -> Dict[str, di
 def tuning_table(records: Dict[str, dict], protocol: dict = PROTOCOL) -> Dict[str, dict]:
     """{arm: {"lr": {lr: [val AP50 per tuning seed]}, "warmup": {w: [...]}}}."""
     table: Dict[str, dict] = {}
-    for r in records.values():
+    for r in sorted(records.values(), key=lambda r: r["seed"]):
         if r["seed"] not in protocol["tune_seeds"]:
             continue
         entry = table.setdefault(r["arm"], {"lr": {}, "warmup": {}})
@@ -259,37 +258,6 @@ def plot(path: str, records: Dict[str, dict], state: Dict[str, dict],
     fig.savefig(path, dpi=110)
 
 
-def format_tables(report: dict) -> str:
-    other = kept_splits(report["protocol"]["splits"])[1:]  # further test splits: other sites
-    lines = ["| arm | lr | warmup | seeds | test AP50 | test AP[.5:.95] |"
-             + "".join(f" {SPLIT_NAMES.get(split, split)} AP50 |" for split in other),
-             "|---|---|---|---|---|---|" + "---|" * len(other)]
-    for arm, name in ARMS.items():
-        t = report["arms"].get(arm)
-        if not t:
-            continue
-        parent = next((p for p, z in ZERO_SHIFT.items() if z == arm), arm)
-        s = report["settings"][parent]
-        def cell(split: str, m: str) -> str:
-            s = t[split][m]
-            return f"{100 * s['mean']:.1f} +- {100 * s['std']:.1f} (min {100 * s['min']:.1f})"
-        lines.append(f"| {name} | {s['lr']:.4g} | {s['warmup']} | {t['test']['ap50']['n']} | "
-                     f"{cell('test', 'ap50')} | {cell('test', 'ap')} |"
-                     + "".join(f" {cell(split, 'ap50')} |" for split in other))
-    pending = report["comparisons"].get("stock_pending")
-    if pending and report["comparisons"]["best_stock"]:
-        lines += ["", f"Best stock arm among the finished ones; not finished: "
-                      f"{', '.join(pending)}, so a verdict against it is provisional."]
-    lines += ["", "| comparison (test) | metric | difference, points | 95 % interval | verdict |",
-              "|---|---|---|---|---|"]
-    for c in report["comparisons"].get("test", []) + (
-            [report["comparisons"]["int8"]] if "int8" in report["comparisons"] else []):
-        lines.append(f"| {c['arm']} - {c['other']} | {METRICS[c['metric']]} | "
-                     f"{100 * c['difference']:+.2f} | [{100 * c['low']:+.2f}, "
-                     f"{100 * c['high']:+.2f}] | {c['verdict']} (margin {100 * c['margin']:g}) |")
-    return "\n".join(lines)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "study_v3"))
@@ -329,7 +297,7 @@ def main(argv=None) -> int:
         print(f"{arm}: {g['run']} at {g['epochs']} epochs: val AP50 {g['val_ap50']:.4f}, test "
               f"{g['test_ap50']:.4f}; at {g['protocol_epochs']}: "
               f"{g['val_ap50_protocol_epochs']:.4f}, {g['test_ap50_protocol_epochs']:.4f}")
-    print(format_tables(report))
+    print(study_v3_tables.markdown(report))
     return 0
 
 

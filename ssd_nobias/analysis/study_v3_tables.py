@@ -1,0 +1,117 @@
+"""Markdown tables of a study v3 report (study.json): the tuning grid, each arm's test figures,
+the comparisons with their verdicts, and the README's summary. The docs paste them as printed,
+and tests/test_docs_results.py holds the docs to the committed study.json through them."""
+from __future__ import annotations
+
+from typing import Dict, List
+
+from ssd_nobias.analysis.study_v3 import ARMS, METRICS, SPLIT_NAMES, ZERO_SHIFT, kept_splits
+
+
+def label(arm: str) -> str:
+    """An arm's letter, "(a)"; the INT8 pairs of (a) are "(a) INT8 pair" and so on."""
+    for pair in ("int8", "float32"):
+        if arm == f"nobias_{pair}_pair":
+            return f"{ARMS['nobias'][:3]} {pair.upper() if pair == 'int8' else pair} pair"
+    return ARMS[arm][:3]
+
+
+def row(cells: List[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def tuning(report: dict) -> str:
+    """Val AP50 of every tuning run, one column per lr, seeds separated by " / "; a warmup
+    other than the protocol's first is named in the cell."""
+    warmups = report["protocol"]["warmups"]
+    lrs = sorted({float(key.split("@")[0]) for t in report["tuning"].values()
+                  for key in t["warmup"]})
+    lines = [row(["arm"] + [f"lr {lrs[0]:.3g}"] + [f"{lr:.3g}" for lr in lrs[1:]]),
+             row(["---"] * (len(lrs) + 1))]
+    for arm, name in ARMS.items():
+        t = report["tuning"].get(arm)
+        if not t:
+            continue
+        cells = []
+        for lr in lrs:
+            parts = []
+            for i, w in enumerate(warmups):
+                values = t["warmup"].get(f"{lr!r}@{w}")
+                if values:
+                    seeds = " / ".join(f"{v:.3f}" for v in values)
+                    parts.append(seeds if i == 0 else f"warmup {w}: {seeds}")
+            cells.append("; ".join(parts) or "-")
+        lines.append(row([name] + cells))
+    return "\n".join(lines)
+
+
+def spread(s: dict, worst: bool = True) -> str:
+    """mean +- std in points, and the worst seed in brackets."""
+    text = f"{100 * s['mean']:.1f} +- {100 * s['std']:.1f}"
+    return f"{text} ({100 * s['min']:.1f})" if worst else text
+
+
+def settings_of(report: dict, arm: str) -> dict:
+    """The chosen settings an arm was trained with: an exported arm's are its parent's."""
+    parent = next((p for p, z in ZERO_SHIFT.items() if z == arm), arm)
+    return report["settings"][parent]
+
+
+def arms(report: dict) -> str:
+    """Each finished arm's chosen lr and warmup and its test figures over the final seeds."""
+    other = kept_splits(report["protocol"]["splits"])[1:]
+    lines = [row(["arm", "lr", "warmup", "test AP50", "test AP[.5:.95]"]
+                 + [f"{SPLIT_NAMES.get(split, split)} AP50" for split in other]),
+             row(["---"] * (5 + len(other)))]
+    for arm, name in ARMS.items():
+        t = report["arms"].get(arm)
+        if t:
+            s = settings_of(report, arm)
+            lines.append(row([name, f"{s['lr']:.3g}", str(s["warmup"]),
+                              spread(t["test"]["ap50"]), spread(t["test"]["ap"])]
+                             + [spread(t[split]["ap50"]) for split in other]))
+    return "\n".join(lines)
+
+
+def summary(report: dict) -> str:
+    """The README's table: mean +- std of each finished arm."""
+    other = kept_splits(report["protocol"]["splits"])[1:]
+    seeds = len(report["protocol"]["final_seeds"])
+    lines = [row([f"arm ({seeds} seeds, mean +- std)", "test AP50", "test AP[.5:.95]"]
+                 + [f"{SPLIT_NAMES.get(split, split)} AP50" for split in other]),
+             row(["---"] * (3 + len(other)))]
+    for arm, name in ARMS.items():
+        t = report["arms"].get(arm)
+        if t:
+            lines.append(row([name, spread(t["test"]["ap50"], False),
+                              spread(t["test"]["ap"], False)]
+                             + [spread(t[split]["ap50"], False) for split in other]))
+    return "\n".join(lines)
+
+
+def comparisons(report: dict) -> str:
+    """The protocol's comparisons on test, one row per pair of arms and a column per metric:
+    the difference in points, its 95 % interval and the verdict."""
+    c = report["comparisons"]
+    best = "best stock arm" if not c.get("stock_pending") else "best finished stock arm"
+    rows: Dict[tuple, Dict[str, dict]] = {}
+    for entry in c.get("test", []) + ([c["int8"]] if "int8" in c else []):
+        rows.setdefault((entry["arm"], entry["other"]), {})[entry["metric"]] = entry
+    lines = [row(["comparison"] + list(METRICS.values())), row(["---"] * (1 + len(METRICS)))]
+    for (arm, other), by_metric in rows.items():
+        if arm == "nobias" and other in c["best_stock"].values():
+            name = f"{label(arm)} - {best}, {label(other)}"
+        else:
+            name = f"{label(arm)} - {label(other)}"
+        cells = [f"{100 * e['difference']:+.2f} [{100 * e['low']:+.2f}, {100 * e['high']:+.2f}]"
+                 f" {e['verdict']}" if e else "" for e in map(by_metric.get, METRICS)]
+        lines.append(row([name] + cells))
+    if c.get("stock_pending") and c["best_stock"]:
+        lines += ["", f"Best stock arm among the finished ones; not finished: "
+                      f"{', '.join(c['stock_pending'])}, so a verdict against it is provisional."]
+    return "\n".join(lines)
+
+
+def markdown(report: dict) -> str:
+    """Every table, as docs/results.md and the README show them."""
+    return "\n\n".join([tuning(report), arms(report), comparisons(report), summary(report)])
