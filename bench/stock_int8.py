@@ -1,14 +1,15 @@
 """What going bias-free costs in INT8: the bias-free INT8 accelerator pair against the stock
 INT8 baseline (a stock-BatchNorm model quantized the ordinary way, export/stock_int8.py), each
-against its own float32 pair, in val mAP and per-layer SQNR for every run given (one per
-seed), and in ONNX Runtime images/s for each arm's first run (one run of alternating rounds;
-the host part, the same for both, is not timed), with the INT8 speed ratio of each round (both
-graphs timed in it) and the ops ONNX Runtime runs for each INT8 graph after its graph
-optimizations.
+against its own float32 pair, in val mAP (or --split's) and per-layer SQNR for every run
+given (one per seed), and in ONNX Runtime images/s for each arm's first run (one run of
+alternating rounds; the host part, the same for both, is not timed), with the INT8 speed ratio
+of each round (both graphs timed in it) and the ops ONNX Runtime runs for each INT8 graph after
+its graph optimizations.
 
     python bench/stock_int8.py --bias-free runs/a [runs/a2 ...] --stock runs/b [runs/b2 ...]
         [--checkpoint last] [--calib-images 64] [--calib-method minmax]
-        [--stock-heads ordinary|equalized] [--rounds 5] [--iters 10] [--out FILE.json]
+        [--stock-heads ordinary|equalized] [--split test] [--rounds 5] [--iters 10]
+        [--out FILE.json]
 
 Each run directory is a training's output_dir (its config.yaml and <name>-<checkpoint>.params);
 the exports are written to <run>/export.
@@ -17,6 +18,7 @@ import argparse
 import os
 import statistics
 import sys
+from typing import Optional
 
 import mxnet as mx
 import numpy as np
@@ -37,10 +39,12 @@ from deploy_speed import Timed, images_per_s  # noqa: E402
 
 
 def exported(run: str, checkpoint: str, calib_images: int, calib_method: str, stock: bool,
-             equalize_heads: bool = False):
-    """(val figures with the per-layer SQNR, the accelerator folder) of a run, exported as its
-    kind asks."""
-    cfg = load_config(os.path.join(run, "config.yaml"), ["data.num_workers=0"])
+             equalize_heads: bool = False, split: Optional[str] = None):
+    """(the figures on the val splits, or on `split` of a voc_custom set, with the per-layer
+    SQNR; the accelerator folder) of a run, exported as its kind asks; calibrated on training
+    images whatever is scored."""
+    overrides = ["data.num_workers=0"] + ([f'data.val_splits=["{split}"]'] if split else [])
+    cfg = load_config(os.path.join(run, "config.yaml"), overrides)
     params = os.path.join(run, f"{cfg.name}-{checkpoint}.params")
     out = os.path.join(run, "export")
     export_deploy(cfg, params, out)
@@ -115,6 +119,8 @@ def main(argv=None) -> int:
     p.add_argument("--stock-heads", choices=("ordinary", "equalized"), default="ordinary",
                    help="the stock graph's heads quantized as ONNX Runtime does (default), or "
                         "each channel scaled to its own range first, as the bias-free pair's")
+    p.add_argument("--split", help="the voc_custom split scored instead of the config's val "
+                                   "splits (test: a figure nothing was chosen on)")
     p.add_argument("--rounds", type=int, default=5,
                    help="timed rounds (0: accuracy only, nothing timed)")
     p.add_argument("--iters", type=int, default=10)
@@ -122,25 +128,26 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     runs = [("bias-free", run) for run in args.bias_free] + [("stock", run) for run in args.stock]
     exports = [(arm, run, *exported(run, args.checkpoint, args.calib_images, args.calib_method,
-                                    arm == "stock", args.stock_heads == "equalized"))
+                                    arm == "stock", args.stock_heads == "equalized", args.split))
                for arm, run in runs]
     first = {}  # the speed of a graph does not depend on its weights: each arm's first run
     for arm, _, _, folder in exports:
         first.setdefault(arm, folder)
     speeds = timed_rounds(first, args.rounds, args.iters) if args.rounds else {}
     cpu = cpu_info().describe()
+    scored = args.split or "val"
     metric = exports[0][2]["metric"]
-    print(f"val {metric} of each run's accelerator pair, float32 and INT8; {cpu}")
+    print(f"{scored} {metric} of each run's accelerator pair, float32 and INT8; {cpu}")
     print(f"  {'arm':10s} {'float32':>8s} {'INT8':>8s} {'drop':>7s} {'SQNR median':>12s} "
           f"{'weakest':>8s}  run")
     rows = []
-    for arm, run, val, _ in exports:
-        drop, q = val["float32_pair"] - val["int8_pair"], val["sqnr"]
-        print(f"  {arm:10s} {val['float32_pair']:8.4f} {val['int8_pair']:8.4f} "
+    for arm, run, scores, _ in exports:
+        drop, q = scores["float32_pair"] - scores["int8_pair"], scores["sqnr"]
+        print(f"  {arm:10s} {scores['float32_pair']:8.4f} {scores['int8_pair']:8.4f} "
               f"{100 * drop:+6.2f}p {q['median_db']:9.1f} dB {q['min_db']:5.1f} dB  {run} "
               f"(weakest: {q['weakest_layer']}; median channel uses "
               f"{q['narrowest_range_used']:.1%} of {q['narrowest_layer']}'s range)")
-        rows.append({"arm": arm, "run": run, "val": val, "drop_points": 100 * drop})
+        rows.append({"arm": arm, "run": run, scored: scores, "drop_points": 100 * drop})
     mean_drop = {arm: statistics.mean(r["drop_points"] for r in rows if r["arm"] == arm)
                  for arm in first}
     extra = mean_drop["bias-free"] - mean_drop["stock"]
@@ -152,7 +159,8 @@ def main(argv=None) -> int:
         print(f"  ONNX Runtime runs for the {arm} INT8 graph: "
               + ", ".join(f"{n} {op}" for op, n in sorted(counts.items())))
     if args.out:
-        write_json(args.out, {"cpu": cpu, "metric": metric, "checkpoint": args.checkpoint,
+        write_json(args.out, {"cpu": cpu, "metric": metric, "split": scored,
+                              "checkpoint": args.checkpoint,
                               "calibration": {"images": args.calib_images,
                                               "method": args.calib_method},
                               "stock_heads": args.stock_heads, "rows": rows,

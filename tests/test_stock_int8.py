@@ -101,7 +101,10 @@ def test_bench_sets_the_two_int8_pairs_side_by_side(tiny_run, tmp_path_factory, 
     import sys
 
     from conftest import ROOT, make_tiny_data, tiny_overrides
+    from ssd_nobias.data.datasets import val_set
     from ssd_nobias.engine.train import train
+    from ssd_nobias.export.split import pair_val_map
+    from ssd_nobias.runtime.accelerator import FLOAT_ONNX
 
     bias_free = str(tmp_path / "bias_free")
     shutil.copytree(tiny_run, bias_free)  # the bench writes the exports into the run
@@ -145,6 +148,23 @@ def test_bench_sets_the_two_int8_pairs_side_by_side(tiny_run, tmp_path_factory, 
     assert again["images_per_s"] == {} and again["int8_ratio_per_round"] == {}
     assert [r["drop_points"] for r in again["rows"]] == [r["drop_points"] for r in saved["rows"]]
     assert "round by round" not in done.stdout
+
+    on_train = tmp_path / "train.json"  # --split: another split scored, calibrated as before
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "stock_int8.py"),
+                           "--bias-free", bias_free, "--stock", stock, "--calib-images", "2",
+                           "--rounds", "0", "--split", "train", "--out", str(on_train)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with open(on_train) as f:
+        scored = json.load(f)
+    assert scored["split"] == "train" and done.stdout.startswith("train ")
+    cfg = load_config(os.path.join(stock, "config.yaml"),
+                      ["data.num_workers=0", 'data.val_splits=["train"]'])
+    dataset, classes = val_set(cfg)
+    assert len(dataset) == 8
+    folder = os.path.join(stock, "export", "stock_int8")
+    assert scored["rows"][1]["train"]["float32_pair"] == pair_val_map(
+        cfg, dataset, classes, folder, FLOAT_ONNX, False)
 
 
 def test_the_stock_heads_can_be_equalized_as_the_bias_free_pairs_are(stock):
