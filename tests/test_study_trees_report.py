@@ -130,6 +130,19 @@ def test_a_verdict_is_final_once_every_stock_arm_is_finished(study_out, capsys, 
     assert "provisional" not in capsys.readouterr().out
 
 
+def test_a_study_of_fewer_arms_chooses_its_best_stock_arm_among_them(study_out, capsys,
+                                                                      monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["study_trees_report.py", "--out", study_out,
+                                      "--samples", "50", "--arms", "nobias", "batchnorm"])
+    report.main()
+    with open(os.path.join(study_out, "study.json")) as f:
+        comparisons = json.load(f)["comparisons"]
+    assert comparisons["stock_pending"] == []
+    assert comparisons["best_stock"] == {"ap50": "batchnorm", "ap": "batchnorm"}
+    printed = capsys.readouterr().out
+    assert "| (a) - best stock arm, (b) |" in printed and "provisional" not in printed
+
+
 def test_report_lists_an_arm_still_in_tuning(study_out, capsys, monkeypatch):
     for name in os.listdir(os.path.join(study_out, "runs")):
         if name.startswith("batchnorm") and "-k0-w50-" not in name:

@@ -12,7 +12,7 @@ import argparse
 import gzip
 import json
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -146,14 +146,16 @@ def compare(detections: Detections, runs: Dict[str, List[dict]], arm: str, other
     return out
 
 
-def comparisons(detections, runs, table, samples: int, protocol: dict = PROTOCOL) -> dict:
+def comparisons(detections, runs, table, samples: int, protocol: dict = PROTOCOL,
+                stock: Sequence[str] = STOCK) -> dict:
     """Every comparison the protocol names, on test (verdicts) and its other kept splits. The
-    best stock arm is the best of those finished; `stock_pending` lists the others, and while
-    it is not empty a verdict against the best stock arm is provisional."""
+    best stock arm is the best of the study's `stock` arms that are finished; `stock_pending`
+    lists the others, and while it is not empty a verdict against the best stock arm is
+    provisional."""
     splits = kept_splits(protocol["splits"])
-    done = [a for a in STOCK if a in table]
+    done = [a for a in stock if a in table]
     out: Dict[str, list] = {**{split: [] for split in splits}, "best_stock": {},
-                            "stock_pending": [a for a in STOCK if a not in done]}
+                            "stock_pending": [a for a in stock if a not in done]}
     for metric in (METRICS if done else ()):  # no stock arm finished: none to compare with
         best = max(done, key=lambda a: table[a]["test"][metric]["mean"])
         out["best_stock"][metric] = best
@@ -263,6 +265,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "study_v3"))
     p.add_argument("--samples", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--title", default=TITLE, help="the figure's title")
+    p.add_argument("--arms", nargs="+", choices=list(TRAINED), default=list(TRAINED),
+                   help="the study's trained arms (default: all; study v4 runs some protocols "
+                        "with fewer): the best stock arm is chosen among these")
     args = p.parse_args(argv)
     recorded = os.path.join(args.out, "protocol.json")  # the runner writes the one it used
     protocol = load_protocol(recorded) if os.path.isfile(recorded) else PROTOCOL
@@ -275,7 +280,7 @@ def main(argv=None) -> int:
                            for a, s in state.items()},
               "tuning": tuning_table(records, protocol), "arms": table,
               "comparisons": comparisons(Detections(args.out), runs, table, args.samples,
-                                         protocol),
+                                         protocol, [a for a in STOCK if a in args.arms]),
               "collapse": {a: {"dead_fraction_end": float(np.mean([r["dead_fraction"][-1]
                                                                   for r in s["final"]])),
                                "final_loss": np.mean([r["loss_curve"][-1][1:]
