@@ -8,12 +8,12 @@ from typing import Dict, List
 from ssd_nobias.analysis.study_v3 import ARMS, METRICS, SPLIT_NAMES, ZERO_SHIFT, kept_splits
 
 
+PAIRS = {"nobias_int8_pair": "(a) INT8 pair", "nobias_float32_pair": "(a) float32 pair"}
+
+
 def label(arm: str) -> str:
-    """An arm's letter, "(a)"; the INT8 pairs of (a) are "(a) INT8 pair" and so on."""
-    for pair in ("int8", "float32"):
-        if arm == f"nobias_{pair}_pair":
-            return f"{ARMS['nobias'][:3]} {pair.upper() if pair == 'int8' else pair} pair"
-    return ARMS[arm][:3]
+    """An arm's letter, "(a)", or which of (a)'s accelerator pairs it is."""
+    return PAIRS.get(arm) or ARMS[arm][:3]
 
 
 def row(cells: List[str]) -> str:
