@@ -1,5 +1,6 @@
 """The study tables in docs/results.md (the only place they are kept) say what the committed study.json beside
 their picture holds: every seed's test mAP, the mean, std and worst seed, and the lr."""
+import glob
 import itertools
 import json
 import os
@@ -73,30 +74,47 @@ def test_a_documented_table_is_its_study_json(path, study, section):
         assert figures["min"] == f"{summary['test_map_min']:.3f}", arm
 
 
-def study_v3_tables() -> dict:
+
+def tables_of(study: str) -> dict:
+    """The report's markdown tables of docs/`study`/study.json, as table lines."""
     from ssd_nobias.analysis import study_v3_tables as tables
-    with open(os.path.join(ROOT, "docs", "study_v3", "study.json")) as f:
+    with open(os.path.join(ROOT, "docs", study, "study.json")) as f:
         report = json.load(f)
     return {name: [line for line in getattr(tables, name)(report).splitlines()
                    if line.startswith("|")]
             for name in ("tuning", "arms", "comparisons", "summary")}
 
 
-def lines_of(path: str, heading: str = "") -> set:
-    """The stripped lines of `path`, or of its level-2 section whose heading starts so."""
+def section_linking(path: str, target: str) -> set:
+    """The stripped lines of the smallest heading section of `path` that links to `target`."""
     with open(os.path.join(ROOT, path)) as f:
         text = f.read()
-    if heading:
-        text = next(s for s in re.split(r"\n(?=## )", text) if s.startswith(heading))
-    return {line.strip() for line in text.splitlines()}
+    section = next(s for s in re.split(r"\n(?=#{2,3} )", text) if f"]({target})" in s)
+    return {line.strip() for line in section.splitlines()}
 
 
-def test_study_v3_tables_are_the_reports_of_its_study_json():
-    tables = study_v3_tables()
-    results = lines_of("docs/results.md", "## Study v3")
+REPORTED = sorted(os.path.relpath(os.path.dirname(p), os.path.join(ROOT, "docs"))
+                  for p in glob.glob(os.path.join(ROOT, "docs", "study_v[3-9]*", "**",
+                                                  "study.json"), recursive=True))
+
+
+def test_the_real_data_study_is_reported():
+    assert "study_v3" in REPORTED
+
+
+@pytest.mark.parametrize("study", REPORTED)
+def test_a_study_section_shows_the_tables_of_its_study_json(study):
+    """Study v3's report and later ones: the section of docs/results.md that links to a
+    study.json holds its tuning, arms and comparisons tables as the report prints them."""
+    tables = tables_of(study)
+    results = section_linking("docs/results.md", f"{study}/study.json")
     for name in ("tuning", "arms", "comparisons"):
         missing = [line for line in tables[name] if line not in results]
         assert not missing, (name, missing)
-    readme = lines_of("README.md")
-    missing = [line for line in tables["summary"] if line not in readme]
-    assert not missing, ("README", missing)
+
+
+def test_the_readme_summary_is_study_v3s():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = {line.strip() for line in f}
+    missing = [line for line in tables_of("study_v3")["summary"] if line not in readme]
+    assert not missing, missing
