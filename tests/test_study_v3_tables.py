@@ -37,3 +37,13 @@ def test_arms_and_comparisons_in_points_with_exported_arms_at_their_parents_sett
         "| arm (5 seeds, mean +- std) | test AP50 | test AP[.5:.95] |")
     assert tables.comparisons(report).splitlines()[2:] == [
         "| (c) - (b) | -25.00 [-30.00, -20.00] inferior | -25.00 [-30.00, -20.00] inferior |"]
+
+
+def test_a_study_with_no_finished_arm_prints_only_its_tuning_table():
+    report = {"protocol": {"warmups": [50, 200], "splits": ["val", "test"],
+                           "final_seeds": [1, 2, 3, 4, 5]},
+              "tuning": {"nobias": {"warmup": {"0.025@50": [0.8]}}}, "settings": {},
+              "arms": {}, "comparisons": {"test": [], "best_stock": {}, "stock_pending": []}}
+    assert tables.markdown(report) == "\n".join([
+        "| arm | lr 0.025 |", "| --- | --- |", "| (a) NoBiasBatchNorm, the recipe | 0.800 |"])
+    assert tables.tuning(dict(report, tuning={})) == ""

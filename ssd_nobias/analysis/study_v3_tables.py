@@ -20,12 +20,19 @@ def row(cells: List[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def table(lines: List[str]) -> str:
+    """The table's lines, or nothing when it has no rows below its header."""
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def tuning(report: dict) -> str:
     """Val AP50 of every tuning run, one column per lr, seeds separated by " / "; a warmup
     other than the protocol's first is named in the cell."""
     warmups = report["protocol"]["warmups"]
     lrs = sorted({float(key.split("@")[0]) for t in report["tuning"].values()
                   for key in t["warmup"]})
+    if not lrs:
+        return ""
     lines = [row(["arm"] + [f"lr {lrs[0]:.3g}"] + [f"{lr:.3g}" for lr in lrs[1:]]),
              row(["---"] * (len(lrs) + 1))]
     for arm, name in ARMS.items():
@@ -42,7 +49,7 @@ def tuning(report: dict) -> str:
                     parts.append(seeds if i == 0 else f"warmup {w}: {seeds}")
             cells.append("; ".join(parts) or "-")
         lines.append(row([name] + cells))
-    return "\n".join(lines)
+    return table(lines)
 
 
 def spread(s: dict, worst: bool = True) -> str:
@@ -70,7 +77,7 @@ def arms(report: dict) -> str:
             lines.append(row([name, f"{s['lr']:.3g}", str(s["warmup"]),
                               spread(t["test"]["ap50"]), spread(t["test"]["ap"])]
                              + [spread(t[split]["ap50"]) for split in other]))
-    return "\n".join(lines)
+    return table(lines)
 
 
 def summary(report: dict) -> str:
@@ -86,7 +93,7 @@ def summary(report: dict) -> str:
             lines.append(row([name, spread(t["test"]["ap50"], False),
                               spread(t["test"]["ap"], False)]
                              + [spread(t[split]["ap50"], False) for split in other]))
-    return "\n".join(lines)
+    return table(lines)
 
 
 def comparisons(report: dict) -> str:
@@ -106,12 +113,14 @@ def comparisons(report: dict) -> str:
         cells = [f"{100 * e['difference']:+.2f} [{100 * e['low']:+.2f}, {100 * e['high']:+.2f}]"
                  f" {e['verdict']}" if e else "" for e in map(by_metric.get, METRICS)]
         lines.append(row([name] + cells))
-    if c.get("stock_pending") and c["best_stock"]:
-        lines += ["", f"Best stock arm among the finished ones; not finished: "
-                      f"{', '.join(c['stock_pending'])}, so a verdict against it is provisional."]
-    return "\n".join(lines)
+    text = table(lines)
+    if text and c.get("stock_pending") and c["best_stock"]:
+        text += (f"\n\nBest stock arm among the finished ones; not finished: "
+                 f"{', '.join(c['stock_pending'])}, so a verdict against it is provisional.")
+    return text
 
 
 def markdown(report: dict) -> str:
     """Every table, as docs/results.md and the README show them."""
-    return "\n\n".join([tuning(report), arms(report), comparisons(report), summary(report)])
+    return "\n\n".join(filter(None, [tuning(report), arms(report), comparisons(report),
+                                      summary(report)]))
