@@ -16,16 +16,16 @@ ARM_OF_LABEL = {"(a)": "nobias", "(b)": "batchnorm", "(c)": "naive", "(d)": "bat
 PICTURE = re.compile(r"!\[[^\]]*\]\((?:docs/)?(study_v2[a-z0-9_]*)/study\.png\)")
 
 
+def heading_sections(path: str) -> list:
+    """The text of `path` cut at its level-2 and level-3 headings."""
+    with open(os.path.join(ROOT, path)) as f:
+        return re.split(r"\n(?=#{2,3} )", f.read())
+
+
 def sections(path: str) -> list:
     """(study directory, text) of each heading's section of `path` that shows a study.png."""
-    with open(os.path.join(ROOT, path)) as f:
-        text = f.read()
-    found = []
-    for section in re.split(r"\n(?=#{2,3} )", text):
-        picture = PICTURE.search(section)
-        if picture:
-            found.append((picture.group(1), section))
-    return found
+    return [(picture.group(1), section) for section in heading_sections(path)
+            for picture in [PICTURE.search(section)] if picture]
 
 
 def seed_table(section: str) -> tuple:
@@ -87,9 +87,7 @@ def tables_of(study: str) -> dict:
 
 def section_linking(path: str, target: str) -> set:
     """The stripped lines of the smallest heading section of `path` that links to `target`."""
-    with open(os.path.join(ROOT, path)) as f:
-        text = f.read()
-    section = next(s for s in re.split(r"\n(?=#{2,3} )", text) if f"]({target})" in s)
+    section = next(s for s in heading_sections(path) if f"]({target})" in s)
     return {line.strip() for line in section.splitlines()}
 
 

@@ -64,36 +64,35 @@ def settings_of(report: dict, arm: str) -> dict:
     return report["settings"][parent]
 
 
-def arms(report: dict) -> str:
-    """Each finished arm's chosen lr and warmup and its test figures over the final seeds."""
+def figures(report: dict, first: str, chosen: bool, worst: bool) -> str:
+    """A row per finished arm: its test AP50 and AP[.5:.95] and the other test splits' AP50
+    over the final seeds, after its chosen lr and warmup if `chosen`."""
     other = kept_splits(report["protocol"]["splits"])[1:]
-    lines = [row(["arm", "lr", "warmup", "test AP50", "test AP[.5:.95]"]
-                 + [f"{SPLIT_NAMES.get(split, split)} AP50" for split in other]),
-             row(["---"] * (5 + len(other)))]
+    head = [first] + (["lr", "warmup"] if chosen else []) + ["test AP50", "test AP[.5:.95]"]
+    lines = [row(head + [f"{SPLIT_NAMES.get(split, split)} AP50" for split in other]),
+             row(["---"] * (len(head) + len(other)))]
     for arm, name in ARMS.items():
         t = report["arms"].get(arm)
-        if t:
+        if not t:
+            continue
+        cells = [name]
+        if chosen:
             s = settings_of(report, arm)
-            lines.append(row([name, f"{s['lr']:.3g}", str(s["warmup"]),
-                              spread(t["test"]["ap50"]), spread(t["test"]["ap"])]
-                             + [spread(t[split]["ap50"]) for split in other]))
+            cells += [f"{s['lr']:.3g}", str(s["warmup"])]
+        cells += [spread(t["test"]["ap50"], worst), spread(t["test"]["ap"], worst)]
+        lines.append(row(cells + [spread(t[split]["ap50"], worst) for split in other]))
     return table(lines)
+
+
+def arms(report: dict) -> str:
+    """Each finished arm's chosen lr and warmup and its test figures, the worst seed too."""
+    return figures(report, "arm", chosen=True, worst=True)
 
 
 def summary(report: dict) -> str:
     """The README's table: mean +- std of each finished arm."""
-    other = kept_splits(report["protocol"]["splits"])[1:]
     seeds = len(report["protocol"]["final_seeds"])
-    lines = [row([f"arm ({seeds} seeds, mean +- std)", "test AP50", "test AP[.5:.95]"]
-                 + [f"{SPLIT_NAMES.get(split, split)} AP50" for split in other]),
-             row(["---"] * (3 + len(other)))]
-    for arm, name in ARMS.items():
-        t = report["arms"].get(arm)
-        if t:
-            lines.append(row([name, spread(t["test"]["ap50"], False),
-                              spread(t["test"]["ap"], False)]
-                             + [spread(t[split]["ap50"], False) for split in other]))
-    return table(lines)
+    return figures(report, f"arm ({seeds} seeds, mean +- std)", chosen=False, worst=False)
 
 
 def comparisons(report: dict) -> str:
