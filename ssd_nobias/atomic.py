@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gzip
 import json
 import os
 import re
@@ -82,3 +83,14 @@ def write_text(path: str, text: str) -> None:
 def write_json(path: str, obj) -> None:
     """Write `obj` as indented JSON to `path` atomically."""
     write_text(path, json.dumps(obj, indent=1))
+
+
+def write_json_gz(path: str, obj) -> None:
+    """Write `obj` as compact gzipped JSON to `path` atomically (bulky per-image records)."""
+    try:
+        with replacing(path) as tmp, gzip.open(tmp, "wt") as f:
+            json.dump(obj, f, separators=(",", ":"))
+    except OSError as err:
+        if isinstance(err, StorageError):
+            raise
+        raise write_failure(path, err) from None

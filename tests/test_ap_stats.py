@@ -2,13 +2,15 @@
 the paired bootstrap brackets a known difference."""
 import contextlib
 import io
+import json
 
 import numpy as np
 import pytest
 from gluoncv.utils.metrics.voc_detection import VOC07MApMetric
 
-from ssd_nobias.evaluation.ap_stats import (coco_ap, match_image, matches_of, paired_bootstrap,
-                                            voc07_ap50)
+from ssd_nobias.evaluation.ap_stats import (coco_ap, coco_precision, match_image,
+                                            matches_from_json, matches_of, matches_to_json,
+                                            paired_bootstrap, voc07_ap50)
 
 
 def scene(rng, n_images=25, classes=2):
@@ -94,6 +96,22 @@ def test_matches_of_reads_records():
     record = {"boxes": [[10, 10, 50, 50]], "labels": [0], "scores": [0.5],
               "gt": [[10, 10, 50, 50, 0, 0]]}
     assert voc07_ap50(matches_of([record])) == pytest.approx(1.0)
+
+
+def test_matches_written_without_boxes_score_to_the_bit():
+    """The compact form a study commits: every figure from it equals the figure from the boxes,
+    float32 scores (as the runner writes them) included, ties and difficult objects too."""
+    images = [(b, l, np.float32(s).astype(float), g)
+              for b, l, s, g in scene(np.random.default_rng(4), 40, 3)]
+    matches = [match_image(*image) for image in images]
+    back = [matches_from_json(json.loads(json.dumps(matches_to_json(m)))) for m in matches]
+    assert voc07_ap50(back) == voc07_ap50(matches)
+    np.testing.assert_array_equal(coco_precision(back), coco_precision(matches))
+    for m, b in zip(matches, back):
+        for c in m.voc:
+            np.testing.assert_array_equal(b.voc[c][0], m.voc[c][0])
+            np.testing.assert_array_equal(b.coco[c][1], m.coco[c][1])
+            np.testing.assert_array_equal(b.coco[c][2], m.coco[c][2])
 
 
 def test_paired_bootstrap_brackets_the_difference_and_pairs_images():

@@ -116,3 +116,40 @@ def test_the_readme_summary_is_study_v3s():
         readme = {line.strip() for line in f}
     missing = [line for line in tables_of("study_v3")["summary"] if line not in readme]
     assert not missing, missing
+
+
+def recorded_splits(record: dict, variant: str) -> dict:
+    """A run record's figures of one of the variants its detections hold: the trained arm, an
+    exported arm (its shifts dropped) or one of the trained arm's INT8 accelerator pairs."""
+    if variant == record["arm"]:
+        return record["splits"]
+    pair = variant[len(record["arm"]) + 1:]
+    if variant.startswith(record["arm"] + "_") and pair in record.get("int8", {}):
+        return {"test": record["int8"][pair]}
+    return record[variant]["splits"]
+
+
+KEPT_MATCHES = sorted({os.path.dirname(os.path.dirname(p)) for p in glob.glob(
+    os.path.join(ROOT, "docs", "study_v[3-9]*", "**", "matches", "*.json.gz"), recursive=True)})
+
+
+@pytest.mark.parametrize("folder", KEPT_MATCHES,
+                         ids=[os.path.relpath(f, ROOT) for f in KEPT_MATCHES])
+def test_committed_matches_give_their_runs_figures(folder):
+    """A study committed with per-image matches instead of boxes: each run's matches give the
+    AP50 and AP[.5:.95] its record holds, exactly, so its comparisons can be rechecked."""
+    import gzip
+    from ssd_nobias.evaluation.ap_stats import coco_ap, matches_from_json, voc07_ap50
+    for path in sorted(glob.glob(os.path.join(folder, "matches", "*.json.gz"))):
+        run = os.path.basename(path)[:-len(".json.gz")]
+        with open(os.path.join(folder, "runs", f"{run}.json")) as f:
+            record = json.load(f)
+        with gzip.open(path, "rt") as f:
+            held = json.load(f)
+        for variant, splits in held.items():
+            for split, images in splits.items():
+                matches = [matches_from_json(i["classes"]) for i in images]
+                figures = recorded_splits(record, variant)[split]
+                assert len(matches) == figures["images"], (run, variant, split)
+                assert voc07_ap50(matches) == figures["ap50"], (run, variant, split)
+                assert coco_ap(matches)["AP"] == figures["ap"], (run, variant, split)

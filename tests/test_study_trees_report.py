@@ -3,6 +3,7 @@ stand-in run records and detections of known AP (no training)."""
 import gzip
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -165,6 +166,27 @@ def test_detection_files_hold_what_the_report_reads(study_out):
     assert set(held) == {"nobias", "nobias_float32_pair", "nobias_int8_pair"}
     assert len(held["nobias"]["test"]) == len(GT)
     np.testing.assert_array_equal(held["nobias"]["test"][0]["gt"], GT[0])
+
+
+def test_the_kept_matches_alone_give_the_same_report(study_out, monkeypatch):
+    """The form a study commits: matches of the final runs only, and no boxes, reproduce every
+    comparison to the bit."""
+    monkeypatch.setattr(sys, "argv", ["study_trees_report.py", "--out", study_out,
+                                      "--samples", "50"])
+    report.main()
+    with open(os.path.join(study_out, "study.json")) as f:
+        from_boxes = json.load(f)
+    kept = sorted(os.listdir(os.path.join(study_out, report.MATCHES)))
+    final = sorted(f"{r['run']}.json.gz" for arm in ("nobias", "batchnorm")
+                   for r in report.arm_runs(report.settled(
+                       study_trees.read_records(study_out)))[arm])
+    assert kept == final and len(kept) == 10  # five seeds of each arm, no tuning run
+    with gzip.open(os.path.join(study_out, report.MATCHES, kept[0]), "rt") as f:
+        assert set(json.load(f)) == {"batchnorm", "naive"}  # (b) and its shifts dropped
+    shutil.rmtree(os.path.join(study_out, "detections"))
+    report.main()
+    with open(os.path.join(study_out, "study.json")) as f:
+        assert json.load(f) == from_boxes
 
 
 def test_flat_schedule_compares_two_thirds_of_the_way_with_the_end():

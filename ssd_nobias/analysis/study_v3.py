@@ -31,7 +31,6 @@ report hold the synthetic studies to the same standard. OUT/protocol.json record
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import statistics
@@ -45,7 +44,7 @@ import numpy as np
 from ssd_nobias.evaluation.ap_stats import coco_ap, matches_of, voc07_ap50
 from ssd_nobias.analysis.diagnostics import run_trajectory
 from ssd_nobias.analysis.study_v2 import continues, cpu
-from ssd_nobias.atomic import write_json, write_text
+from ssd_nobias.atomic import write_json, write_json_gz, write_text
 from ssd_nobias.config import load_config
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import build_dataset
@@ -333,11 +332,8 @@ def val_of(records: Dict[str, dict], arm: str) -> Dict[tuple, float]:
 def save(out: str, record: dict, detections: dict) -> None:
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
     write_json(os.path.join(out, "runs", f"{record['run']}.json"), record)
-    path = os.path.join(out, "detections", f"{record['run']}.json.gz")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with gzip.open(path + ".tmp", "wt") as f:
-        json.dump(detections, f, separators=(",", ":"))
-    os.replace(path + ".tmp", path)
+    os.makedirs(os.path.join(out, "detections"), exist_ok=True)
+    write_json_gz(os.path.join(out, "detections", f"{record['run']}.json.gz"), detections)
 
 
 def prepare_data(protocol: dict, data: str) -> None:

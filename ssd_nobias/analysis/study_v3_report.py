@@ -1,8 +1,9 @@
 """Study v3's statistics, as docs/study_v3/protocol.md fixes them, from bench/study_trees.py's
 records: the tuning tables, each arm's five seeds at its chosen settings, the paired image
 bootstrap of every comparison the protocol names and its verdict against the margin, (a)'s INT8
-pair. Writes OUT/study.json and OUT/study.png and prints the tables; an arm still being tuned
-is listed with the runs it has.
+pair. Writes OUT/study.json, OUT/study.png and OUT/matches/ (the final runs' per-image matches,
+which reproduce the comparisons without the boxes) and prints the tables; an arm still being
+tuned is listed with the runs it has. Reads OUT/matches/ where a run's detections are not there.
 
     python bench/study_trees_report.py [--out bench/results/study_v3] [--samples 2000]
 """
@@ -18,8 +19,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ssd_nobias.evaluation.ap_stats import matches_of, paired_bootstrap
-from ssd_nobias.atomic import write_json
+from ssd_nobias.evaluation.ap_stats import (matches_from_json, matches_of, matches_to_json,
+                                            paired_bootstrap)
+from ssd_nobias.atomic import write_json, write_json_gz
 
 from ssd_nobias.analysis import study_v3_tables
 from ssd_nobias.analysis.study_v3 import (ARMS, LONG, METRICS, PROTOCOL, ROOT, TRAINED, ZERO_SHIFT,
@@ -29,6 +31,7 @@ from ssd_nobias.analysis.study_v3 import (ARMS, LONG, METRICS, PROTOCOL, ROOT, T
 STOCK = ("batchnorm", "batchnorm_reparam", "batchnorm_uncentered")
 MARGIN = 0.01  # non-inferiority margin: 1 point
 INT8_MARGIN = 0.005
+MATCHES = "matches"  # OUT/matches/: the final runs' per-image matches, committed with the study
 TITLE = "Study v3, NEON tree crowns (real aerial imagery), ssd_300_mobilenet0.25"
 COLORS = {"nobias": "tab:blue", "nobias_noheadbias": "tab:purple", "batchnorm": "tab:orange",
           "batchnorm_reparam": "tab:green", "batchnorm_uncentered": "tab:brown"}
@@ -111,19 +114,57 @@ def arm_table(runs: Dict[str, List[dict]]) -> Dict[str, dict]:
 
 
 class Detections:
-    """Per-image matches of (run, arm, split), read from OUT/detections once each; an exported
-    arm's and the INT8 pairs' detections are in their trained run's file, under their name."""
+    """Per-image matches of (run, arm, split), each computed once: from OUT/detections (the
+    runner's boxes) where a run's file is there, else from OUT/matches (what `keep` wrote, the
+    form committed beside a study's records). An exported arm's and the INT8 pairs' detections
+    are in their trained run's file, under their name."""
 
     def __init__(self, out: str):
-        self.folder = os.path.join(out, "detections")
-        self.cache: Dict[str, dict] = {}
+        self.out = out
+        self.cache: Dict[str, Dict[str, Dict[str, tuple]]] = {}  # run -> variant -> split
 
-    def __call__(self, run: str, variant: str, split: str):
-        if run not in self.cache:
-            with gzip.open(os.path.join(self.folder, f"{run}.json.gz"), "rt") as f:
-                self.cache[run] = json.load(f)
-        records = self.cache[run][variant][split]
-        return [r["id"] for r in records], matches_of(records)
+    def _read(self, folder: str, run: str) -> Optional[dict]:
+        path = os.path.join(self.out, folder, f"{run}.json.gz")
+        if not os.path.isfile(path):
+            return None
+        with gzip.open(path, "rt") as f:
+            return json.load(f)
+
+    def run(self, run: str) -> Dict[str, Dict[str, tuple]]:
+        """{variant: {split: (image ids, ImageMatches)}} of one run."""
+        if run in self.cache:
+            return self.cache[run]
+        held = self._read("detections", run)
+        if held is not None:
+            self.cache[run] = {v: {split: ([r["id"] for r in records], matches_of(records))
+                                   for split, records in splits.items()}
+                               for v, splits in held.items()}
+            return self.cache[run]
+        held = self._read(MATCHES, run)
+        if held is None:
+            raise FileNotFoundError(f"{run}: neither {self.out}/detections/{run}.json.gz nor "
+                                    f"{self.out}/{MATCHES}/{run}.json.gz")
+        self.cache[run] = {v: {split: ([i["id"] for i in images],
+                                       [matches_from_json(i["classes"]) for i in images])
+                               for split, images in splits.items()}
+                           for v, splits in held.items()}
+        return self.cache[run]
+
+    def __call__(self, run: str, variant: str, split: str) -> tuple:
+        return self.run(run)[variant][split]
+
+    def keep(self, runs: Dict[str, List[dict]]) -> None:
+        """Write OUT/matches/<run>.json.gz for every final run: the matches of each of its
+        variants on each kept split, what the comparisons need without the boxes."""
+        held: Dict[str, dict] = {}
+        for variant, rows in runs.items():
+            for row in rows:
+                held.setdefault(row["run"], {})[variant] = {
+                    split: [{"id": i, "classes": matches_to_json(m)} for i, m in zip(*pair)]
+                    for split, pair in self.run(row["run"])[variant].items()}
+        os.makedirs(os.path.join(self.out, MATCHES), exist_ok=True)
+        for run, variants in held.items():
+            write_json_gz(os.path.join(self.out, MATCHES, f"{run}.json.gz"), variants)
 
 
 def compare(detections: Detections, runs: Dict[str, List[dict]], arm: str, other: str,
@@ -275,11 +316,12 @@ def main(argv=None) -> int:
     state = settled(records, protocol)
     runs = arm_runs(state)
     table = arm_table(runs)
+    detections = Detections(args.out)
     report = {"protocol": protocol,
               "settings": {a: {k: v for k, v in s.items() if k != "final"}
                            for a, s in state.items()},
               "tuning": tuning_table(records, protocol), "arms": table,
-              "comparisons": comparisons(Detections(args.out), runs, table, args.samples,
+              "comparisons": comparisons(detections, runs, table, args.samples,
                                          protocol, [a for a in STOCK if a in args.arms]),
               "collapse": {a: {"dead_fraction_end": float(np.mean([r["dead_fraction"][-1]
                                                                   for r in s["final"]])),
@@ -291,6 +333,7 @@ def main(argv=None) -> int:
                                              protocol),
               "cpus": sorted({json.dumps(r["cpu"], sort_keys=True) for r in records.values()})}
     write_json(os.path.join(args.out, "study.json"), report)
+    detections.keep(runs)
     plot(os.path.join(args.out, "study.png"), records, state, protocol, args.title)
     for arm, s in state.items():
         print(f"{arm}: " + (f"lr {s['lr']:.4g} warmup {s['warmup']}, {len(s['final'])} seeds"

@@ -204,3 +204,37 @@ def matches_of(records: List[dict]) -> List[ImageMatches]:
         out.append(match_image(boxes, np.asarray(r["labels"], int), np.asarray(r["scores"], float),
                                gt))
     return out
+
+
+def matches_to_json(m: ImageMatches) -> dict:
+    """One image's matches in a fifth of its detections' size (no boxes): per class the scores
+    in matching order, VOC codes and COCO bits (bit t: matched or ignored at COCO_IOUS[t]).
+    Scores are written as float32's shortest decimal, so they read back to the bit."""
+    def short(scores):
+        return [float(str(np.float32(s))) for s in scores]
+
+    def bits(flags):
+        return (flags.astype(np.int64) << np.arange(len(COCO_IOUS))[:, None]).sum(0).tolist()
+
+    return {str(c): {"voc": [short(m.voc[c][0]), m.voc[c][1].tolist(), m.voc_pos[c]],
+                     "coco": [short(m.coco[c][0]), bits(m.coco[c][1]), bits(m.coco[c][2]),
+                              m.coco_pos[c]]}
+            for c in m.voc}
+
+
+def matches_from_json(held: dict) -> ImageMatches:
+    """The ImageMatches that matches_to_json wrote."""
+    def scores(values):
+        return np.asarray(values, np.float32).astype(float)
+
+    def flags(values):
+        return (np.asarray(values, np.int64)[None, :] >> np.arange(len(COCO_IOUS))[:, None]) & 1 \
+            == 1
+
+    voc, voc_pos, coco, coco_pos = {}, {}, {}, {}
+    for c, h in held.items():
+        c = int(c)
+        voc[c], voc_pos[c] = (scores(h["voc"][0]), np.asarray(h["voc"][1], np.int8)), h["voc"][2]
+        coco[c] = (scores(h["coco"][0]), flags(h["coco"][1]), flags(h["coco"][2]))
+        coco_pos[c] = h["coco"][3]
+    return ImageMatches(voc, voc_pos, coco, coco_pos)
