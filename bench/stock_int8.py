@@ -26,6 +26,7 @@ import numpy as np
 from ssd_nobias import cli
 from ssd_nobias.atomic import write_json
 from ssd_nobias.config import load_config
+from ssd_nobias.data.datasets import build_dataset
 from ssd_nobias.export.deploy import export_deploy
 from ssd_nobias.export.int8 import CALIB_METHODS
 from ssd_nobias.export.split import export_accelerator
@@ -38,13 +39,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from deploy_speed import Timed, images_per_s  # noqa: E402
 
 
+def run_config(run: str, split: Optional[str] = None):
+    """A run's config, scoring `split` of its voc_custom set instead of its val splits."""
+    overrides = ["data.num_workers=0"] + ([f'data.val_splits=["{split}"]'] if split else [])
+    return load_config(os.path.join(run, "config.yaml"), overrides)
+
+
 def exported(run: str, checkpoint: str, calib_images: int, calib_method: str, stock: bool,
              equalize_heads: bool = False, split: Optional[str] = None):
     """(the figures on the val splits, or on `split` of a voc_custom set, with the per-layer
     SQNR; the accelerator folder) of a run, exported as its kind asks; calibrated on training
     images whatever is scored."""
-    overrides = ["data.num_workers=0"] + ([f'data.val_splits=["{split}"]'] if split else [])
-    cfg = load_config(os.path.join(run, "config.yaml"), overrides)
+    cfg = run_config(run, split)
     params = os.path.join(run, f"{cfg.name}-{checkpoint}.params")
     out = os.path.join(run, "export")
     export_deploy(cfg, params, out)
@@ -127,6 +133,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", metavar="FILE.json")
     args = p.parse_args(argv)
     runs = [("bias-free", run) for run in args.bias_free] + [("stock", run) for run in args.stock]
+    if args.split:  # a split some run's dataset lacks stops here, before anything is exported
+        for _, run in runs:
+            build_dataset(run_config(run, args.split), "val")
     exports = [(arm, run, *exported(run, args.checkpoint, args.calib_images, args.calib_method,
                                     arm == "stock", args.stock_heads == "equalized", args.split))
                for arm, run in runs]

@@ -166,6 +166,13 @@ def test_bench_sets_the_two_int8_pairs_side_by_side(tiny_run, tmp_path_factory, 
     assert scored["rows"][1]["train"]["float32_pair"] == pair_val_map(
         cfg, dataset, classes, folder, FLOAT_ONNX, False)
 
+    shutil.rmtree(os.path.join(stock, "export"))  # a split the data lacks: refused, nothing written
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "stock_int8.py"),
+                           "--bias-free", bias_free, "--stock", stock, "--rounds", "0",
+                           "--split", "nosuch"], capture_output=True, text=True)
+    assert done.returncode == 2 and "nosuch" in done.stderr
+    assert "Traceback" not in done.stderr and not os.path.exists(os.path.join(stock, "export"))
+
 
 def test_the_stock_heads_can_be_equalized_as_the_bias_free_pairs_are(stock):
     """export_stock_int8(equalize_heads=True): its own folder, the head convs' rows scaled
