@@ -153,3 +153,25 @@ def test_committed_matches_give_their_runs_figures(folder):
                 assert len(matches) == figures["images"], (run, variant, split)
                 assert voc07_ap50(matches) == figures["ap50"], (run, variant, split)
                 assert coco_ap(matches)["AP"] == figures["ap"], (run, variant, split)
+
+
+QUOTED_INTERVAL = re.compile(r"([+-]\d+\.\d+)(?: points)?(?: AP50| AP\[\.5:\.95\])? "
+                             r"\[([+-]\d+\.\d+), ([+-]\d+\.\d+)\]")
+
+
+def test_the_readme_verdicts_quote_study_v3s_intervals():
+    """The README's verdict prose: every 'difference [low, high]' it quotes is one of study
+    v3's test comparisons (or its INT8 pair's), rounded as shown."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    bullet = readme[readme.index("- **Real data (study v3"):readme.index("- **Synthetic shapes")]
+    quoted = QUOTED_INTERVAL.findall(" ".join(bullet.split()))
+    with open(os.path.join(ROOT, "docs", "study_v3", "study.json")) as f:
+        comparisons = json.load(f)["comparisons"]
+    measured = comparisons["test"] + [comparisons["int8"]]
+    assert len(quoted) >= 7
+    for difference, low, high in quoted:
+        places = len(difference.split(".")[1])
+        assert (difference, low, high) in {
+            tuple(f"{100 * m[key]:+.{places}f}" for key in ("difference", "low", "high"))
+            for m in measured}, (difference, low, high)
