@@ -86,10 +86,13 @@ def write_json(path: str, obj) -> None:
 
 
 def write_json_gz(path: str, obj) -> None:
-    """Write `obj` as compact gzipped JSON to `path` atomically (bulky per-image records)."""
+    """Write `obj` as compact gzipped JSON to `path` atomically (bulky per-image records); the
+    same `obj` gives the same bytes (no time or name in the gzip header), so a rewrite of a
+    committed file changes nothing."""
     try:
-        with replacing(path) as tmp, gzip.open(tmp, "wt") as f:
-            json.dump(obj, f, separators=(",", ":"))
+        with replacing(path) as tmp, open(tmp, "wb") as raw, \
+                gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f:
+            f.write(json.dumps(obj, separators=(",", ":")).encode())
     except OSError as err:
         if isinstance(err, StorageError):
             raise

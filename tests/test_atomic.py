@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from ssd_nobias.atomic import replacing, temp_path, write_json, writer_pid
+from ssd_nobias.atomic import replacing, temp_path, write_json, write_json_gz, writer_pid
 from ssd_nobias.engine.preemption import remove_stale_temps
 
 
@@ -14,6 +14,22 @@ def test_a_finished_write_replaces_the_file_and_leaves_nothing_else(tmp_path):
     write_json(path, {"new": [1, 2]})
     assert json.loads(open(path).read()) == {"new": [1, 2]}
     assert os.listdir(tmp_path) == ["report.json"]
+
+
+def test_gzipped_json_reads_back_and_the_same_object_gives_the_same_bytes(tmp_path,
+                                                                          monkeypatch):
+    import gzip
+    import time
+    path = str(tmp_path / "matches.json.gz")
+    held = {"run": [{"id": "a.jpg", "scores": [0.5, 0.25]}]}
+    write_json_gz(path, held)
+    first = open(path, "rb").read()
+    with gzip.open(path, "rt") as f:
+        assert json.load(f) == held
+    monkeypatch.setattr(time, "time", lambda: 2e9)  # rewritten later, by another process
+    monkeypatch.setattr(os, "getpid", lambda: 4321)
+    write_json_gz(path, held)
+    assert open(path, "rb").read() == first and os.listdir(tmp_path) == ["matches.json.gz"]
 
 
 def test_a_failed_write_keeps_the_old_file_and_removes_its_temporary(tmp_path):

@@ -3,7 +3,6 @@ stand-in run records and detections of known AP (no training)."""
 import gzip
 import json
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -168,24 +167,30 @@ def test_detection_files_hold_what_the_report_reads(study_out):
     np.testing.assert_array_equal(held["nobias"]["test"][0]["gt"], GT[0])
 
 
-def test_the_kept_matches_alone_give_the_same_report(study_out, monkeypatch):
-    """The form a study commits: matches of the final runs only, and no boxes, reproduce every
-    comparison to the bit."""
+def test_a_published_study_recomputes_from_its_matches_alone(study_out, tmp_path, monkeypatch):
+    """--publish: the records the report read, its outputs and the final runs' matches (no
+    boxes, no tuning run's) in another folder, from which the report gives the same study.json
+    to the bit."""
+    docs = str(tmp_path / "docs")
     monkeypatch.setattr(sys, "argv", ["study_trees_report.py", "--out", study_out,
-                                      "--samples", "50"])
+                                      "--samples", "50", "--publish", docs])
     report.main()
     with open(os.path.join(study_out, "study.json")) as f:
         from_boxes = json.load(f)
-    kept = sorted(os.listdir(os.path.join(study_out, report.MATCHES)))
+    assert sorted(os.listdir(docs)) == ["matches", "runs", "study.json", "study.png"]
+    assert sorted(os.listdir(os.path.join(docs, "runs"))) == sorted(
+        os.listdir(os.path.join(study_out, "runs")))
+    kept = sorted(os.listdir(os.path.join(docs, report.MATCHES)))
     final = sorted(f"{r['run']}.json.gz" for arm in ("nobias", "batchnorm")
                    for r in report.arm_runs(report.settled(
                        study_trees.read_records(study_out)))[arm])
     assert kept == final and len(kept) == 10  # five seeds of each arm, no tuning run
-    with gzip.open(os.path.join(study_out, report.MATCHES, kept[0]), "rt") as f:
+    with gzip.open(os.path.join(docs, report.MATCHES, kept[0]), "rt") as f:
         assert set(json.load(f)) == {"batchnorm", "naive"}  # (b) and its shifts dropped
-    shutil.rmtree(os.path.join(study_out, "detections"))
+    monkeypatch.setattr(sys, "argv", ["study_trees_report.py", "--out", docs,
+                                      "--samples", "50"])
     report.main()
-    with open(os.path.join(study_out, "study.json")) as f:
+    with open(os.path.join(docs, "study.json")) as f:
         assert json.load(f) == from_boxes
 
 

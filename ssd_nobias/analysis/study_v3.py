@@ -330,10 +330,11 @@ def val_of(records: Dict[str, dict], arm: str) -> Dict[tuple, float]:
 
 
 def save(out: str, record: dict, detections: dict) -> None:
-    os.makedirs(os.path.join(out, "runs"), exist_ok=True)
-    write_json(os.path.join(out, "runs", f"{record['run']}.json"), record)
-    os.makedirs(os.path.join(out, "detections"), exist_ok=True)
+    """Write a run's detections, then its record: a record is there only once all is."""
+    for sub in ("runs", "detections"):
+        os.makedirs(os.path.join(out, sub), exist_ok=True)
     write_json_gz(os.path.join(out, "detections", f"{record['run']}.json.gz"), detections)
+    write_json(os.path.join(out, "runs", f"{record['run']}.json"), record)
 
 
 def prepare_data(protocol: dict, data: str) -> None:

@@ -6,6 +6,7 @@ which reproduce the comparisons without the boxes) and prints the tables; an arm
 tuned is listed with the runs it has. Reads OUT/matches/ where a run's detections are not there.
 
     python bench/study_trees_report.py [--out bench/results/study_v3] [--samples 2000]
+        [--publish docs/study_v3]
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import argparse
 import gzip
 import json
 import os
+import shutil
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -153,18 +155,21 @@ class Detections:
     def __call__(self, run: str, variant: str, split: str) -> tuple:
         return self.run(run)[variant][split]
 
-    def keep(self, runs: Dict[str, List[dict]]) -> None:
-        """Write OUT/matches/<run>.json.gz for every final run: the matches of each of its
-        variants on each kept split, what the comparisons need without the boxes."""
+    def keep(self, runs: Dict[str, List[dict]], out: str) -> None:
+        """Write OUT/matches/<run>.json.gz for every final run, and no other: the matches of
+        each of its variants on each kept split, what the comparisons need without the boxes."""
         held: Dict[str, dict] = {}
         for variant, rows in runs.items():
             for row in rows:
                 held.setdefault(row["run"], {})[variant] = {
                     split: [{"id": i, "classes": matches_to_json(m)} for i, m in zip(*pair)]
                     for split, pair in self.run(row["run"])[variant].items()}
-        os.makedirs(os.path.join(self.out, MATCHES), exist_ok=True)
+        folder = os.path.join(out, MATCHES)
+        os.makedirs(folder, exist_ok=True)
+        for name in set(os.listdir(folder)) - {f"{run}.json.gz" for run in held}:
+            os.remove(os.path.join(folder, name))
         for run, variants in held.items():
-            write_json_gz(os.path.join(self.out, MATCHES, f"{run}.json.gz"), variants)
+            write_json_gz(os.path.join(folder, f"{run}.json.gz"), variants)
 
 
 def compare(detections: Detections, runs: Dict[str, List[dict]], arm: str, other: str,
@@ -301,6 +306,21 @@ def plot(path: str, records: Dict[str, dict], state: Dict[str, dict],
     fig.savefig(path, dpi=110)
 
 
+def publish(folder: str, out: str, records: Dict[str, dict],
+            long_records: Dict[str, dict]) -> None:
+    """Copy the report in OUT to `folder` with the records it was computed from (not those a
+    run finished since has added) and the protocol the runner recorded."""
+    os.makedirs(folder, exist_ok=True)
+    for sub, held in (("runs", records), (os.path.join(LONG, "runs"), long_records)):
+        if held:
+            os.makedirs(os.path.join(folder, sub), exist_ok=True)
+        for run, record in held.items():
+            write_json(os.path.join(folder, sub, f"{run}.json"), record)
+    for name in ("study.json", "study.png", "protocol.json"):
+        if os.path.isfile(os.path.join(out, name)):
+            shutil.copyfile(os.path.join(out, name), os.path.join(folder, name))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "study_v3"))
@@ -309,10 +329,15 @@ def main(argv=None) -> int:
     p.add_argument("--arms", nargs="+", choices=list(TRAINED), default=list(TRAINED),
                    help="the study's trained arms (default: all; study v4 runs some protocols "
                         "with fewer): the best stock arm is chosen among these")
+    p.add_argument("--publish", metavar="DIR",
+                   help="also write the records the report read, its study.json, study.png, "
+                        "the recorded protocol and the final runs' matches to DIR (a docs "
+                        "folder): one consistent set while the study runs on")
     args = p.parse_args(argv)
     recorded = os.path.join(args.out, "protocol.json")  # the runner writes the one it used
     protocol = load_protocol(recorded) if os.path.isfile(recorded) else PROTOCOL
     records = read_records(args.out)
+    long_records = read_records(os.path.join(args.out, LONG))
     state = settled(records, protocol)
     runs = arm_runs(state)
     table = arm_table(runs)
@@ -329,12 +354,14 @@ def main(argv=None) -> int:
                                                       for r in s["final"]], 0).round(4).tolist()}
                            for a, s in state.items() if s["done"]},
               "flat_schedule": flat_schedule(state, protocol),
-              "long_schedule": long_schedule(records, read_records(os.path.join(args.out, LONG)),
-                                             protocol),
+              "long_schedule": long_schedule(records, long_records, protocol),
               "cpus": sorted({json.dumps(r["cpu"], sort_keys=True) for r in records.values()})}
     write_json(os.path.join(args.out, "study.json"), report)
-    detections.keep(runs)
+    detections.keep(runs, args.out)
     plot(os.path.join(args.out, "study.png"), records, state, protocol, args.title)
+    if args.publish:
+        publish(args.publish, args.out, records, long_records)
+        detections.keep(runs, args.publish)
     for arm, s in state.items():
         print(f"{arm}: " + (f"lr {s['lr']:.4g} warmup {s['warmup']}, {len(s['final'])} seeds"
                             if s["done"] else f"tuning, {s['runs']} runs, next {s['next']}"))
