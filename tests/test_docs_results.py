@@ -159,17 +159,28 @@ QUOTED_INTERVAL = re.compile(r"([+-]\d+\.\d+)(?: points)?(?: AP50| AP\[\.5:\.95\
                              r"\[([+-]\d+\.\d+), ([+-]\d+\.\d+)\]")
 
 
-def test_the_readme_verdicts_quote_study_v3s_intervals():
-    """The README's verdict prose: every 'difference [low, high]' it quotes is one of study
-    v3's test comparisons (or its INT8 pair's), rounded as shown."""
+def measured_comparisons(study: str) -> list:
+    """docs/`study`/study.json's comparisons on test and its INT8 pair's."""
+    with open(os.path.join(ROOT, "docs", study, "study.json")) as f:
+        comparisons = json.load(f)["comparisons"]
+    return comparisons["test"] + ([comparisons["int8"]] if "int8" in comparisons else [])
+
+
+@pytest.mark.parametrize("bullet, studies", [
+    ("- **Real data (study v3", ["study_v3"]),
+    ("- **Synthetic shapes", [os.path.relpath(os.path.dirname(p), os.path.join(ROOT, "docs"))
+                              for p in glob.glob(os.path.join(ROOT, "docs", "study_v4", "*",
+                                                              "study.json"))])])
+def test_the_readme_verdicts_quote_their_studys_intervals(bullet, studies):
+    """The README's verdict prose: every 'difference [low, high]' a results bullet quotes is
+    one of its study's test comparisons (or INT8 pair's), rounded as shown."""
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
-    bullet = readme[readme.index("- **Real data (study v3"):readme.index("- **Synthetic shapes")]
-    quoted = QUOTED_INTERVAL.findall(" ".join(bullet.split()))
-    with open(os.path.join(ROOT, "docs", "study_v3", "study.json")) as f:
-        comparisons = json.load(f)["comparisons"]
-    measured = comparisons["test"] + [comparisons["int8"]]
-    assert len(quoted) >= 7
+    start = readme.index(bullet)
+    text = readme[start:readme.index("\n- **", start + 1)]
+    quoted = QUOTED_INTERVAL.findall(" ".join(text.split()))
+    measured = [m for study in studies for m in measured_comparisons(study)]
+    assert quoted and studies
     for difference, low, high in quoted:
         places = len(difference.split(".")[1])
         assert (difference, low, high) in {
