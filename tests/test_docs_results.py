@@ -118,17 +118,6 @@ def test_the_readme_summary_is_study_v3s():
     assert not missing, missing
 
 
-def recorded_splits(record: dict, variant: str) -> dict:
-    """A run record's figures of one of the variants its detections hold: the trained arm, an
-    exported arm (its shifts dropped) or one of the trained arm's INT8 accelerator pairs."""
-    if variant == record["arm"]:
-        return record["splits"]
-    pair = variant[len(record["arm"]) + 1:]
-    if variant.startswith(record["arm"] + "_") and pair in record.get("int8", {}):
-        return {"test": record["int8"][pair]}
-    return record[variant]["splits"]
-
-
 KEPT_MATCHES = sorted({os.path.dirname(os.path.dirname(p)) for p in glob.glob(
     os.path.join(ROOT, "docs", "study_v[3-9]*", "**", "matches", "*.json.gz"), recursive=True)})
 
@@ -136,23 +125,25 @@ KEPT_MATCHES = sorted({os.path.dirname(os.path.dirname(p)) for p in glob.glob(
 @pytest.mark.parametrize("folder", KEPT_MATCHES,
                          ids=[os.path.relpath(f, ROOT) for f in KEPT_MATCHES])
 def test_committed_matches_give_their_runs_figures(folder):
-    """A study committed with per-image matches instead of boxes: each run's matches give the
-    AP50 and AP[.5:.95] its record holds, exactly, so its comparisons can be rechecked."""
-    import gzip
-    from ssd_nobias.evaluation.ap_stats import coco_ap, matches_from_json, voc07_ap50
-    for path in sorted(glob.glob(os.path.join(folder, "matches", "*.json.gz"))):
-        run = os.path.basename(path)[:-len(".json.gz")]
-        with open(os.path.join(folder, "runs", f"{run}.json")) as f:
-            record = json.load(f)
-        with gzip.open(path, "rt") as f:
-            held = json.load(f)
-        for variant, splits in held.items():
-            for split, images in splits.items():
-                matches = [matches_from_json(i["classes"]) for i in images]
-                figures = recorded_splits(record, variant)[split]
-                assert len(matches) == figures["images"], (run, variant, split)
-                assert voc07_ap50(matches) == figures["ap50"], (run, variant, split)
-                assert coco_ap(matches)["AP"] == figures["ap"], (run, variant, split)
+    """A study committed with per-image matches instead of boxes: they are there for every
+    final run and variant, and give the AP50 and AP[.5:.95] its record holds, exactly, so its
+    comparisons can be rechecked."""
+    from ssd_nobias.analysis import study_v3, study_v3_report as report
+    from ssd_nobias.evaluation.ap_stats import coco_ap, voc07_ap50
+    protocol = study_v3.load_protocol(os.path.join(folder, "protocol.json"))
+    runs = report.arm_runs(report.settled(study_v3.read_records(folder), protocol))
+    kept = report.Detections(folder)
+    assert sorted(os.listdir(os.path.join(folder, report.MATCHES))) == sorted(
+        {f"{row['run']}.json.gz" for rows in runs.values() for row in rows})
+    for variant, rows in runs.items():
+        for row in rows:
+            for split in set(study_v3.kept_splits(protocol["splits"])) & row["splits"].keys():
+                figures = row["splits"][split]  # the INT8 pairs are scored on test alone
+                _, matches = kept(row["run"], variant, split)
+                where = (row["run"], variant, split)
+                assert len(matches) == figures["images"], where
+                assert voc07_ap50(matches) == figures["ap50"], where
+                assert coco_ap(matches)["AP"] == figures["ap"], where
 
 
 QUOTED_INTERVAL = re.compile(r"([+-]\d+\.\d+)(?: points)?(?: AP50| AP\[\.5:\.95\])? "

@@ -115,6 +115,11 @@ def arm_table(runs: Dict[str, List[dict]]) -> Dict[str, dict]:
                   for split in rows[0]["splits"]} for arm, rows in runs.items()}
 
 
+def kept_matches(images: List[dict]) -> list:
+    """The ImageMatches of the images of an OUT/matches file."""
+    return [matches_from_json(i["classes"]) for i in images]
+
+
 class Detections:
     """Per-image matches of (run, arm, split), each computed once: from OUT/detections (the
     runner's boxes) where a run's file is there, else from OUT/matches (what `keep` wrote, the
@@ -134,28 +139,22 @@ class Detections:
 
     def run(self, run: str) -> Dict[str, Dict[str, tuple]]:
         """{variant: {split: (image ids, ImageMatches)}} of one run."""
-        if run in self.cache:
-            return self.cache[run]
-        held = self._read("detections", run)
-        if held is not None:
-            self.cache[run] = {v: {split: ([r["id"] for r in records], matches_of(records))
-                                   for split, records in splits.items()}
+        if run not in self.cache:
+            held, matches = self._read("detections", run), matches_of
+            if held is None:
+                held, matches = self._read(MATCHES, run), kept_matches
+            if held is None:
+                raise FileNotFoundError(f"{run}: neither {self.out}/detections/{run}.json.gz "
+                                        f"nor {self.out}/{MATCHES}/{run}.json.gz")
+            self.cache[run] = {v: {split: ([i["id"] for i in images], matches(images))
+                                   for split, images in splits.items()}
                                for v, splits in held.items()}
-            return self.cache[run]
-        held = self._read(MATCHES, run)
-        if held is None:
-            raise FileNotFoundError(f"{run}: neither {self.out}/detections/{run}.json.gz nor "
-                                    f"{self.out}/{MATCHES}/{run}.json.gz")
-        self.cache[run] = {v: {split: ([i["id"] for i in images],
-                                       [matches_from_json(i["classes"]) for i in images])
-                               for split, images in splits.items()}
-                           for v, splits in held.items()}
         return self.cache[run]
 
     def __call__(self, run: str, variant: str, split: str) -> tuple:
         return self.run(run)[variant][split]
 
-    def keep(self, runs: Dict[str, List[dict]], out: str) -> None:
+    def keep(self, runs: Dict[str, List[dict]]) -> None:
         """Write OUT/matches/<run>.json.gz for every final run, and no other: the matches of
         each of its variants on each kept split, what the comparisons need without the boxes."""
         held: Dict[str, dict] = {}
@@ -164,7 +163,7 @@ class Detections:
                 held.setdefault(row["run"], {})[variant] = {
                     split: [{"id": i, "classes": matches_to_json(m)} for i, m in zip(*pair)]
                     for split, pair in self.run(row["run"])[variant].items()}
-        folder = os.path.join(out, MATCHES)
+        folder = os.path.join(self.out, MATCHES)
         os.makedirs(folder, exist_ok=True)
         for name in set(os.listdir(folder)) - {f"{run}.json.gz" for run in held}:
             os.remove(os.path.join(folder, name))
@@ -309,7 +308,8 @@ def plot(path: str, records: Dict[str, dict], state: Dict[str, dict],
 def publish(folder: str, out: str, records: Dict[str, dict],
             long_records: Dict[str, dict]) -> None:
     """Copy the report in OUT to `folder` with the records it was computed from (not those a
-    run finished since has added) and the protocol the runner recorded."""
+    run finished since has added), the protocol the runner recorded and the final runs'
+    matches."""
     os.makedirs(folder, exist_ok=True)
     for sub, held in (("runs", records), (os.path.join(LONG, "runs"), long_records)):
         if held:
@@ -319,6 +319,8 @@ def publish(folder: str, out: str, records: Dict[str, dict],
     for name in ("study.json", "study.png", "protocol.json"):
         if os.path.isfile(os.path.join(out, name)):
             shutil.copyfile(os.path.join(out, name), os.path.join(folder, name))
+    shutil.rmtree(os.path.join(folder, MATCHES), ignore_errors=True)
+    shutil.copytree(os.path.join(out, MATCHES), os.path.join(folder, MATCHES))
 
 
 def main(argv=None) -> int:
@@ -357,11 +359,10 @@ def main(argv=None) -> int:
               "long_schedule": long_schedule(records, long_records, protocol),
               "cpus": sorted({json.dumps(r["cpu"], sort_keys=True) for r in records.values()})}
     write_json(os.path.join(args.out, "study.json"), report)
-    detections.keep(runs, args.out)
+    detections.keep(runs)
     plot(os.path.join(args.out, "study.png"), records, state, protocol, args.title)
     if args.publish:
         publish(args.publish, args.out, records, long_records)
-        detections.keep(runs, args.publish)
     for arm, s in state.items():
         print(f"{arm}: " + (f"lr {s['lr']:.4g} warmup {s['warmup']}, {len(s['final'])} seeds"
                             if s["done"] else f"tuning, {s['runs']} runs, next {s['next']}"))
