@@ -77,7 +77,7 @@ def test_a_documented_table_is_its_study_json(path, study, section):
 
 def tables_of(study: str) -> dict:
     """The report's markdown tables of docs/`study`/study.json, as table lines."""
-    from ssd_nobias.analysis import study_v3_tables as tables
+    from ssd_nobias.analysis import study_tables as tables
     with open(os.path.join(ROOT, "docs", study, "study.json")) as f:
         report = json.load(f)
     return {name: [line for line in getattr(tables, name)(report).splitlines()
@@ -128,16 +128,16 @@ def test_committed_matches_give_their_runs_figures(folder):
     """A study committed with per-image matches instead of boxes: they are there for every
     final run and variant, and give the AP50 and AP[.5:.95] its record holds, exactly, so its
     comparisons can be rechecked."""
-    from ssd_nobias.analysis import study_v3, study_v3_report as report
+    from ssd_nobias.analysis import study, study_report as report
     from ssd_nobias.evaluation.ap_stats import coco_ap, voc07_ap50
-    protocol = study_v3.load_protocol(os.path.join(folder, "protocol.json"))
-    runs = report.arm_runs(report.settled(study_v3.read_records(folder), protocol))
+    protocol = study.load_protocol(os.path.join(folder, "protocol.json"))
+    runs = report.arm_runs(report.settled(study.read_records(folder), protocol))
     kept = report.Detections(folder)
     assert sorted(os.listdir(os.path.join(folder, report.MATCHES))) == sorted(
         {f"{row['run']}.json.gz" for rows in runs.values() for row in rows})
     for variant, rows in runs.items():
         for row in rows:
-            for split in set(study_v3.kept_splits(protocol["splits"])) & row["splits"].keys():
+            for split in set(study.kept_splits(protocol["splits"])) & row["splits"].keys():
                 figures = row["splits"][split]  # the INT8 pairs are scored on test alone
                 _, matches = kept(row["run"], variant, split)
                 where = (row["run"], variant, split)

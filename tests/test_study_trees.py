@@ -14,12 +14,12 @@ from ssd_nobias.errors import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from ssd_nobias.analysis import study_v3
+from ssd_nobias.analysis import study as tuned_study
 
 
 @pytest.fixture(scope="module")
 def study():
-    return study_v3
+    return tuned_study
 
 
 def drive(study, curve, warmup_gain=0.0, seed_noise=0.001):

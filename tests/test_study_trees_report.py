@@ -1,5 +1,5 @@
-"""The study v3 report (bench/study_trees_report.py): the protocol's verdicts, and the whole report assembled from
-stand-in run records and detections of known AP (no training)."""
+"""The study report (bench/study_trees_report.py): the protocol's verdicts, and the whole report
+assembled from stand-in run records and detections of known AP (no training)."""
 import gzip
 import json
 import os
@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from ssd_nobias.analysis import study_v3 as study_trees, study_v3_report as report
+from ssd_nobias.analysis import study as study_trees, study_report as report
 
 KEPT = study_trees.kept_splits(study_trees.PROTOCOL["splits"])  # test and test_othersite
 

@@ -1,4 +1,5 @@
-"""The study: bias-free training against stock BatchNorm and the naive fix, several seeds.
+"""Study v2 (study v4 re-measures its claims under study v3's protocol): bias-free training
+against stock BatchNorm and the naive fix, several seeds.
 
 On the synthetic dataset, with the demo's recipe, model and budget, for each seed:
   (a) norm: nobias (with the bias-free recipe its config resolves to), trained, exported

@@ -1,9 +1,10 @@
-"""Study v3's statistics, as docs/study_v3/protocol.md fixes them, from bench/study_trees.py's
-records: the tuning tables, each arm's five seeds at its chosen settings, the paired image
-bootstrap of every comparison the protocol names and its verdict against the margin, (a)'s INT8
-pair. Writes OUT/study.json, OUT/study.png and OUT/matches/ (the final runs' per-image matches,
-which reproduce the comparisons without the boxes) and prints the tables; an arm still being
-tuned is listed with the runs it has. Reads OUT/matches/ where a run's detections are not there.
+"""A tuned study's statistics (v3, v4), as docs/study_v3/protocol.md fixes them, from
+bench/study_trees.py's records: the tuning tables, each arm's five seeds at its chosen settings,
+the paired image bootstrap of every comparison the protocol names and its verdict against the
+margin, (a)'s INT8 pair. Writes OUT/study.json, OUT/study.png and OUT/matches/ (the final runs'
+per-image matches, which reproduce the comparisons without the boxes) and prints the tables; an
+arm still being tuned is listed with the runs it has. Reads OUT/matches/ where a run's
+detections are not there.
 
     python bench/study_trees_report.py [--out bench/results/study_v3] [--samples 2000]
         [--publish docs/study_v3]
@@ -25,8 +26,8 @@ from ssd_nobias.evaluation.ap_stats import (matches_from_json, matches_of, match
                                             paired_bootstrap)
 from ssd_nobias.atomic import write_json, write_json_gz
 
-from ssd_nobias.analysis import study_v3_tables
-from ssd_nobias.analysis.study_v3 import (ARMS, LONG, METRICS, PROTOCOL, ROOT, TRAINED, ZERO_SHIFT,
+from ssd_nobias.analysis import study_tables
+from ssd_nobias.analysis.study import (ARMS, LONG, METRICS, PROTOCOL, ROOT, TRAINED, ZERO_SHIFT,
                                           Run, kept_splits, load_protocol, lr_of, plan,
                                           read_records, val_of)
 
@@ -373,7 +374,7 @@ def main(argv=None) -> int:
         print(f"{arm}: {g['run']} at {g['epochs']} epochs: val AP50 {g['val_ap50']:.4f}, test "
               f"{g['test_ap50']:.4f}; at {g['protocol_epochs']}: "
               f"{g['val_ap50_protocol_epochs']:.4f}, {g['test_ap50_protocol_epochs']:.4f}")
-    print(study_v3_tables.markdown(report))
+    print(study_tables.markdown(report))
     return 0
 
 

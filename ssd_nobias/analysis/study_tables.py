@@ -1,11 +1,12 @@
-"""Markdown tables of a study v3 report (study.json): the tuning grid, each arm's test figures,
-the comparisons with their verdicts, and the README's summary. The docs paste them as printed,
-and tests/test_docs_results.py holds the docs to the committed study.json through them."""
+"""Markdown tables of a study report (study.json, studies v3 and v4): the tuning grid, each
+arm's test figures, the comparisons with their verdicts, and the README's summary. The docs
+paste them as printed, and tests/test_docs_results.py holds the docs to the committed study.json
+through them."""
 from __future__ import annotations
 
 from typing import Dict, List
 
-from ssd_nobias.analysis.study_v3 import ARMS, METRICS, SPLIT_NAMES, ZERO_SHIFT, kept_splits
+from ssd_nobias.analysis.study import ARMS, METRICS, SPLIT_NAMES, ZERO_SHIFT, kept_splits
 
 
 PAIRS = {"nobias_int8_pair": "(a) INT8 pair", "nobias_float32_pair": "(a) float32 pair"}

@@ -1,5 +1,5 @@
-"""The study v3 report's markdown tables: what the docs paste and the docs test compares."""
-from ssd_nobias.analysis import study_v3_tables as tables
+"""The study report's markdown tables: what the docs paste and the docs test compares."""
+from ssd_nobias.analysis import study_tables as tables
 
 
 def spread(mean, std, low):

@@ -1,5 +1,6 @@
-"""Study v3: the bias-free claim on real pixels (NEON tree crowns), under the protocol fixed in
-docs/study_v3/protocol.md before any of its runs.
+"""The tuned studies' runner. Study v3: the bias-free claim on real pixels (NEON tree crowns),
+under the protocol fixed in docs/study_v3/protocol.md before any of its runs; study v4 holds the
+synthetic claims to the same protocol (docs/study_v4/protocol.md, through --protocol).
 
 Trained arms (configs/neon_trees.yaml plus TRAINED[arm]): (a) nobias, (e) nobias_noheadbias,
 (b) batchnorm, (d) batchnorm_reparam, (f) batchnorm_uncentered. Exported arms, made from a
