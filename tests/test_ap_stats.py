@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from gluoncv.utils.metrics.voc_detection import VOC07MApMetric
 
-from ssd_nobias.evaluation.ap_stats import (coco_ap, coco_precision, match_image,
+from ssd_nobias.evaluation.ap_stats import (Pooled, coco_ap, coco_precision, match_image,
                                             matches_from_json, matches_of, matches_to_json,
                                             paired_bootstrap, voc07_ap50)
 
@@ -80,6 +80,22 @@ def test_equals_gluoncv_and_pycocotools(seed):
     ours = coco_ap(matches)
     ap, ap50, ap75 = pycocotools_ap(images)
     assert (ours["AP"], ours["AP50"], ours["AP75"]) == pytest.approx((ap, ap50, ap75), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_a_resample_scores_as_its_images_do_in_gluoncv_and_pycocotools(seed):
+    """What the bootstrap draws: images with repeats, scored from the pooled matches, give what
+    the reference implementations give on the resampled images themselves."""
+    rng = np.random.default_rng(seed)
+    images = scene(rng, n_images=30)
+    pooled = Pooled([match_image(*image) for image in images])
+    idx = rng.integers(0, len(images), len(images))
+    drawn = [images[i] for i in idx]
+    assert pooled.voc07_ap50(idx) == pytest.approx(gluoncv_voc07(drawn), abs=1e-12)
+    ours = pooled.coco_ap(idx)
+    assert (ours["AP"], ours["AP50"], ours["AP75"]) == pytest.approx(pycocotools_ap(drawn),
+                                                                     abs=1e-12)
+    assert len(set(idx)) < len(idx)  # repeats drawn
 
 
 def test_perfect_and_empty_detections():

@@ -1,7 +1,7 @@
 """VOC07 AP50 and COCO AP[.5:.95] from per-image matches, and a paired image bootstrap.
 
 Both metrics match detections to ground truth image by image, so an image's matches can be
-computed once and any resample of images scored by concatenating them: that is what makes a
+computed once and any resample of images scored from them (`Pooled`): that is what makes a
 bootstrap over images affordable. The numbers equal GluonCV's VOC07MApMetric and pycocotools'
 COCOeval (bbox, area 'all', 100 detections per image) exactly (tests/test_ap_stats.py).
 Difficult ground truth is ignored by VOC07 and is a crowd region (iscrowd) for COCO.
@@ -9,7 +9,7 @@ Difficult ground truth is ignored by VOC07 and is a crowd region (iscrowd) for C
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -114,63 +114,130 @@ def _coco(boxes, scores, gt, crowd):
     return (scores, matched, ignored), int((~crowd).sum())
 
 
+class Pooled:
+    """One run's per-image matches pooled per class, so that any resample of its images (indices,
+    repeats allowed) is scored by gathering: the arrays, in the order, that concatenating the
+    resampled images' matches gives, without a Python loop over images. The bootstrap scores
+    every run thousands of times; this is what keeps that to minutes.
+
+    Precision and recall are evaluated where true positives land only: a false positive or an
+    ignored detection never raises precision and leaves recall as it is, so every maximum and
+    every precision-at-recall that VOC07 and COCOeval take over all positions is taken at one
+    of those: the figures are the full curves' (tests/test_ap_stats.py holds them to GluonCV's
+    and pycocotools' on resampled images)."""
+
+    def __init__(self, images: Sequence[ImageMatches]):
+        self.images = len(images)
+        self.voc = {c: _pool([m.voc.get(c) for m in images], [m.voc_pos.get(c, 0) for m in images])
+                    for c in sorted({c for m in images for c in m.voc_pos})}
+        self.coco = {}
+        for c in sorted({c for m in images for c in m.coco_pos}):
+            held = [m.coco.get(c) for m in images]
+            flags = [None if h is None else (h[0], h[1] & ~h[2], ~h[1] & ~h[2]) for h in held]
+            self.coco[c] = _pool(flags, [m.coco_pos.get(c, 0) for m in images])
+
+    def _all(self, idx):
+        return np.arange(self.images) if idx is None else np.asarray(idx)
+
+    def voc07_ap50(self, idx: Optional[np.ndarray] = None) -> float:
+        """VOC07 11-point mAP at IoU 0.5 over the images idx (all by default; mean over classes
+        with objects)."""
+        idx, aps = self._all(idx), []
+        for pool in self.voc.values():
+            pos = int(pool.pos[idx].sum())
+            if pos == 0:
+                continue
+            at = pool.gather(idx)
+            codes = pool.arrays[1][at][pool.arrays[0][at].argsort()[::-1]]
+            hit = np.flatnonzero(codes == 1)
+            tp = np.arange(1, len(hit) + 1)
+            prec = tp / (tp + np.cumsum(codes == 0, dtype=np.int32)[hit])
+            rec = tp / pos
+            aps.append(sum(prec[rec >= t].max() if (rec >= t).any() else 0.0
+                           for t in np.arange(0.0, 1.1, 0.1)) / 11.0)
+        return float(np.mean(aps)) if aps else float("nan")
+
+    def coco_precision(self, idx: Optional[np.ndarray] = None) -> np.ndarray:
+        """COCOeval's precision[iou, recall, class] (area all, 100 dets) over the images idx;
+        -1 where a class has no object among them."""
+        idx = self._all(idx)
+        out = -np.ones((len(COCO_IOUS), len(COCO_RECALLS), len(self.coco)))
+        for k, pool in enumerate(self.coco.values()):
+            pos = int(pool.pos[idx].sum())
+            if pos == 0:
+                continue
+            at = pool.gather(idx)
+            at = at[np.argsort(-pool.arrays[0][at], kind="mergesort")]
+            hits = pool.arrays[1][:, at]
+            fps = np.cumsum(pool.arrays[2][:, at], 1, dtype=np.int32)
+            for t in range(len(COCO_IOUS)):
+                hit = np.flatnonzero(hits[t])
+                if not len(hit):
+                    out[t, :, k] = 0.0
+                    continue
+                tps = np.arange(1, len(hit) + 1, dtype=float)
+                rc = tps / pos
+                pr = tps / (fps[t, hit] + tps + np.spacing(1))
+                pr = np.maximum.accumulate(pr[::-1])[::-1]
+                i = np.searchsorted(rc, COCO_RECALLS, side="left")
+                out[t, :, k] = np.where(i < len(hit), pr[np.minimum(i, len(hit) - 1)], 0.0)
+        return out
+
+    def coco_ap(self, idx: Optional[np.ndarray] = None) -> Dict[str, float]:
+        """COCO AP[.5:.95], AP50 and AP75 (101-point, area all, 100 detections per image)."""
+        p = self.coco_precision(idx)
+
+        def mean(x):
+            x = x[x > -1]
+            return float(x.mean()) if x.size else float("nan")
+        return {"AP": mean(p), "AP50": mean(p[0]), "AP75": mean(p[5])}
+
+
+@dataclass(frozen=True)
+class _ClassPool:
+    """One class's per-image arrays end to end (arrays[k][..., start[i]:start[i] + count[i]] is
+    image i's), and its objects per image."""
+
+    arrays: Tuple[np.ndarray, ...]
+    start: np.ndarray
+    count: np.ndarray
+    pos: np.ndarray
+
+    def gather(self, idx: np.ndarray) -> np.ndarray:
+        """Positions of the images idx's entries, image after image, as concatenation orders
+        them."""
+        count = self.count[idx]
+        shift = self.start[idx] - (np.cumsum(count) - count)
+        return np.repeat(shift, count) + np.arange(count.sum())
+
+
+def _pool(held: Sequence[tuple], pos: Sequence[int]) -> _ClassPool:
+    """A _ClassPool of per-image tuples of arrays (None where an image has none of the class),
+    concatenated along their last axis."""
+    present = [h for h in held if h is not None]
+    count = np.array([0 if h is None else h[0].shape[-1] for h in held], np.int64)
+    arrays = tuple(np.concatenate([h[k] for h in present], -1) for k in range(len(present[0])))
+    return _ClassPool(arrays, np.cumsum(count) - count, count, np.asarray(pos, np.int64))
+
+
 def voc07_ap50(images: Sequence[ImageMatches]) -> float:
     """VOC07 11-point mAP at IoU 0.5 over these images (mean over classes with objects)."""
-    aps = []
-    for c in sorted({c for m in images for c in m.voc_pos}):
-        pos = sum(m.voc_pos.get(c, 0) for m in images)
-        parts = [m.voc[c] for m in images if c in m.voc]
-        scores = np.concatenate([p[0] for p in parts])
-        codes = np.concatenate([p[1] for p in parts])[scores.argsort()[::-1]]
-        if pos == 0:
-            continue
-        tp, fp = np.cumsum(codes == 1), np.cumsum(codes == 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            prec = np.nan_to_num(tp / (tp + fp))
-        rec = tp / pos
-        aps.append(sum(prec[rec >= t].max() if (rec >= t).any() else 0.0
-                       for t in np.arange(0.0, 1.1, 0.1)) / 11.0)
-    return float(np.mean(aps)) if aps else float("nan")
+    return Pooled(images).voc07_ap50()
 
 
 def coco_precision(images: Sequence[ImageMatches]) -> np.ndarray:
     """COCOeval's precision[iou, recall, class] (area all, 100 dets); -1 where a class has no
     object."""
-    classes = sorted({c for m in images for c in m.coco_pos})
-    out = -np.ones((len(COCO_IOUS), len(COCO_RECALLS), len(classes)))
-    for k, c in enumerate(classes):
-        pos = sum(m.coco_pos.get(c, 0) for m in images)
-        parts = [m.coco[c] for m in images if c in m.coco]
-        if pos == 0:
-            continue
-        scores = np.concatenate([p[0] for p in parts])
-        order = np.argsort(-scores, kind="mergesort")
-        matched = np.concatenate([p[1] for p in parts], 1)[:, order]
-        ignored = np.concatenate([p[2] for p in parts], 1)[:, order]
-        tps = np.cumsum(matched & ~ignored, 1).astype(float)
-        fps = np.cumsum(~matched & ~ignored, 1).astype(float)
-        for t in range(len(COCO_IOUS)):
-            rc = tps[t] / pos
-            pr = tps[t] / (fps[t] + tps[t] + np.spacing(1))
-            pr = np.maximum.accumulate(pr[::-1])[::-1]
-            idx = np.searchsorted(rc, COCO_RECALLS, side="left")
-            out[t, :, k] = np.where(idx < len(pr), pr[np.minimum(idx, len(pr) - 1)], 0.0) \
-                if len(pr) else 0.0
-    return out
+    return Pooled(images).coco_precision()
 
 
 def coco_ap(images: Sequence[ImageMatches]) -> Dict[str, float]:
     """COCO AP[.5:.95], AP50 and AP75 (101-point, area all, 100 detections per image)."""
-    p = coco_precision(images)
-
-    def mean(x):
-        x = x[x > -1]
-        return float(x.mean()) if x.size else float("nan")
-    return {"AP": mean(p), "AP50": mean(p[0]), "AP75": mean(p[5])}
+    return Pooled(images).coco_ap()
 
 
-METRICS: Dict[str, Callable[[Sequence[ImageMatches]], float]] = {
-    "ap50": voc07_ap50, "ap": lambda images: coco_ap(images)["AP"]}
+METRICS: Dict[str, Callable[[Pooled, np.ndarray], float]] = {
+    "ap50": Pooled.voc07_ap50, "ap": lambda pooled, idx: pooled.coco_ap(idx)["AP"]}
 
 
 def paired_bootstrap(arm: Sequence[Sequence[ImageMatches]], other: Sequence[Sequence[ImageMatches]],
@@ -183,10 +250,11 @@ def paired_bootstrap(arm: Sequence[Sequence[ImageMatches]], other: Sequence[Sequ
     n = len(arm[0])
     if any(len(run) != n for run in list(arm) + list(other)):
         raise ValueError("every run must be scored on the same test images")
+    arm, other = [Pooled(run) for run in arm], [Pooled(run) for run in other]
 
     def diff(idx) -> float:
-        return float(np.mean([score([run[i] for i in idx]) for run in arm]) -
-                     np.mean([score([run[i] for i in idx]) for run in other]))
+        return float(np.mean([score(run, idx) for run in arm]) -
+                     np.mean([score(run, idx) for run in other]))
 
     rng = np.random.default_rng(seed)
     draws = np.array([diff(rng.integers(0, n, n)) for _ in range(samples)])
