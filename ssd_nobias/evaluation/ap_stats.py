@@ -147,8 +147,9 @@ class Pooled:
             pos = int(pool.pos[idx].sum())
             if pos == 0:
                 continue
+            scores, codes = pool.arrays
             at = pool.gather(idx)
-            codes = pool.arrays[1][at][pool.arrays[0][at].argsort()[::-1]]
+            codes = codes[at][scores[at].argsort()[::-1]]
             hit = np.flatnonzero(codes == 1)
             tp = np.arange(1, len(hit) + 1)
             prec = tp / (tp + np.cumsum(codes == 0, dtype=np.int32)[hit])
@@ -166,10 +167,10 @@ class Pooled:
             pos = int(pool.pos[idx].sum())
             if pos == 0:
                 continue
+            scores, hits, misses = pool.arrays  # misses: unmatched and not ignored
             at = pool.gather(idx)
-            at = at[np.argsort(-pool.arrays[0][at], kind="mergesort")]
-            hits = pool.arrays[1][:, at]
-            fps = np.cumsum(pool.arrays[2][:, at], 1, dtype=np.int32)
+            at = at[np.argsort(-scores[at], kind="mergesort")]
+            hits, fps = hits[:, at], np.cumsum(misses[:, at], 1, dtype=np.int32)
             for t in range(len(COCO_IOUS)):
                 hit = np.flatnonzero(hits[t])
                 if not len(hit):
