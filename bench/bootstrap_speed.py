@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from ssd_nobias import cli
+from ssd_nobias.errors import DataError
 from ssd_nobias.evaluation.ap_stats import METRICS, Pooled, matches_from_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,14 +27,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--matches", default=sorted(glob.glob(os.path.join(
-        ROOT, "docs", "study_v4", "shapes_12ep", "matches", "nobias-*.json.gz")))[0])
+    p.add_argument("--matches", help="a study's OUT/matches/<run>.json.gz (default: study v4's "
+                   "first committed run of (a) on the shapes at 12 epochs)")
     p.add_argument("--variant", default="nobias")
     p.add_argument("--split", default="test")
     p.add_argument("--resamples", type=int, default=50)
     args = p.parse_args(argv)
+    args.matches = args.matches or min(glob.glob(os.path.join(
+        ROOT, "docs", "study_v4", "shapes_12ep", "matches", "nobias-*.json.gz")), default=None)
+    if not args.matches or not os.path.isfile(args.matches):
+        raise DataError(f"--matches: no matches file {args.matches or 'committed'}")
     with gzip.open(args.matches, "rt") as f:
-        images = [matches_from_json(i["classes"]) for i in json.load(f)[args.variant][args.split]]
+        held = json.load(f)
+    if args.split not in held.get(args.variant, {}):
+        raise DataError(f"{args.matches}: no {args.variant!r} matches on {args.split!r}")
+    images = [matches_from_json(i["classes"]) for i in held[args.variant][args.split]]
     pooled = Pooled(images)
     rng = np.random.default_rng(0)
     draws = [rng.integers(0, len(images), len(images)) for _ in range(args.resamples)]
@@ -56,4 +65,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main))
