@@ -98,6 +98,20 @@ def test_a_resample_scores_as_its_images_do_in_gluoncv_and_pycocotools(seed):
     assert len(set(idx)) < len(idx)  # repeats drawn
 
 
+def test_class_ap50_is_gluoncvs_per_class_ap_and_averages_to_the_map():
+    images = scene(np.random.default_rng(7), n_images=30, classes=3)
+    metric = VOC07MApMetric(iou_thresh=0.5, class_names=["a", "b", "c"])
+    for boxes, labels, scores, gt in images:
+        metric.update(boxes[None], labels[None, :, None], scores[None, :, None], gt[None, :, :4],
+                      gt[None, :, 4:5], gt[None, :, 5:6])
+    names, values = metric.get()
+    pooled = Pooled([match_image(*image) for image in images])
+    per_class = pooled.voc07_class_ap50()
+    assert sorted(per_class) == [0, 1, 2]
+    assert [per_class[c] for c in range(3)] == pytest.approx(values[:3], abs=1e-12)
+    assert pooled.voc07_ap50() == np.mean(list(per_class.values()))
+
+
 def test_perfect_and_empty_detections():
     gt = np.array([[10, 10, 50, 50, 0, 0], [60, 60, 90, 95, 0, 0]], float)
     perfect = match_image(gt[:, :4], np.zeros(2, int), np.array([0.9, 0.8]), gt)

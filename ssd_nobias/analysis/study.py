@@ -38,7 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, NamedTuple, Sequence
+from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
@@ -49,7 +49,8 @@ from ssd_nobias.atomic import write_json, write_json_gz, write_text
 from ssd_nobias.config import load_config
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import build_dataset
-from ssd_nobias.data.synthetic import make_synthetic
+from ssd_nobias.data.neon_trees import CLASS as NEON_CLASS
+from ssd_nobias.data.synthetic import VARIANTS, make_synthetic
 from ssd_nobias.errors import DataError
 from ssd_nobias.export.split import export_accelerator
 from ssd_nobias.evaluation.evaluate import predict
@@ -349,6 +350,14 @@ def prepare_data(protocol: dict, data: str) -> None:
         subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_neon_trees.py"),
                         "--out", data, "--cache", os.path.join(ROOT, "data", "cache")],
                        check=True)
+
+
+def protocol_classes(protocol: dict) -> Tuple[str, ...]:
+    """The class names of the protocol's dataset, in label order."""
+    spec = protocol["data"]
+    if isinstance(spec, dict) and "synthetic" in spec:
+        return VARIANTS[spec["synthetic"].get("variant", "shapes")].classes
+    return (NEON_CLASS,)
 
 
 def main(argv=None) -> int:

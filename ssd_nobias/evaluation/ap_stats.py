@@ -142,8 +142,14 @@ class Pooled:
     def voc07_ap50(self, idx: Optional[np.ndarray] = None) -> float:
         """VOC07 11-point mAP at IoU 0.5 over the images idx (all by default; mean over classes
         with objects)."""
-        idx, aps = self._all(idx), []
-        for pool in self.voc.values():
+        aps = self.voc07_class_ap50(idx)
+        return float(np.mean(list(aps.values()))) if aps else float("nan")
+
+    def voc07_class_ap50(self, idx: Optional[np.ndarray] = None) -> Dict[int, float]:
+        """{class id: VOC07 11-point AP at IoU 0.5} over the images idx, for the classes with
+        objects there: what voc07_ap50 averages, and where a run that lags finds its cause."""
+        idx, aps = self._all(idx), {}
+        for c, pool in self.voc.items():
             pos = int(pool.pos[idx].sum())
             if pos == 0:
                 continue
@@ -154,9 +160,9 @@ class Pooled:
             tp = np.arange(1, len(hit) + 1)
             prec = tp / (tp + np.cumsum(codes == 0, dtype=np.int32)[hit])
             rec = tp / pos
-            aps.append(sum(prec[rec >= t].max() if (rec >= t).any() else 0.0
-                           for t in np.arange(0.0, 1.1, 0.1)) / 11.0)
-        return float(np.mean(aps)) if aps else float("nan")
+            aps[c] = sum(prec[rec >= t].max() if (rec >= t).any() else 0.0
+                         for t in np.arange(0.0, 1.1, 0.1)) / 11.0
+        return aps
 
     def coco_precision(self, idx: Optional[np.ndarray] = None) -> np.ndarray:
         """COCOeval's precision[iou, recall, class] (area all, 100 dets) over the images idx;
