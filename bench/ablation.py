@@ -17,7 +17,8 @@ import time
 import mxnet as mx
 import numpy as np
 
-from ssd_nobias.analysis.study_v2 import ROOT, cpu, synthetic, train_run
+from ssd_nobias.analysis.study_v2 import ROOT, synthetic, train_run
+from ssd_nobias.machine import cpu_info
 from ssd_nobias.config import load_config
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import build_dataset
@@ -101,7 +102,7 @@ def main() -> None:
             with open(args.out, "w") as f:
                 json.dump({"budget": budget, "seeds": args.seeds,
                            "arms": {a: ARMS[a] for a in done},
-                           "recipe": "configs/demo_synthetic.yaml", "cpu": cpu(),
+                           "recipe": "configs/demo_synthetic.yaml", "cpu": cpu_info().record(),
                            "minutes": round((time.perf_counter() - start) / 60, 1),
                            "summary": summarize(done), "runs": done}, f, indent=1)
     print(format_table(summarize(runs)))

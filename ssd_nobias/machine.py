@@ -28,6 +28,12 @@ class CpuInfo:
     def describe(self) -> str:
         return f"{self.model}, {self.cores} cores, {self.vector_width}"
 
+    def record(self) -> dict:
+        """What a study records with every run: AVX-512 makes MKLDNN use nChw16c, another
+        rounding order than AVX2's nChw8c."""
+        return {"model": self.model, "cores": self.cores, "avx512": self.avx512,
+                "vnni": self.vnni}
+
 
 def cpu_info(cpuinfo: str = "/proc/cpuinfo") -> CpuInfo:
     """What /proc/cpuinfo says of the first core (unknown fields: false)."""

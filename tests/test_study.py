@@ -12,6 +12,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from ssd_nobias.engine.run_dir import continues
+
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -248,13 +250,13 @@ def test_an_arm_stopped_mid_training_continues_from_its_checkpoint(tmp_path):
     config = os.path.join(ROOT, "configs", "demo_synthetic.yaml")
     same = [f"data.root={data}", f"output_dir={run}", "seed=1", "train.epochs=2",
             "train.val_interval=2", "train.save_interval=1"] + arm
-    assert study.continues(str(run), config, same)
-    assert not study.continues(str(run), config, same[:-1] + ["train.lr=0.04"])
-    assert not study.continues(str(run), config, [o.replace("seed=1", "seed=2") for o in same])
-    assert not study.continues(str(tmp_path / "empty"), config, same)
+    assert continues(str(run), config, same)
+    assert not continues(str(run), config, same[:-1] + ["train.lr=0.04"])
+    assert not continues(str(run), config, [o.replace("seed=1", "seed=2") for o in same])
+    assert not continues(str(tmp_path / "empty"), config, same)
     with open(run / "config.yaml", "a") as f:  # a run of a version with other keys
         f.write("retired_key: 1\n")
-    assert not study.continues(str(run), config, same)
+    assert not continues(str(run), config, same)
 
 
 def test_the_plot_names_the_dataset_it_is_over(study_module):

@@ -44,15 +44,16 @@ import numpy as np
 
 from ssd_nobias.evaluation.ap_stats import coco_ap, matches_of, voc07_ap50
 from ssd_nobias.analysis.diagnostics import run_trajectory
-from ssd_nobias.analysis.study_v2 import continues, cpu
 from ssd_nobias.atomic import write_json, write_json_gz, write_text
 from ssd_nobias.config import load_config
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import build_dataset
 from ssd_nobias.data.neon_trees import CLASS as NEON_CLASS
 from ssd_nobias.data.synthetic import VARIANTS, make_synthetic
+from ssd_nobias.engine.run_dir import continues
 from ssd_nobias.errors import DataError
 from ssd_nobias.export.split import export_accelerator
+from ssd_nobias.machine import cpu_info
 from ssd_nobias.evaluation.evaluate import predict
 from ssd_nobias.export.deploy import export_deploy
 from ssd_nobias.runtime.predictors import load_predictor
@@ -248,7 +249,7 @@ def run_one(run: Run, work: str, data: str, protocol: dict = PROTOCOL) -> tuple:
     export = os.path.join(out, "export")
     report = export_deploy(cfg, params, export)
     record = {"run": run.key, "arm": run.arm, "k": run.k, "lr": run.lr, "warmup": run.warmup,
-              "seed": run.seed, "cpu": cpu(), "train_minutes": round(minutes, 2),
+              "seed": run.seed, "cpu": cpu_info().record(), "train_minutes": round(minutes, 2),
               "bias_free_layers": report["bias_free_layers"], **run_curves(out)}
     figures, kept = scored_variant(cfg, protocol["splits"], deploy_dir=export)
     record["splits"], detections = figures, {run.arm: kept}

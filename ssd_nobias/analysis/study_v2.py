@@ -46,14 +46,14 @@ from matplotlib.figure import Figure
 from ssd_nobias.analysis.diagnostics import run_trajectory
 from ssd_nobias.atomic import write_json
 from ssd_nobias.config import load_config
-from ssd_nobias.errors import ConfigError
 from ssd_nobias.evaluation.evaluate import evaluate_checkpoint
 from ssd_nobias.export.split import export_accelerator
 from ssd_nobias.export.deploy import export_deploy
 from ssd_nobias.machine import cpu_info
-from ssd_nobias.model.ssd import BIAS_FREE_RECIPE, STOCK_RECIPE, with_anchor_sizes
+from ssd_nobias.model.ssd import BIAS_FREE_RECIPE, STOCK_RECIPE
 from ssd_nobias.analysis.naive_fix import export_zero_shift
 from ssd_nobias.data.synthetic import VARIANTS
+from ssd_nobias.engine.run_dir import continues
 from ssd_nobias.engine.train import read_metrics
 
 
@@ -135,26 +135,6 @@ def train_run(out: str, overrides: list, seed: int, data: str, budget: dict,
     return run_figures(out)
 
 
-def continues(out: str, config: str, overrides: list) -> bool:
-    """Whether `out` holds a run of exactly `config` with `overrides` (its config.yaml, as
-    training records it), which train.resume=auto may continue."""
-    saved = os.path.join(out, "config.yaml")
-    if not os.path.isfile(saved):
-        return False
-    try:
-        held = load_config(saved)
-    except ConfigError:  # another version's keys: not this config
-        return False
-    return _resumed(held) == _resumed(with_anchor_sizes(load_config(config, overrides)))
-
-
-def _resumed(cfg) -> dict:
-    """`cfg` as a plain dict, with train.resume set as a continued run sets it."""
-    plain = json.loads(json.dumps(cfg))
-    plain["train"]["resume"] = "auto"
-    return plain
-
-
 def run_figures(out: str) -> dict:
     """A finished run's val mAP per validated epoch and its median training images/s."""
     rows = read_metrics(out)
@@ -205,7 +185,7 @@ def one_arm(arm: str, seed: int, data: str, test: str, work: str, budget: dict, 
         figures = train_run(run, TRAINED[arm] + [f"train.lr={lr}"], seed, data, budget, resume)
     cfg = load_config(os.path.join(run, "config.yaml"))
     params = os.path.join(run, f"{cfg.name}-last.params")
-    common = dict(curve=figures["curve"], cpu=cpu(), lr=lr,
+    common = dict(curve=figures["curve"], cpu=cpu_info().record(), lr=lr,
                   train_images_per_s=figures["train_images_per_s"])
     result = deploy_eval(cfg, params, run, test)
     if cfg.model.norm == "nobias":
@@ -547,12 +527,6 @@ def read_results(out: str, budget: dict) -> tuple:
         for seed, result in entry["seeds"].items():
             per_seed.setdefault(int(seed), {})[arm] = dict(result, recipe=entry["recipe"])
     return per_seed, study["minutes"], study.get("sweep") or {}
-
-
-def cpu() -> dict:
-    """The CPU a seed ran on: AVX-512 makes MKLDNN use nChw16c, another rounding order."""
-    info = cpu_info()
-    return {"model": info.model, "cores": info.cores, "avx512": info.avx512, "vnni": info.vnni}
 
 
 if __name__ == "__main__":

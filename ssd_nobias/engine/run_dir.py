@@ -8,8 +8,10 @@ import os
 import shutil
 from typing import Dict, List, Optional
 
-from ssd_nobias.errors import Stopped, UserError
+from ssd_nobias.config import load_config
+from ssd_nobias.errors import ConfigError, Stopped, UserError
 from ssd_nobias.engine.preemption import LOCK_FILE
+from ssd_nobias.model.ssd import with_anchor_sizes
 
 # What training, evaluation and the default export write into a run directory.
 RUN_FILES = ("metrics.csv", "train.log", "curves.png", "config.yaml", "eval.json",
@@ -148,3 +150,24 @@ class StartGuard:
         if failed and not self.done:
             self.restore()
         return None
+
+
+def continues(out_dir: str, config: str, overrides: List[str]) -> bool:
+    """Whether out_dir holds a run of exactly `config` with `overrides` (its config.yaml, as
+    training records it), which train.resume=auto may continue: what a stopped study asks
+    before it resumes a part-trained run rather than starting it over."""
+    saved = os.path.join(out_dir, "config.yaml")
+    if not os.path.isfile(saved):
+        return False
+    try:
+        held = load_config(saved)
+    except ConfigError:  # another version's keys: not this config
+        return False
+    return _resumed(held) == _resumed(with_anchor_sizes(load_config(config, overrides)))
+
+
+def _resumed(cfg) -> dict:
+    """`cfg` as a plain dict, with train.resume set as a continued run sets it."""
+    plain = json.loads(json.dumps(cfg))
+    plain["train"]["resume"] = "auto"
+    return plain
