@@ -1,5 +1,6 @@
-"""A run directory's safety: a finished run is never trained over by accident, and a start
-that fails before its first step leaves the directory as it found it."""
+"""A run directory's safety: a finished run is never trained over by accident, a start that
+fails before its first step leaves the directory as it found it, and a stopped run is continued
+only by the very config that started it."""
 from __future__ import annotations
 
 import glob
