@@ -19,8 +19,9 @@ import time
 import numpy as np
 
 from ssd_nobias import cli
+from ssd_nobias.analysis.study_report import kept_matches
 from ssd_nobias.errors import DataError
-from ssd_nobias.evaluation.ap_stats import METRICS, Pooled, matches_from_json
+from ssd_nobias.evaluation.ap_stats import METRICS, Pooled
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
         held = json.load(f)
     if args.split not in held.get(args.variant, {}):
         raise DataError(f"{args.matches}: no {args.variant!r} matches on {args.split!r}")
-    images = [matches_from_json(i["classes"]) for i in held[args.variant][args.split]]
+    images = kept_matches(held[args.variant][args.split])
     pooled = Pooled(images)
     rng = np.random.default_rng(0)
     draws = [rng.integers(0, len(images), len(images)) for _ in range(args.resamples)]

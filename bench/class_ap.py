@@ -19,23 +19,22 @@ import numpy as np
 
 from ssd_nobias import cli
 from ssd_nobias.analysis.study import protocol_classes
+from ssd_nobias.analysis.study_report import kept_matches
 from ssd_nobias.atomic import write_json
 from ssd_nobias.errors import DataError
-from ssd_nobias.evaluation.ap_stats import ImageMatches, Pooled, matches_from_json
+from ssd_nobias.evaluation.ap_stats import ImageMatches, Pooled
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def class_rows(images: Sequence[ImageMatches]) -> Dict[int, dict]:
     """{class id: {"ap50", "recall", "tp_score"}} over the images, for classes with objects."""
-    aps = Pooled(images).voc07_class_ap50()
+    pooled = Pooled(images)
     out = {}
-    for c, ap in aps.items():
-        held = [m.voc[c] for m in images if c in m.voc]
-        scores = np.concatenate([s for s, _ in held]) if held else np.zeros(0)
-        hits = np.concatenate([k for _, k in held]) == 1 if held else np.zeros(0, bool)
-        objects = sum(m.voc_pos.get(c, 0) for m in images)
-        out[c] = {"ap50": ap, "recall": float(hits.sum() / objects),
+    for c, ap in pooled.voc07_class_ap50().items():
+        scores, codes = pooled.voc[c].arrays
+        hits = codes == 1
+        out[c] = {"ap50": ap, "recall": float(hits.sum() / pooled.voc[c].pos.sum()),
                   "tp_score": float(np.median(scores[hits])) if hits.any() else float("nan")}
     return out
 
@@ -58,8 +57,7 @@ def study_classes(study: str, split: str, variants: List[str]) -> dict:
                 continue
             if split not in splits:
                 raise DataError(f"{path}: no {variant!r} matches on {split!r}")
-            images = [matches_from_json(i["classes"]) for i in splits[split]]
-            rows = class_rows(images)
+            rows = class_rows(kept_matches(splits[split]))
             runs.setdefault(run, {})[variant] = {names[c]: row for c, row in rows.items()}
     if not runs:
         raise DataError(f"{study}: no variant among {', '.join(variants)}")

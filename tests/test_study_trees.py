@@ -157,3 +157,23 @@ def test_study_v4s_committed_protocols_load_as_their_document_says(study, name, 
     assert protocol["config"] == "configs/demo_synthetic.yaml"
     for key in ("lr_base", "first_ks", "k_range", "warmups", "tune_seeds", "final_seeds"):
         assert protocol[key] == study.PROTOCOL[key]  # study v3's tuning rules
+
+
+def test_a_protocols_classes_are_its_datasets(study):
+    assert study.protocol_classes(study.PROTOCOL) == ("tree",)  # study v3: the NEON tiles
+    hard = study.load_protocol(os.path.join(ROOT, "docs", "study_v4", "hard_12ep.json"))
+    assert study.protocol_classes(hard) == ("circle", "square", "triangle", "star", "hexagon",
+                                            "diamond", "cross", "ring")
+    assert study.synthetic_args(study.PROTOCOL) is None
+    assert study.synthetic_args(hard)["variant"] == "hard"
+
+
+def test_a_synthetic_protocols_data_is_written_once(study, tmp_path):
+    protocol = {"data": {"synthetic": {"train": 4, "val": 2, "test": 2, "size": 64, "seed": 0,
+                                       "variant": "hard"}}}
+    study.prepare_data(protocol, str(tmp_path))
+    with open(tmp_path / "classes.txt") as f:
+        assert f.read().split() == list(study.protocol_classes(protocol))
+    written = os.path.getmtime(tmp_path / "classes.txt")
+    study.prepare_data(protocol, str(tmp_path))
+    assert os.path.getmtime(tmp_path / "classes.txt") == written

@@ -38,7 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, NamedTuple, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -340,13 +340,20 @@ def save(out: str, record: dict, detections: dict) -> None:
     write_json(os.path.join(out, "runs", f"{record['run']}.json"), record)
 
 
+def synthetic_args(protocol: dict) -> Optional[dict]:
+    """make_synthetic's arguments where the protocol's data is {"synthetic": {...}}, else None
+    (the tree-crown tiles of study v3)."""
+    spec = protocol["data"]
+    return spec["synthetic"] if isinstance(spec, dict) and "synthetic" in spec else None
+
+
 def prepare_data(protocol: dict, data: str) -> None:
     """Write the protocol's dataset at `data` unless it is there: the tree-crown tiles (study
     v3) or, for {"synthetic": {...}}, make_synthetic's with those arguments."""
-    spec = protocol["data"]
-    if isinstance(spec, dict) and "synthetic" in spec:
+    synthetic = synthetic_args(protocol)
+    if synthetic is not None:
         if not os.path.isfile(os.path.join(data, "classes.txt")):  # make_synthetic's last file
-            make_synthetic(data, **spec["synthetic"])
+            make_synthetic(data, **synthetic)
     elif not os.path.isfile(os.path.join(data, "summary.json")):
         subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_neon_trees.py"),
                         "--out", data, "--cache", os.path.join(ROOT, "data", "cache")],
@@ -355,10 +362,10 @@ def prepare_data(protocol: dict, data: str) -> None:
 
 def protocol_classes(protocol: dict) -> Tuple[str, ...]:
     """The class names of the protocol's dataset, in label order."""
-    spec = protocol["data"]
-    if isinstance(spec, dict) and "synthetic" in spec:
-        return VARIANTS[spec["synthetic"].get("variant", "shapes")].classes
-    return (NEON_CLASS,)
+    synthetic = synthetic_args(protocol)
+    if synthetic is None:
+        return (NEON_CLASS,)
+    return VARIANTS[synthetic.get("variant", "shapes")].classes
 
 
 def main(argv=None) -> int:
