@@ -126,12 +126,13 @@ KEPT_MATCHES = sorted({os.path.dirname(os.path.dirname(p)) for p in glob.glob(
                          ids=[os.path.relpath(f, ROOT) for f in KEPT_MATCHES])
 def test_committed_matches_give_their_runs_figures(folder):
     """A study committed with per-image matches instead of boxes: they are there for every
-    final run and variant, and give the AP50 and AP[.5:.95] its record holds, exactly, so its
-    comparisons can be rechecked."""
+    kept run (the final runs, every run of an arm still tuning) and variant, and give the AP50
+    and AP[.5:.95] its record holds, exactly, so its comparisons can be rechecked."""
     from ssd_nobias.analysis import study, study_report as report
     from ssd_nobias.evaluation.ap_stats import coco_ap, voc07_ap50
     protocol = study.load_protocol(os.path.join(folder, "protocol.json"))
-    runs = report.arm_runs(report.settled(study.read_records(folder), protocol))
+    records = study.read_records(folder)
+    runs = report.kept_runs(records, report.settled(records, protocol))
     kept = report.Detections(folder)
     assert sorted(os.listdir(os.path.join(folder, report.MATCHES))) == sorted(
         {f"{row['run']}.json.gz" for rows in runs.values() for row in rows})

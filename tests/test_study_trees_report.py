@@ -3,6 +3,7 @@ assembled from stand-in run records and detections of known AP (no training)."""
 import gzip
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -192,6 +193,54 @@ def test_a_published_study_recomputes_from_its_matches_alone(study_out, tmp_path
     report.main()
     with open(os.path.join(docs, "study.json")) as f:
         assert json.load(f) == from_boxes
+
+
+def run_report(out, monkeypatch, *options):
+    monkeypatch.setattr(sys, "argv", ["study_trees_report.py", "--out", out, "--samples", "50",
+                                      *options])
+    report.main()
+    with open(os.path.join(out, "study.json")) as f:
+        return json.load(f)
+
+
+def test_a_study_published_while_it_runs_resumes_from_what_was_published(study_out, tmp_path,
+                                                                          monkeypatch):
+    """Published while (b) still tunes, a study keeps every (b) run's matches beside its
+    records; copied into an empty OUT (bench/study_v4.sh on a new machine), they give the
+    runner the same next run and the report the same study.json; (b) finished there, the
+    report equals the one of the study that never moved, and only final runs' matches stay."""
+    whole = run_report(study_out, monkeypatch)
+    for name in os.listdir(os.path.join(study_out, "runs")):
+        if name.startswith("batchnorm") and "-k0-w50-" not in name:
+            os.remove(os.path.join(study_out, "runs", name))
+    docs, moved = str(tmp_path / "docs"), str(tmp_path / "moved")
+    partial = run_report(study_out, monkeypatch, "--publish", docs)
+    tuning = sorted(n for n in os.listdir(os.path.join(docs, "runs")) if n.startswith("batch"))
+    assert len(tuning) == 5 and partial["settings"]["batchnorm"]["done"] is False
+    assert sorted(os.listdir(os.path.join(docs, report.MATCHES))) == sorted(
+        [f"nobias-k0-w50-s{s}.json.gz" for s in range(1, 6)] +
+        [n.replace(".json", ".json.gz") for n in tuning])
+    for sub in ("runs", report.MATCHES):
+        shutil.copytree(os.path.join(docs, sub), os.path.join(moved, sub))
+
+    def next_run(out):
+        return study_trees.plan("batchnorm", study_trees.val_of(study_trees.read_records(out),
+                                                                "batchnorm"))
+    assert next_run(moved) == next_run(study_out) == study_trees.Run(
+        "batchnorm", -2, 50, 1, study_trees.PROTOCOL["lr_base"])
+    assert run_report(moved, monkeypatch) == partial
+
+    finished = str(tmp_path / "finished")  # the runs (b) still needed, trained on the new machine
+    add_arm(finished, "batchnorm", "half")
+    for name in set(os.listdir(os.path.join(finished, "runs"))) - set(tuning):
+        run = name[:-len(".json")]
+        shutil.copy(os.path.join(finished, "runs", name), os.path.join(moved, "runs"))
+        os.makedirs(os.path.join(moved, "detections"), exist_ok=True)
+        shutil.copy(os.path.join(finished, "detections", f"{run}.json.gz"),
+                    os.path.join(moved, "detections"))
+    assert run_report(moved, monkeypatch) == whole
+    assert sorted(os.listdir(os.path.join(moved, report.MATCHES))) == sorted(
+        f"{arm}-k0-w50-s{s}.json.gz" for arm in ("nobias", "batchnorm") for s in range(1, 6))
 
 
 def test_flat_schedule_compares_two_thirds_of_the_way_with_the_end():

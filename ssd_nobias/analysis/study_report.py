@@ -1,10 +1,10 @@
 """A tuned study's statistics (v3, v4), as docs/study_v3/protocol.md fixes them, from
 bench/study_trees.py's records: the tuning tables, each arm's five seeds at its chosen settings,
 the paired image bootstrap of every comparison the protocol names and its verdict against the
-margin, (a)'s INT8 pair. Writes OUT/study.json, OUT/study.png and OUT/matches/ (the final runs'
-per-image matches, which reproduce the comparisons without the boxes) and prints the tables; an
-arm still being tuned is listed with the runs it has. Reads OUT/matches/ where a run's
-detections are not there.
+margin, (a)'s INT8 pair. Writes OUT/study.json, OUT/study.png and OUT/matches/ (per-image
+matches, which reproduce the comparisons without the boxes: the final runs', and every run of
+an arm still tuning) and prints the tables; an arm still being tuned is listed with the runs it
+has. Reads OUT/matches/ where a run's detections are not there.
 
     python bench/study_trees_report.py [--out bench/results/study_v3] [--samples 2000]
         [--publish docs/study_v3]
@@ -34,7 +34,7 @@ from ssd_nobias.analysis.study import (ARMS, LONG, METRICS, PROTOCOL, ROOT, TRAI
 STOCK = ("batchnorm", "batchnorm_reparam", "batchnorm_uncentered")
 MARGIN = 0.01  # non-inferiority margin: 1 point
 INT8_MARGIN = 0.005
-MATCHES = "matches"  # OUT/matches/: the final runs' per-image matches, committed with the study
+MATCHES = "matches"  # OUT/matches/: the kept runs' per-image matches, committed with the study
 TITLE = "Study v3, NEON tree crowns (real aerial imagery), ssd_300_mobilenet0.25"
 COLORS = {"nobias": "tab:blue", "nobias_noheadbias": "tab:purple", "batchnorm": "tab:orange",
           "batchnorm_reparam": "tab:green", "batchnorm_uncentered": "tab:brown"}
@@ -86,22 +86,39 @@ def tuning_table(records: Dict[str, dict], protocol: dict = PROTOCOL) -> Dict[st
     return table
 
 
+def variant_rows(arm: str, records: List[dict]) -> Dict[str, List[dict]]:
+    """Runs of trained `arm` as {"run", "seed", "splits"} rows per variant they were scored as:
+    the arm itself, its shifts dropped where it has an exported arm, (a)'s INT8 pairs."""
+    out = {arm: [{"run": r["run"], "seed": r["seed"], "splits": r["splits"]} for r in records]}
+    if arm in ZERO_SHIFT:
+        name = ZERO_SHIFT[arm]
+        out[name] = [{"run": r["run"], "seed": r["seed"], "splits": r[name]["splits"],
+                      "max_shift": r[name]["max_shift"]} for r in records]
+    if arm == "nobias":
+        for pair in ("float32_pair", "int8_pair"):
+            out[f"nobias_{pair}"] = [{"run": r["run"], "seed": r["seed"],
+                                      "splits": {"test": r["int8"][pair]}} for r in records]
+    return out
+
+
 def arm_runs(state: Dict[str, dict]) -> Dict[str, List[dict]]:
-    """Every arm's final runs as {"run", "splits"} rows: trained arms and exported ones."""
-    out = {}
+    """Every arm's final runs as rows (`variant_rows`): trained arms and exported ones."""
+    out: Dict[str, List[dict]] = {}
+    for arm, s in state.items():
+        if s["done"]:
+            out.update(variant_rows(arm, s["final"]))
+    return out
+
+
+def kept_runs(records: Dict[str, dict], state: Dict[str, dict]) -> Dict[str, List[dict]]:
+    """The rows whose matches a report keeps: the final runs of the finished arms and every run
+    of an arm still tuning, any of which may yet be final, so that a study published while it
+    runs can be resumed, on another machine, from what was published."""
+    out = arm_runs(state)
     for arm, s in state.items():
         if not s["done"]:
-            continue
-        out[arm] = [{"run": r["run"], "seed": r["seed"], "splits": r["splits"]} for r in s["final"]]
-        if arm in ZERO_SHIFT:
-            name = ZERO_SHIFT[arm]
-            out[name] = [{"run": r["run"], "seed": r["seed"], "splits": r[name]["splits"],
-                          "max_shift": r[name]["max_shift"]} for r in s["final"]]
-        if arm == "nobias":
-            for pair in ("float32_pair", "int8_pair"):
-                out[f"nobias_{pair}"] = [{"run": r["run"], "seed": r["seed"],
-                                          "splits": {"test": r["int8"][pair]}}
-                                         for r in s["final"]]
+            out.update(variant_rows(arm, sorted((r for r in records.values() if r["arm"] == arm),
+                                                key=lambda r: r["run"])))
     return out
 
 
@@ -156,8 +173,9 @@ class Detections:
         return self.run(run)[variant][split]
 
     def keep(self, runs: Dict[str, List[dict]]) -> None:
-        """Write OUT/matches/<run>.json.gz for every final run, and no other: the matches of
-        each of its variants on each kept split, what the comparisons need without the boxes."""
+        """Write OUT/matches/<run>.json.gz for every run in `runs` ({variant: rows}), and no
+        other: the matches of each of its variants on each kept split, what the comparisons
+        need without the boxes."""
         held: Dict[str, dict] = {}
         for variant, rows in runs.items():
             for row in rows:
@@ -309,8 +327,8 @@ def plot(path: str, records: Dict[str, dict], state: Dict[str, dict],
 def publish(folder: str, out: str, records: Dict[str, dict],
             long_records: Dict[str, dict]) -> None:
     """Copy the report in OUT to `folder` with the records it was computed from (not those a
-    run finished since has added), the protocol the runner recorded and the final runs'
-    matches."""
+    run finished since has added), the protocol the runner recorded and the matches `keep`
+    wrote (`kept_runs`)."""
     os.makedirs(folder, exist_ok=True)
     for sub, held in (("runs", records), (os.path.join(LONG, "runs"), long_records)):
         if held:
@@ -334,8 +352,9 @@ def main(argv=None) -> int:
                         "with fewer): the best stock arm is chosen among these")
     p.add_argument("--publish", metavar="DIR",
                    help="also write the records the report read, its study.json, study.png, "
-                        "the recorded protocol and the final runs' matches to DIR (a docs "
-                        "folder): one consistent set while the study runs on")
+                        "the recorded protocol and the kept runs' matches (the final runs', "
+                        "and every run of an arm still tuning) to DIR (a docs folder): one "
+                        "consistent set while the study runs on, from which it resumes")
     args = p.parse_args(argv)
     recorded = os.path.join(args.out, "protocol.json")  # the runner writes the one it used
     protocol = load_protocol(recorded) if os.path.isfile(recorded) else PROTOCOL
@@ -360,7 +379,7 @@ def main(argv=None) -> int:
               "long_schedule": long_schedule(records, long_records, protocol),
               "cpus": sorted({json.dumps(r["cpu"], sort_keys=True) for r in records.values()})}
     write_json(os.path.join(args.out, "study.json"), report)
-    detections.keep(runs)
+    detections.keep(kept_runs(records, state))
     plot(os.path.join(args.out, "study.png"), records, state, protocol, args.title)
     if args.publish:
         publish(args.publish, args.out, records, long_records)
