@@ -12,8 +12,19 @@ MAIN=$(git rev-parse --show-toplevel)
 TREE=$(realpath -m "${1:-$MAIN/../study_v4}")
 NAMES="shapes_36ep hard_12ep"
 
+PIDS=$TREE/study_v4.pids
+for pid in $(cat "$PIDS" 2>/dev/null); do  # two runners of one arm would share its run folders
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "study v4 already runs in $TREE (pid $pid)" >&2
+        exit 1
+    fi
+done
+
 [ -d "$TREE" ] || git -C "$MAIN" worktree add --detach "$TREE" "$COMMIT"
-[ "$(git -C "$TREE" rev-parse HEAD)" = "$COMMIT" ] || { echo "$TREE is not at $COMMIT" >&2; exit 1; }
+if [ "$(git -C "$TREE" rev-parse HEAD)" != "$COMMIT" ]; then
+    echo "$TREE is not at $COMMIT" >&2
+    exit 1
+fi
 make -C "$TREE" setup
 
 for name in $NAMES; do
@@ -37,7 +48,9 @@ study() {  # ARM PROTOCOL-NAME [runner options]
 for name in $NAMES; do  # both runners would otherwise write the same dataset at once
     study nobias "$name" --plan
 done
+: > "$PIDS"
 for arm in nobias batchnorm_reparam; do
     (for name in $NAMES; do study "$arm" "$name" || exit 1; done) > "study_v4_$arm.log" 2>&1 &
+    echo $! >> "$PIDS"
 done
 echo "study v4 running in $TREE: tail -f $TREE/study_v4_*.log"
