@@ -82,12 +82,17 @@ def study_out(tmp_path):
     return out
 
 
-def test_report_from_records(study_out, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["study_trees_report.py", "--out", study_out,
-                                      "--samples", "200"])
+def run_report(out, monkeypatch, *options, samples=50):
+    """Run the report on OUT's records and detections, as the command line would; its study.json."""
+    monkeypatch.setattr(sys, "argv", ["study_trees_report.py", "--out", out, "--samples",
+                                      str(samples), *options])
     report.main()
-    with open(os.path.join(study_out, "study.json")) as f:
-        out = json.load(f)
+    with open(os.path.join(out, "study.json")) as f:
+        return json.load(f)
+
+
+def test_report_from_records(study_out, monkeypatch, capsys):
+    out = run_report(study_out, monkeypatch, samples=200)
     assert out["settings"]["nobias"] == dict(out["settings"]["nobias"], done=True, k=0,
                                              lr=0.025, warmup=50)
     assert out["arms"]["nobias"]["test"]["ap50"]["n"] == 5
@@ -119,11 +124,7 @@ def test_report_from_records(study_out, monkeypatch, capsys):
 def test_a_verdict_is_final_once_every_stock_arm_is_finished(study_out, capsys, monkeypatch):
     for arm in ("batchnorm_reparam", "batchnorm_uncentered"):  # both finish, neither detects
         add_arm(study_out, arm, "none")
-    monkeypatch.setattr(sys, "argv", ["study_trees_report.py", "--out", study_out,
-                                      "--samples", "50"])
-    report.main()
-    with open(os.path.join(study_out, "study.json")) as f:
-        comparisons = json.load(f)["comparisons"]
+    comparisons = run_report(study_out, monkeypatch)["comparisons"]
     assert comparisons["stock_pending"] == []
     assert comparisons["best_stock"] == {"ap50": "batchnorm", "ap": "batchnorm"}
     test = {(c["arm"], c["other"], c["metric"]): c for c in comparisons["test"]}
@@ -133,11 +134,8 @@ def test_a_verdict_is_final_once_every_stock_arm_is_finished(study_out, capsys, 
 
 def test_a_study_of_fewer_arms_chooses_its_best_stock_arm_among_them(study_out, capsys,
                                                                       monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["study_trees_report.py", "--out", study_out,
-                                      "--samples", "50", "--arms", "nobias", "batchnorm"])
-    report.main()
-    with open(os.path.join(study_out, "study.json")) as f:
-        comparisons = json.load(f)["comparisons"]
+    comparisons = run_report(study_out, monkeypatch, "--arms", "nobias",
+                             "batchnorm")["comparisons"]
     assert comparisons["stock_pending"] == []
     assert comparisons["best_stock"] == {"ap50": "batchnorm", "ap": "batchnorm"}
     printed = capsys.readouterr().out
@@ -148,11 +146,7 @@ def test_report_lists_an_arm_still_in_tuning(study_out, capsys, monkeypatch):
     for name in os.listdir(os.path.join(study_out, "runs")):
         if name.startswith("batchnorm") and "-k0-w50-" not in name:
             os.remove(os.path.join(study_out, "runs", name))
-    monkeypatch.setattr(sys, "argv", ["study_trees_report.py", "--out", study_out,
-                                      "--samples", "50"])
-    report.main()
-    with open(os.path.join(study_out, "study.json")) as f:
-        out = json.load(f)
+    out = run_report(study_out, monkeypatch)
     assert out["settings"]["batchnorm"]["done"] is False
     assert out["comparisons"]["test"] == [] and "int8" in out["comparisons"]
     assert "batchnorm: tuning, 5 runs, next batchnorm-k-2-w50-s1" in capsys.readouterr().out
@@ -173,11 +167,7 @@ def test_a_published_study_recomputes_from_its_matches_alone(study_out, tmp_path
     boxes, no tuning run's) in another folder, from which the report gives the same study.json
     to the bit."""
     docs = str(tmp_path / "docs")
-    monkeypatch.setattr(sys, "argv", ["study_trees_report.py", "--out", study_out,
-                                      "--samples", "50", "--publish", docs])
-    report.main()
-    with open(os.path.join(study_out, "study.json")) as f:
-        from_boxes = json.load(f)
+    from_boxes = run_report(study_out, monkeypatch, "--publish", docs)
     assert sorted(os.listdir(docs)) == ["matches", "runs", "study.json", "study.png"]
     assert sorted(os.listdir(os.path.join(docs, "runs"))) == sorted(
         os.listdir(os.path.join(study_out, "runs")))
@@ -188,19 +178,7 @@ def test_a_published_study_recomputes_from_its_matches_alone(study_out, tmp_path
     assert kept == final and len(kept) == 10  # five seeds of each arm, no tuning run
     with gzip.open(os.path.join(docs, report.MATCHES, kept[0]), "rt") as f:
         assert set(json.load(f)) == {"batchnorm", "naive"}  # (b) and its shifts dropped
-    monkeypatch.setattr(sys, "argv", ["study_trees_report.py", "--out", docs,
-                                      "--samples", "50"])
-    report.main()
-    with open(os.path.join(docs, "study.json")) as f:
-        assert json.load(f) == from_boxes
-
-
-def run_report(out, monkeypatch, *options):
-    monkeypatch.setattr(sys, "argv", ["study_trees_report.py", "--out", out, "--samples", "50",
-                                      *options])
-    report.main()
-    with open(os.path.join(out, "study.json")) as f:
-        return json.load(f)
+    assert run_report(docs, monkeypatch) == from_boxes
 
 
 def test_a_study_published_while_it_runs_resumes_from_what_was_published(study_out, tmp_path,
