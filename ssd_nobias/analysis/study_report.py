@@ -315,6 +315,9 @@ def plot(path: str, records: Dict[str, dict], state: Dict[str, dict],
     curves.set_xlabel("epoch")
     curves.set_ylabel("val VOC07 AP50")
     curves.set_title("chosen settings: mean and min-max over the final seeds", fontsize=9)
+    if not curves.lines:
+        curves.text(0.5, 0.5, "no arm has finished tuning yet", ha="center", va="center",
+                    transform=curves.transAxes, fontsize=9, color="0.4")
     for ax in (sweep, curves):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
