@@ -29,7 +29,7 @@ from ssd_nobias.runtime.accelerator import OnnxAccelerator
 from ssd_nobias.export.accelerator import (AcceleratorNet, deploy_anchors,
                                            export_onnx as export_accelerator_onnx, export_symbol,
                                            host_onnx, host_part)
-from ssd_nobias.data.datasets import ValTransform
+from ssd_nobias.data.transforms import ValTransform
 from ssd_nobias.runtime.host import HostPart
 from ssd_nobias.export.int8 import quantize
 from ssd_nobias.data.preprocess import Preprocess

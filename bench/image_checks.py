@@ -11,7 +11,7 @@ import time
 
 import mxnet as mx
 
-from ssd_nobias.data.datasets import VOCFormatDetection
+from ssd_nobias.data.voc import VOCFormatDetection
 from ssd_nobias.data.images import read_image
 from ssd_nobias.data.synthetic import SHAPE_CLASSES, make_synthetic
 

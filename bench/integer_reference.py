@@ -15,7 +15,8 @@ import numpy as np
 
 from ssd_nobias import cli
 from ssd_nobias.atomic import write_json
-from ssd_nobias.data.datasets import ValTransform, val_set
+from ssd_nobias.data.datasets import val_set
+from ssd_nobias.data.transforms import ValTransform
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.evaluation.evaluate import evaluate_checkpoint
 from ssd_nobias.machine import cpu_info

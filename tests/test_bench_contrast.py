@@ -7,7 +7,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from ssd_nobias.data.datasets import ValTransform
+from ssd_nobias.data.transforms import ValTransform
 from ssd_nobias.data.preprocess import Preprocess
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

@@ -52,7 +52,7 @@ def test_eval_without_config_names_what_it_is_for():
 
 @pytest.mark.subprocess
 @pytest.mark.parametrize("blocked, job, extra", [
-    ("pycocotools", "from ssd_nobias.data.datasets import COCOFormatDetection as C; "
+    ("pycocotools", "from ssd_nobias.data.coco import COCOFormatDetection as C; "
                     "C('{root}', ['instances_train'])", "coco"),
     ("onnxruntime", "from ssd_nobias.runtime.onnxrt import session; session('x.onnx')", "onnx")])
 def test_a_missing_extra_is_named_with_its_install_command(tmp_path, blocked, job, extra):

@@ -170,3 +170,23 @@ def test_script_exit_status_clean_problems_unusable(tmp_path, broken_voc):
                           capture_output=True, text=True)
     assert done.returncode == UNUSABLE and "nowhere' does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_check_dataset_finds_annotation_tool_coco_files(tmp_path):
+    """check_dataset.py reads a file_name-only COCO set as the loader does."""
+    root = make_synthetic(str(tmp_path / "coco"), train=3, val=2, size=96, fmt="coco")["root"]
+    for split in ("train", "val"):
+        path = os.path.join(root, "annotations", f"instances_{split}.json")
+        with open(path) as f:
+            spec = json.load(f)
+        for entry in spec["images"]:
+            del entry["coco_url"]  # the images stay in root/<split>/
+        with open(path, "w") as f:
+            json.dump(spec, f)
+    cfg = load_config(None, [f"data.root={root}", "data.dataset=coco",
+                             "model.name=ssd_300_mobilenet1.0_custom",
+                             "data.train_splits=[instances_train]",
+                             "data.val_splits=[instances_val]"])
+    report = check_dataset(cfg, progress=False)
+    assert report.status == CLEAN, report.findings
+    assert report.stats["train"].images == 3 and report.stats["val"].images == 2

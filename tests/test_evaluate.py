@@ -9,11 +9,12 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from ssd_nobias.data.datasets import COCOFormatDetection, VOCFormatDetection
+from ssd_nobias.data.coco import COCOFormatDetection
+from ssd_nobias.data.voc import VOCFormatDetection
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.evaluation.evaluate import (Detections, EvalSettings, VocScorer, evaluate,
                                             format_table, write_report)
-from test_data import CLASSES, obj, write_coco, write_item
+from data_files import CLASSES, obj, write_coco, write_item
 
 SIZE = 64
 

@@ -63,7 +63,8 @@ def int8_export(split_export):
 
 
 def images(cfg, count):
-    from ssd_nobias.data.datasets import ValTransform, build_dataset
+    from ssd_nobias.data.datasets import build_dataset
+    from ssd_nobias.data.transforms import ValTransform
     from ssd_nobias.data.preprocess import Preprocess
 
     dataset, transform = build_dataset(cfg, "val"), ValTransform(Preprocess.from_config(cfg))

@@ -10,7 +10,7 @@ from PIL import Image
 
 from ssd_nobias.data import neon_trees
 from ssd_nobias.config import load_config
-from ssd_nobias.data.datasets import parse_voc_xml, read_split
+from ssd_nobias.data.voc import parse_voc_xml, read_split
 from ssd_nobias.data.check import CLEAN, check_dataset
 from ssd_nobias.errors import DataError
 from ssd_nobias.data.neon_trees import bands, cut, fetch_wheel, make_neon_trees, tile_origins

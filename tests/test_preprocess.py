@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ssd_nobias.config import load_config
-from ssd_nobias.data.datasets import ValTransform
+from ssd_nobias.data.transforms import ValTransform
 from ssd_nobias.data.preprocess import PREPROCESS_FILE, Preprocess
 from ssd_nobias.errors import DataError
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from gluoncv.data import VOCDetection
 
-from ssd_nobias.data.datasets import COCOFormatDetection, VOCFormatDetection
+from ssd_nobias.data.coco import COCOFormatDetection
+from ssd_nobias.data.voc import VOCFormatDetection
 from ssd_nobias.data.synthetic import HARD_CLASSES, SHAPE_CLASSES, VOC_NAMES, make_synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -16,7 +16,7 @@ from ssd_nobias.model.checkpoint import find_resume, load_checkpoint, read_meta,
 from ssd_nobias.config import load_config, scaled_lr
 from ssd_nobias.errors import DataError
 from ssd_nobias.model.ssd import get_model, recipe_summary
-from ssd_nobias.data.datasets import split_batch
+from ssd_nobias.data.loaders import split_batch
 from ssd_nobias.engine.train import (CSV_FIELDS, Schedule, Trainer, TrainingDiverged, amp_fp32_ops,
                                      no_decay_params, train)
 

@@ -10,7 +10,8 @@ import pytest
 from conftest import DEMO_CONFIG, tiny_overrides
 from ssd_nobias.config import load_config
 from ssd_nobias.data.check import CLEAN, PROBLEMS, check_dataset
-from ssd_nobias.data.datasets import VOCFormatDetection, build_dataset, dataset_classes
+from ssd_nobias.data.datasets import build_dataset, dataset_classes
+from ssd_nobias.data.voc import VOCFormatDetection
 from ssd_nobias.data.synthetic import make_synthetic
 from ssd_nobias.data.yolo import YOLODetection, label_path, yolo_classes, yolo_images
 from ssd_nobias.errors import DataError

@@ -24,7 +24,9 @@ from ssd_nobias.model.checkpoint import read_meta, save_checkpoint
 from ssd_nobias.config import base_size, eval_metric, per_image
 from ssd_nobias.devices import inference_device
 from ssd_nobias.data.preprocess import Preprocess
-from ssd_nobias.data.datasets import SSDTrainTransform, SeededTransform, build_dataset, val_set
+from ssd_nobias.data.datasets import build_dataset, val_set
+from ssd_nobias.data.loaders import SeededTransform
+from ssd_nobias.data.transforms import SSDTrainTransform
 from ssd_nobias.errors import DataError
 from ssd_nobias.evaluation.evaluate import EvalSettings, evaluate
 from ssd_nobias.runtime.predictors import load_trained, net_predictor

@@ -17,12 +17,13 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from tqdm import tqdm
 from yacs.config import CfgNode
 
-from ssd_nobias.data.datasets import (VOCObject, coco_image_candidates, dataset_classes,
-                                      find_image, parse_voc_xml, read_split, size_mismatch)
+from ssd_nobias.data.coco import coco_image_candidates
+from ssd_nobias.data.datasets import dataset_classes
+from ssd_nobias.data.images import ImageError, read_image, size_mismatch
+from ssd_nobias.data.voc import VOCObject, find_image, parse_voc_xml, read_split
 from ssd_nobias.data.yolo import image_size as yolo_image_size
 from ssd_nobias.data.yolo import label_path, parse_labels, yolo_classes, yolo_images
 from ssd_nobias.errors import DataError
-from ssd_nobias.data.images import ImageError, read_image
 
 CLEAN, PROBLEMS, UNUSABLE = 0, 1, 2  # exit statuses
 

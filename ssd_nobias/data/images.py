@@ -1,4 +1,5 @@
-"""Image files read whole or not at all: a truncated or corrupt file is an error naming it.
+"""Image files read whole or not at all: a truncated or corrupt file is an error naming it, and
+so is an image whose size disagrees with its annotation.
 
 OpenCV (behind mx.image) decodes a JPEG cut short without an error: libjpeg prints a warning
 and fills the missing rows with grey, so a half-copied file would train silently. Before
@@ -8,10 +9,13 @@ marker, PNG's IEND chunk, BMP's declared file size): one small read next to the 
 from __future__ import annotations
 
 import os
+from typing import Tuple
 
 import mxnet as mx
 
 from ssd_nobias.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
@@ -62,3 +66,13 @@ def read_image(path: str) -> mx.nd.NDArray:
         return mx.image.imread(path, 1)
     except mx.base.MXNetError:
         raise ImageError(f"{path}: cannot decode image (corrupt, {size} bytes)") from None
+
+
+def size_mismatch(image, size: Tuple[float, float], source: str, image_path: str) -> str:
+    """A message naming both files and sizes if the decoded image is not `size` (as annotated
+    in `source`: "<file>: <size>" or "<file>: image <id>"), else ''."""
+    h, w = image.shape[:2]
+    if (float(w), float(h)) == tuple(size):
+        return ""
+    return (f"{source} says {size[0]:g}x{size[1]:g} (width x height) but {image_path} is "
+            f"{w}x{h}; its boxes would be clipped and scaled to the wrong size")

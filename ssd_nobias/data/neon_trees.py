@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from ssd_nobias.atomic import write_json, write_text
-from ssd_nobias.data.datasets import parse_voc_xml
+from ssd_nobias.data.voc import parse_voc_xml
 from ssd_nobias.errors import DataError
 
 WHEEL_REQUIREMENT = "deepforest==2.1.0"

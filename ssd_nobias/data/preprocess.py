@@ -1,6 +1,6 @@
 """The network's input contract as one object: built from the config, written beside every
 export as preprocess.json, read back by detection and evaluation of exported files; the val
-transform (datasets.ValTransform) applies it."""
+transform (transforms.ValTransform) applies it."""
 from __future__ import annotations
 
 import json

@@ -19,10 +19,8 @@ from mxnet import gluon
 from PIL import Image
 
 from ssd_nobias.data.boxes import clip_box
-from ssd_nobias.data.images import ImageError, read_image
+from ssd_nobias.data.images import IMAGE_EXTENSIONS, ImageError, read_image
 from ssd_nobias.errors import DataError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from ssd_nobias.model.checkpoint import find_resume, load_checkpoint, save_check
 from ssd_nobias.config import base_size, eval_metric, save_config, scaled_lr
 from ssd_nobias.devices import contexts
 from ssd_nobias.data.preprocess import Preprocess
-from ssd_nobias.data.datasets import EpochSampler, build_dataset, split_batch, train_loader, val_set
+from ssd_nobias.data.datasets import build_dataset, val_set
+from ssd_nobias.data.loaders import EpochSampler, split_batch, train_loader
 from ssd_nobias.engine.distributed import (RunningStatsSync, StopVote, Worker, connect,
                                            params_checksum)
 from ssd_nobias.errors import ConfigError, UserError

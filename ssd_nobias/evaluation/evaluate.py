@@ -22,8 +22,11 @@ from tqdm import tqdm
 from ssd_nobias.atomic import write_json
 from ssd_nobias.config import eval_metric
 from ssd_nobias.data.preprocess import Preprocess
-from ssd_nobias.data.datasets import (COCOFormatDetection, boxes_to_image, read_image, split_batch,
-                                      val_loader, val_set)
+from ssd_nobias.data.coco import COCOFormatDetection
+from ssd_nobias.data.datasets import val_set
+from ssd_nobias.data.images import read_image
+from ssd_nobias.data.loaders import split_batch, val_loader
+from ssd_nobias.data.transforms import boxes_to_image
 from ssd_nobias.plots import detections_grid, plot_pr_curves, save_image
 from ssd_nobias.runtime.predictors import Predictor, load_predictor
 

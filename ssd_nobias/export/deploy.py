@@ -20,7 +20,8 @@ from mxnet.gluon import nn
 
 from ssd_nobias.atomic import write_json
 from ssd_nobias.devices import inference_device
-from ssd_nobias.data.datasets import ValTransform, val_set
+from ssd_nobias.data.datasets import val_set
+from ssd_nobias.data.transforms import ValTransform
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.errors import DataError, UserError, mxnet_reason
 from ssd_nobias.model.ssd import (STOCK_RECIPE, ConvNorm, MobileNetSSDFeatures, activate,

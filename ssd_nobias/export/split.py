@@ -12,7 +12,8 @@ from mxnet import gluon
 from ssd_nobias.config import base_size, eval_metric
 from ssd_nobias.devices import inference_device
 from ssd_nobias.data.preprocess import Preprocess
-from ssd_nobias.data.datasets import ValTransform, build_dataset, val_set
+from ssd_nobias.data.datasets import build_dataset, val_set
+from ssd_nobias.data.transforms import ValTransform
 from ssd_nobias.errors import UserError, require
 from ssd_nobias.export.deploy import (PARITY_RTOL, ParityError, add_to_report, fold_ssd,
                                       parity_images, raw_outputs, relative_error)

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ssd_nobias.atomic import write_json
-from ssd_nobias.data.datasets import ValTransform, boxes_to_image
+from ssd_nobias.data.transforms import ValTransform, boxes_to_image
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.errors import DataError
 from ssd_nobias.data.images import ImageError, read_image
