@@ -1,4 +1,5 @@
 """A finished run is never trained over by accident; a failed start leaves no trace."""
+import json
 import os
 import shutil
 import subprocess
@@ -153,3 +154,29 @@ def test_a_torn_checkpoint_still_counts_as_the_previous_runs(finished, tmp_path)
     removed = claim(out, "", True)
     assert {"p-last.params", "p-last.states", "p-last.json"} <= set(removed)
     assert not [n for n in os.listdir(out) if n.startswith("p-")]
+
+
+def test_overwrite_removes_only_plain_files_of_the_run_folder_whatever_a_sidecar_names(
+        finished, tmp_path):
+    """A sidecar is data anyone can write: one naming '../victim', an absolute path or a link
+    out of the folder marks the folder as taken, and --overwrite removes the sidecar, not
+    what it names."""
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    victim_dir, victim_file = tmp_path / "victim", tmp_path / "victim.txt"
+    victim_dir.mkdir()
+    (victim_dir / "keep").write_text("mine")
+    victim_file.write_text("mine too")
+    os.symlink(victim_file, out / "link.params")
+    (out / "hostile.json").write_text(json.dumps({
+        "params": {"file": "../victim"}, "states": {"file": str(victim_file)},
+        "iteration": "2"}))
+    (out / "hostile2.json").write_text(json.dumps({"params": {"file": "link.params"},
+                                                   "iteration": 1}))
+    with pytest.raises(RunDirectoryTaken, match="already holds a run"):
+        claim(str(out), "", False)
+    removed = claim(str(out), "", True)
+    assert {"hostile.json", "hostile2.json", "p-last.params"} <= set(removed)
+    assert not {"../victim", str(victim_file), "link.params"} & set(removed)
+    assert (victim_dir / "keep").read_text() == "mine"
+    assert victim_file.read_text() == "mine too" and os.path.islink(out / "link.params")

@@ -35,17 +35,31 @@ def _sidecars(out_dir: str) -> Dict[str, dict]:
         except (OSError, ValueError):
             continue
         if isinstance(meta, dict) and isinstance(meta.get("params"), dict) and \
-                "iteration" in meta:
+                "iteration" in meta:  # a malformed one still marks the folder as a run's
             found[os.path.basename(path)] = meta
     return found
 
 
+def _own_file(out_dir: str, name) -> bool:
+    """Whether a file name read from a sidecar names a plain file directly in out_dir: a
+    sidecar is data anyone can write, so '../x', absolute paths, folders and links are not
+    the run's files, whatever it says."""
+    if not isinstance(name, str) or not name or name in (".", "..") or \
+            os.path.basename(name) != name or os.sep in name or (os.altsep or os.sep) in name:
+        return False
+    path = os.path.join(out_dir, name)
+    return os.path.isfile(path) and not os.path.islink(path)
+
+
 def checkpoints(out_dir: str) -> List[str]:
-    """Names of the checkpoint files (.params, .states and their .json sidecars) in out_dir."""
+    """Names of the checkpoint files (.params, .states and their .json sidecars) in out_dir:
+    only plain files in out_dir itself, whatever else a sidecar names."""
     names = []
     for sidecar, meta in _sidecars(out_dir).items():
         names.append(sidecar)
-        names += [meta[kind]["file"] for kind in ("params", "states") if kind in meta]
+        names += [meta[kind].get("file") for kind in ("params", "states")
+                  if isinstance(meta.get(kind), dict)
+                  and _own_file(out_dir, meta[kind].get("file"))]
     return names
 
 
@@ -65,10 +79,11 @@ def _summary(out_dir: str) -> str:
     sidecars = _sidecars(out_dir)
     parts = []
     if sidecars:
-        params = [meta["params"]["file"] for meta in sidecars.values()]
-        newest = max(meta["iteration"] for meta in sidecars.values())
-        parts.append(f"{len(params)} checkpoint(s) ({', '.join(params)}; newest at iteration "
-                     f"{newest})")
+        params = [str(meta["params"].get("file")) for meta in sidecars.values()]
+        iterations = [meta["iteration"] for meta in sidecars.values()
+                      if isinstance(meta["iteration"], int)]
+        newest = f"; newest at iteration {max(iterations)}" if iterations else ""
+        parts.append(f"{len(params)} checkpoint(s) ({', '.join(params)}{newest})")
     metrics = os.path.join(out_dir, "metrics.csv")
     if os.path.isfile(metrics):
         with open(metrics) as f:
