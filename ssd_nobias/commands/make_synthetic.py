@@ -11,7 +11,8 @@ from ssd_nobias.data.synthetic import VARIANTS, make_synthetic
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True,
+                   help="output folder: new, empty, or one this command wrote (replaced whole)")
     p.add_argument("--train", type=int, default=200, help="training images")
     p.add_argument("--val", type=int, default=50, help="validation images")
     p.add_argument("--test", type=int, default=0,

@@ -33,7 +33,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from ssd_nobias.atomic import write_json, write_text
+from ssd_nobias.atomic import replacing_folder, write_json, write_text
 from ssd_nobias.data.voc import parse_voc_xml
 from ssd_nobias.errors import DataError
 
@@ -97,7 +97,11 @@ def read_scenes(wheel: str, names: Sequence[str], scratch: str) -> List[Scene]:
     """The images `names` (stems under deepforest/data/) and their VOC boxes from the wheel,
     extracted through `scratch`."""
     scenes = []
-    with zipfile.ZipFile(wheel) as z:
+    try:
+        z = zipfile.ZipFile(wheel)
+    except (OSError, zipfile.BadZipFile) as err:
+        raise DataError(f"cannot read the wheel {wheel}: {err}") from None
+    with z:
         for name in names:
             paths = [z.extract(f"deepforest/data/{name}.{ext}", scratch) for ext in ("png", "xml")]
             image = np.asarray(Image.open(paths[0]).convert("RGB"))
@@ -160,6 +164,11 @@ def voc_xml(name: str, width: int, height: int, rows: np.ndarray) -> str:
             f"<height>{height}</height><depth>3</depth></size>\n{objects}</annotation>\n")
 
 
+# What make_neon_trees writes at the top of its folder: the only names it may replace.
+OUTPUT_NAMES = ("Annotations", "JPEGImages", "ImageSets", "classes.txt", "SOURCE.md",
+                "summary.json")
+
+
 def make_neon_trees(out: str, wheel: str, tile: int = 200,
                     fractions: Sequence[float] = (0.4, 0.3, 0.3)) -> Dict:
     """Write the tree-crown dataset under `out` from the deepforest `wheel` (fetch_wheel's):
@@ -170,8 +179,12 @@ def make_neon_trees(out: str, wheel: str, tile: int = 200,
     if len(fractions) != 3 or min(fractions) <= 0:
         raise DataError(f"fractions must be three positive numbers (train val test), "
                         f"got {list(fractions)}")
-    if os.path.isdir(out):
-        shutil.rmtree(out)
+    with replacing_folder(out, OUTPUT_NAMES, "make-neon-trees") as tmp:
+        return _write(tmp, wheel, tile, fractions)
+
+
+def _write(out: str, wheel: str, tile: int, fractions: Sequence[float]) -> Dict:
+    """make_neon_trees' work, into the empty folder `out`."""
     scratch = os.path.join(out, "source")
     same, other = (read_scenes(wheel, names, scratch) for names in (SAME_SITE, OTHER_SITES))
     shutil.rmtree(scratch)

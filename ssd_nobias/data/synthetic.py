@@ -17,6 +17,8 @@ import numpy as np
 import yaml
 from gluoncv.data import VOCDetection
 
+from ssd_nobias.atomic import replacing_folder
+
 SHAPE_CLASSES = ("circle", "square", "triangle", "star")
 HARD_CLASSES = SHAPE_CLASSES + ("hexagon", "diamond", "cross", "ring")
 # The voc2007 layout names the shapes after the first VOC classes.
@@ -180,6 +182,13 @@ def _write_text(path: str, text: str) -> None:
         f.write(text)
 
 
+# What make_synthetic writes at the top of its folder, in any layout and format: the only
+# names it may replace.
+OUTPUT_NAMES = ("Annotations", "JPEGImages", "ImageSets", "classes.txt", "VOCdevkit",
+                "annotations", "train", "val", "test", "trainval", "images", "labels",
+                "data.yaml")
+
+
 def make_synthetic(out: str, train: int = 200, val: int = 50, size: int = 300, seed: int = 0,
                    layout: str = "custom", fmt: str = "voc", variant: str = "shapes",
                    test: int = 0) -> dict:
@@ -207,6 +216,15 @@ def make_synthetic(out: str, train: int = 200, val: int = 50, size: int = 300, s
         raise ValueError(f"size must be at least 64 pixels (got {size})")
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
+    with replacing_folder(out, OUTPUT_NAMES, "make-synthetic") as tmp:
+        info = _write(tmp, train, val, size, seed, layout, fmt, variant, test)
+    root = os.path.normpath(os.path.join(out, os.path.relpath(info["root"], tmp)))
+    return {**info, "root": root}
+
+
+def _write(out: str, train: int, val: int, size: int, seed: int, layout: str, fmt: str,
+           variant: str, test: int) -> dict:
+    """make_synthetic's work, into the empty folder `out`."""
     kind = VARIANTS[variant]
     names = VOC_NAMES if layout == "voc2007" else {c: c for c in kind.classes}
     classes = [names[c] for c in kind.classes]
