@@ -203,3 +203,26 @@ def test_one_call_loads_any_model_file_without_a_config(model, tmp_path):
         np.testing.assert_allclose(found[0]["box"], boxes[best], atol=1e-2)
     with pytest.raises(DataError, match="int8 needs an accelerator folder"):
         Detector.from_export(deploy, int8=True)
+
+
+def test_an_out_folder_holding_an_input_is_refused_and_a_failed_picture_write_leaves_nothing(
+        model, tmp_path, monkeypatch):
+    """Annotated copies never replace the inputs; a picture OpenCV could not write (full disk,
+    read-only folder: cv2.imwrite only returns False) is an error naming it, with no file or
+    temporary left behind."""
+    from ssd_nobias.errors import StorageError, UserError
+
+    cfg, params, _, _ = model
+    inputs = pictures(str(tmp_path / "in"))
+    before = [open(p, "rb").read() for p in inputs]
+    detector = Detector(load_predictor(cfg, params_path=params), Preprocess(300, MEAN, STD))
+    for out in (tmp_path / "in", tmp_path / "in" / "."):
+        with pytest.raises(UserError, match="holds the input .*pic0.png"):
+            run(detector, inputs, str(out), progress=False)
+    assert [open(p, "rb").read() for p in inputs] == before
+    assert sorted(os.listdir(tmp_path / "in")) == ["pic0.png", "pic1.png"]
+
+    monkeypatch.setattr(cv2, "imwrite", lambda *args: False)
+    with pytest.raises(StorageError, match=r"cannot write .*out.pic0\.png"):
+        run(detector, inputs, str(tmp_path / "out"), progress=False)
+    assert os.listdir(tmp_path / "out") == []

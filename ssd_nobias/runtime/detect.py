@@ -14,10 +14,10 @@ import mxnet as mx
 import numpy as np
 from tqdm import tqdm
 
-from ssd_nobias.atomic import write_json
+from ssd_nobias.atomic import replacing, write_json
 from ssd_nobias.data.transforms import ValTransform, boxes_to_image
 from ssd_nobias.data.preprocess import Preprocess
-from ssd_nobias.errors import DataError
+from ssd_nobias.errors import DataError, StorageError, UserError
 from ssd_nobias.data.images import ImageError, read_image
 from ssd_nobias.plots import draw_boxes
 from ssd_nobias.runtime.accelerator import FLOAT_ONNX
@@ -173,7 +173,14 @@ def _video_frames(path: str) -> Tuple[Iterator[np.ndarray], int, float]:
 
 def run(detector: Detector, inputs: Sequence[str], out_dir: str, skip_bad: bool = False,
         progress: bool = True) -> Summary:
-    """Detect on every input; write <stem>.<ext> (annotated) and <stem>.json under out_dir."""
+    """Detect on every input; write <stem>.<ext> (annotated) and <stem>.json under out_dir,
+    each whole or not at all. An out_dir that holds an input is refused: its annotated copy
+    would replace it."""
+    own = os.path.realpath(out_dir)
+    held = [p for p in inputs if os.path.dirname(os.path.realpath(p)) == own]
+    if held:
+        raise UserError(f"--out {out_dir} holds the input {held[0]}, which its annotated copy "
+                        f"would replace; write the detections to another folder")
     os.makedirs(out_dir, exist_ok=True)
     summary, taken = Summary(), set()
     bar = tqdm(total=len(inputs), unit="file", disable=not progress, desc="detect")
@@ -206,26 +213,45 @@ def _image(detector: Detector, path: str, stem: str, summary: Summary) -> None:
     detections = _timed(detector, image, summary)
     ext = os.path.splitext(path)[1].lower()
     ext = ext if ext in (".jpg", ".jpeg", ".png") else ".png"
-    cv2.imwrite(stem + ext, cv2.cvtColor(detector.draw(image, detections), cv2.COLOR_RGB2BGR))
+    _write_image(stem + ext, cv2.cvtColor(detector.draw(image, detections), cv2.COLOR_RGB2BGR))
     write_json(stem + ".json", {"input": path, "width": image.shape[1],
                                 "height": image.shape[0], "detections": detections})
 
 
+def _write_image(path: str, bgr: np.ndarray) -> None:
+    """cv2.imwrite whole or not at all; its silent False (a full disk, a read-only folder)
+    becomes a StorageError naming the file."""
+    with replacing(path, os.path.splitext(path)[1]) as tmp:
+        if not cv2.imwrite(tmp, bgr):
+            raise StorageError(f"cannot write {path}: OpenCV could not write the picture (is "
+                               f"the disk full or the folder read-only?)")
+
+
 def _video(detector: Detector, path: str, stem: str, summary: Summary) -> None:
     frames, count, fps = _video_frames(path)
-    writer, per_frame = None, []
+    per_frame: List[Dict] = []
+    with replacing(stem + ".mp4", ".mp4") as tmp:
+        h, w = _write_video(detector, frames, count, fps, tmp, per_frame, path, summary)
+        if not os.path.isfile(tmp):
+            raise StorageError(f"cannot write {stem}.mp4: OpenCV wrote no video")
+    write_json(stem + ".json", {"input": path, "width": w, "height": h, "fps": fps,
+                                "frames": per_frame})
+
+
+def _write_video(detector: Detector, frames, count: int, fps: float, tmp: str,
+                 per_frame: List[Dict], path: str, summary: Summary) -> Tuple[int, int]:
+    """Draw every frame's detections into the video `tmp`; (height, width) of the frames."""
+    writer, h, w = None, 0, 0
     try:
         for image in tqdm(frames, total=count or None, unit="frame", leave=False,
                           desc=os.path.basename(path)):
             if writer is None:
                 h, w = image.shape[:2]
-                writer = cv2.VideoWriter(stem + ".mp4", cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                         (w, h))
+                writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
             detections = _timed(detector, image, summary)
             per_frame.append({"frame": len(per_frame), "detections": detections})
             writer.write(cv2.cvtColor(detector.draw(image, detections), cv2.COLOR_RGB2BGR))
     finally:
         if writer is not None:
             writer.release()
-    write_json(stem + ".json", {"input": path, "width": w, "height": h, "fps": fps,
-                                "frames": per_frame})
+    return h, w
