@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ssd_nobias.runtime.integer import layer_tensor
+from ssd_nobias.onnx_files import load_onnx
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 HEAD_OUTPUTS = ("int8", "int32")
@@ -83,7 +84,6 @@ def quantize(float_path: str, int8_path: str, images: Sequence[np.ndarray],
     `activations`: the ReLU outputs' type (ACTIVATIONS: uint8, or int8 symmetric as TensorRT
     takes them, 7 bits of a non-negative range). Returns, for int8 heads, each output's
     per-channel scale 1 / k_c that undoes the equalization."""
-    import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     calibration = _calibration(method)
@@ -93,7 +93,7 @@ def quantize(float_path: str, int8_path: str, images: Sequence[np.ndarray],
         raise ValueError(f"activations '{activations}' are not one of {ACTIVATIONS}")
     signed = activations == "int8"
     gains = head_gains(float_path, images) if heads == "int8" else None
-    model = onnx.load(float_path)
+    model = load_onnx(float_path)
     symmetric_int8 = [{"quant_type": QuantType.QInt8, "symmetric": True}]
     overrides = {model.graph.input[0].name: symmetric_int8}
     overrides.update({out.name: symmetric_int8 for out in model.graph.output})
@@ -143,7 +143,7 @@ def _equalized(float_path: str, int8_path: str, gains: Optional[List[np.ndarray]
         yield float_path
         return
     source = int8_path + ".equalized.tmp"
-    model = onnx.load(float_path)
+    model = load_onnx(float_path)
     _equalize(model, gains)
     onnx.save(model, source)
     try:
@@ -207,9 +207,7 @@ def _relu_then_quantize(path: str) -> None:
     """Signed activations: ORT's quantizer keeps each ReLU between two Q/DQ pairs (a symmetric
     int8 range cannot hold only the ReLU's [0, max]); drop the pair before the ReLU, leaving
     Conv -> Relu -> QuantizeLinear, the form TensorRT fuses, with one rounding per layer."""
-    import onnx
-
-    model = onnx.load(path)
+    model = load_onnx(path)
     graph = model.graph
     producer = {out: node for node in graph.node for out in node.output}
     users: Dict[str, int] = {}
@@ -232,9 +230,7 @@ def _relu_then_quantize(path: str) -> None:
 def _accumulator_outputs(path: str) -> None:
     """Drop the QuantizeLinear/DequantizeLinear pairs on the graph outputs: each head conv then
     returns its (scaled) int32 accumulator."""
-    import onnx
-
-    model = onnx.load(path)
+    model = load_onnx(path)
     graph = model.graph
     producer = {out: node for node in graph.node for out in node.output}
     dropped = set()
@@ -250,10 +246,9 @@ def weight_scale_spread(int8_path: str) -> Dict[str, float]:
     """Per quantized Conv, by the layer output it makes (layer_tensor): max over median of
     its per-channel weight scales (a channel whose scale is far above the others' loses their
     precision in a per-tensor engine)."""
-    import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(int8_path)
+    model = load_onnx(int8_path)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     producer = {out: node for node in model.graph.node for out in node.output}
     relu_after = {node.input[0]: node.output[0] for node in model.graph.node

@@ -26,6 +26,7 @@ import numpy as np
 
 from ssd_nobias.atomic import replacing
 from ssd_nobias.errors import DataError, mxnet_reason, require
+from ssd_nobias.onnx_files import load_onnx
 
 OPSET = 13  # the newest mx2onnx converts to
 
@@ -302,10 +303,9 @@ def export_onnx(prefix: str, onnx_path: str, input_shape: Tuple[int, ...]) -> Gr
 
 def conv_biases(onnx_path: str) -> Dict[str, Optional[float]]:
     """Per Conv node (by its weight's name): max |bias|, or None when it has no bias input."""
-    import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(onnx_path)
+    model = load_onnx(onnx_path)
     values = {init.name: init for init in model.graph.initializer}
     biases = {}
     for node in model.graph.node:
@@ -318,9 +318,7 @@ def conv_biases(onnx_path: str) -> Dict[str, Optional[float]]:
 
 def op_counts(onnx_path: str) -> Dict[str, int]:
     """How many nodes of each operator type the ONNX model has."""
-    import onnx
-
     counts: Dict[str, int] = {}
-    for node in onnx.load(onnx_path).graph.node:
+    for node in load_onnx(onnx_path).graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts

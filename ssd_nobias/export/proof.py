@@ -21,7 +21,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from ssd_nobias.errors import DataError
+from ssd_nobias.onnx_files import load_onnx
 
 LAYOUT_OPS = ("Transpose", "Reshape", "Flatten", "Concat")
 FLOAT_OPS = ("Conv", "Relu") + LAYOUT_OPS
@@ -74,15 +74,9 @@ class Proof:
 
 def prove(path: str) -> Proof:
     """Walk an accelerator ONNX file; INT8 rules apply when it holds QuantizeLinear nodes."""
-    import onnx
     from onnx import numpy_helper
 
-    try:
-        model = onnx.load(path)
-    except (OSError, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as err:
-        raise DataError(f"cannot read ONNX model '{path}': {err}") from None
-    except Exception as err:  # protobuf's DecodeError for a file that is no ONNX model
-        raise DataError(f"'{path}' is not an ONNX model: {err}") from None
+    model = load_onnx(path)
     graph = model.graph
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}

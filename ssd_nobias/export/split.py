@@ -27,6 +27,7 @@ from ssd_nobias.runtime.accelerator import (ACCELERATOR_DIR, FLOAT_ONNX, HOST_IN
 from ssd_nobias.runtime.host import HostPart
 from ssd_nobias.export.int8 import layer_tensor, quantize, sqnr_db, weight_scale_spread
 from ssd_nobias.export.proof import Proof, prove
+from ssd_nobias.onnx_files import load_onnx
 
 class ProofError(UserError):
     """A written accelerator graph breaks a rule of the bias-free integer deployment."""
@@ -171,14 +172,12 @@ def _int8(cfg, float_path: str, int8_path: str, host: HostPart, count: int, meth
 def layer_tensors(float_path: str, int8_path: str) -> Dict[str, str]:
     """Each quantized activation of the float graph -> its dequantized tensor in the INT8
     graph (the network's layer outputs: ReLU outputs and the heads)."""
-    import onnx
-
-    model = onnx.load(int8_path)
+    model = load_onnx(int8_path)
     consumers = {}
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    float_names = {o for n in onnx.load(float_path).graph.node for o in n.output}
+    float_names = {o for n in load_onnx(float_path).graph.node for o in n.output}
     pairs = {}
     for node in model.graph.node:
         if node.op_type != "QuantizeLinear":
@@ -199,10 +198,8 @@ def layer_figures(float_path: str, int8_path: str, images: List[np.ndarray],
     the activation's range its median channel uses (channel_range_used), SQNR of the INT8
     graph's output (a head output times its channel `scales`) against float32 on the
     calibration images."""
-    import onnx
-
     pairs = layer_tensors(float_path, int8_path)
-    float_graph = onnx.load(float_path).graph
+    float_graph = load_onnx(float_path).graph
     spread = weight_scale_spread(int8_path)
     names = [n for n in (node.output[0] for node in float_graph.node) if n in pairs]
     outputs = {o.name for o in float_graph.output}

@@ -19,6 +19,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from ssd_nobias.errors import DataError, require
+from ssd_nobias.onnx_files import load_onnx
 
 RANGES = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
 
@@ -143,10 +144,7 @@ def _read(path: str):
     import onnx
     from onnx import numpy_helper
 
-    try:
-        model = onnx.load(path)
-    except Exception as err:  # onnx raises its own types for a broken file
-        raise DataError(f"cannot load ONNX model '{path}': {err}") from None
+    model = load_onnx(path)
     graph = model.graph
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}

@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Dict, Sequence
 
 from ssd_nobias.errors import DataError, require
+from ssd_nobias.onnx_files import load_onnx
 
 
 def session(onnx_path: str, extra_outputs: Sequence[str] = (), threads: int = 0):
@@ -15,13 +16,11 @@ def session(onnx_path: str, extra_outputs: Sequence[str] = (), threads: int = 0)
     import onnx
     import onnxruntime as ort
 
-    if not os.path.isfile(onnx_path):
-        raise DataError(f"ONNX model '{onnx_path}' does not exist")
+    model = load_onnx(onnx_path)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
     try:
-        model = onnx.load(onnx_path)
         for name in extra_outputs:
             model.graph.output.append(onnx.ValueInfoProto(name=name))
         return ort.InferenceSession(model.SerializeToString(), options,
@@ -40,13 +39,13 @@ def optimized_ops(onnx_path: str) -> Dict[str, int]:
     import onnx
     import onnxruntime as ort
 
-    if not os.path.isfile(onnx_path):
-        raise DataError(f"ONNX model '{onnx_path}' does not exist")
+    model = load_onnx(onnx_path)
     with tempfile.TemporaryDirectory() as tmp:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = 1
         options.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
-        ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(model.SerializeToString(), options,
+                             providers=["CPUExecutionProvider"])
         return dict(Counter(n.op_type for n in onnx.load(options.optimized_model_filepath)
                             .graph.node))

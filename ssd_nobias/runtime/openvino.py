@@ -15,6 +15,7 @@ from typing import Dict, Iterator, List, Sequence
 import numpy as np
 
 from ssd_nobias.errors import DataError, require
+from ssd_nobias.onnx_files import load_onnx
 
 
 class OpenVinoGraph:
@@ -53,7 +54,7 @@ def _with_outputs(onnx_path: str, names: Sequence[str]) -> Iterator[str]:
         return
     import onnx
 
-    model = onnx.load(onnx_path)
+    model = load_onnx(onnx_path)
     listed = {o.name for o in model.graph.output}
     model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in listed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,7 +84,8 @@ def run_layer(onnx_path: str, source: str, output: str, x: np.ndarray) -> np.nda
     with tempfile.TemporaryDirectory() as tmp:
         cut = os.path.join(tmp, "layer.onnx")
         try:
-            onnx.utils.extract_model(onnx_path, cut, [source], [output])
+            onnx.save(onnx.utils.Extractor(load_onnx(onnx_path)).extract_model([source],
+                                                                                [output]), cut)
         except (ValueError, KeyError) as err:
             raise DataError(f"{onnx_path}: no layer from '{source}' to '{output}': {err}") \
                 from None
