@@ -8,8 +8,11 @@ one torn between its renames fails the CRC check, and resume takes the newest wh
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
+import pickle
+import tempfile
 import zlib
 from typing import Optional, Sequence
 
@@ -19,6 +22,46 @@ from mxnet import gluon
 
 from ssd_nobias.atomic import temp_path, write_failure, write_json
 from ssd_nobias.errors import DataError
+
+
+# What MXNet's Trainer.save_states pickles for SGD (the optimizer this project trains with):
+# the only globals a .states file may name. A CRC sidecar does not protect against a hostile
+# file (whoever writes one writes the other), so nothing else is ever unpickled.
+STATES_GLOBALS = {("mxnet.ndarray.ndarray", "NDArray"), ("builtins", "bytearray"),
+                  ("mxnet.optimizer.optimizer", "SGD"),
+                  ("numpy.core.multiarray", "scalar"), ("numpy", "dtype")}
+
+
+class _StatesUnpickler(pickle.Unpickler):
+    """An unpickler that refuses every global but STATES_GLOBALS: no code runs."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in STATES_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which optimizer state "
+                                         f"never holds")
+        return super().find_class(module, name)
+
+
+def load_states(trainer: gluon.Trainer, path: str) -> None:
+    """trainer.load_states, but only for a file that unpickles to optimizer state alone.
+
+    MXNet unpickles .states files; a hostile one would run code. Its bytes are first read by
+    a restricted unpickler, and those same checked bytes are what MXNet then loads."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        state = _StatesUnpickler(io.BytesIO(data)).load()
+    except Exception as err:  # pickle raises many types for a corrupt or hostile file
+        raise DataError(f"optimizer state '{path}' is refused: {err}; resume from a "
+                        f"checkpoint this project wrote, or start over") from None
+    if not (isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict)):
+        raise DataError(f"optimizer state '{path}' is refused: not MXNet's (states, "
+                        f"optimizer) pair")
+    with tempfile.TemporaryDirectory() as tmp:
+        checked = os.path.join(tmp, "checked.states")
+        with open(checked, "wb") as f:
+            f.write(data)
+        trainer.load_states(checked)
 
 
 def _crc32(path: str) -> int:
@@ -66,11 +109,17 @@ def read_meta(params_path: str) -> Optional[dict]:
             meta = json.load(f)
     except (OSError, ValueError):
         return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("params"), dict) or \
+            any(not isinstance(meta.get(key, 0), int) for key in ("iteration", "epoch")):
+        return None
     folder = os.path.dirname(params_path)
     for kind in ("params", "states"):
         if kind not in meta:
             continue
-        path = os.path.join(folder, meta[kind]["file"])
+        name = meta[kind].get("file") if isinstance(meta[kind], dict) else None
+        if not isinstance(name, str) or os.path.basename(name) != name or name in ("", ".."):
+            return None  # a sidecar names files beside it, nothing else
+        path = os.path.join(folder, name)
         if not os.path.isfile(path) or _crc32(path) != meta[kind]["crc32"]:
             return None
     return meta
@@ -100,5 +149,5 @@ def load_checkpoint(params_path: str, net: gluon.Block, trainer: Optional[gluon.
     if trainer is not None:
         if "states" not in meta:
             raise DataError(f"checkpoint '{params_path}' has no optimizer state to resume from")
-        trainer.load_states(os.path.join(os.path.dirname(params_path), meta["states"]["file"]))
+        load_states(trainer, os.path.join(os.path.dirname(params_path), meta["states"]["file"]))
     return meta
