@@ -1,8 +1,10 @@
 """The integer-only reference against ONNX Runtime and OpenVINO on an INT8 accelerator graph:
 each layer's output given ONNX Runtime's own input (what that layer alone does; OpenVINO runs
 each layer cut out of the graph), the 12 head outputs and every layer end to end (what the
-drift of early ties becomes) for both runtimes, and val mAP of the three pairs through the same
-host part.
+drift of early ties becomes) for both runtimes, and val mAP of the pairs through the same host
+part. On a CPU without VNNI (or OpenVINO held there by ONEDNN_MAX_CPU_ISA=AVX2) each runtime's
+layers are compared with the reference emulating its pair-saturating kernels, and with the
+exact result; the val mAP of those emulations is measured on any CPU.
 
     python bench/integer_reference.py --config runs/demo/config.yaml \
         --accelerator runs/demo/export/accelerator [--graph accelerator.int8.onnx]
@@ -21,8 +23,9 @@ from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.evaluation.evaluate import evaluate_checkpoint
 from ssd_nobias.machine import cpu_info
 from ssd_nobias.runtime.accelerator import INT8_ONNX
-from ssd_nobias.runtime.integer import (IntegerAccelerator, conv_int, lsb_differences,
-                                        requantize)
+from ssd_nobias.runtime.integer import IntegerAccelerator, lsb_differences
+from ssd_nobias.onnx_files import load_onnx
+from ssd_nobias.runtime.kernels import int8_kernels
 from ssd_nobias.runtime.onnxrt import session
 from ssd_nobias.runtime.openvino import OpenVinoAccelerator, OpenVinoGraph, run_layer
 
@@ -38,10 +41,9 @@ def totals(counts: dict) -> dict:
 def all_layers_openvino(path: str, x: np.ndarray, ref: IntegerAccelerator) -> dict:
     """Every layer's quantized output as OpenVINO computes the whole graph: each read from the
     DequantizeLinear that follows it (made a graph output), over its scale."""
-    import onnx
     from onnx import numpy_helper
 
-    graph = onnx.load(path).graph
+    graph = load_onnx(path).graph
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     layers = {c.output for c in ref.convs}
     read = {node.output[0]: (node.input[0], float(inits[node.input[1]])) for node in graph.node
@@ -80,11 +82,14 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     ours = ref.run_quantized(xq)
     seconds = time.perf_counter() - start
-    forced = {}
-    for conv in ref.convs:  # each layer on ONNX Runtime's own input
-        source = xq if conv.source == ref.input_name else ort[conv.source]
-        acc = conv_int(source, conv.weight, conv.strides, conv.pads, conv.dilations, conv.group)
-        forced[conv.output] = requantize(acc, conv.multiplier, conv.shift, *conv.out_range)
+    kernels = {runtime: int8_kernels(runtime) for runtime in ("onnxruntime", "openvino")}
+
+    def forced(kind: str) -> dict:
+        """Each layer on ONNX Runtime's own input, as `kind` of kernels computes it."""
+        return {conv.output: conv(xq if conv.source == ref.input_name else ort[conv.source],
+                                  kind) for conv in ref.convs}
+    exact, as_ort, as_openvino = (forced(k) for k in ("exact", kernels["onnxruntime"],
+                                                      kernels["openvino"]))
     heads = [q for _, q, _ in ref.heads]
     openvino = {q: np.rint(out / scale) for (_, q, scale), out in
                 zip(ref.heads, OpenVinoAccelerator(path)(x))}
@@ -93,11 +98,15 @@ def main(argv=None) -> int:
     later = list(openvino_forced)
     openvino_layers = all_layers_openvino(path, x, ref)
     report = {
-        "model": path, "images": count, "cpu": cpu_info().describe(),
-        "per_layer_same_input": totals(lsb_differences(forced, ort, names)),
+        "model": path, "images": count, "cpu": cpu_info().describe(), "kernels": kernels,
+        "per_layer_same_input": totals(lsb_differences(as_ort, ort, names)),
+        "per_layer_same_input_exact": totals(lsb_differences(exact, ort, names)),
         "heads_end_to_end": totals(lsb_differences(ours, ort, heads)),
-        "per_layer_same_input_openvino": totals(lsb_differences(forced, openvino_forced, later)),
-        "per_layer_same_input_onnxruntime_same_layers": totals(lsb_differences(forced, ort,
+        "per_layer_same_input_openvino": totals(lsb_differences(as_openvino, openvino_forced,
+                                                                later)),
+        "per_layer_same_input_openvino_exact": totals(lsb_differences(exact, openvino_forced,
+                                                                      later)),
+        "per_layer_same_input_onnxruntime_same_layers": totals(lsb_differences(as_ort, ort,
                                                                                 later)),
         "heads_end_to_end_openvino": totals(lsb_differences(ours, openvino, heads)),
         "all_layers_end_to_end": totals(lsb_differences(ours, ort, names)),
@@ -111,14 +120,19 @@ def main(argv=None) -> int:
         "requantization": ref.requant_table(),
     }
     metric = {}
-    for runtime in ("onnxruntime", "openvino", "integer"):
+    for runtime in ("onnxruntime", "openvino", "integer", "onnxruntime-novnni",
+                    "openvino-novnni"):
         result = evaluate_checkpoint(cfg, None, os.path.join(cfg.output_dir, "bench_integer",
                                                              runtime),
                                      progress=False, accelerator_dir=path, runtime=runtime)
         metric[runtime] = result.value
     report["val"] = {"metric": result.metric, **metric}
-    for key in ("per_layer_same_input", "per_layer_same_input_onnxruntime_same_layers",
-                "per_layer_same_input_openvino", "heads_end_to_end", "heads_end_to_end_openvino",
+    print(f"kernels on this CPU: {kernels} ('exact' or the runtime whose pair-saturating "
+          f"kernels the reference emulates)")
+    for key in ("per_layer_same_input", "per_layer_same_input_exact",
+                "per_layer_same_input_onnxruntime_same_layers", "per_layer_same_input_openvino",
+                "per_layer_same_input_openvino_exact", "heads_end_to_end",
+                "heads_end_to_end_openvino",
                 "all_layers_end_to_end", "all_layers_end_to_end_openvino"):
         t = report[key]
         print(f"{key:46s} {t['values']:9d} values: {t['equal'] / t['values']:.5%} equal, "
@@ -130,7 +144,9 @@ def main(argv=None) -> int:
           f"shifts {min(shifts)}..{max(shifts)}; largest accumulator {ref.max_accumulator} "
           f"(int32 holds {2 ** 31 - 1})")
     print(f"val {result.metric}: ONNX Runtime pair {metric['onnxruntime']:.4f}, OpenVINO pair "
-          f"{metric['openvino']:.4f}, integer pair {metric['integer']:.4f}; integer reference "
+          f"{metric['openvino']:.4f}, integer pair {metric['integer']:.4f}; as computed on a CPU "
+          f"without VNNI (emulated): ONNX Runtime {metric['onnxruntime-novnni']:.4f}, OpenVINO "
+          f"{metric['openvino-novnni']:.4f}; integer reference "
           f"{report['integer_images_per_s']:.2f} images/s (NumPy)")
     print(report["cpu"])
     if args.out:

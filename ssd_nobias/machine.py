@@ -16,14 +16,20 @@ class CpuInfo:
     cores: int
     avx2: bool
     avx512: bool
-    vnni: bool
+    vnni: bool  # AVX-512 VNNI or AVX-VNNI: int8 dot products summed straight into int32
+    amx: bool = False
+    avx_vnni: bool = False  # the AVX2-width VNNI alone (oneDNN's AVX2_VNNI uses it)
 
     @property
     def vector_width(self) -> str:
         """'AVX-512 with VNNI', 'AVX-512', 'AVX2' or 'below AVX2'."""
         if self.avx512:
+            if self.amx:
+                return "AVX-512 with VNNI and AMX"
             return "AVX-512 with VNNI" if self.vnni else "AVX-512 (no VNNI)"
-        return "AVX2" if self.avx2 else "below AVX2"
+        if self.avx2:
+            return "AVX2 with AVX-VNNI" if self.vnni else "AVX2"
+        return "below AVX2"
 
     def describe(self) -> str:
         return f"{self.model}, {self.cores} cores, {self.vector_width}"
@@ -32,7 +38,7 @@ class CpuInfo:
         """What a study records with every run: AVX-512 makes MKLDNN use nChw16c, another
         rounding order than AVX2's nChw8c."""
         return {"model": self.model, "cores": self.cores, "avx512": self.avx512,
-                "vnni": self.vnni}
+                "vnni": self.vnni, "amx": self.amx}
 
 
 def cpu_info(cpuinfo: str = "/proc/cpuinfo") -> CpuInfo:
@@ -50,7 +56,35 @@ def cpu_info(cpuinfo: str = "/proc/cpuinfo") -> CpuInfo:
     flags = set(fields.get("flags", "").split())
     return CpuInfo(model=fields.get("model name", "unknown"), cores=os.cpu_count() or 1,
                    avx2="avx2" in flags, avx512="avx512f" in flags,
-                   vnni="avx512_vnni" in flags or "avx_vnni" in flags)
+                   vnni="avx512_vnni" in flags or "avx_vnni" in flags,
+                   amx="amx_int8" in flags, avx_vnni="avx_vnni" in flags)
+
+
+# oneDNN's ONEDNN_MAX_CPU_ISA values whose int8 convolutions have no VNNI (vpmaddubsw pairs).
+ONEDNN_WITHOUT_VNNI = ("SSE41", "AVX", "AVX2", "AVX512_CORE")
+
+
+def expected_int8_kernels(runtime: str, cpu: Optional[CpuInfo] = None,
+                          environ: Optional[dict] = None) -> str:
+    """How the CPU's flags say `runtime` ('onnxruntime', 'openvino' or 'integer') computes
+    uint8 x int8 dot products: 'exact' with VNNI or AMX (the integer reference always), else
+    the runtime's name, the pair-saturating kernels runtime/integer.py emulates. OpenVINO's
+    oneDNN obeys ONEDNN_MAX_CPU_ISA; ONNX Runtime picks from CPUID alone.
+    runtime/kernels.py measures it instead."""
+    if runtime == "integer":
+        return "exact"
+    if runtime not in ("onnxruntime", "openvino"):
+        raise ValueError(f"unknown runtime {runtime!r}")
+    cpu = cpu_info() if cpu is None else cpu
+    exact = cpu.vnni or cpu.amx
+    if runtime == "openvino":
+        environ = os.environ if environ is None else environ
+        cap = environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+        if cap in ONEDNN_WITHOUT_VNNI:
+            exact = False
+        elif cap.startswith("AVX2_VNNI"):
+            exact = cpu.avx_vnni
+    return "exact" if exact else runtime
 
 
 def omp_threads(environ: Optional[dict] = None) -> str:

@@ -138,6 +138,7 @@ def test_int8_head_outputs_give_every_channel_its_own_range(split, tmp_path):
     """Each head output channel is equalized before quantization: its int8 step is its own
     calibrated max |y| / 127, and the int8 output is the int32 accumulators rounded to it."""
     from ssd_nobias.export.int8 import quantize
+    from ssd_nobias.runtime.kernels import int8_kernels
     from ssd_nobias.runtime.onnxrt import session
 
     folder = os.path.join(split[2], "accelerator")
@@ -153,6 +154,7 @@ def test_int8_head_outputs_give_every_channel_its_own_range(split, tmp_path):
     assert proof.ok and proof.types == {"int8": 1, "uint8": 35, "int32 head": 12}
 
     batch = {"data": np.stack(images)}
+    exact = int8_kernels("onnxruntime") == "exact"
     reference = session(float_path).run(None, batch)
     q8 = session(int8_path).run(None, batch)
     q32 = session(int32_path).run(None, batch)
@@ -169,9 +171,12 @@ def test_int8_head_outputs_give_every_channel_its_own_range(split, tmp_path):
         # range calibrated in float (an output quantization error can push values past it).
         # The int32 graph sums its conv in float and ONNX Runtime's integer kernel requantizes
         # with a float multiplier: a value that sits on a half step may round either way, so
-        # every value is within one step and all but a few within half a step (+ 0.05)
-        off = np.abs(levels - np.clip(out32 / step.reshape(1, -1, 1, 1), -128, 127))
-        assert off.max() <= 1.0 + 1e-3 and (off > 0.55).mean() < 1e-3
+        # every value is within one step and all but a few within half a step (+ 0.05).
+        # Without VNNI, ONNX Runtime fuses the two graphs' shared layers into different
+        # kernels, of which only some saturate pairs (runtime/integer.py): no such bound there.
+        if exact:
+            off = np.abs(levels - np.clip(out32 / step.reshape(1, -1, 1, 1), -128, 127))
+            assert off.max() <= 1.0 + 1e-3 and (off > 0.55).mean() < 1e-3
     assert scales[0][0] > 100 * np.median(scales[0])  # the dominant channel kept its own range
 
 

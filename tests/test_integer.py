@@ -1,7 +1,8 @@
 """The integer-only reference (ssd_nobias/runtime/integer.py): exact integer convolutions, a
-multiplier-and-shift requantization that rounds the exact product, and on a real INT8 export
-each layer within 1 LSB of ONNX Runtime given the same input, the same detections through the
-host part."""
+multiplier-and-shift requantization that rounds the exact product, the pair-saturating kernels
+of CPUs without VNNI emulated to the definition, and on a real INT8 export each layer within
+1 LSB of ONNX Runtime given the same input (the exact result where this CPU's kernels are
+exact, the emulation where they are not), the same detections through the host part."""
 import os
 from fractions import Fraction
 
@@ -9,6 +10,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from ssd_nobias.runtime.kernels import int8_kernels
 from ssd_nobias.runtime.integer import IntegerAccelerator, conv_int, requant_params, requantize
 
 pytest.importorskip("onnxruntime")
@@ -56,6 +58,80 @@ def test_integer_convolution_equals_mxnets(shape, weight, stride, pad, group):
     np.testing.assert_array_equal(got, want.asnumpy().astype(np.int64))
 
 
+def pairs_by_definition(x, w, stride, pad, block):
+    """vpmaddubsw's result written out: per output value, the products in (kernel tap, input
+    channel padded to `block`) order, neighbours summed and clamped to int16, then added; an
+    int8 input first shifted to uint8 (+128, the padding's zeros too) and corrected after."""
+    signed = x.dtype == np.int8
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    if signed:
+        xp += 128
+    o, c, kh, kw = w.shape
+    cp = c + (-c % block)
+    n, _, hp, wp = xp.shape
+    ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
+    out = np.zeros((n, o, ho, wo), np.int64)
+    for b, oc, y, x0 in np.ndindex(n, o, ho, wo):
+        products = []
+        for i in range(kh):
+            for j in range(kw):
+                for ch in range(cp):
+                    if ch < c:
+                        products.append(int(xp[b, ch, y * stride + i, x0 * stride + j]) *
+                                        int(w[oc, ch, i, j]))
+                    else:
+                        products.append(0)
+        products += [0] * (len(products) % 2)
+        total = sum(min(32767, max(-32768, products[k] + products[k + 1]))
+                    for k in range(0, len(products), 2))
+        out[b, oc, y, x0] = total - (128 * int(w[oc].astype(np.int64).sum()) if signed else 0)
+    return out
+
+
+def test_saturating_pairs_give_int16_sums_where_exact_products_overflow():
+    """255 * 127 twice is 64770: one saturated pair gives 32767. Which products are
+    neighbours is the kernel's order: with block 1 a 3-channel tap's last channel pairs with
+    the next tap's first; with block 4 it pairs with a zero."""
+    x = np.full((1, 4, 1, 1), 255, np.uint8)
+    w = np.full((1, 4, 1, 1), 127, np.int8)
+    assert conv_int(x, w, (1, 1), (0,) * 4, (1, 1), 1)[0, 0, 0, 0] == 4 * 255 * 127
+    assert conv_int(x, w, (1, 1), (0,) * 4, (1, 1), 1, channel_block=1)[0, 0, 0, 0] == 2 * 32767
+    x3 = np.full((1, 3, 1, 2), 255, np.uint8)
+    w3 = np.zeros((1, 3, 1, 2), np.int8)
+    w3[0, 2, 0, 0] = w3[0, 0, 0, 1] = 127  # tap 0's channel 2 and tap 1's channel 0
+    got = [conv_int(x3, w3, (1, 1), (0,) * 4, (1, 1), 1, channel_block=b)[0, 0, 0, 0]
+           for b in (None, 1, 4)]
+    assert got == [2 * 255 * 127, 32767, 2 * 255 * 127]
+    signed = np.full((1, 2, 1, 1), 127, np.int8)  # +128: 255, then 255 * 127 * 2 saturates
+    w2 = np.full((1, 2, 1, 1), 127, np.int8)
+    assert conv_int(signed, w2, (1, 1), (0,) * 4, (1, 1), 1, channel_block=1)[0, 0, 0, 0] == \
+        32767 - 128 * 254
+    depthwise = np.full((1, 2, 3, 3), 255, np.uint8)
+    wd = np.full((2, 1, 3, 3), 127, np.int8)  # never paired: widened to int32 first
+    assert conv_int(depthwise, wd, (1, 1), (0,) * 4, (1, 1), 2, channel_block=4)[0, 0, 0, 0] \
+        == 9 * 255 * 127
+
+
+@pytest.mark.parametrize("dtype, shape, weight, stride, pad, block", [
+    (np.uint8, (2, 6, 6, 5), (5, 6, 3, 3), 2, 1, 1),
+    (np.uint8, (1, 3, 7, 7), (4, 3, 3, 3), 1, 1, 4),
+    (np.int8, (1, 3, 7, 7), (4, 3, 3, 3), 2, 1, 1),  # the first conv, as each runtime runs it
+    (np.int8, (1, 3, 7, 7), (4, 3, 3, 3), 2, 1, 4),
+    (np.uint8, (1, 16, 4, 4), (8, 16, 1, 1), 1, 0, 4),
+])
+def test_the_emulation_equals_the_definition_on_random_inputs(dtype, shape, weight, stride, pad,
+                                                              block):
+    rng = np.random.RandomState(5)
+    info = np.iinfo(dtype)
+    x = rng.randint(info.min, info.max + 1, shape).astype(dtype)
+    x[..., 0] = info.max  # large activations and weights, so that many pairs saturate
+    w = rng.choice([-128, -127, 127, 120, 3, 0], weight).astype(np.int8)
+    got = conv_int(x, w, (stride, stride), (pad,) * 4, (1, 1), 1, channel_block=block)
+    want = pairs_by_definition(x, w, stride, pad, block)
+    np.testing.assert_array_equal(got, want)
+    assert np.any(got != conv_int(x, w, (stride, stride), (pad,) * 4, (1, 1), 1))
+
+
 @pytest.fixture(scope="module")
 def int8_export(split_export):
     cfg, params, folder, _ = split_export
@@ -76,11 +152,13 @@ def images(cfg, count):
 def test_each_layer_is_within_one_lsb_of_onnx_runtime_given_the_same_input(int8_export, graph):
     """Teacher-forced: each conv fed ONNX Runtime's own input tensor, so a difference is that
     layer's; ONNX Runtime requantizes in float32 and can land on the other side of a .5. Both
-    variants: uint8 ReLU outputs, and signed int8 ones (Conv -> Relu -> Q, clamped to [0, 127])."""
+    variants: uint8 ReLU outputs, and signed int8 ones (Conv -> Relu -> Q, clamped to [0, 127]).
+    On a CPU without VNNI the reference emulates ONNX Runtime's saturating pairs there."""
     from ssd_nobias.runtime.onnxrt import session
 
     cfg, _, folder = int8_export
-    ref = IntegerAccelerator(os.path.join(folder, graph))
+    kernels = int8_kernels("onnxruntime")
+    ref = IntegerAccelerator(os.path.join(folder, graph), kernels)
     relu_low = {c.out_range for c in ref.convs} - {(-128, 127)}
     assert relu_low == ({(0, 127)} if "signed" in graph else {(0, 255)})
     x = images(cfg, 4)
@@ -89,9 +167,7 @@ def test_each_layer_is_within_one_lsb_of_onnx_runtime_given_the_same_input(int8_
     ort[ref.input_name] = ref.quantize_input(x)
     total = equal = 0
     for conv in ref.convs:
-        acc = conv_int(ort[conv.source], conv.weight, conv.strides, conv.pads, conv.dilations,
-                       conv.group)
-        ours = requantize(acc, conv.multiplier, conv.shift, *conv.out_range)
+        ours = conv(ort[conv.source], kernels).astype(np.int64)
         diff = np.abs(ours - ort[conv.output].astype(np.int64))
         assert diff.max() <= 1, conv.name
         total, equal = total + diff.size, equal + int(np.sum(diff == 0))
@@ -118,7 +194,7 @@ def test_eval_runs_the_integer_pair_by_name(int8_export, tmp_path):
     result = evaluate_checkpoint(cfg, None, str(tmp_path), progress=False,
                                  accelerator_dir=folder, int8=True, runtime="integer")
     assert result.num_images == 4 and os.path.isfile(tmp_path / "eval.json")
-    with pytest.raises(DataError, match="the integer runtime runs the INT8 graph"):
+    with pytest.raises(DataError, match="the integer runtime .the integer reference. runs the INT8 graph"):
         SplitPredictor(folder, runtime="integer")
 
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from ssd_nobias.machine import cpu_info, omp_threads
+from ssd_nobias.machine import cpu_info, expected_int8_kernels, omp_threads
 
 AVX2 = "processor\t: 0\nmodel name\t: Intel Xeon E5\nflags\t\t: fpu sse avx avx2 fma\n"
 VNNI = ("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: avx2 avx512f avx512_vnni\n"
@@ -23,7 +23,7 @@ def test_vector_width_from_the_first_cores_flags(tmp_path, text, width, avx512, 
     info = cpu_info(str(path))
     assert info.vector_width == width
     assert info.record() == {"model": info.model, "cores": os.cpu_count(), "avx512": avx512,
-                             "vnni": vnni}
+                             "vnni": vnni, "amx": False}
 
 
 def test_a_missing_cpuinfo_reads_as_unknown(tmp_path):
@@ -41,3 +41,29 @@ def test_the_first_core_is_the_one_described(tmp_path):
 def test_omp_threads():
     assert omp_threads({"OMP_NUM_THREADS": "2"}) == "2"
     assert omp_threads({}) == "unset (MXNet's default)"
+
+
+AMX = "processor\t: 0\nmodel name\t: Xeon\nflags\t\t: avx2 avx512f avx512_vnni amx_int8\n"
+ALDER = "processor\t: 0\nmodel name\t: Core\nflags\t\t: avx2 avx_vnni\n"
+ICE = "processor\t: 0\nmodel name\t: Xeon\nflags\t\t: avx2 avx512f avx512_vnni\n"
+SKYLAKE = "processor\t: 0\nmodel name\t: Xeon\nflags\t\t: avx2 avx512f\n"
+
+
+@pytest.mark.parametrize("text, cap, onnxruntime, openvino", [
+    (AVX2, "", "onnxruntime", "openvino"),
+    (SKYLAKE, "", "onnxruntime", "openvino"),
+    (ICE, "", "exact", "exact"),
+    (ICE, "avx2", "exact", "openvino"),  # oneDNN held to AVX2; ONNX Runtime ignores it
+    (ICE, "AVX512_CORE", "exact", "openvino"),
+    (ICE, "AVX2_VNNI", "exact", "openvino"),  # no AVX-VNNI on this CPU: AVX2's kernels
+    (ALDER, "AVX2_VNNI", "exact", "exact"),
+    (AMX, "", "exact", "exact"),
+    (AMX, "AVX512_CORE_AMX", "exact", "exact"),
+])
+def test_which_runtimes_compute_int8_exactly(tmp_path, text, cap, onnxruntime, openvino):
+    path = tmp_path / "cpuinfo"
+    path.write_text(text)
+    cpu, env = cpu_info(str(path)), {"ONEDNN_MAX_CPU_ISA": cap} if cap else {}
+    assert expected_int8_kernels("onnxruntime", cpu, env) == onnxruntime
+    assert expected_int8_kernels("openvino", cpu, env) == openvino
+    assert expected_int8_kernels("integer", cpu, env) == "exact"

@@ -9,6 +9,7 @@ from ssd_nobias import cli
 from ssd_nobias.commands import options
 from ssd_nobias.config import load_config
 from ssd_nobias.runtime.detect import Detector, find_inputs, run
+from ssd_nobias.runtime.kernels import int8_verdict
 from ssd_nobias.runtime.predictors import checkpoint_config
 
 
@@ -30,6 +31,8 @@ def main(argv=None) -> int:
     options.check_model(p, args)
     if not inputs:
         p.error("give at least one input: an image, a folder, a glob or a video")
+    if args.int8:
+        print(int8_verdict(args.runtime))
     if args.params:  # the config the sidecar records, unless --config
         cfg = load_config(args.config, overrides) if args.config else \
             checkpoint_config(args.params, overrides)

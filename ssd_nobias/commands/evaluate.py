@@ -12,6 +12,7 @@ import os
 from ssd_nobias import cli
 from ssd_nobias.commands import options
 from ssd_nobias.evaluation.evaluate import evaluate_checkpoint, format_table
+from ssd_nobias.runtime.kernels import int8_verdict
 
 
 def main(argv=None) -> int:
@@ -22,6 +23,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     options.check_model(p, args)
     cfg = options.config_or_sidecar(args, "the dataset to evaluate on")
+    if args.int8:
+        print(int8_verdict(args.runtime))
     out = args.out or os.path.join(cfg.output_dir, "eval")
     result = evaluate_checkpoint(cfg, args.params, out, deploy_dir=args.deploy,
                                  onnx_path=args.onnx, accelerator_dir=args.accelerator,

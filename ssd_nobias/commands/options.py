@@ -8,7 +8,7 @@ from yacs.config import CfgNode
 
 from ssd_nobias import cli
 from ssd_nobias.errors import ConfigError
-from ssd_nobias.runtime.predictors import RUNTIMES, checkpoint_config
+from ssd_nobias.runtime.predictors import INTEGER_RUNTIMES, RUNTIMES, checkpoint_config
 
 
 def add_model(p: argparse.ArgumentParser) -> None:
@@ -31,7 +31,9 @@ def add_model(p: argparse.ArgumentParser) -> None:
                        help="what runs --onnx or --accelerator: ONNX Runtime (default), "
                             "OpenVINO's CPU runtime, or, for an INT8 accelerator graph, the "
                             "integer-only reference (NumPy, int32 accumulators, "
-                            "multiplier-and-shift requantization)")
+                            "multiplier-and-shift requantization), the arbiter; "
+                            "onnxruntime-novnni / openvino-novnni: that reference computing "
+                            "as those runtimes do on a CPU without VNNI (saturating pairs)")
 
 
 def check_model(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -39,9 +41,10 @@ def check_model(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--int8 goes with --accelerator DIR")
     if args.runtime != "onnxruntime" and not (args.onnx or args.accelerator):
         p.error(f"--runtime {args.runtime} runs an ONNX file: --onnx FILE or --accelerator DIR")
-    if args.runtime == "integer" and not (args.accelerator and (args.int8 or
-                                                                args.accelerator.endswith(".onnx"))):
-        p.error("--runtime integer runs an INT8 accelerator graph: --accelerator DIR --int8")
+    if args.runtime in INTEGER_RUNTIMES and not (args.accelerator and (
+            args.int8 or args.accelerator.endswith(".onnx"))):
+        p.error(f"--runtime {args.runtime} runs an INT8 accelerator graph: --accelerator DIR "
+                f"--int8")
 
 
 def config_or_sidecar(args: argparse.Namespace, needed_for: str) -> CfgNode:

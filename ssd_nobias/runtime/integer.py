@@ -10,11 +10,18 @@ clamp is the ReLU), [0, 127] for the signed variant's int8 ReLU output (Conv -> 
 [-128, 127] for an int8 head output. Zero padding is exact because every zero
 point is 0. No float is used between the quantized input and the int8 head outputs; the input's
 quantization and the heads' dequantization (q * s) are the boundaries, as on a device.
+
+CPUs without VNNI (AVX2, AVX-512 without VNNI) compute uint8 x int8 products with vpmaddubsw,
+which adds adjacent pairs of products into int16 with saturation (255 * 127 * 2 > 32767), so
+ONNX Runtime and OpenVINO there do not give the integer result. `kernels` emulates them
+exactly as measured (docs/int8-cpus.md): the reduction ordered (kernel tap, input channel)
+with neighbours paired, an int8 input shifted to uint8 by +128 first and corrected after;
+which convolutions run that way is each runtime's choice (IntConv.channel_block).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -22,6 +29,7 @@ from ssd_nobias.errors import DataError, require
 from ssd_nobias.onnx_files import load_onnx
 
 RANGES = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
+KERNELS = ("exact", "onnxruntime", "openvino")  # what IntegerAccelerator computes
 
 
 def requant_params(multiplier: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -65,10 +73,39 @@ class IntConv:
     real_multiplier: np.ndarray  # float64 s_in * s_w / s_out, for reports
     out_range: Tuple[int, int]
     out_dtype: np.dtype
+    relu: bool  # Conv -> Relu -> QuantizeLinear (the signed variant's form)
+    in_dtype: np.dtype
+
+    def channel_block(self, kernels: str) -> Optional[int]:
+        """How `kernels` (KERNELS) compute this convolution: None for exactly, else with
+        vpmaddubsw's saturating pairs over input channels padded to a multiple of the block
+        returned. As measured (docs/int8-cpus.md): depthwise ones exactly (widened to int32
+        first); ONNX Runtime (1.18, block 1) where it fuses DequantizeLinear -> Conv ->
+        QuantizeLinear into one integer kernel, which it does for a uint8 output with no Relu
+        between (int8 heads and the signed variant run in float); OpenVINO (2026.4, oneDNN,
+        block 4) all others but an int8 -> int8 conv without Relu (the signed heads)."""
+        if kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, not {kernels!r}")
+        if kernels == "exact" or self.group != 1:
+            return None
+        if kernels == "onnxruntime":
+            return 1 if self.out_dtype == np.dtype(np.uint8) and not self.relu else None
+        signed_heads = self.in_dtype == self.out_dtype == np.dtype(np.int8) and not self.relu
+        return None if signed_heads else 4
+
+    def __call__(self, x: np.ndarray, kernels: str = "exact") -> np.ndarray:
+        """This layer's quantized output for its quantized input `x`, as `kernels` give it."""
+        acc = conv_int(x, self.weight, self.strides, self.pads, self.dilations, self.group,
+                       self.channel_block(kernels))
+        return requantize(acc, self.multiplier, self.shift, *self.out_range) \
+            .astype(self.out_dtype)
 
 
-def conv_int(x: np.ndarray, w: np.ndarray, strides, pads, dilations, group: int) -> np.ndarray:
-    """An integer convolution: int x (N, C, H, W), int8 w -> int64 accumulators."""
+def conv_int(x: np.ndarray, w: np.ndarray, strides, pads, dilations, group: int,
+             channel_block: Optional[int] = None) -> np.ndarray:
+    """An integer convolution: int x (N, C, H, W), int8 w -> int64 accumulators; with a
+    `channel_block`, as vpmaddubsw computes it, each tap's input channels padded with zeros
+    to a multiple of it (see the module's docstring)."""
     n, c, h, wd = x.shape
     o, per_group, kh, kw = w.shape
     (sh, sw), (dh, dw) = strides, dilations
@@ -88,10 +125,44 @@ def conv_int(x: np.ndarray, w: np.ndarray, strides, pads, dilations, group: int)
         return acc
     if group != 1:
         raise DataError(f"grouped convolution with {group} groups is not supported")
+    if channel_block:
+        signed = x.dtype == np.int8
+        if signed:
+            xp += 128  # the kernels take uint8: int8 + 128, the padding's 0 included
+        extra = -c % channel_block
+        cols = np.stack([tap(i, j) for i in range(kh) for j in range(kw)], axis=1)  # N,T,C,..
+        cols = np.pad(cols, ((0, 0), (0, 0), (0, extra), (0, 0), (0, 0)))
+        taps = w64.transpose(0, 2, 3, 1)  # O, kh, kw, C
+        taps = np.pad(taps, ((0, 0), (0, 0), (0, 0), (0, extra)))
+        acc = _saturated_pairs(cols.reshape(n, -1, ho * wo), taps.reshape(o, -1))
+        if signed:
+            acc -= 128 * w64.reshape(o, -1).sum(1).reshape(1, o, 1)
+        return acc.reshape(n, o, ho, wo)
     cols = np.stack([tap(i, j) for i in range(kh) for j in range(kw)], axis=2)  # N,C,K,Ho,Wo
     cols = cols.reshape(n, c * kh * kw, ho * wo)
     acc = np.matmul(w64.reshape(o, c * kh * kw), cols)  # weights laid out (C, kh, kw)
     return acc.reshape(n, o, ho, wo)
+
+
+def _saturated_pairs(cols: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """sum over p of clamp(w[:, 2p] x[2p] + w[:, 2p+1] x[2p+1], int16): cols (N, K, M) of
+    uint8 values, w (O, K) int8 -> (N, O, M) int64. Each pair sum is below 2^17, exact in
+    float32, so BLAS computes it; the clamped sums are added in int64."""
+    n, k, m = cols.shape
+    o = w.shape[0]
+    if k % 2:  # an odd reduction ends with a product paired with 0: it cannot saturate
+        cols = np.concatenate([cols, np.zeros((n, 1, m), cols.dtype)], axis=1)
+        w = np.concatenate([w, np.zeros((o, 1), w.dtype)], axis=1)
+    pairs = (k + 1) // 2
+    a = cols.reshape(n, pairs, 2, m).astype(np.float32)
+    b = w.reshape(o, pairs, 2).transpose(1, 0, 2).astype(np.float32)  # (P, O, 2)
+    step = max(1, (16 << 20) // (o * m))  # about 64 MB of float32 pair sums at a time
+    acc = np.zeros((n, o, m), np.int64)
+    for i in range(n):
+        for p in range(0, pairs, step):
+            sums = np.matmul(b[p:p + step], a[i, p:p + step])  # (step, O, M)
+            acc[i] += np.clip(sums, -32768, 32767).astype(np.int64).sum(0)
+    return acc
 
 
 class IntegerAccelerator:
@@ -99,9 +170,11 @@ class IntegerAccelerator:
     outputs dequantized (q * s) out, like OnnxAccelerator; run_quantized gives every layer's
     quantized output and the largest accumulator seen."""
 
-    def __init__(self, onnx_path: str):
+    def __init__(self, onnx_path: str, kernels: str = "exact"):
         require("onnx", extra="onnx", what="reading the INT8 accelerator graph")
-        self.path = onnx_path
+        if kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, not {kernels!r}")
+        self.path, self.kernels = onnx_path, kernels
         self.input_scale, self.input_name, self.convs, self.heads = _read(onnx_path)
         self.outputs = [name for name, _, _ in self.heads]
         self.max_accumulator = 0
@@ -116,7 +189,7 @@ class IntegerAccelerator:
         tensors = {self.input_name: xq}
         for conv in self.convs:
             acc = conv_int(tensors[conv.source], conv.weight, conv.strides, conv.pads,
-                           conv.dilations, conv.group)
+                           conv.dilations, conv.group, conv.channel_block(self.kernels))
             self.max_accumulator = max(self.max_accumulator, int(np.abs(acc).max()))
             if self.max_accumulator >= 2 ** 31:
                 raise ValueError(f"{conv.name}: accumulator {self.max_accumulator} exceeds int32")
@@ -168,6 +241,7 @@ def _read(path: str):
         raise DataError(f"{path}: the input '{data}' is not quantized by one QuantizeLinear: "
                         f"not an INT8 accelerator graph")
     scales = {entry[0].output[0]: float(scale_of(entry[0]))}
+    dtypes = {entry[0].output[0]: np.dtype(np.int8)}  # the input's, made symmetric by export
     convs = []
     for node in graph.node:
         if node.op_type != "Conv":
@@ -194,8 +268,10 @@ def _read(path: str):
             layer_tensor(q.input[0]), source, q.output[0], inits[w_dq.input[0]],
             int(attrs.get("group", 1)), tuple(attrs.get("strides", (1, 1))),
             tuple(attrs.get("pads", (0, 0, 0, 0))), tuple(attrs.get("dilations", (1, 1))),
-            m, shift, real, (max(low, 0) if relu else low, high), out_dtype))
+            m, shift, real, (max(low, 0) if relu else low, high), out_dtype, relu,
+            dtypes[source]))
         scales[q.output[0]] = s_out
+        dtypes[q.output[0]] = out_dtype
     heads = []
     for output in graph.output:
         dq = producer.get(output.name)

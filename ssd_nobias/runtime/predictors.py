@@ -148,9 +148,13 @@ def load_onnx(onnx_path: str, runtime: str = "onnxruntime") -> Tuple[OnnxPredict
     return predictor, export_classes(os.path.dirname(os.path.abspath(onnx_path)))
 
 
+# The integer-only reference, exact or emulating what a runtime's kernels compute on a CPU
+# without VNNI (runtime/integer.py): runtime name -> its kernels.
+INTEGER_RUNTIMES = {"integer": "exact", "onnxruntime-novnni": "onnxruntime",
+                    "openvino-novnni": "openvino"}
 # what runs an ONNX file: ONNX Runtime, OpenVINO, or (an INT8 accelerator graph) the
 # integer-only reference
-RUNTIMES = ("onnxruntime", "openvino", "integer")
+RUNTIMES = ("onnxruntime", "openvino") + tuple(INTEGER_RUNTIMES)
 
 
 class SplitPredictor:
@@ -161,8 +165,9 @@ class SplitPredictor:
                  runtime: str = "onnxruntime", graph: Optional[str] = None):
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime '{runtime}' is not one of {RUNTIMES}")
-        if runtime == "integer" and not int8:
-            raise DataError("the integer runtime runs the INT8 graph: add --int8")
+        if runtime in INTEGER_RUNTIMES and not int8:
+            raise DataError(f"the {runtime} runtime (the integer reference) runs the INT8 "
+                            f"graph: add --int8")
         name = graph or (INT8_ONNX if int8 else FLOAT_ONNX)
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
@@ -170,8 +175,8 @@ class SplitPredictor:
                 " (export_ssd.py --formats accelerator writes it)"
             raise DataError(f"'{path}' does not exist{hint}")
         kind = {"onnxruntime": OnnxAccelerator, "openvino": OpenVinoAccelerator}
-        self.accelerator = IntegerAccelerator(path) if runtime == "integer" else \
-            kind[runtime](path, threads)
+        self.accelerator = IntegerAccelerator(path, INTEGER_RUNTIMES[runtime]) \
+            if runtime in INTEGER_RUNTIMES else kind[runtime](path, threads)
         try:
             self.host = HostPart.load(folder, int8)
         except (OSError, ValueError, KeyError) as err:
