@@ -10,6 +10,7 @@ another with `_base_: other.yaml` (relative to itself) and set only what differs
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import sys
@@ -274,7 +275,11 @@ def _resolve(sources: List[Tuple[str, dict]], overrides: Sequence[str]) -> CfgNo
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override '{item}' must look like key.sub=value")
-        pairs[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        try:
+            pairs[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as err:
+            reason = str(err).splitlines()[0]
+            raise ConfigError(f"override '{item}': its value is not YAML ({reason})") from None
     for key, value in pairs.items():
         node, leaf = _lookup(cfg, key)
         _merge(node, {leaf: value}, source="command line", prefix=key[: -len(leaf)])
@@ -358,7 +363,8 @@ def _coerce(key: str, old, value, source: str):
     if isinstance(old, bool):
         ok = isinstance(value, bool)
     elif isinstance(old, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            math.isfinite(value)
         value = float(value) if ok else value
     elif isinstance(old, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
@@ -369,8 +375,9 @@ def _coerce(key: str, old, value, source: str):
     else:
         ok = type(value) is type(old)
     if not ok:
-        raise ConfigError(f"'{key}' in {source} must be a {type(old).__name__}, "
-                          f"got {value!r}")
+        kind = "finite float" if isinstance(old, float) and not isinstance(old, bool) else \
+            type(old).__name__
+        raise ConfigError(f"'{key}' in {source} must be a {kind}, got {value!r}")
     return value
 
 

@@ -196,7 +196,7 @@ def test_the_schema_is_the_ground_floor():
                 for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
                 for a in n.names}
     assert {m for m in imported if not m.startswith("__")} <= {
-        "difflib", "os", "re", "sys", "dataclasses", "typing", "yaml", "yacs.config",
+        "difflib", "math", "os", "re", "sys", "dataclasses", "typing", "yaml", "yacs.config",
         "ssd_nobias.atomic", "ssd_nobias.errors"}
 
 

@@ -153,6 +153,55 @@ def test_divergence_stops_with_the_checkpoint_intact(finished_run, data_root, tm
         np.testing.assert_array_equal(after[k], before[k])
 
 
+def test_a_running_variance_that_overflows_stops_the_run_before_anything_is_saved(
+        data_root, tmp_path, monkeypatch):
+    """The loss can stay finite while a norm's running variance overflows (train.lr=1000 did
+    it): the run stops naming the parameter, and no checkpoint of it is written; a checkpoint
+    holding infinity is refused by eval and export."""
+    real_step = Trainer.step
+
+    def overflowing_step(self, batch):
+        values = real_step(self, batch)
+        for name, param in self.net.collect_params().items():
+            if name.endswith("running_var"):
+                param.set_data(param.data() * np.inf)
+                break
+        return values
+
+    monkeypatch.setattr(Trainer, "step", overflowing_step)
+    out = str(tmp_path / "run")
+    with pytest.raises(TrainingDiverged, match=r"running_var is not finite at iteration 2"):
+        train(tiny(data_root, out, "train.epochs=1"))
+    assert not [n for n in os.listdir(out) if n.endswith((".params", ".states"))]
+
+
+def test_a_checkpoint_holding_infinity_is_refused_by_name(finished_run, tmp_path):
+    from ssd_nobias.runtime.predictors import load_trained
+
+    out, _ = finished_run
+    cfg = load_config(os.path.join(out, "config.yaml"))
+    net, _ = load_trained(cfg, os.path.join(out, "tiny-last.params"), [mx.cpu()])
+    param = next(p for n, p in net.collect_params().items() if n.endswith("running_var"))
+    param.set_data(param.data() * np.inf)
+    path = str(tmp_path / "bad")
+    save_checkpoint(path, net, None, read_meta(os.path.join(out, "tiny-last.params")))
+    with pytest.raises(DataError, match=r"bad.params: \w+running_var holds NaN or infinity"):
+        load_trained(cfg, path + ".params", [mx.cpu()])
+
+
+def test_floats_in_the_config_must_be_finite_and_overrides_yaml():
+    from ssd_nobias.errors import ConfigError
+
+    for value in (".inf", "-.inf", ".nan", "inf", "1e400"):
+        with pytest.raises(ConfigError, match=r"'train.lr' in command line must be a finite "
+                                              r"float"):
+            load_config(None, [f"train.lr={value}"])
+    with pytest.raises(ConfigError, match=r"override 'train.lr=\[1,': its value is not YAML"):
+        load_config(None, ["train.lr=[1,"])
+    with pytest.raises(ConfigError, match="its value is not YAML"):
+        load_config(None, ["train.lr=!!python/object:os.system x"])
+
+
 def batch_loss(trainer, batch):
     """The training loss of `batch` (training-mode forward), nothing updated but statistics."""
     data, cls_targets, box_targets = split_batch(batch, trainer.ctx)

@@ -24,7 +24,8 @@ from yacs.config import CfgNode
 
 from ssd_nobias.model import native
 from ssd_nobias.atomic import replacing
-from ssd_nobias.model.checkpoint import find_resume, load_checkpoint, save_checkpoint
+from ssd_nobias.model.checkpoint import (find_resume, first_non_finite, load_checkpoint,
+                                         save_checkpoint)
 from ssd_nobias.config import base_size, eval_metric, save_config, scaled_lr
 from ssd_nobias.devices import contexts
 from ssd_nobias.data.preprocess import Preprocess
@@ -464,7 +465,18 @@ class Trainer:
         self.trainer.step(self.worker.num_workers)  # servers sum the workers' mean gradients
         return values
 
+    def check_finite(self) -> None:
+        """Stop a run whose weights or norm statistics hold NaN or infinity (a loss can stay
+        finite while a running variance overflows): it is never saved, as best or last."""
+        bad = first_non_finite(self.net)
+        if bad is not None:
+            raise TrainingDiverged(
+                f"{bad} is not finite at iteration {self.iteration} (epoch {self.epoch + 1}); "
+                f"nothing of it is saved and the last checkpoint is intact; lower train.lr or "
+                f"add train.warmup_iters")
+
     def validate(self, metrics: MetricsLog) -> EvalResult:
+        self.check_finite()
         cfg = self.cfg
         pictured = cfg.eval.num_images if metrics.sink is not None else 0
         settings = EvalSettings(cfg.eval.batch_size, cfg.data.num_workers, eval_metric(cfg),
@@ -482,6 +494,7 @@ class Trainer:
         return result
 
     def save(self, tag: str, with_states: bool) -> str:
+        self.check_finite()
         meta = {"epoch": self.epoch, "iteration": self.iteration, "best_map": self.best_map,
                 "classes": self.classes, "config": self.cfg.dump()}
         return save_checkpoint(os.path.join(self.out_dir, f"{self.cfg.name}-{tag}"), self.net,

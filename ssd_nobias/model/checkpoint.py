@@ -64,6 +64,18 @@ def load_states(trainer: gluon.Trainer, path: str) -> None:
         trainer.load_states(checked)
 
 
+def first_non_finite(net: gluon.Block) -> Optional[str]:
+    """The name of the first parameter (weights and norm statistics alike) holding a NaN or an
+    infinity, else None: a model that diverged, which no checkpoint or export may carry."""
+    for name, param in net.collect_params().items():
+        if param._data is None and param._deferred_init:
+            continue  # not initialized yet: nothing to check
+        for array in param.list_data():
+            if not np.isfinite(array.asnumpy()).all():
+                return name
+    return None
+
+
 def _crc32(path: str) -> int:
     crc = 0
     with open(path, "rb") as f:

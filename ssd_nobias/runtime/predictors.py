@@ -14,7 +14,7 @@ import numpy as np
 import yaml
 from mxnet import gluon
 
-from ssd_nobias.model.checkpoint import read_meta
+from ssd_nobias.model.checkpoint import first_non_finite, read_meta
 from ssd_nobias.config import loads_config
 from ssd_nobias.devices import contexts, inference_contexts
 from ssd_nobias.data.datasets import dataset_classes
@@ -63,6 +63,10 @@ def load_trained(cfg, params_path: str, ctx: Sequence[mx.Context], ignore_extra:
     except (AssertionError, mx.base.MXNetError) as err:
         raise DataError(f"{params_path} does not fit model {cfg.model.name} "
                         f"(norm {cfg.model.norm}): {mxnet_reason(err)}") from None
+    bad = first_non_finite(net)
+    if bad is not None:
+        raise DataError(f"{params_path}: {bad} holds NaN or infinity (a training that "
+                        f"diverged); it cannot be evaluated or exported")
     return net, classes
 
 
