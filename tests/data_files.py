@@ -2,6 +2,8 @@
 annotation tools write them."""
 import json
 import os
+import struct
+import zlib
 
 import cv2
 import numpy as np
@@ -50,3 +52,14 @@ def write_coco(root, images, boxes):
         doc["annotations"].append({"id": k + 1, "image_id": 100 + image, "category_id": cat,
                                    "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0})
     (root / "annotations" / "instances_val.json").write_text(json.dumps(doc))
+
+
+def bomb_png(path, width=40000, height=40000):
+    """A PNG of about 70 bytes whose header claims width x height (decoding would take GBs)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + \
+            struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) +
+                     chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    return str(path)

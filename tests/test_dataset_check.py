@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -190,3 +191,20 @@ def test_check_dataset_finds_annotation_tool_coco_files(tmp_path):
     report = check_dataset(cfg, progress=False)
     assert report.status == CLEAN, report.findings
     assert report.stats["train"].images == 3 and report.stats["val"].images == 2
+
+
+@pytest.mark.parametrize("fmt", ["voc", "yolo"])
+def test_an_image_whose_header_claims_gigapixels_is_a_named_finding(tmp_path, fmt):
+    """Found from the header alone (decoding would take gigabytes), in each format's reader."""
+    from data_files import bomb_png
+
+    info = make_synthetic(str(tmp_path / fmt), train=3, val=2, size=96, seed=1, fmt=fmt)
+    image = os.path.join(info["root"], "JPEGImages", "000002.jpg") if fmt == "voc" else \
+        os.path.join(info["root"], "images", "train", "000002.jpg")
+    bomb_png(Path(image))
+    extra = [] if fmt == "voc" else ["data.dataset=yolo", "data.train_splits=[train]",
+                                     "data.val_splits=[val]"]
+    report = check_dataset(load_config(DEMO, [f"data.root={info['root']}", *extra]))
+    assert report.status == PROBLEMS
+    found = [f for f in report.findings if f.kind == "unreadable image"]
+    assert len(found) == 1 and "000002.jpg: its header says 40000x40000" in found[0].detail

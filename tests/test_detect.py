@@ -226,3 +226,19 @@ def test_an_out_folder_holding_an_input_is_refused_and_a_failed_picture_write_le
     with pytest.raises(StorageError, match=r"cannot write .*out.pic0\.png"):
         run(detector, inputs, str(tmp_path / "out"), progress=False)
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_an_input_whose_header_claims_gigapixels_is_refused_or_skipped(model, tmp_path):
+    from data_files import bomb_png
+
+    cfg, params, _, _ = model
+    good = pictures(str(tmp_path / "in"), sizes=((64, 48),))[0]
+    bomb = bomb_png(tmp_path / "in" / "bomb.png")
+    detector = Detector(load_predictor(cfg, params_path=params), Preprocess(300, MEAN, STD))
+    with pytest.raises(ImageError, match="bomb.png: its header says 40000x40000"):
+        run(detector, [good, bomb], str(tmp_path / "out"), progress=False)
+    summary = run(detector, [bomb, good], str(tmp_path / "out2"), skip_bad=True,
+                  progress=False)
+    assert summary.images == 1 and summary.skipped == [bomb]
+    with pytest.raises(ImageError, match="pic0.png: its header says 64x48"):
+        run(detector, [good], str(tmp_path / "out3"), progress=False, max_pixels=64 * 48 - 1)

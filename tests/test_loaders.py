@@ -10,7 +10,7 @@ from ssd_nobias.data.images import ImageError
 from ssd_nobias.data.loaders import EpochSampler, split_batch, train_loader, val_loader
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.errors import DataError
-from data_files import CLASSES, custom, obj, write_item
+from data_files import CLASSES, bomb_png, custom, obj, write_item
 
 PREP_64 = Preprocess(64, (0.5,) * 3, (0.25,) * 3)
 
@@ -114,3 +114,16 @@ def test_skip_policy_replaces_a_bad_image_with_a_named_count(tmp_path, caplog):
     assert [b[0].shape[0] for b in batches] == [4, 4]
     skips = [r.getMessage() for r in caplog.records if "skipped a bad image" in r.getMessage()]
     assert len(skips) == 1 and "im1.jpg: truncated JPEG" in skips[0] and "1 so far" in skips[0]
+
+
+def test_an_image_whose_header_claims_gigapixels_is_skipped_like_a_broken_one(tmp_path,
+                                                                             caplog):
+    for i in range(4):
+        write_item(tmp_path, f"im{i}", [obj("circle", (10, 10, 40, 40))])
+    bomb_png(tmp_path / "JPEGImages" / "im2.jpg")
+    anchors = mx.nd.array(np.random.RandomState(0).uniform(0, 1, (1, 50, 4)))
+    loader = train_loader(custom(tmp_path), anchors, PREP_64, 4, 0, EpochSampler(4, 0),
+                          max_expand=1, bad_images="skip")
+    with caplog.at_level(logging.WARNING):
+        assert [b[0].shape[0] for b in loader] == [4]
+    assert any("im2.jpg: its header says 40000x40000" in r.getMessage() for r in caplog.records)

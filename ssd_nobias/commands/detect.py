@@ -8,6 +8,7 @@
 from ssd_nobias import cli
 from ssd_nobias.commands import options
 from ssd_nobias.config import load_config
+from ssd_nobias.data.images import MAX_PIXELS
 from ssd_nobias.runtime.detect import Detector, find_inputs, run
 from ssd_nobias.runtime.kernels import int8_verdict
 from ssd_nobias.runtime.predictors import checkpoint_config
@@ -24,6 +25,9 @@ def main(argv=None) -> int:
     p.add_argument("--classes", nargs="+", metavar="NAME", help="keep only these classes")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip (and count) unreadable inputs instead of stopping at the first")
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                   help="an image whose header says it holds more pixels is not decoded, an "
+                        "unreadable input (default %(default)d)")
     args = p.parse_args(argv)
     # positional words: key=value overrides, anything else an input
     inputs = args.inputs + [w for w in args.overrides if "=" not in w]
@@ -41,7 +45,8 @@ def main(argv=None) -> int:
     else:
         detector = Detector.from_export(args.deploy or args.onnx or args.accelerator, args.int8,
                                         args.thresh, args.classes, args.device, args.runtime)
-    summary = run(detector, find_inputs(inputs), args.out, skip_bad=args.skip_bad)
+    summary = run(detector, find_inputs(inputs), args.out, skip_bad=args.skip_bad,
+                  max_pixels=args.max_pixels)
     skipped = f"; skipped {len(summary.skipped)} unreadable: " \
               f"{', '.join(summary.skipped)}" if summary.skipped else ""
     print(f"{summary.images} image(s) at {summary.images_per_s:.1f} images/s; wrote annotated "

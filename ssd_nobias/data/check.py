@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -96,20 +97,21 @@ def check_dataset(cfg: CfgNode, workers: int = 0, progress: bool = True) -> Chec
         return report
     _check_ids(report, items)
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        checked = pool.map(_decode, items)
+        checked = pool.map(partial(_decode, max_pixels=cfg.data.max_pixels), items)
         for item, problem in tqdm(zip(items, checked), total=len(items), unit="image",
                                   desc="decoding", disable=not progress):
             _check_item(report, item, problem)
     return report
 
 
-def _decode(item: _Item) -> Tuple[Optional[Finding], Optional[Tuple[float, float]]]:
-    """(a finding if the image cannot be read whole or is not its annotated size, the decoded
-    (width, height))."""
+def _decode(item: _Item, max_pixels: int
+            ) -> Tuple[Optional[Finding], Optional[Tuple[float, float]]]:
+    """(a finding if the image cannot be read whole, is over `max_pixels` or is not its
+    annotated size, the decoded (width, height))."""
     if not item.image:
         return None, None  # reported when listed
     try:
-        image = read_image(item.image)
+        image = read_image(item.image, max_pixels)
     except DataError as err:
         return Finding(item.split, item.image, "unreadable image", str(err)), None
     decoded = (float(image.shape[1]), float(image.shape[0]))

@@ -10,7 +10,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 from gluoncv.data import COCODetection
 
-from ssd_nobias.data.images import ImageError, read_image, size_mismatch
+from ssd_nobias.data.images import MAX_PIXELS, ImageError, read_image, size_mismatch
 from ssd_nobias.errors import DataError, require
 
 
@@ -32,7 +32,8 @@ class COCOFormatDetection(COCODetection):
     """COCO-format detection data whose classes come from the annotation file's categories."""
 
     def __init__(self, root: str, splits: Sequence[str], transform=None,
-                 skip_empty: bool = False):
+                 skip_empty: bool = False, max_pixels: int = MAX_PIXELS):
+        self._max_pixels = max_pixels
         root = os.path.expanduser(root)
         splits = list(splits)
         first = os.path.join(root, "annotations", f"{splits[0]}.json")
@@ -97,7 +98,7 @@ class COCOFormatDetection(COCODetection):
         return items, labels, ratios
 
     def __getitem__(self, idx):
-        img = read_image(self._items[idx])
+        img = read_image(self._items[idx], self._max_pixels)
         problem = size_mismatch(img, self.image_size(idx), f"{self._json_of(idx)}: image "
                                 f"{self.image_id(idx)}", self._items[idx])
         if problem:

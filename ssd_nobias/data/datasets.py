@@ -33,9 +33,11 @@ def build_dataset(cfg: CfgNode, split: str, transform=None):
 def _dataset(d: CfgNode, split: str, splits: Sequence, transform):
     skip_empty = split == "train"
     if d.dataset == "coco":
-        return COCOFormatDetection(d.root, [str(s) for s in splits], transform, skip_empty)
+        return COCOFormatDetection(d.root, [str(s) for s in splits], transform, skip_empty,
+                                   d.max_pixels)
     if d.dataset == "yolo":
-        return YOLODetection(d.root, [str(s) for s in splits], transform, skip_empty)
+        return YOLODetection(d.root, [str(s) for s in splits], transform, skip_empty,
+                             d.max_pixels)
     if d.dataset == "voc":
         pairs = [tuple(s) for s in splits]
         if any(len(p) != 2 for p in pairs):
@@ -45,7 +47,7 @@ def _dataset(d: CfgNode, split: str, splits: Sequence, transform):
     else:
         pairs = [("", str(s)) for s in splits]
         classes = _class_names(d)
-    return VOCFormatDetection(d.root, pairs, classes, transform, skip_empty)
+    return VOCFormatDetection(d.root, pairs, classes, transform, skip_empty, d.max_pixels)
 
 
 def val_set(cfg: CfgNode) -> Tuple[gluon.data.Dataset, List[str]]:

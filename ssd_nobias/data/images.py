@@ -5,17 +5,23 @@ OpenCV (behind mx.image) decodes a JPEG cut short without an error: libjpeg prin
 and fills the missing rows with grey, so a half-copied file would train silently. Before
 decoding, each format's end is checked on the file's first and last bytes (JPEG's end-of-image
 marker, PNG's IEND chunk, BMP's declared file size): one small read next to the decode.
+
+An image's pixel count is read from its header first: a 69-byte PNG can claim 40000 x 40000,
+and decoding it would take gigabytes. Over `max_pixels` (data.max_pixels, detect's
+--max-pixels) is an ImageError like a broken file, so bad_images=skip / --skip-bad skip it.
 """
 from __future__ import annotations
 
 import os
-from typing import Tuple
+import struct
+from typing import Optional, Tuple
 
 import mxnet as mx
 
 from ssd_nobias.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+MAX_PIXELS = 100_000_000  # data.max_pixels' default: 10000 x 10000, about 300 MB decoded
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
@@ -43,14 +49,57 @@ def incomplete_reason(head: bytes, tail: bytes, size: int) -> str:
 
 
 _TAIL = 1024  # room for padding after a JPEG's end marker
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-def read_image(path: str) -> mx.nd.NDArray:
-    """Decode an image file fully as HxWx3 uint8 RGB (grayscale and PNG included)."""
+def header_size(f) -> Optional[Tuple[int, int]]:
+    """(width, height) from a PNG, JPEG or BMP file's header, read from the open binary file
+    `f` without decoding; None for another format or a header that does not say."""
+    f.seek(0)
+    head = f.read(26)
+    if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+        return struct.unpack(">II", head[16:24])
+    if head[:2] == b"BM" and len(head) >= 26:
+        width, height = struct.unpack("<ii", head[18:26])
+        return abs(width), abs(height)
+    if head[:2] != b"\xff\xd8":
+        return None
+    f.seek(2)
+    while True:  # JPEG: walk the segments to the first start-of-frame
+        marker = f.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None
+        if marker[1] in (0xD8, 0x01) or 0xD0 <= marker[1] <= 0xD7:
+            continue  # segments without a length
+        length = f.read(2)
+        if len(length) < 2:
+            return None
+        if marker[1] in _SOF:
+            frame = f.read(5)
+            if len(frame) < 5:
+                return None
+            height, width = struct.unpack(">HH", frame[1:5])
+            return width, height
+        f.seek(struct.unpack(">H", length)[0] - 2, os.SEEK_CUR)
+
+
+def too_large(path: str, size: Optional[Tuple[int, int]], max_pixels: int) -> str:
+    """Why an image whose header says `size` may not be decoded, or ''."""
+    if size is None or size[0] * size[1] <= max_pixels:
+        return ""
+    return (f"{path}: its header says {size[0]}x{size[1]}, {size[0] * size[1] / 1e6:.0f} "
+            f"megapixels, over the limit of {max_pixels / 1e6:g} (data.max_pixels, detect's "
+            f"--max-pixels); not decoded")
+
+
+def read_image(path: str, max_pixels: int = MAX_PIXELS) -> mx.nd.NDArray:
+    """Decode an image file fully as HxWx3 uint8 RGB (grayscale and PNG included), unless its
+    header says it holds more than `max_pixels`."""
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             head = f.read(8)
+            dims = header_size(f) if size else None
             f.seek(max(0, size - _TAIL))
             tail = f.read()
     except FileNotFoundError:
@@ -62,6 +111,9 @@ def read_image(path: str) -> mx.nd.NDArray:
     reason = incomplete_reason(head, tail, size)
     if reason:
         raise ImageError(f"{path}: {reason} ({size} bytes); a partial copy?")
+    reason = too_large(path, dims, max_pixels)
+    if reason:
+        raise ImageError(reason)
     try:
         return mx.image.imread(path, 1)
     except mx.base.MXNetError:

@@ -16,7 +16,8 @@ import numpy as np
 from gluoncv.data import VOCDetection
 
 from ssd_nobias.data.boxes import clip_box
-from ssd_nobias.data.images import IMAGE_EXTENSIONS, ImageError, read_image, size_mismatch
+from ssd_nobias.data.images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, read_image,
+                                    size_mismatch)
 from ssd_nobias.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,9 @@ class VOCFormatDetection(VOCDetection):
     """
 
     def __init__(self, root: str, splits: Sequence[Tuple], classes: Sequence[str],
-                 transform=None, skip_empty: bool = False):
+                 transform=None, skip_empty: bool = False, max_pixels: int = MAX_PIXELS):
         self._classes = tuple(classes)
+        self._max_pixels = max_pixels
         self._skip_empty = skip_empty
         root = os.path.expanduser(root)
         if not os.path.isdir(root):
@@ -146,7 +148,7 @@ class VOCFormatDetection(VOCDetection):
         path = self.annotation_path(idx)
         size, objects = parse_voc_xml(path)
         if size is None:  # no <size>: ask the image itself
-            h, w = read_image(self._paths[idx]).shape[:2]
+            h, w = read_image(self._paths[idx], self._max_pixels).shape[:2]
             size = (float(w), float(h))
         width, height = size
         rows = []
@@ -175,7 +177,7 @@ class VOCFormatDetection(VOCDetection):
         return self._sizes[idx]
 
     def __getitem__(self, idx):
-        img = read_image(self._paths[idx])
+        img = read_image(self._paths[idx], self._max_pixels)
         problem = size_mismatch(img, self._sizes[idx], f"{self.annotation_path(idx)}: <size>",
                                 self._paths[idx])
         if problem:

@@ -19,7 +19,8 @@ from mxnet import gluon
 from PIL import Image
 
 from ssd_nobias.data.boxes import clip_box
-from ssd_nobias.data.images import IMAGE_EXTENSIONS, ImageError, read_image
+from ssd_nobias.data.images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, header_size,
+                                    read_image)
 from ssd_nobias.errors import DataError
 
 
@@ -120,10 +121,14 @@ def label_path(image: str) -> str:
 def image_size(path: str) -> Tuple[float, float]:
     """(width, height) from the file's header, without decoding it."""
     try:
-        with Image.open(path) as image:
-            return float(image.size[0]), float(image.size[1])
-    except (OSError, ValueError) as err:
+        with open(path, "rb") as f:
+            size = header_size(f)
+        if size is None:  # another format: PIL reads its header
+            with Image.open(path) as image:
+                size = image.size
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise ImageError(f"{path}: cannot read the image's size ({err})") from None
+    return float(size[0]), float(size[1])
 
 
 def parse_labels(path: str, size: Tuple[float, float]) -> Tuple[List[YoloObject], List[str]]:
@@ -167,8 +172,9 @@ class YOLODetection(gluon.data.Dataset):
     """
 
     def __init__(self, root: str, splits: Sequence[str], transform=None,
-                 skip_empty: bool = False):
+                 skip_empty: bool = False, max_pixels: int = MAX_PIXELS):
         self._root = os.path.expanduser(root)
+        self._max_pixels = max_pixels
         if not os.path.isdir(self._root):
             raise DataError(f"dataset root '{root}' does not exist")
         self._classes = yolo_classes(self._root)
@@ -222,7 +228,7 @@ class YOLODetection(gluon.data.Dataset):
         return self._labels[idx].copy()
 
     def __getitem__(self, idx: int):
-        img = read_image(self._paths[idx])
+        img = read_image(self._paths[idx], self._max_pixels)
         h, w = img.shape[:2]
         if (float(w), float(h)) != self._sizes[idx]:
             raise ImageError(f"{self._paths[idx]}: decodes to {w}x{h}, its header says "

@@ -18,7 +18,7 @@ from ssd_nobias.atomic import replacing, write_json
 from ssd_nobias.data.transforms import ValTransform, boxes_to_image
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.errors import DataError, StorageError, UserError
-from ssd_nobias.data.images import ImageError, read_image
+from ssd_nobias.data.images import MAX_PIXELS, ImageError, read_image
 from ssd_nobias.plots import draw_boxes
 from ssd_nobias.runtime.accelerator import FLOAT_ONNX
 from ssd_nobias.runtime.predictors import LoadedModel, checkpoint_config, load_predictor
@@ -172,7 +172,7 @@ def _video_frames(path: str) -> Tuple[Iterator[np.ndarray], int, float]:
 
 
 def run(detector: Detector, inputs: Sequence[str], out_dir: str, skip_bad: bool = False,
-        progress: bool = True) -> Summary:
+        progress: bool = True, max_pixels: int = MAX_PIXELS) -> Summary:
     """Detect on every input; write <stem>.<ext> (annotated) and <stem>.json under out_dir,
     each whole or not at all. An out_dir that holds an input is refused: its annotated copy
     would replace it."""
@@ -190,7 +190,7 @@ def run(detector: Detector, inputs: Sequence[str], out_dir: str, skip_bad: bool 
             if is_video(path):
                 _video(detector, path, os.path.join(out_dir, stem), summary)
             else:
-                _image(detector, path, os.path.join(out_dir, stem), summary)
+                _image(detector, path, os.path.join(out_dir, stem), summary, max_pixels)
         except ImageError:
             if not skip_bad:
                 raise
@@ -208,8 +208,9 @@ def _timed(detector: Detector, image: np.ndarray, summary: Summary) -> List[Dict
     return detections
 
 
-def _image(detector: Detector, path: str, stem: str, summary: Summary) -> None:
-    image = read_image(path).asnumpy()
+def _image(detector: Detector, path: str, stem: str, summary: Summary,
+           max_pixels: int) -> None:
+    image = read_image(path, max_pixels).asnumpy()
     detections = _timed(detector, image, summary)
     ext = os.path.splitext(path)[1].lower()
     ext = ext if ext in (".jpg", ".jpeg", ".png") else ".png"
