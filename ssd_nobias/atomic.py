@@ -30,6 +30,17 @@ def writer_pid(path: str) -> Optional[int]:
     return int(match[1]) if match else None
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (a temporary's writer, say)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def replacing(path: str, ext: str = "") -> Iterator[str]:
     """Yield a temporary path to write; it replaces `path` if the block succeeds and is

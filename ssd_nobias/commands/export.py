@@ -14,6 +14,8 @@ from ssd_nobias.commands import options
 from ssd_nobias.export.int8 import CALIB_METHODS, HEAD_OUTPUTS
 from ssd_nobias.export.split import export_accelerator, format_accelerator
 from ssd_nobias.export.deploy import add_to_report, export_deploy, format_report
+from ssd_nobias.export.staging import MANIFEST, staged
+from ssd_nobias.errors import require
 from ssd_nobias.analysis.naive_fix import export_zero_shift
 from ssd_nobias.analysis.precise_bn import format_recalibration, recalibrate_params
 
@@ -61,31 +63,41 @@ def main(argv=None) -> int:
         p.error("--recalibrate takes N >= 1 batches, and not with --force-zero-shift")
     formats = set(args.formats)
     cfg = options.config_or_sidecar(args, "export")
-    out = args.out or os.path.join(cfg.output_dir, "export")
+    if formats & set(FORMATS):  # fail now, not after the deploy graph
+        require("onnx", "onnxruntime", extra="onnx", what=f"--formats {' '.join(args.formats)}")
+    out = os.path.normpath(args.out or os.path.join(cfg.output_dir, "export"))
+    with staged(out, args.params) as stage:
+        def show(text: str) -> None:
+            print(text.replace(stage, out))
+        _export(cfg, args, formats, stage, show)
+    print(f"wrote {out}/{MANIFEST} (every file's sha256 and the checkpoint's)")
+    return 0
+
+
+
+def _export(cfg, args, formats, out: str, show) -> None:
+    """Every step of the export into the (staged) folder `out`; `show` prints a result."""
     params = args.params
     if args.recalibrate:
-        os.makedirs(out, exist_ok=True)
         recalibration = recalibrate_params(cfg, params, os.path.join(out, "recalibrated"),
                                            args.recalibrate, progress=True,
                                            device=args.device)
         params = recalibration["file"]
-        print(format_recalibration(recalibration))
+        show(format_recalibration(recalibration))
     if args.force_zero_shift:
         report = export_zero_shift(cfg, params, out, "onnx" in formats, args.device)
     else:
         report = export_deploy(cfg, params, out, onnx="onnx" in formats, device=args.device)
     if args.recalibrate:
         add_to_report(out, "recalibration", recalibration)
-    print(format_report(report))
+    show(format_report(report))
     onnx = f"{report['onnx']['file']}, " if "onnx" in report else ""
-    print(f"wrote {report['symbol']}, {report['deploy_params']}, {onnx}{out}/preprocess.json, "
-          f"{out}/export_report.json")
+    show(f"wrote {report['symbol']}, {report['deploy_params']}, {onnx}{out}/preprocess.json, "
+         f"{out}/export_report.json")
     if formats & {"accelerator", "int8", "int8-signed"}:
         split = export_accelerator(cfg, params, out, int8="int8" in formats,
                                    int8_signed="int8-signed" in formats,
                                    calib_images=args.calib_images,
                                    calib_method=args.calib_method,
                                    int8_heads=args.int8_heads, device=args.device)
-        print(format_accelerator(split))
-    return 0
-
+        show(format_accelerator(split))

@@ -19,7 +19,7 @@ import socket
 import threading
 from typing import List, Optional
 
-from ssd_nobias.atomic import writer_pid
+from ssd_nobias.atomic import process_alive, writer_pid
 from ssd_nobias.errors import Stopped, UserError
 
 log = logging.getLogger("ssd_nobias")
@@ -80,23 +80,13 @@ class StopRequest:
         return self.signum is not None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def remove_stale_temps(out_dir: str) -> List[str]:
     """Delete `*.tmp-<pid>` files in out_dir whose writer is not alive on this machine; return
     their names. A live writer's files are left alone."""
     removed = []
     for path in sorted(glob.glob(os.path.join(glob.escape(out_dir), "*.tmp-*"))):
         pid = writer_pid(path)
-        if pid is None or _alive(pid):
+        if pid is None or process_alive(pid):
             continue
         try:
             os.remove(path)

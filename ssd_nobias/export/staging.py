@@ -1,0 +1,141 @@
+"""An export folder written whole or not at all, and saying what model its files came from.
+
+Export builds everything in a sibling folder `<out>.tmp-<pid>` (ONNX Runtime's quantization
+temporaries included: the process's temporary folder points inside it meanwhile) and swaps it
+for `out` only when every file is written and checked: a failure, a full disk or SIGTERM
+leaves the previous export as it was and removes the stage; after SIGKILL the previous export
+still loads, and the next export removes the dead stage. `manifest.json` lists every file
+with its sha256 and the checkpoint it was made from, so a folder never mixes two models.
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import tempfile
+from typing import Dict, Iterator, Set
+
+from ssd_nobias.atomic import process_alive, replacing_folder, write_json, writer_pid
+from ssd_nobias.errors import Stopped
+
+MANIFEST = "manifest.json"
+REPORT = "export_report.json"
+# What an export writes at the top of its folder, besides what a manifest lists: the names a
+# re-export may replace in a folder written before manifests existed.
+FIXED_NAMES = {"accelerator", "preprocess.json", REPORT, MANIFEST, "recalibrated.params",
+               "recalibrated.json"}
+MODEL_FILES = re.compile(r".+(-symbol\.json|-0000\.params|\.onnx)$")
+
+
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def owned_names(out: str) -> Set[str]:
+    """The top-level names in `out` a re-export may replace: those its manifest lists, and
+    those an export writes."""
+    names = {n for n in os.listdir(out) if n in FIXED_NAMES or MODEL_FILES.match(n)} \
+        if os.path.isdir(out) else set()
+    try:
+        with open(os.path.join(out, MANIFEST)) as f:
+            listed = json.load(f).get("files", {})
+        names |= {str(p).split("/")[0] for p in listed}
+    except (OSError, ValueError, AttributeError):
+        pass
+    return names
+
+
+def remove_dead_stages(out: str) -> None:
+    """Stages of exports into `out` whose process is gone: removed, or, if one was killed
+    between its two renames, its previous export put back in place."""
+    for path in glob.glob(glob.escape(out) + ".old-*"):
+        pid = re.search(r"\.old-(\d+)$", path)
+        if pid and not process_alive(int(pid[1])):
+            if os.path.exists(out):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.rename(path, out)
+    for path in glob.glob(glob.escape(out) + ".tmp-*"):
+        pid = writer_pid(path)
+        if pid is not None and not process_alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_stop() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Stopped while the block runs, so that it unwinds and cleans up
+    (their default action kills the process where it stands)."""
+    def stop(signum, frame):
+        error = Stopped(f"export interrupted by {signal.Signals(signum).name}; the previous "
+                        f"export is as it was")
+        error.code = 128 + signum
+        raise error
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def _temporaries_in(folder: str) -> Iterator[None]:
+    """tempfile's folder (ONNX Runtime's quantizer writes there) inside `folder` meanwhile."""
+    inside = os.path.join(folder, ".tmp")
+    os.makedirs(inside)
+    before, tempfile.tempdir = tempfile.tempdir, inside
+    try:
+        yield
+    finally:
+        tempfile.tempdir = before
+        shutil.rmtree(inside, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged(out: str, source: str) -> Iterator[str]:
+    """Yield the stage to export into; when the block succeeds, the stage's paths in the
+    report are rewritten to `out`, manifest.json is written and the stage replaces `out`.
+    `source`: the checkpoint the export is made from."""
+    out = os.path.normpath(out)
+    remove_dead_stages(out)
+    with _signals_stop(), replacing_folder(out, owned_names(out), "export") as stage:
+        with _temporaries_in(stage):
+            yield stage
+        _relocate(os.path.join(stage, REPORT), stage, out)
+        write_manifest(stage, source)
+
+
+def _relocate(report: str, stage: str, out: str) -> None:
+    """The report records file paths: the stage's become the final folder's."""
+    if os.path.isfile(report):
+        with open(report) as f:
+            text = f.read()
+        with open(report, "w") as f:
+            f.write(text.replace(json.dumps(stage)[1:-1], json.dumps(out)[1:-1]))
+
+
+def manifest(folder: str, source: str) -> Dict:
+    """Every file under `folder` (but the manifest) with its sha256, and the checkpoint's."""
+    files = {}
+    for base, _, names in os.walk(folder):
+        for name in sorted(names):
+            path = os.path.join(base, name)
+            rel = os.path.relpath(path, folder).replace(os.sep, "/")
+            if rel != MANIFEST:
+                files[rel] = sha256(path)
+    return {"source": {"file": os.path.abspath(source), "sha256": sha256(source)},
+            "files": dict(sorted(files.items()))}
+
+
+def write_manifest(folder: str, source: str) -> None:
+    write_json(os.path.join(folder, MANIFEST), manifest(folder, source))
