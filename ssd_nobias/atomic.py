@@ -30,6 +30,17 @@ def writer_pid(path: str) -> Optional[int]:
     return int(match[1]) if match else None
 
 
+def make_folder(path: str) -> None:
+    """os.makedirs(path, exist_ok=True), a failure (a read-only place, a file in the way) a
+    StorageError naming the folder."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise StorageError(f"cannot create the folder {path}: "
+                           f"{os.strerror(err.errno) if err.errno else err}; choose one you "
+                           f"can write (output_dir=..., --out)") from None
+
+
 def process_alive(pid: int) -> bool:
     """Whether process `pid` runs on this machine (a temporary's writer, say)."""
     try:
@@ -128,7 +139,7 @@ def replacing_folder(out: str, owned: Iterable[str], what: str) -> Iterator[str]
         raise UserError(f"--out {out} exists and is not a folder; give {what} a new folder")
     tmp = temp_path(out)
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    make_folder(tmp)
     try:
         yield tmp
         if os.path.isdir(out):

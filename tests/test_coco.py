@@ -61,3 +61,30 @@ def test_coco_files_as_annotation_tools_write_them(tmp_path, folder):
     os.remove(os.path.join(target, "000002.jpg"))
     with pytest.raises(DataError, match=r"'000002\.jpg'\) is in none of .*coco/000002\.jpg, "):
         COCOFormatDetection(root, ["instances_train"])
+
+
+def test_annotations_as_some_tools_write_them_load_and_broken_ones_are_named(tmp_path):
+    """No `area` (some exporters omit it): the box's. An unknown category_id or a box of
+    negative width: a DataError naming the file and annotation, not GluonCV's KeyError or a
+    box dropped without a word."""
+    root = make_synthetic(str(tmp_path / "coco"), train=3, val=2, size=96, fmt="coco")["root"]
+    path = os.path.join(root, "annotations", "instances_train.json")
+    with open(path) as f:
+        spec = json.load(f)
+
+    def load_with(change):
+        broken = json.loads(json.dumps(spec))
+        change(broken["annotations"][0])
+        with open(path, "w") as f:
+            json.dump(broken, f)
+        return COCOFormatDetection(root, ["instances_train"])
+
+    whole = load_with(lambda ann: None)
+    without_area = load_with(lambda ann: ann.pop("area"))
+    np.testing.assert_array_equal(without_area[0][1], whole[0][1])
+    first = spec["annotations"][0]["id"]
+    with pytest.raises(DataError, match=rf"instances_train.json: annotation {first} \(image "
+                                        rf"\d+\): category_id 99 is not one of"):
+        load_with(lambda ann: ann.update(category_id=99))
+    with pytest.raises(DataError, match=rf"annotation {first} .*: bbox \[10, 10, -5, 8\] is not"):
+        load_with(lambda ann: ann.update(bbox=[10, 10, -5, 8]))

@@ -208,3 +208,12 @@ def test_an_image_whose_header_claims_gigapixels_is_a_named_finding(tmp_path, fm
     assert report.status == PROBLEMS
     found = [f for f in report.findings if f.kind == "unreadable image"]
     assert len(found) == 1 and "000002.jpg: its header says 40000x40000" in found[0].detail
+
+
+def test_an_empty_val_split_is_a_finding(tmp_path):
+    root = make_synthetic(str(tmp_path / "voc"), train=3, val=2, size=96, seed=1)["root"]
+    with open(os.path.join(root, "ImageSets", "Main", "val.txt"), "w"):
+        pass
+    report = check_dataset(load_config(DEMO, [f"data.root={root}"]))
+    assert report.status == PROBLEMS
+    assert [(f.split, f.kind) for f in report.findings] == [("val", "empty split")]

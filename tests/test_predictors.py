@@ -1,6 +1,7 @@
 """Every model file as a predictor: a training checkpoint, a deploy folder, an ONNX model."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -131,8 +132,15 @@ def test_a_checkpoint_predicts_without_its_config_or_its_dataset(model_files, tm
     ids, scores, boxes = loaded.predictor(x)
     want = net(x)
     np.testing.assert_allclose(scores.asnumpy(), want[1].asnumpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(DataError, match=r"model\.params' does not exist"):
+        checkpoint_config(str(tmp_path / "model.params"))
+    shutil.copy(saved, tmp_path / "model.params")  # the weights alone, no sidecar beside them
     with pytest.raises(DataError, match=r"model\.params has no sidecar recording its config"):
         checkpoint_config(str(tmp_path / "model.params"))
+    with open(saved, "r+b") as f:
+        f.truncate(1000)  # a partial copy, its sidecar beside it
+    with pytest.raises(DataError, match=r"ckpt\.params does not match the CRCs its sidecar"):
+        checkpoint_config(saved)
 
 
 def test_a_training_device_missing_here_predicts_on_the_cpu(model_files):

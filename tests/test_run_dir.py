@@ -180,3 +180,17 @@ def test_overwrite_removes_only_plain_files_of_the_run_folder_whatever_a_sidecar
     assert not {"../victim", str(victim_file), "link.params"} & set(removed)
     assert (victim_dir / "keep").read_text() == "mine"
     assert victim_file.read_text() == "mine too" and os.path.islink(out / "link.params")
+
+
+def test_an_output_dir_that_cannot_be_created_is_one_line(data, tmp_path):
+    """A file where a folder must go (as a read-only place: root ignores permissions, so the
+    test uses a file in the way) ends in a StorageError naming the folder."""
+    from ssd_nobias.errors import StorageError
+
+    (tmp_path / "afile").write_text("x")
+    out = str(tmp_path / "afile" / "run")
+    with pytest.raises(StorageError, match=r"cannot create the folder .*afile/run: Not a "
+                                           r"directory; choose one you can write"):
+        train(load_config(DEMO, overrides(data, out)))
+    done = subprocess.run(TRAIN + overrides(data, out), capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr

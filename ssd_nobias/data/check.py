@@ -96,6 +96,10 @@ def check_dataset(cfg: CfgNode, workers: int = 0, progress: bool = True) -> Chec
         report.unusable = f"no images listed in {cfg.data.root} for any split"
         return report
     _check_ids(report, items)
+    for split in ("train", "val"):
+        if not any(item.split == split for item in items):
+            report.findings.append(Finding(split, cfg.data.root, "empty split",
+                                           f"data.{split}_splits lists no image"))
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         checked = pool.map(partial(_decode, max_pixels=cfg.data.max_pixels), items)
         for item, problem in tqdm(zip(items, checked), total=len(items), unit="image",

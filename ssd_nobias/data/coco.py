@@ -84,6 +84,25 @@ class COCOFormatDetection(COCODetection):
     def _json_of(self, idx: int) -> str:
         return os.path.join(self._root, "annotations", f"{self._json_split[idx]}.json")
 
+    def _check_load_bbox(self, coco, entry):
+        """GluonCV's, with every problem a DataError naming the file and annotation: an unknown
+        category_id or a box of negative size (GluonCV: KeyError, or silently dropped); a
+        missing `area` (annotation tools may omit it) is the box's."""
+        split = self._splits[self._coco.index(coco)]  # GluonCV appends each file's COCO first
+        path = os.path.join(self._root, "annotations", f"{split}.json")
+        objs = coco.loadAnns(coco.getAnnIds(imgIds=[entry["id"]], iscrowd=None))
+        for obj in objs:
+            where = f"{path}: annotation {obj.get('id')} (image {entry['id']})"
+            if obj.get("category_id") not in self.json_id_to_contiguous:
+                raise DataError(f"{where}: category_id {obj.get('category_id')} is not one of "
+                                f"the file's categories {sorted(self.json_id_to_contiguous)}")
+            bbox = obj.get("bbox")
+            if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or min(bbox[2:]) < 0:
+                raise DataError(f"{where}: bbox {bbox} is not [x, y, width, height] with a "
+                                f"size of at least 0 (check-dataset lists every such box)")
+            obj.setdefault("area", float(bbox[2]) * float(bbox[3]))
+        return super()._check_load_bbox(coco, entry)
+
     def _load_jsons(self):
         items, labels, ratios = super()._load_jsons()
         by_path = {}

@@ -73,6 +73,7 @@ def fetch_wheel(cache: str) -> str:
     if not os.path.isfile(path):
         os.makedirs(cache, exist_ok=True)
         done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
+                               "--only-binary", ":all:",
                                "--disable-pip-version-check", "-q", "-d", cache,
                                WHEEL_REQUIREMENT], capture_output=True, text=True)
         if done.returncode or not os.path.isfile(path):

@@ -9,6 +9,7 @@ import os
 import shutil
 from typing import Dict, List, Optional
 
+from ssd_nobias.atomic import make_folder
 from ssd_nobias.config import load_config
 from ssd_nobias.errors import ConfigError, Stopped, UserError
 from ssd_nobias.engine.preemption import LOCK_FILE
@@ -133,7 +134,7 @@ class StartGuard:
     def __init__(self, out_dir: str):
         self.out_dir = out_dir
         self.created = _first_missing(out_dir)  # the top folder this guard creates, if any
-        os.makedirs(out_dir, exist_ok=True)
+        make_folder(out_dir)
         self.sizes: Dict[str, int] = {e.name: e.stat().st_size for e in os.scandir(out_dir)
                                       if e.is_file()}
         self.before = set(os.listdir(out_dir))

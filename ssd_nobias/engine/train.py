@@ -23,7 +23,7 @@ from tqdm import tqdm
 from yacs.config import CfgNode
 
 from ssd_nobias.model import native
-from ssd_nobias.atomic import replacing
+from ssd_nobias.atomic import make_folder, replacing
 from ssd_nobias.model.checkpoint import (find_resume, first_non_finite, load_checkpoint,
                                          save_checkpoint)
 from ssd_nobias.config import base_size, eval_metric, save_config, scaled_lr
@@ -232,7 +232,7 @@ class Trainer:
         self.on_first_step = on_first_step
         self.ctx = contexts(cfg.train.ctx)
         self.out_dir = cfg.output_dir
-        os.makedirs(self.out_dir, exist_ok=True)
+        make_folder(self.out_dir)
         self.worker = worker or connect(cfg.train.kvstore)
         self._check_devices()
         seed_everything(cfg.seed)
@@ -510,7 +510,7 @@ def train(cfg: CfgNode, overwrite: bool = False) -> Optional[EvalResult]:
     """
     worker = connect(cfg.train.kvstore)
     if not worker.is_chief:  # rank 0 alone writes in the run directory: it holds and cleans it
-        os.makedirs(cfg.output_dir, exist_ok=True)
+        make_folder(cfg.output_dir)
         setup_logging(None)
         with StopRequest() as stop:
             return Trainer(cfg, worker, stop).fit()

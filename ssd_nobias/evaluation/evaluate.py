@@ -19,7 +19,7 @@ from gluoncv.utils.bbox import bbox_xyxy_to_xywh
 from gluoncv.utils.metrics.voc_detection import VOC07MApMetric, VOCMApMetric
 from tqdm import tqdm
 
-from ssd_nobias.atomic import write_json
+from ssd_nobias.atomic import make_folder, write_json
 from ssd_nobias.config import eval_metric
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.coco import COCOFormatDetection
@@ -246,7 +246,7 @@ def format_table(result: EvalResult) -> str:
 def write_report(result: EvalResult, dataset, class_names: Sequence[str], out_dir: str,
                  score_thresh: float = 0.5) -> None:
     """eval.json, pr_curves.png and detections.png (the first sampled val images) in out_dir."""
-    os.makedirs(out_dir, exist_ok=True)
+    make_folder(out_dir)
     write_json(os.path.join(out_dir, "eval.json"), result.to_json())
     plot_pr_curves(os.path.join(out_dir, "pr_curves.png"), result.curves,
                    title=f"{result.metric} {result.value:.3f}")

@@ -121,7 +121,7 @@ def read_meta(params_path: str) -> Optional[dict]:
             meta = json.load(f)
     except (OSError, ValueError):
         return None
-    if not isinstance(meta, dict) or not isinstance(meta.get("params"), dict) or \
+    if not isinstance(meta, dict) or \
             any(not isinstance(meta.get(key, 0), int) for key in ("iteration", "epoch")):
         return None
     folder = os.path.dirname(params_path)

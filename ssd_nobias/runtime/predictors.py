@@ -194,10 +194,16 @@ class SplitPredictor:
 
 def checkpoint_config(params_path: str, overrides: Sequence[str] = ()):
     """The config a checkpoint was trained with, as its sidecar records it (+ overrides)."""
-    meta = read_meta(params_path) if os.path.isfile(params_path) else None
+    if not os.path.isfile(params_path):
+        raise DataError(f"checkpoint '{params_path}' does not exist")
+    meta = read_meta(params_path)
+    sidecar = params_path[: -len(".params")] + ".json"
+    if meta is None and os.path.isfile(sidecar):
+        raise DataError(f"{params_path} does not match the CRCs its sidecar {sidecar} records "
+                        f"(a partial copy, or a write that was cut short): copy it again")
     if not meta or "config" not in meta:
         raise DataError(f"{params_path} has no sidecar recording its config (a .json beside it, "
-                        f"written by train_ssd.py): give the config it was trained with")
+                        f"written by training): give the config it was trained with")
     return loads_config(meta["config"], f"the config recorded beside {params_path}", overrides)
 
 
