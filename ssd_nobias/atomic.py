@@ -1,20 +1,23 @@
 """Files written whole or not at all: under a temporary name, then renamed into place.
 
-A killed writer leaves at most `<name>.tmp-<pid>[.ext]`, which preemption.remove_stale_temps
+A killed writer leaves at most `<name>.tmp-<pid>[.ext]`, which remove_stale_temps
 deletes once that process is gone.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import gzip
 import json
+import logging
 import os
 import re
 import shutil
-from typing import Iterable, Iterator, Optional
+import signal
+from typing import Iterable, Iterator, List, Optional
 
-from ssd_nobias.errors import StorageError, UserError
+from ssd_nobias.errors import Stopped, StorageError, UserError
 
 TEMP_NAME = re.compile(r"\.tmp-(\d+)(\.\w+)?$")  # what temp_path makes: the pid, an extension
 
@@ -50,6 +53,44 @@ def process_alive(pid: int) -> bool:
     except PermissionError:  # someone else's live process
         return True
     return True
+
+
+def remove_stale_temps(out_dir: str) -> List[str]:
+    """Delete `*.tmp-<pid>` files in out_dir whose writer is not alive on this machine; return
+    their names. A live writer's files are left alone."""
+    removed = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(out_dir), "*.tmp-*"))):
+        pid = writer_pid(path)
+        if pid is None or process_alive(pid):
+            continue
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            continue
+        removed.append(os.path.basename(path))
+    if removed:
+        logging.getLogger(__name__).info(
+            "removed %d temporary file(s) left by writers that are no longer running: %s",
+            len(removed), ", ".join(removed))
+    return removed
+
+
+@contextlib.contextmanager
+def stopping_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Stopped while the block runs, so that it unwinds, removing its
+    temporaries (their default action kills the process where it stands)."""
+    def stop(signum, frame):
+        error = Stopped(f"stopped by {signal.Signals(signum).name}; files being written were "
+                        f"removed, those already whole kept")
+        error.code = 128 + signum
+        raise error
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from ssd_nobias.atomic import replacing, temp_path, write_json, write_json_gz, writer_pid
-from ssd_nobias.engine.preemption import remove_stale_temps
+from ssd_nobias.atomic import remove_stale_temps
 
 
 def test_a_finished_write_replaces_the_file_and_leaves_nothing_else(tmp_path):

@@ -242,3 +242,36 @@ def test_an_input_whose_header_claims_gigapixels_is_refused_or_skipped(model, tm
     assert summary.images == 1 and summary.skipped == [bomb]
     with pytest.raises(ImageError, match="pic0.png: its header says 64x48"):
         run(detector, [good], str(tmp_path / "out3"), progress=False, max_pixels=64 * 48 - 1)
+
+
+def test_sigterm_mid_run_keeps_whole_files_only_and_the_next_run_clears_a_killed_ones(
+        model, tmp_path, monkeypatch):
+    """SIGTERM while the second picture is drawn: the first picture's files are whole, nothing
+    half-written stays, exit 143. What a SIGKILLed run left (temporaries of a dead pid) the next
+    run removes."""
+    import signal
+
+    from ssd_nobias import cli
+    from ssd_nobias.commands import detect as detect_command
+
+    cfg, params, _, _ = model
+    inputs = pictures(str(tmp_path / "in"))
+    out = tmp_path / "out"
+    real_draw, drawn = Detector.draw, []
+
+    def terminated_on_the_second(self, image, detections):
+        drawn.append(1)
+        if len(drawn) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_draw(self, image, detections)
+
+    monkeypatch.setattr(Detector, "draw", terminated_on_the_second)
+    code = cli.run(detect_command.main, ["--params", params, *inputs, "--out", str(out)])
+    assert code == 128 + signal.SIGTERM
+    assert sorted(os.listdir(out)) == ["pic0.json", "pic0.png"]
+    monkeypatch.setattr(Detector, "draw", real_draw)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / f"pic1.png.tmp-{dead.pid}.png").write_bytes(b"half")
+    assert cli.run(detect_command.main, ["--params", params, *inputs, "--out", str(out)]) == 0
+    assert sorted(os.listdir(out)) == ["pic0.json", "pic0.png", "pic1.json", "pic1.png"]

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from ssd_nobias.model.checkpoint import find_resume, read_meta
-from ssd_nobias.engine.preemption import RunLock, RunDirectoryInUse, StopRequest, remove_stale_temps
+from ssd_nobias.atomic import remove_stale_temps
+from ssd_nobias.engine.preemption import RunLock, RunDirectoryInUse, StopRequest
 
 from conftest import make_tiny_data, tiny_overrides
 

@@ -6,6 +6,7 @@
     python scripts/detect.py --accelerator runs/x/export/accelerator --int8 photo.jpg
 """
 from ssd_nobias import cli
+from ssd_nobias.atomic import stopping_on_signals
 from ssd_nobias.commands import options
 from ssd_nobias.config import load_config
 from ssd_nobias.data.images import MAX_PIXELS
@@ -45,8 +46,9 @@ def main(argv=None) -> int:
     else:
         detector = Detector.from_export(args.deploy or args.onnx or args.accelerator, args.int8,
                                         args.thresh, args.classes, args.device, args.runtime)
-    summary = run(detector, find_inputs(inputs), args.out, skip_bad=args.skip_bad,
-                  max_pixels=args.max_pixels)
+    with stopping_on_signals():
+        summary = run(detector, find_inputs(inputs), args.out, skip_bad=args.skip_bad,
+                      max_pixels=args.max_pixels)
     skipped = f"; skipped {len(summary.skipped)} unreadable: " \
               f"{', '.join(summary.skipped)}" if summary.skipped else ""
     print(f"{summary.images} image(s) at {summary.images_per_s:.1f} images/s; wrote annotated "

@@ -10,6 +10,7 @@ The dataset is the config's: --config's, or for a checkpoint the one recorded be
 import os
 
 from ssd_nobias import cli
+from ssd_nobias.atomic import stopping_on_signals
 from ssd_nobias.commands import options
 from ssd_nobias.evaluation.evaluate import evaluate_checkpoint, format_table
 from ssd_nobias.runtime.kernels import int8_verdict
@@ -26,9 +27,10 @@ def main(argv=None) -> int:
     if args.int8:
         print(int8_verdict(args.runtime))
     out = args.out or os.path.join(cfg.output_dir, "eval")
-    result = evaluate_checkpoint(cfg, args.params, out, deploy_dir=args.deploy,
-                                 onnx_path=args.onnx, accelerator_dir=args.accelerator,
-                                 int8=args.int8, device=args.device, runtime=args.runtime)
+    with stopping_on_signals():
+        result = evaluate_checkpoint(cfg, args.params, out, deploy_dir=args.deploy,
+                                     onnx_path=args.onnx, accelerator_dir=args.accelerator,
+                                     int8=args.int8, device=args.device, runtime=args.runtime)
     print(format_table(result))
     print(f"wrote {out}/eval.json, pr_curves.png, detections.png")
     return 0

@@ -11,15 +11,13 @@ directory removes.
 from __future__ import annotations
 
 import fcntl
-import glob
 import logging
 import os
 import signal
 import socket
 import threading
-from typing import List, Optional
+from typing import Optional
 
-from ssd_nobias.atomic import process_alive, writer_pid
 from ssd_nobias.errors import Stopped, UserError
 
 log = logging.getLogger("ssd_nobias")
@@ -78,25 +76,6 @@ class StopRequest:
     @property
     def requested(self) -> bool:
         return self.signum is not None
-
-
-def remove_stale_temps(out_dir: str) -> List[str]:
-    """Delete `*.tmp-<pid>` files in out_dir whose writer is not alive on this machine; return
-    their names. A live writer's files are left alone."""
-    removed = []
-    for path in sorted(glob.glob(os.path.join(glob.escape(out_dir), "*.tmp-*"))):
-        pid = writer_pid(path)
-        if pid is None or process_alive(pid):
-            continue
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            continue
-        removed.append(os.path.basename(path))
-    if removed:
-        log.info("removed %d temporary file(s) left by writers that are no longer running: %s",
-                 len(removed), ", ".join(removed))
-    return removed
 
 
 class RunDirectoryInUse(UserError):

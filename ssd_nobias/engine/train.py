@@ -23,7 +23,7 @@ from tqdm import tqdm
 from yacs.config import CfgNode
 
 from ssd_nobias.model import native
-from ssd_nobias.atomic import make_folder, replacing
+from ssd_nobias.atomic import make_folder, remove_stale_temps, replacing
 from ssd_nobias.model.checkpoint import (find_resume, first_non_finite, load_checkpoint,
                                          save_checkpoint)
 from ssd_nobias.config import base_size, eval_metric, save_config, scaled_lr
@@ -42,7 +42,7 @@ from ssd_nobias.model.ssd import (CONV_INIT, build_model, recipe_summary, ssd_an
 from ssd_nobias.model.norm import impl_summary
 from ssd_nobias.plots import plot_training_curves
 from ssd_nobias.runtime.predictors import net_predictor
-from ssd_nobias.engine.preemption import Preempted, RunLock, StopRequest, remove_stale_temps
+from ssd_nobias.engine.preemption import Preempted, RunLock, StopRequest
 from ssd_nobias.engine.run_dir import StartGuard, claim
 from ssd_nobias.engine.tracking import TensorBoardSink
 

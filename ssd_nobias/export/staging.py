@@ -16,12 +16,11 @@ import json
 import os
 import re
 import shutil
-import signal
 import tempfile
 from typing import Dict, Iterator, Set
 
-from ssd_nobias.atomic import process_alive, replacing_folder, write_json, writer_pid
-from ssd_nobias.errors import Stopped
+from ssd_nobias.atomic import (process_alive, replacing_folder, stopping_on_signals, write_json,
+                               writer_pid)
 
 MANIFEST = "manifest.json"
 REPORT = "export_report.json"
@@ -71,24 +70,6 @@ def remove_dead_stages(out: str) -> None:
 
 
 @contextlib.contextmanager
-def _signals_stop() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise Stopped while the block runs, so that it unwinds and cleans up
-    (their default action kills the process where it stands)."""
-    def stop(signum, frame):
-        error = Stopped(f"export interrupted by {signal.Signals(signum).name}; the previous "
-                        f"export is as it was")
-        error.code = 128 + signum
-        raise error
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-@contextlib.contextmanager
 def _temporaries_in(folder: str) -> Iterator[None]:
     """tempfile's folder (ONNX Runtime's quantizer writes there) inside `folder` meanwhile."""
     inside = os.path.join(folder, ".tmp")
@@ -108,7 +89,7 @@ def staged(out: str, source: str) -> Iterator[str]:
     `source`: the checkpoint the export is made from."""
     out = os.path.normpath(out)
     remove_dead_stages(out)
-    with _signals_stop(), replacing_folder(out, owned_names(out), "export") as stage:
+    with stopping_on_signals(), replacing_folder(out, owned_names(out), "export") as stage:
         with _temporaries_in(stage):
             yield stage
         _relocate(os.path.join(stage, REPORT), stage, out)

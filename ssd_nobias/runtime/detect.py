@@ -14,7 +14,7 @@ import mxnet as mx
 import numpy as np
 from tqdm import tqdm
 
-from ssd_nobias.atomic import make_folder, replacing, write_json
+from ssd_nobias.atomic import make_folder, remove_stale_temps, replacing, write_json
 from ssd_nobias.data.transforms import ValTransform, boxes_to_image
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.errors import DataError, StorageError, UserError
@@ -182,6 +182,7 @@ def run(detector: Detector, inputs: Sequence[str], out_dir: str, skip_bad: bool 
         raise UserError(f"--out {out_dir} holds the input {held[0]}, which its annotated copy "
                         f"would replace; write the detections to another folder")
     make_folder(out_dir)
+    remove_stale_temps(out_dir)  # what a killed detect left
     summary, taken = Summary(), set()
     bar = tqdm(total=len(inputs), unit="file", disable=not progress, desc="detect")
     for path in inputs:
