@@ -204,3 +204,36 @@ def test_a_graph_that_is_not_int8_is_refused_by_name(int8_export):
     _, _, folder = int8_export
     with pytest.raises(DataError, match=r"accelerator\.onnx: the input 'data' is not quantized"):
         IntegerAccelerator(os.path.join(folder, "accelerator.onnx"))
+
+
+@pytest.mark.slow
+def test_seven_bit_weights_make_the_saturating_kernels_exact(int8_export, tmp_path):
+    """export --formats int8-cpu: the uint8 graph with weights in [-64, 64], so that no pair of
+    products can overflow int16; the reference emulating either runtime's kernels then equals
+    the exact result tensor for tensor, where on the 8-bit graph it does not."""
+    from ssd_nobias.export.int8 import quantize
+    from ssd_nobias.runtime.onnxrt import session
+
+    cfg, _, folder = int8_export
+    x = images(cfg, 2)
+    path = str(tmp_path / "accelerator.int8-cpu.onnx")
+    quantize(os.path.join(folder, "accelerator.onnx"), path, list(x), progress=False,
+             seven_bit_weights=True)
+    seven = {k: IntegerAccelerator(path, k) for k in ("exact", "onnxruntime", "openvino")}
+    assert max(int(np.abs(c.weight).max()) for c in seven["exact"].convs) <= 64
+    xq = seven["exact"].quantize_input(x)
+    exact = seven["exact"].run_quantized(xq)
+    for kind in ("onnxruntime", "openvino"):
+        got = seven[kind].run_quantized(xq)
+        assert all(np.array_equal(got[name], exact[name]) for name in exact), kind
+    eight = {k: IntegerAccelerator(os.path.join(folder, "accelerator.int8.onnx"), k)
+             for k in ("exact", "onnxruntime")}
+    xq8 = eight["exact"].quantize_input(x)
+    exact8, saturated8 = (eight[k].run_quantized(xq8) for k in ("exact", "onnxruntime"))
+    assert any(not np.array_equal(exact8[n], saturated8[n]) for n in exact8)
+    names = [c.output for c in seven["exact"].convs]  # and ONNX Runtime, on any CPU
+    ort = dict(zip(names, session(path, extra_outputs=names).run(names, {"data": x})))
+    ort[seven["exact"].input_name] = xq
+    for conv in seven["exact"].convs:
+        diff = np.abs(conv(ort[conv.source]).astype(np.int64) - ort[conv.output])
+        assert diff.max() <= 1, conv.name

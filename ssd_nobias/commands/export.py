@@ -20,7 +20,7 @@ from ssd_nobias.analysis.naive_fix import export_zero_shift
 from ssd_nobias.analysis.precise_bn import format_recalibration, recalibrate_params
 
 
-FORMATS = ("onnx", "accelerator", "int8", "int8-signed")
+FORMATS = ("onnx", "accelerator", "int8", "int8-signed", "int8-cpu")
 
 
 def main(argv=None) -> int:
@@ -35,7 +35,8 @@ def main(argv=None) -> int:
                         "and the host part: head biases, softmax, decoding, NMS); int8 "
                         "(accelerator/ with its INT8 graph: QDQ, every zero point 0, proven "
                         "and measured); int8-signed (its variant with signed int8 activations, "
-                        "the Q/DQ form TensorRT takes)")
+                        "the Q/DQ form TensorRT takes); int8-cpu (its variant with 7-bit "
+                        "weights, computed exactly by CPUs without VNNI too)")
     cli.add_device(p)
     p.add_argument("--force-zero-shift", action="store_true",
                    help="params trained with stock BatchNorm: drop the shifts (beta, running "
@@ -94,9 +95,10 @@ def _export(cfg, args, formats, out: str, show) -> None:
     onnx = f"{report['onnx']['file']}, " if "onnx" in report else ""
     show(f"wrote {report['symbol']}, {report['deploy_params']}, {onnx}{out}/preprocess.json, "
          f"{out}/export_report.json")
-    if formats & {"accelerator", "int8", "int8-signed"}:
+    if formats & {"accelerator", "int8", "int8-signed", "int8-cpu"}:
         split = export_accelerator(cfg, params, out, int8="int8" in formats,
                                    int8_signed="int8-signed" in formats,
+                                   int8_cpu="int8-cpu" in formats,
                                    calib_images=args.calib_images,
                                    calib_method=args.calib_method,
                                    int8_heads=args.int8_heads, device=args.device)

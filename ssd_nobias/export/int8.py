@@ -78,12 +78,15 @@ def _quiet_root_logger():
 
 def quantize(float_path: str, int8_path: str, images: Sequence[np.ndarray],
              method: str = "minmax", progress: bool = True, heads: str = "int8",
-             activations: str = "uint8") -> Optional[List[np.ndarray]]:
+             activations: str = "uint8", seven_bit_weights: bool = False
+             ) -> Optional[List[np.ndarray]]:
     """Write `int8_path`, the float accelerator graph quantized with `images` (each (3, H, W),
     normalized) as calibration data; `heads`: the head outputs' type (HEAD_OUTPUTS);
     `activations`: the ReLU outputs' type (ACTIVATIONS: uint8, or int8 symmetric as TensorRT
-    takes them, 7 bits of a non-negative range). Returns, for int8 heads, each output's
-    per-channel scale 1 / k_c that undoes the equalization."""
+    takes them, 7 bits of a non-negative range); `seven_bit_weights`: weights in [-64, 64]
+    (ONNX Runtime's reduce_range), so that no pair of uint8 x int8 products overflows int16
+    (255 * 64 * 2 < 32767) and CPUs without VNNI compute it exactly. Returns, for int8 heads,
+    each output's per-channel scale 1 / k_c that undoes the equalization."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     calibration = _calibration(method)
@@ -101,6 +104,7 @@ def quantize(float_path: str, int8_path: str, images: Sequence[np.ndarray],
         quantize_static(
             source, int8_path, _Reader(images, progress), quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["Conv", "Relu"], per_channel=True,
+            reduce_range=seven_bit_weights,
             activation_type=QuantType.QInt8 if signed else QuantType.QUInt8,
             weight_type=QuantType.QInt8, calibrate_method=calibration,
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": signed,

@@ -23,7 +23,8 @@ from ssd_nobias.evaluation.evaluate import EvalSettings, evaluate
 from ssd_nobias.runtime.predictors import SplitPredictor, load_deploy, load_trained
 from ssd_nobias.export.accelerator import deploy_prefix, host_onnx, write_float_pair
 from ssd_nobias.runtime.accelerator import (ACCELERATOR_DIR, FLOAT_ONNX, HOST_INT8_ONNX, HOST_ONNX,
-                                            INT8_ONNX, INT8_SIGNED_ONNX, OnnxAccelerator)
+                                            INT8_CPU_ONNX, INT8_ONNX, INT8_SIGNED_ONNX,
+                                            OnnxAccelerator)
 from ssd_nobias.runtime.host import HostPart
 from ssd_nobias.export.int8 import layer_tensor, quantize, sqnr_db, weight_scale_spread
 from ssd_nobias.export.proof import Proof, prove
@@ -41,10 +42,14 @@ def calibration_images(cfg, count: int, seed: int = 0) -> List[np.ndarray]:
     return [transform(*dataset[int(i)])[0].asnumpy() for i in order]
 
 
+INT8_KEYS = ("int8", "int8_signed", "int8_cpu")  # the INT8 graphs' entries in the report
+
+
 def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = False,
                        calib_images: int = 64, calib_method: str = "minmax",
                        int8_heads: str = "int8", progress: bool = True,
-                       device: Optional[str] = None, int8_signed: bool = False) -> Dict:
+                       device: Optional[str] = None, int8_signed: bool = False,
+                       int8_cpu: bool = False) -> Dict:
     """Write `export_dir`/accelerator/ (see export/accelerator.py) after export_deploy wrote the
     deploy graph there; with `int8` also accelerator.int8.onnx (head outputs `int8_heads`:
     int8, or the convs' int32 accumulators, see export/int8.py). Adds an 'accelerator' entry to
@@ -53,7 +58,10 @@ def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = Fals
     `device`: where the trained model runs for the parity check (devices.inference_device).
     `int8_signed`: also accelerator.int8-signed.onnx, every activation signed int8 with zero
     point 0 (Conv -> Relu -> QuantizeLinear: what TensorRT takes), int8 heads; its report
-    entry 'int8_signed' has the same figures as 'int8'."""
+    entry 'int8_signed' has the same figures as 'int8'. `int8_cpu`: also
+    accelerator.int8-cpu.onnx, the uint8 graph with 7-bit weights, for CPUs without VNNI
+    (their pair-saturating kernels cannot overflow on it); entry 'int8_cpu'. Neither variant
+    changes accelerator.int8.onnx."""
     require("onnx", "onnxruntime", extra="onnx", what="the accelerator export")
     deploy_prefix(export_dir, cfg.model.name)  # before any training-side work
     ctx = inference_device(cfg.train.ctx, device)
@@ -77,12 +85,14 @@ def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = Fals
               "head_biases_on_host": sum(b is not None for b in host.biases),
               "proof": _proof_entry(prove(float_path)),
               "parity": _parity(prefix, host, x, outputs, trained, deploy_det, folder)}
-    variants = [("int8", INT8_ONNX, int8_heads, "uint8")] if int8 else []
+    variants = [("int8", INT8_ONNX, int8_heads, "uint8", False)] if int8 else []
     if int8_signed:
-        variants.append(("int8_signed", INT8_SIGNED_ONNX, "int8", "int8"))
-    for key, name, heads, activations in variants:
+        variants.append(("int8_signed", INT8_SIGNED_ONNX, "int8", "int8", False))
+    if int8_cpu:
+        variants.append(("int8_cpu", INT8_CPU_ONNX, "int8", "uint8", True))
+    for key, name, heads, activations, seven_bit in variants:
         report[key] = _int8(cfg, float_path, os.path.join(folder, name), host, calib_images,
-                            calib_method, heads, progress, activations)
+                            calib_method, heads, progress, activations, seven_bit)
         report[key]["val"] = {
             "metric": eval_metric(cfg),
             "float32_pair": pair_val_map(cfg, dataset, classes, folder, FLOAT_ONNX, progress),
@@ -142,14 +152,17 @@ def pair_val_map(cfg, dataset, classes, folder: str, graph: str, progress: bool)
 
 
 def _int8(cfg, float_path: str, int8_path: str, host: HostPart, count: int, method: str,
-          heads: str, progress: bool, activations: str = "uint8") -> Dict:
+          heads: str, progress: bool, activations: str = "uint8",
+          seven_bit_weights: bool = False) -> Dict:
     """Quantize; with int8 head outputs, save the host part again with their scales and write
     host.int8.onnx; prove, and measure per layer: weight-scale spread and SQNR."""
     images = calibration_images(cfg, count)
-    scales = quantize(float_path, int8_path, images, method, progress, heads, activations)
+    scales = quantize(float_path, int8_path, images, method, progress, heads, activations,
+                      seven_bit_weights)
     folder = os.path.dirname(int8_path)
     host_int8 = os.path.join(folder, HOST_INT8_ONNX)
     entry = {"file": int8_path, "head_outputs": heads, "activations": activations,
+             "weight_bits": 7 if seven_bit_weights else 8,
              "calibration": {"images": len(images), "method": method, "split": "train"},
              "proof": _proof_entry(prove(int8_path))}
     if scales is None:
@@ -236,8 +249,7 @@ def channel_range_used(outputs: List[np.ndarray]) -> float:
 
 
 def _raise_failures(report: Dict, export_dir: str) -> None:
-    for proof in [report["proof"]] + [report[k]["proof"] for k in ("int8", "int8_signed")
-                                      if k in report]:
+    for proof in [report["proof"]] + [report[k]["proof"] for k in INT8_KEYS if k in report]:
         if not proof["ok"]:
             raise ProofError(f"{proof['file']} is not a bias-free accelerator graph: "
                              f"{'; '.join(proof['problems'][:5])}")
@@ -261,12 +273,13 @@ def format_accelerator(report: Dict) -> str:
             f"ONNX {p['onnx']['class_logits']:.2g}, {p['onnx']['box_offsets']:.2g}; same "
             f"detections as the deploy graph: {p['same_detections_as_deploy']}; host.onnx = "
             f"NumPy host: {p['host_onnx_same_as_numpy']}"]
-    for q in (report[k] for k in ("int8", "int8_signed") if k in report):
+    for q in (report[k] for k in INT8_KEYS if k in report):
         sqnr = [layer["sqnr_db"] for layer in q["layers"]]
         spread = [layer["weight_scale_max_over_median"] for layer in q["layers"]
                   if layer["weight_scale_max_over_median"] is not None]
         v = q["val"]
-        rows += [f"INT8 ({q.get('activations', 'uint8')} activations): {q['file']}, "
+        rows += [f"INT8 ({q.get('activations', 'uint8')} activations, "
+                 f"{q.get('weight_bits', 8)}-bit weights): {q['file']}, "
                  f"{q['calibration']['method']} on "
                  f"{q['calibration']['images']} training images, head outputs "
                  f"{q['head_outputs']}" + (f"; host part {q['host']} (dequantizes them), "

@@ -12,6 +12,7 @@ ACCELERATOR_DIR = "accelerator"
 NAME = "accelerator"
 FLOAT_ONNX, INT8_ONNX = f"{NAME}.onnx", f"{NAME}.int8.onnx"
 INT8_SIGNED_ONNX = f"{NAME}.int8-signed.onnx"  # signed int8 activations (TensorRT's form)
+INT8_CPU_ONNX = f"{NAME}.int8-cpu.onnx"  # 7-bit weights: exact on CPUs without VNNI too
 HOST_ONNX, HOST_INT8_ONNX = "host.onnx", "host.int8.onnx"
 
 
