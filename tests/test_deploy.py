@@ -306,6 +306,10 @@ def test_eval_and_detect_run_the_int8_pair(split, tmp_path):
                            config, "--accelerator", acc, "--int8", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    from ssd_nobias.runtime.kernels import int8_kernels
+    verdict = "INT8: onnxruntime is " + \
+        ("exact" if int8_kernels("onnxruntime") == "exact" else "not exact") + " on this CPU"
+    assert done.stdout.startswith(verdict)  # the one line saying whether to trust it here
     with open(tmp_path / "eval.json") as f:
         assert abs(json.load(f)["value"] - report["int8"]["val"]["int8_pair"]) < 1e-6
     image = os.path.join(cfg.data.root, "JPEGImages",
@@ -314,7 +318,7 @@ def test_eval_and_detect_run_the_int8_pair(split, tmp_path):
                            acc, "--int8", image, "--thresh", "0.05", "--out",
                            str(tmp_path / "det")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "1 image(s) at" in done.stdout
+    assert "1 image(s) at" in done.stdout and done.stdout.startswith(verdict)
 
 
 def test_mxnet_int8_quantizes_every_convolution_and_still_detects(alive_model):

@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     options.check_model(p, args)
     if not inputs:
         p.error("give at least one input: an image, a folder, a glob or a video")
-    if args.int8:
+    if options.runs_int8(args):
         print(int8_verdict(args.runtime))
     if args.params:  # the config the sidecar records, unless --config
         cfg = load_config(args.config, overrides) if args.config else \

@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     options.check_model(p, args)
     cfg = options.config_or_sidecar(args, "the dataset to evaluate on")
-    if args.int8:
+    if options.runs_int8(args):
         print(int8_verdict(args.runtime))
     out = args.out or os.path.join(cfg.output_dir, "eval")
     with stopping_on_signals():
