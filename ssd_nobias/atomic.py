@@ -78,8 +78,15 @@ def remove_stale_temps(out_dir: str) -> List[str]:
 @contextlib.contextmanager
 def stopping_on_signals() -> Iterator[None]:
     """SIGTERM and SIGHUP raise Stopped while the block runs, so that it unwinds, removing its
-    temporaries (their default action kills the process where it stands)."""
+    temporaries (their default action kills the process where it stands). Processes forked
+    meanwhile (data loader workers, which their pool ends with SIGTERM) keep the default."""
+    owner = os.getpid()
+
     def stop(signum, frame):
+        if os.getpid() != owner:  # a forked worker (a data loader's): die as it would have
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         error = Stopped(f"stopped by {signal.Signals(signum).name}; files being written were "
                         f"removed, those already whole kept")
         error.code = 128 + signum

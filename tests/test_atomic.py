@@ -1,11 +1,12 @@
 """Atomic writes: the file is whole or untouched, and a temporary name says who wrote it."""
 import json
 import os
+import time
 
 import pytest
 
-from ssd_nobias.atomic import replacing, temp_path, write_json, write_json_gz, writer_pid
-from ssd_nobias.atomic import remove_stale_temps
+from ssd_nobias.atomic import (remove_stale_temps, replacing, temp_path, write_json, write_json_gz,
+                               writer_pid)
 
 
 def test_a_finished_write_replaces_the_file_and_leaves_nothing_else(tmp_path):
@@ -122,3 +123,33 @@ def test_the_script_edge_prints_a_storage_error_without_a_traceback(capsys):
     assert cli.run(main, []) == 2
     err = capsys.readouterr().err
     assert err == "error: cannot write runs/x/x-last.params: No space left on device\n"
+
+
+def test_the_signal_guard_stops_its_own_process_and_lets_forked_workers_die_quietly():
+    """A data loader's pool ends its workers with SIGTERM: a worker forked inside the guard
+    must die of it as before (exit -15, nothing printed), while the guarded process unwinds."""
+    import multiprocessing
+    import signal
+
+    from ssd_nobias.atomic import stopping_on_signals
+    from ssd_nobias.errors import Stopped
+
+    with stopping_on_signals():
+        context = multiprocessing.get_context("fork")
+        ready = context.Event()
+        worker = context.Process(target=_wait_for_sigterm, args=(ready,))
+        worker.start()
+        assert ready.wait(30)
+        worker.terminate()  # SIGTERM
+        worker.join(30)
+        assert worker.exitcode == -signal.SIGTERM
+        with pytest.raises(Stopped, match="stopped by SIGTERM") as stopped:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs as the call returns
+        assert stopped.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def _wait_for_sigterm(ready):
+    ready.set()
+    while True:
+        time.sleep(0.05)
