@@ -169,13 +169,31 @@ def write_json_gz(path: str, obj) -> None:
         raise write_failure(path, err) from None
 
 
+def remove_dead_stages(out: str) -> None:
+    """What replacing_folder left of `out` in processes now gone: their stages removed, and a
+    previous `out` put back where one was killed between its two renames."""
+    for path in glob.glob(glob.escape(out) + ".old-*"):
+        pid = re.search(r"\.old-(\d+)$", path)
+        if pid and not process_alive(int(pid[1])):
+            if os.path.exists(out):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.rename(path, out)
+    for path in glob.glob(glob.escape(out) + ".tmp-*"):
+        pid = writer_pid(path)
+        if pid is not None and not process_alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def replacing_folder(out: str, owned: Iterable[str], what: str) -> Iterator[str]:
     """Yield a temporary sibling folder to fill; it replaces `out` whole if the block succeeds
     and is removed if it raises. `out` may be absent, empty, or a folder holding nothing but
     the top-level names in `owned` (what this `what` writes there); any other folder is
-    refused untouched, so a user's files are never removed."""
+    refused untouched, so a user's files are never removed. What a killed one left beside
+    `out` is cleaned up first (remove_dead_stages)."""
     out = os.path.normpath(out)
+    remove_dead_stages(out)
     if os.path.isdir(out) and not os.path.islink(out):
         foreign = sorted(set(os.listdir(out)) - set(owned))
         if foreign:

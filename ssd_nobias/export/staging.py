@@ -4,13 +4,12 @@ Export builds everything in a sibling folder `<out>.tmp-<pid>` (ONNX Runtime's q
 temporaries included: the process's temporary folder points inside it meanwhile) and swaps it
 for `out` only when every file is written and checked: a failure, a full disk or SIGTERM
 leaves the previous export as it was and removes the stage; after SIGKILL the previous export
-still loads, and the next export removes the dead stage. `manifest.json` lists every file
+still loads, and the next export removes the dead stage (atomic.replacing_folder). `manifest.json` lists every file
 with its sha256 and the checkpoint it was made from, so a folder never mixes two models.
 """
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import json
 import os
@@ -19,8 +18,7 @@ import shutil
 import tempfile
 from typing import Dict, Iterator, Set
 
-from ssd_nobias.atomic import (process_alive, replacing_folder, stopping_on_signals, write_json,
-                               writer_pid)
+from ssd_nobias.atomic import replacing_folder, stopping_on_signals, write_json
 
 MANIFEST = "manifest.json"
 REPORT = "export_report.json"
@@ -53,22 +51,6 @@ def owned_names(out: str) -> Set[str]:
     return names
 
 
-def remove_dead_stages(out: str) -> None:
-    """Stages of exports into `out` whose process is gone: removed, or, if one was killed
-    between its two renames, its previous export put back in place."""
-    for path in glob.glob(glob.escape(out) + ".old-*"):
-        pid = re.search(r"\.old-(\d+)$", path)
-        if pid and not process_alive(int(pid[1])):
-            if os.path.exists(out):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.rename(path, out)
-    for path in glob.glob(glob.escape(out) + ".tmp-*"):
-        pid = writer_pid(path)
-        if pid is not None and not process_alive(pid):
-            shutil.rmtree(path, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def _temporaries_in(folder: str) -> Iterator[None]:
     """tempfile's folder (ONNX Runtime's quantizer writes there) inside `folder` meanwhile."""
@@ -88,7 +70,6 @@ def staged(out: str, source: str) -> Iterator[str]:
     report are rewritten to `out`, manifest.json is written and the stage replaces `out`.
     `source`: the checkpoint the export is made from."""
     out = os.path.normpath(out)
-    remove_dead_stages(out)
     with stopping_on_signals(), replacing_folder(out, owned_names(out), "export") as stage:
         with _temporaries_in(stage):
             yield stage
