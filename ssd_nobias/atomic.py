@@ -9,6 +9,7 @@ import contextlib
 import errno
 import glob
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -31,6 +32,15 @@ def writer_pid(path: str) -> Optional[int]:
     """The pid in a temporary name made by temp_path, else None."""
     match = TEMP_NAME.search(path)
     return int(match[1]) if match else None
+
+
+def sha256(path: str) -> str:
+    """The file's sha256, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def make_folder(path: str) -> None:

