@@ -194,7 +194,8 @@ def test_eval_runs_the_integer_pair_by_name(int8_export, tmp_path):
     result = evaluate_checkpoint(cfg, None, str(tmp_path), progress=False,
                                  accelerator_dir=folder, int8=True, runtime="integer")
     assert result.num_images == 4 and os.path.isfile(tmp_path / "eval.json")
-    with pytest.raises(DataError, match="the integer runtime .the integer reference. runs the INT8 graph"):
+    with pytest.raises(DataError, match="the integer runtime .the integer reference. runs the "
+                                        "INT8 graph"):
         SplitPredictor(folder, runtime="integer")
 
 
