@@ -36,7 +36,7 @@ class CpuInfo:
 
     def record(self) -> dict:
         """What a study records with every run: AVX-512 makes MKLDNN use nChw16c, another
-        rounding order than AVX2's nChw8c."""
+        rounding order than AVX2's nChw8c; VNNI and AMX decide whether INT8 is exact."""
         return {"model": self.model, "cores": self.cores, "avx512": self.avx512,
                 "vnni": self.vnni, "amx": self.amx}
 

@@ -71,7 +71,7 @@ def test_study_sweeps_trains_three_ways_reports_and_resumes(tmp_path):
     assert nobias["curve"][-1][0] == 1.0
     assert 0 <= nobias["dead_fraction"] <= 1 and naive["dead_fraction"] is None
     assert nobias["dead_fraction"] == nobias["dead_channels"]["dead"][-1]
-    assert set(nobias["cpu"]) == {"model", "cores", "avx512", "vnni"}
+    assert set(nobias["cpu"]) == {"model", "cores", "avx512", "vnni", "amx"}
     assert os.path.getsize(tmp_path / "results" / "study.png") > 10000
     assert "(c) stock BatchNorm, shift dropped (naive fix)" in stdout
 
