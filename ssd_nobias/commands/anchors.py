@@ -1,5 +1,7 @@
-"""How well anchor sizes cover a dataset's boxes: the fraction of ground-truth boxes whose best
-anchor has IoU >= 0.5, by box size, for candidate presets on the config's model.
+"""How well anchor sizes cover a dataset's boxes.
+
+The fraction of ground-truth boxes whose best anchor has IoU >= 0.5, by box size, for candidate
+presets on the config's model.
 
     python scripts/anchor_coverage.py --config C.yaml [--split train] [--images N]
         [--presets gluoncv ssd lite] [--coco-like N] [--out FILE.json]

@@ -1,5 +1,7 @@
-"""Audit a model file for biases: an MXNet params file (conv biases, BatchNorm means and betas,
-biases once folded) or an accelerator ONNX graph (operators, bias inputs, INT8 zero points).
+"""Audit a model file for biases: an MXNet params file or an ONNX model.
+
+An MXNet params file: conv biases, BatchNorm means and betas, biases once folded; an
+accelerator ONNX graph: operators, bias inputs, INT8 zero points.
 
     python scripts/audit_params.py --params FILE.params [--symbol FILE-symbol.json]
         [--expect-bias-free GLOB ...] [--summary]

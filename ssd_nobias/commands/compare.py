@@ -1,5 +1,6 @@
-"""Compare training runs: one row per run (best and last val metric, loss, speed) and their
-curves side by side in one picture.
+"""Compare training runs: one row per run and their curves side by side.
+
+One row per run: best and last val metric, loss, speed; their curves in one picture.
 
     python scripts/compare_runs.py runs/a runs/b [runs/c ...] [--out compare.png]
 
