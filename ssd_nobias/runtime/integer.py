@@ -14,9 +14,10 @@ quantization and the heads' dequantization (q * s) are the boundaries, as on a d
 CPUs without VNNI (AVX2, AVX-512 without VNNI) compute uint8 x int8 products with vpmaddubsw,
 which adds adjacent pairs of products into int16 with saturation (255 * 127 * 2 > 32767), so
 ONNX Runtime and OpenVINO there do not give the integer result. `kernels` emulates them
-exactly as measured (docs/int8-cpus.md): the reduction ordered (kernel tap, input channel)
-with neighbours paired, an int8 input shifted to uint8 by +128 first and corrected after;
-which convolutions run that way is each runtime's choice (IntConv.channel_block).
+exactly as measured (docs/export-and-deploy.md, "INT8 on CPUs without VNNI"): the reduction
+ordered (kernel tap, input channel) with neighbours paired, an int8 input shifted to uint8 by
++128 first and corrected after; which convolutions run that way is each runtime's choice
+(IntConv.channel_block).
 """
 from __future__ import annotations
 
@@ -79,8 +80,8 @@ class IntConv:
     def channel_block(self, kernels: str) -> Optional[int]:
         """How `kernels` (KERNELS) compute this convolution: None for exactly, else with
         vpmaddubsw's saturating pairs over input channels padded to a multiple of the block
-        returned. As measured (docs/int8-cpus.md): depthwise ones exactly (widened to int32
-        first); ONNX Runtime (1.18, block 1) where it fuses DequantizeLinear -> Conv ->
+        returned. As measured (see the module's docstring): depthwise ones exactly (widened
+        to int32 first); ONNX Runtime (1.18, block 1) where it fuses DequantizeLinear -> Conv ->
         QuantizeLinear into one integer kernel, which it does for a uint8 output with no Relu
         between (int8 heads and the signed variant run in float); OpenVINO (2026.4, oneDNN,
         block 4) all others but an int8 -> int8 conv without Relu (the signed heads)."""
