@@ -3,13 +3,12 @@ config it comes with."""
 from __future__ import annotations
 
 import argparse
-import os
 
 from yacs.config import CfgNode
 
 from ssd_nobias import cli
 from ssd_nobias.errors import ConfigError
-from ssd_nobias.runtime.accelerator import FLOAT_ONNX
+from ssd_nobias.runtime.accelerator import is_int8_graph
 from ssd_nobias.runtime.predictors import INTEGER_RUNTIMES, RUNTIMES, checkpoint_config
 
 
@@ -52,9 +51,7 @@ def check_model(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 def runs_int8(args: argparse.Namespace) -> bool:
     """Whether the model given is an INT8 graph: --accelerator DIR --int8, or one INT8 graph
     of such a folder (accelerator.int8-signed.onnx, say)."""
-    graph = args.accelerator or ""
-    return bool(args.int8 or (graph.endswith(".onnx") and
-                              os.path.basename(graph) != FLOAT_ONNX))
+    return bool(args.accelerator) and is_int8_graph(args.accelerator, args.int8)
 
 
 def config_or_sidecar(args: argparse.Namespace, needed_for: str) -> CfgNode:

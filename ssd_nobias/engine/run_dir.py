@@ -13,6 +13,7 @@ from ssd_nobias.atomic import make_folder
 from ssd_nobias.config import load_config
 from ssd_nobias.errors import ConfigError, Stopped, UserError
 from ssd_nobias.engine.preemption import LOCK_FILE
+from ssd_nobias.model.checkpoint import names_a_file_beside
 from ssd_nobias.model.ssd import with_anchor_sizes
 
 # What training, evaluation and the default export write into a run directory.
@@ -45,8 +46,7 @@ def _own_file(out_dir: str, name) -> bool:
     """Whether a file name read from a sidecar names a plain file directly in out_dir: a
     sidecar is data anyone can write, so '../x', absolute paths, folders and links are not
     the run's files, whatever it says."""
-    if not isinstance(name, str) or not name or name in (".", "..") or \
-            os.path.basename(name) != name or os.sep in name or (os.altsep or os.sep) in name:
+    if not names_a_file_beside(name):
         return False
     path = os.path.join(out_dir, name)
     return os.path.isfile(path) and not os.path.islink(path)

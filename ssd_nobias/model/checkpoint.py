@@ -68,12 +68,25 @@ def first_non_finite(net: gluon.Block) -> Optional[str]:
     """The name of the first parameter (weights and norm statistics alike) holding a NaN or an
     infinity, else None: a model that diverged, which no checkpoint or export may carry."""
     for name, param in net.collect_params().items():
-        if param._data is None and param._deferred_init:
+        try:
+            arrays = param.list_data()
+        except gluon.parameter.DeferredInitializationError:
             continue  # not initialized yet: nothing to check
-        for array in param.list_data():
-            if not np.isfinite(array.asnumpy()).all():
-                return name
+        if any(not np.isfinite(array.asnumpy()).all() for array in arrays):
+            return name
     return None
+
+
+def sidecar_path(params_path: str) -> str:
+    """The .json sidecar of a .params checkpoint."""
+    return params_path[: -len(".params")] + ".json"
+
+
+def names_a_file_beside(name) -> bool:
+    """Whether `name`, read from a sidecar (data anyone can write), is a bare file name: a
+    sidecar names files beside it, never '../x', an absolute path or a subfolder's file."""
+    return isinstance(name, str) and name not in ("", ".", "..") and \
+        os.path.basename(name) == name and (os.altsep or os.sep) not in name
 
 
 def _crc32(path: str) -> int:
@@ -115,7 +128,7 @@ def save_checkpoint(prefix: str, net: gluon.Block, trainer: Optional[gluon.Train
 
 def read_meta(params_path: str) -> Optional[dict]:
     """The sidecar of a .params file if it exists and its files match their CRCs, else None."""
-    sidecar = params_path[: -len(".params")] + ".json"
+    sidecar = sidecar_path(params_path)
     try:
         with open(sidecar) as f:
             meta = json.load(f)
@@ -129,8 +142,8 @@ def read_meta(params_path: str) -> Optional[dict]:
         if kind not in meta:
             continue
         name = meta[kind].get("file") if isinstance(meta[kind], dict) else None
-        if not isinstance(name, str) or os.path.basename(name) != name or name in ("", ".."):
-            return None  # a sidecar names files beside it, nothing else
+        if not names_a_file_beside(name):
+            return None
         path = os.path.join(folder, name)
         if not os.path.isfile(path) or _crc32(path) != meta[kind]["crc32"]:
             return None

@@ -2,6 +2,7 @@
 Runtime, and the names of the files in its folder."""
 from __future__ import annotations
 
+import os
 from typing import List
 
 import numpy as np
@@ -14,6 +15,14 @@ FLOAT_ONNX, INT8_ONNX = f"{NAME}.onnx", f"{NAME}.int8.onnx"
 INT8_SIGNED_ONNX = f"{NAME}.int8-signed.onnx"  # signed int8 activations (TensorRT's form)
 INT8_CPU_ONNX = f"{NAME}.int8-cpu.onnx"  # 7-bit weights: exact on CPUs without VNNI too
 HOST_ONNX, HOST_INT8_ONNX = "host.onnx", "host.int8.onnx"
+
+
+def is_int8_graph(accelerator: str, int8: bool) -> bool:
+    """Whether --accelerator `accelerator` (a folder, or one graph of it) with --int8 `int8`
+    names an INT8 graph: the folder's INT8 graph, or a graph file that is not the float one."""
+    if accelerator.endswith(".onnx"):
+        return os.path.basename(accelerator) != FLOAT_ONNX
+    return int8
 
 
 class OnnxAccelerator:

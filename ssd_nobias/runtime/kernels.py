@@ -16,6 +16,9 @@ import numpy as np
 
 from ssd_nobias.errors import require
 from ssd_nobias.machine import CpuInfo, cpu_info
+from ssd_nobias.runtime.onnxrt import session
+from ssd_nobias.runtime.openvino import OpenVinoGraph
+from ssd_nobias.runtime.predictors import INTEGER_RUNTIMES
 
 EXACT, SATURATED = 2 * 255 * 127, 32767  # the probe's accumulator either way
 
@@ -57,47 +60,36 @@ def _verdict(value: float, runtime: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def int8_kernels(runtime: str) -> str:
-    """'exact' if `runtime` ('onnxruntime', 'openvino'; 'integer' is exact by construction)
-    computes uint8 x int8 dot products exactly in this process, else the runtime's name: the
-    pair-saturating kernels IntegerAccelerator(kernels=...) emulates."""
-    if runtime == "integer":
-        return "exact"
-    x = np.full((1, 2, 1, 1), 255, np.float32)
-    model = _probe_model()
-    if runtime == "onnxruntime":
-        require("onnx", "onnxruntime", extra="onnx", what="probing ONNX Runtime's INT8 kernels")
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        run = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-        value = float(run.run(None, {"data": x})[0].ravel()[0])
-    elif runtime == "openvino":
-        require("onnx", "openvino", extra="onnx", what="probing OpenVINO's INT8 kernels")
-        import onnx
-        import openvino as ov
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "probe.onnx")
-            onnx.save(model, path)
-            compiled = ov.Core().compile_model(path, "CPU")
-            value = float(np.asarray(compiled.create_infer_request().infer({"data": x})[
-                compiled.outputs[0]]).ravel()[0])
-    else:
+    """'exact' if `runtime` ('onnxruntime', 'openvino') computes uint8 x int8 dot products
+    exactly in this process, else the runtime's name: the pair-saturating kernels
+    IntegerAccelerator(kernels=...) emulates. The integer runtimes compute what their
+    kernels say (predictors.INTEGER_RUNTIMES)."""
+    if runtime in INTEGER_RUNTIMES:
+        return INTEGER_RUNTIMES[runtime]
+    if runtime not in ("onnxruntime", "openvino"):
         raise ValueError(f"unknown runtime {runtime!r}")
-    return _verdict(value, runtime)
+    require("onnx", extra="onnx", what="probing a runtime's INT8 kernels")
+    import onnx
+
+    x = {"data": np.full((1, 2, 1, 1), 255, np.float32)}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "probe.onnx")
+        onnx.save(_probe_model(), path)
+        out = session(path).run(None, x) if runtime == "onnxruntime" else \
+            OpenVinoGraph(path).run(x)
+    return _verdict(float(out[0].ravel()[0]), runtime)
 
 
 def int8_verdict(runtime: str, cpu: Optional[CpuInfo] = None) -> str:
     """One line for eval and detect with --int8: is `runtime` exact on this CPU, and if not,
     who the arbiter is."""
     cpu = cpu_info() if cpu is None else cpu
-    if runtime == "integer":
-        return "INT8: the integer reference, what a fixed-point accelerator computes"
-    if runtime.endswith("-novnni"):
-        return (f"INT8: the integer reference computing as {runtime[:-len('-novnni')]} does on "
-                f"a CPU without VNNI (saturating pairs), whatever this CPU is")
+    if runtime in INTEGER_RUNTIMES:
+        emulated = INTEGER_RUNTIMES[runtime]
+        return "INT8: the integer reference, what a fixed-point accelerator computes" \
+            if emulated == "exact" else \
+            (f"INT8: the integer reference computing as {emulated} does on a CPU without VNNI "
+             f"(saturating pairs), whatever this CPU is")
     if int8_kernels(runtime) == "exact":
         return f"INT8: {runtime} is exact on this CPU ({cpu.vector_width})"
     return (f"INT8: {runtime} is not exact on this CPU ({cpu.vector_width}: uint8 x int8 "

@@ -14,11 +14,11 @@ import numpy as np
 import yaml
 from mxnet import gluon
 
-from ssd_nobias.model.checkpoint import first_non_finite, read_meta
+from ssd_nobias.model.checkpoint import first_non_finite, read_meta, sidecar_path
 from ssd_nobias.config import loads_config
 from ssd_nobias.devices import contexts, inference_contexts
 from ssd_nobias.data.datasets import dataset_classes
-from ssd_nobias.runtime.accelerator import FLOAT_ONNX, INT8_ONNX, OnnxAccelerator
+from ssd_nobias.runtime.accelerator import FLOAT_ONNX, INT8_ONNX, OnnxAccelerator, is_int8_graph
 from ssd_nobias.runtime.host import HostPart
 from ssd_nobias.runtime.integer import IntegerAccelerator
 from ssd_nobias.runtime.openvino import OpenVinoAccelerator, OpenVinoGraph
@@ -197,7 +197,7 @@ def checkpoint_config(params_path: str, overrides: Sequence[str] = ()):
     if not os.path.isfile(params_path):
         raise DataError(f"checkpoint '{params_path}' does not exist")
     meta = read_meta(params_path)
-    sidecar = params_path[: -len(".params")] + ".json"
+    sidecar = sidecar_path(params_path)
     if meta is None and os.path.isfile(sidecar):
         raise DataError(f"{params_path} does not match the CRCs its sidecar {sidecar} records "
                         f"(a partial copy, or a write that was cut short): copy it again")
@@ -226,8 +226,8 @@ def load_predictor(cfg=None, params_path: Optional[str] = None, deploy_dir: Opti
     if accelerator_dir is not None:
         graph = None
         if accelerator_dir.endswith(".onnx"):  # one graph of the folder, e.g. the signed INT8
+            int8 = is_int8_graph(accelerator_dir, int8)
             accelerator_dir, graph = os.path.split(os.path.abspath(accelerator_dir))
-            int8 = graph != FLOAT_ONNX
         return LoadedModel(SplitPredictor(accelerator_dir, int8, runtime=runtime, graph=graph),
                            export_classes(accelerator_dir), [mx.cpu()])
     if onnx_path is not None:
