@@ -78,8 +78,73 @@ def test_a_protocol_file_needs_every_key_and_a_test_split(study, tmp_path):
     path.write_text(json.dumps(dict(study.PROTOCOL, splits=["val", "holdout"])))
     with pytest.raises(DataError, match="splits must start with val and hold test"):
         study.load_protocol(str(path))
+    path.write_text(json.dumps(dict(study.PROTOCOL, splits=["val"])))  # a screen
+    assert study.load_protocol(str(path))["splits"] == ["val"]
     path.write_text(json.dumps(dict(study.PROTOCOL, arms={"nobias": "(a)"})))
     assert study.load_protocol(str(path)) == study.PROTOCOL  # OUT/protocol.json reads back
+
+
+JOINT = dict(tuning="joint", warmups=[50, 200, 500, 1000, 2000], start_warmup=200,
+             first_ks=[0], choice_metric="ap")
+
+
+def drive_joint(study, surface, **changes):
+    """Run the joint plan() to the end with val figure = surface(k, warmup) on every seed."""
+    protocol = dict(study.PROTOCOL, **JOINT, **changes)
+    val, asked = {}, []
+    while True:
+        step = study.plan("nobias", val, protocol)
+        if not isinstance(step, study.Run):
+            return asked, step
+        assert (step.k, step.warmup, step.seed) not in val
+        asked.append(step)
+        val[(step.k, step.warmup, step.seed)] = surface(step.k, step.warmup)
+
+
+def test_joint_tuning_walks_to_an_optimum_bracketed_on_both_axes(study):
+    ladder = JOINT["warmups"]
+    asked, choice = drive_joint(study, lambda k, w: -(k + 2) ** 2 - (ladder.index(w) - 3) ** 2)
+    assert choice == (-2, 1000)
+    tried = {(r.k, r.warmup) for r in asked}
+    # the choice's four neighbours were all tried: bracketed by sqrt(2) in lr, a rung in warmup
+    assert {(-3, 1000), (-1, 1000), (-2, 500), (-2, 2000)} <= tried
+    # the walk: (0, 200) -> (-1, 200) -> ... each step to the best of a centre's neighbours
+    assert (0, 200) in tried and (0, 50) in tried and (1, 200) in tried
+    assert [r.seed for r in asked if (r.k, r.warmup) == choice] == [1, 2, 3, 4, 5]
+    assert {r.seed for r in asked if (r.k, r.warmup) != choice} == {1, 2}
+
+
+def test_joint_tuning_stops_at_the_ladder_end_and_breaks_ties_low(study):
+    asked, choice = drive_joint(study, lambda k, w: w, k_range=[-1, 1])
+    assert choice == (0, 2000)  # the longest warmup wins; the lrs tie, the centre is kept
+    assert max(r.warmup for r in asked) == 2000 and min(r.k for r in asked) == -1
+    asked, choice = drive_joint(study, lambda k, w: 0.0)
+    assert choice == (0, 200)  # a flat surface: the start is kept, its 4 neighbours tried
+    assert len(asked) == 5 * 2 + 3
+    asked, choice = drive_joint(study, lambda k, w: float((k, w) in {(-1, 200), (0, 50)}))
+    assert choice == (-1, 200)  # (-1, 200) and (0, 50) tie as neighbours: the smaller lr
+
+
+def test_a_joint_protocol_names_its_start_on_the_ladder_and_a_known_metric(study, tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(dict(study.PROTOCOL, **JOINT)))
+    assert study.load_protocol(str(path))["tuning"] == "joint"
+    path.write_text(json.dumps(dict(study.PROTOCOL, **dict(JOINT, start_warmup=300))))
+    with pytest.raises(DataError, match="start_warmup is 300"):
+        study.load_protocol(str(path))
+    path.write_text(json.dumps(dict(study.PROTOCOL, **dict(JOINT, choice_metric="f1"))))
+    with pytest.raises(DataError, match="choice_metric must be one of ap50, ap, not 'f1'"):
+        study.load_protocol(str(path))
+    path.write_text(json.dumps(dict(study.PROTOCOL, **dict(JOINT, tuning="random"))))
+    with pytest.raises(DataError, match="tuning must be one of sequential, joint"):
+        study.load_protocol(str(path))
+
+
+def test_a_run_record_names_its_commit(study):
+    commit = study.checkout_commit()
+    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    assert commit.split("-")[0] == (head or "unknown")
 
 
 @pytest.mark.slow
@@ -107,6 +172,7 @@ def test_the_runner_and_report_hold_a_synthetic_protocol_to_the_same_standard(st
     with open(records[0]) as f:
         record = json.load(f)
     assert set(record["splits"]) == {"val", "test"} and record["lr"] == 0.025
+    assert record["commit"] == study.checkout_commit() and record["started"].endswith("Z")
     assert record["splits"]["test"]["images"] == 3 and "int8" in record
     with gzip.open(out / "detections" / "nobias-k0-w1-s1.json.gz", "rt") as f:
         kept = json.load(f)

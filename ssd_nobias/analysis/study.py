@@ -87,6 +87,12 @@ PROTOCOL = {"config": "configs/neon_trees.yaml", "data": "scripts/make_neon_tree
             "choice": "mean val VOC07 AP50 over the tuning seeds, last checkpoint",
             "splits": ["val", "test", "test_othersite"]}
 PROTOCOL_KEYS = set(PROTOCOL)
+# Keys a protocol may add; without them it is tuned as studies v3 and v4 were. "joint" tunes lr
+# and warmup together: "warmups" is then the warmup ladder, the search starts at first_ks[0] and
+# start_warmup, and "choice_metric" names the val figure it maximizes.
+OPTIONAL = {"tuning": "sequential", "choice_metric": "ap50", "start_warmup": None}
+TUNINGS = ("sequential", "joint")
+PROTOCOL.update(OPTIONAL)
 
 
 def kept_splits(splits: Sequence[str]) -> List[str]:
@@ -105,10 +111,22 @@ def load_protocol(path: str) -> dict:
     missing = PROTOCOL_KEYS - set(protocol)
     if missing:
         raise DataError(f"protocol '{path}' lacks {', '.join(sorted(missing))}")
-    if "test" not in protocol["splits"] or protocol["splits"][0] != "val":
-        raise DataError(f"protocol '{path}': splits must start with val and hold test, not "
-                        f"{protocol['splits']}")
-    return {k: protocol[k] for k in PROTOCOL}
+    if protocol["splits"][:1] != ["val"] or (len(protocol["splits"]) > 1 and
+                                             "test" not in protocol["splits"]):
+        raise DataError(f"protocol '{path}': splits must start with val and hold test (or be "
+                        f"[\"val\"], a screen), not {protocol['splits']}")
+    out = {k: protocol.get(k, default) for k, default in OPTIONAL.items()}
+    out.update((k, protocol[k]) for k in PROTOCOL_KEYS)
+    if out["tuning"] not in TUNINGS:
+        raise DataError(f"protocol '{path}': tuning must be one of {', '.join(TUNINGS)}, not "
+                        f"{out['tuning']!r}")
+    if out["choice_metric"] not in METRICS:
+        raise DataError(f"protocol '{path}': choice_metric must be one of "
+                        f"{', '.join(METRICS)}, not {out['choice_metric']!r}")
+    if out["tuning"] == "joint" and out["start_warmup"] not in out["warmups"]:
+        raise DataError(f"protocol '{path}': joint tuning starts at a warmup of the ladder "
+                        f"{out['warmups']}; start_warmup is {out['start_warmup']!r}")
+    return out
 
 
 class Run(NamedTuple):
@@ -132,8 +150,10 @@ def lr_of(k: int, lr_base: float = PROTOCOL["lr_base"]) -> float:
 
 
 def plan(arm: str, val: Dict[tuple, float], protocol: dict = PROTOCOL):
-    """The next Run of `arm` the protocol asks for, given the val AP50 of those done
-    (`val`: {(k, warmup, seed): ap50}), or the chosen (k, warmup) once every run is done."""
+    """The next Run of `arm` the protocol asks for, given the val figures of those done
+    (`val`: {(k, warmup, seed): figure}), or the chosen (k, warmup) once every run is done."""
+    if protocol.get("tuning", "sequential") == "joint":
+        return plan_joint(arm, val, protocol)
     seeds, w0 = protocol["tune_seeds"], protocol["warmups"][0]
     lo, hi = protocol["k_range"]
 
@@ -175,11 +195,61 @@ def plan(arm: str, val: Dict[tuple, float], protocol: dict = PROTOCOL):
     return todo or (top, warmup)
 
 
+def plan_joint(arm: str, val: Dict[tuple, float], protocol: dict):
+    """lr and warmup tuned together: from (first_ks[0], start_warmup), the point and its four
+    neighbours (lr by sqrt(2), warmup one rung of the ladder either way) on the tuning seeds;
+    the best neighbour by mean val figure becomes the next centre while it beats the centre, so
+    the choice is bracketed on both axes wherever the grid goes on. Then the final seeds at the
+    choice. A tie keeps the centre; between neighbours it goes to the smaller lr, then the
+    shorter warmup."""
+    seeds, ladder = protocol["tune_seeds"], protocol["warmups"]
+    lo, hi = protocol["k_range"]
+
+    def mean(point):
+        return np.mean([val[(point[0], point[1], s)] for s in seeds])
+
+    def rank(point):
+        return (mean(point), -point[0], -point[1])
+
+    centre = (protocol["first_ks"][0], protocol["start_warmup"])
+    while True:
+        k, w = centre
+        rung = ladder.index(w)
+        points = [centre] + [(k + d, w) for d in (-1, 1) if lo <= k + d <= hi] + [
+            (k, ladder[rung + d]) for d in (-1, 1) if 0 <= rung + d < len(ladder)]
+        for point in points:
+            for seed in seeds:
+                if (point[0], point[1], seed) not in val:
+                    return Run(arm, point[0], point[1], seed, protocol["lr_base"])
+        best = max(points[1:], key=rank)
+        if mean(best) <= mean(centre):
+            break
+        centre = best
+    for seed in protocol["final_seeds"]:
+        if (k, w, seed) not in val:
+            return Run(arm, k, w, seed, protocol["lr_base"])
+    return centre
+
+
 def overrides(run: Run, out: str, data: str, protocol: dict = PROTOCOL) -> List[str]:
     return [f"data.root={data}", f"output_dir={out}", f"seed={run.seed}",
             f"train.epochs={protocol['epochs']}", f"train.val_interval={protocol['val_interval']}",
             f"train.save_interval={protocol['save_interval']}", f"train.lr={run.lr}",
             f"train.warmup_iters={run.warmup}"] + TRAINED[run.arm]
+
+
+def checkout_commit() -> str:
+    """The commit the studies run from, with '-dirty' when the checkout has changes: a run
+    record names the code that made it."""
+    def git(*args):
+        return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
 
 
 def train(run: Run, out: str, data: str, protocol: dict = PROTOCOL) -> None:
@@ -241,6 +311,7 @@ def scored_variant(cfg, splits: Sequence[str] = PROTOCOL["splits"], **predictor)
 def run_one(run: Run, work: str, data: str, protocol: dict = PROTOCOL) -> tuple:
     """Train, export and score one run: (its record, {variant: {split: per-image records}})."""
     out = os.path.join(work, run.key)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     start = time.perf_counter()
     train(run, out, data, protocol)
     minutes = (time.perf_counter() - start) / 60
@@ -249,7 +320,8 @@ def run_one(run: Run, work: str, data: str, protocol: dict = PROTOCOL) -> tuple:
     export = os.path.join(out, "export")
     report = export_deploy(cfg, params, export)
     record = {"run": run.key, "arm": run.arm, "k": run.k, "lr": run.lr, "warmup": run.warmup,
-              "seed": run.seed, "cpu": cpu_info().record(), "train_minutes": round(minutes, 2),
+              "seed": run.seed, "commit": checkout_commit(), "started": started,
+              "cpu": cpu_info().record(), "train_minutes": round(minutes, 2),
               "bias_free_layers": report["bias_free_layers"], **run_curves(out)}
     figures, kept = scored_variant(cfg, protocol["splits"], deploy_dir=export)
     record["splits"], detections = figures, {run.arm: kept}
@@ -263,7 +335,7 @@ def run_one(run: Run, work: str, data: str, protocol: dict = PROTOCOL) -> tuple:
         record[name] = {"splits": figures, "max_shift": max(shifts.values()),
                         "median_shift": statistics.median(shifts.values())}
         detections[name] = kept
-    if cfg.model.norm == "nobias":
+    if cfg.model.norm == "nobias" and "test" in protocol["splits"]:
         record["int8"], pairs = int8_figures(cfg, params, export)
         detections.update({f"{run.arm}_{name}": {"test": kept} for name, kept in pairs.items()})
     dead = run_trajectory(out, images=32)
@@ -301,7 +373,7 @@ def run_long(arm: str, out: str, work: str, data: str, protocol: dict = PROTOCOL
     """An arm once more at its chosen settings and first final seed for twice the epochs,
     recorded in OUT/long/ (not among the protocol's runs): what a longer schedule adds. Says
     what it did: done, already there, or not yet possible (the arm is still being tuned)."""
-    step = plan(arm, val_of(read_records(out), arm), protocol)
+    step = plan(arm, val_of(read_records(out), arm, protocol["choice_metric"]), protocol)
     if isinstance(step, Run):
         return f"{arm}: not finished ({step.key} next), no long run yet"
     run = Run(arm, step[0], step[1], protocol["final_seeds"][0], protocol["lr_base"])
@@ -327,8 +399,8 @@ def read_records(out: str) -> Dict[str, dict]:
     return records
 
 
-def val_of(records: Dict[str, dict], arm: str) -> Dict[tuple, float]:
-    return {(r["k"], r["warmup"], r["seed"]): r["splits"]["val"]["ap50"]
+def val_of(records: Dict[str, dict], arm: str, metric: str = "ap50") -> Dict[tuple, float]:
+    return {(r["k"], r["warmup"], r["seed"]): r["splits"]["val"][metric]
             for r in records.values() if r["arm"] == arm}
 
 
@@ -393,7 +465,8 @@ def main(argv=None) -> int:
     for arm in args.arms:
         while True:
             records = read_records(args.out)
-            step = plan(arm, val_of(records, arm), protocol)
+            step = plan(arm, val_of(records, arm, protocol["choice_metric"]),
+                        protocol)
             if not isinstance(step, Run):
                 print(f"{arm}: done, lr {lr_of(step[0], protocol['lr_base'])} warmup "
                       f"{step[1]}", flush=True)
@@ -405,9 +478,10 @@ def main(argv=None) -> int:
                                          protocol)
             save(args.out, record, detections)
             write_text(os.path.join(args.out, "last.txt"), f"{step.key}\n")
-            print(f"{step.key}: val {record['splits']['val']['ap50']:.4f} test "
-                  f"{record['splits']['test']['ap50']:.4f} ({record['train_minutes']:.1f} min)",
-                  flush=True)
+            figures = " ".join(f"{split} AP50 {record['splits'][split]['ap50']:.4f} AP "
+                               f"{record['splits'][split]['ap']:.4f}"
+                               for split in protocol["splits"])
+            print(f"{step.key}: {figures} ({record['train_minutes']:.1f} min)", flush=True)
     return 0
 
 

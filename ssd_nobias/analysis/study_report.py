@@ -56,7 +56,7 @@ def settled(records: Dict[str, dict], protocol: dict = PROTOCOL) -> Dict[str, di
     it, else the next run it needs."""
     out = {}
     for arm in TRAINED:
-        val = val_of(records, arm)
+        val = val_of(records, arm, protocol["choice_metric"])
         if not val:
             continue
         step = plan(arm, val, protocol)
@@ -73,13 +73,14 @@ def settled(records: Dict[str, dict], protocol: dict = PROTOCOL) -> Dict[str, di
 
 
 def tuning_table(records: Dict[str, dict], protocol: dict = PROTOCOL) -> Dict[str, dict]:
-    """{arm: {"lr": {lr: [val AP50 per tuning seed]}, "warmup": {w: [...]}}}."""
+    """{arm: {"lr": {lr: [val figure per tuning seed]}, "warmup": {"lr@w": [...]}}}: the
+    figure is the protocol's choice metric, "lr" holds the first warmup's runs."""
     table: Dict[str, dict] = {}
     for r in sorted(records.values(), key=lambda r: r["seed"]):
         if r["seed"] not in protocol["tune_seeds"]:
             continue
         entry = table.setdefault(r["arm"], {"lr": {}, "warmup": {}})
-        val = r["splits"]["val"]["ap50"]
+        val = r["splits"]["val"][protocol["choice_metric"]]
         if r["warmup"] == protocol["warmups"][0]:
             entry["lr"].setdefault(str(r["lr"]), []).append(val)
         entry["warmup"].setdefault(f"{r['lr']}@{r['warmup']}", []).append(val)
