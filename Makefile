@@ -12,10 +12,10 @@ setup: $(STAMP)
 # MXNet 1.9 needs numpy < 1.24, which has no wheels past Python 3.11.
 PYTHON_OK := import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 11))
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml studies/pyproject.toml constraints.txt
 	@$(PYTHON) -c '$(PYTHON_OK)' || { echo "ssd_nobias needs Python 3.10 or 3.11 (MXNet 1.9 needs numpy < 1.24); $(PYTHON) is $$($(PYTHON) -V 2>&1). Run: make PYTHON=python3.11 $(MAKECMDGOALS)" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -c constraints.txt -e '.[dev]'
+	$(PIP) install -c constraints.txt -e '.[dev]' -e studies
 	$(BIN)/python -c "from ssd_nobias.model import native; print(native.load())"
 	touch $(STAMP)
 
@@ -69,7 +69,8 @@ demo: setup
 		$(BIN)/python scripts/make_synthetic_voc.py --out $(DEMO_DATA) --train 1000 --val 100
 	$(CORES) $(BIN)/python scripts/train_ssd.py --config configs/demo_synthetic.yaml
 	$(CORES) $(BIN)/python scripts/export_ssd.py --config configs/demo_synthetic.yaml \
-		--params runs/demo/demo-best.params --out runs/demo/export --formats onnx accelerator int8
+		--params runs/demo/demo-best.params --out runs/demo/export --formats onnx accelerator int8 \
+		--eval
 	$(BIN)/python scripts/audit_params.py --params runs/demo/export/$(DEMO_MODEL)-0000.params --summary \
 		--symbol runs/demo/export/$(DEMO_MODEL)-symbol.json --expect-bias-free '*features*'
 	$(BIN)/python scripts/audit_params.py --onnx runs/demo/export/accelerator/accelerator.int8.onnx --summary
@@ -90,7 +91,8 @@ data-trees: setup
 demo-trees: data-trees
 	$(CORES) $(BIN)/python scripts/train_ssd.py --config configs/neon_trees.yaml
 	$(CORES) $(BIN)/python scripts/export_ssd.py --config configs/neon_trees.yaml \
-		--params runs/trees/trees-last.params --out runs/trees/export --formats onnx accelerator int8
+		--params runs/trees/trees-last.params --out runs/trees/export --formats onnx accelerator int8 \
+		--eval
 	$(BIN)/python scripts/audit_params.py --onnx runs/trees/export/accelerator/accelerator.int8.onnx --summary
 	$(CORES) $(BIN)/python scripts/eval_ssd.py --config configs/neon_trees.yaml \
 		--params runs/trees/trees-last.params --out runs/trees/test "data.val_splits=[test]"
@@ -106,7 +108,6 @@ bench: setup
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/deploy_speed.py
 	$(BIN)/python bench/dist_scaling.py
-	$(BIN)/python bench/study.py --sweep-lrs 0.0125 0.025 0.05 --seeds 1 2 3 4 5 --resume
 
 clean:
 	rm -rf $(VENV) $(CU_VENV) ssd_nobias/_build runs data gpu-check

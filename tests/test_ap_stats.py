@@ -10,7 +10,7 @@ from gluoncv.utils.metrics.voc_detection import VOC07MApMetric
 
 from ssd_nobias.evaluation.ap_stats import (Pooled, coco_ap, coco_precision, match_image,
                                             matches_from_json, matches_of, matches_to_json,
-                                            paired_bootstrap, voc07_ap50)
+                                            voc07_ap50)
 
 
 def scene(rng, n_images=25, classes=2):
@@ -142,22 +142,3 @@ def test_matches_written_without_boxes_score_to_the_bit():
             np.testing.assert_array_equal(b.voc[c][0], m.voc[c][0])
             np.testing.assert_array_equal(b.coco[c][1], m.coco[c][1])
             np.testing.assert_array_equal(b.coco[c][2], m.coco[c][2])
-
-
-def test_paired_bootstrap_brackets_the_difference_and_pairs_images():
-    rng = np.random.default_rng(3)
-    images = scene(rng, n_images=30, classes=1)
-    good = [match_image(*image) for image in images]
-    # the other arm: the same detections with a third of the hits' scores pushed to the bottom
-    worse = []
-    for boxes, labels, scores, gt in images:
-        scores = scores.copy()
-        scores[::3] *= 0.01
-        worse.append(match_image(boxes, labels, scores, gt))
-    out = paired_bootstrap([good, good], [worse], "ap50", samples=200)
-    assert out["difference"] == pytest.approx(voc07_ap50(good) - voc07_ap50(worse))
-    assert out["low"] <= out["difference"] <= out["high"]
-    same = paired_bootstrap([good], [good], "ap", samples=50)
-    assert same == dict(same, difference=0.0, low=0.0, high=0.0)  # paired: no spread at all
-    with pytest.raises(ValueError, match="same test images"):
-        paired_bootstrap([good], [good[:-1]], "ap50")

@@ -321,25 +321,6 @@ def test_eval_and_detect_run_the_int8_pair(split, tmp_path):
     assert "1 image(s) at" in done.stdout and done.stdout.startswith(verdict)
 
 
-def test_mxnet_int8_quantizes_every_convolution_and_still_detects(alive_model):
-    from ssd_nobias.analysis.mxnet_int8 import quantize_deploy
-    from ssd_nobias.runtime.predictors import load_deploy
-
-    cfg, _, deploy, _ = alive_model
-    fp32, _ = load_deploy(deploy, [mx.cpu()])
-    rng = np.random.RandomState(0)
-    images = [rng.normal(0, 1, (3, 300, 300)).astype(np.float32) for _ in range(4)]
-    int8 = quantize_deploy(load_deploy(deploy, [mx.cpu()])[0], images)
-    x = mx.nd.array(np.stack(images[:2]))
-    want, got = [a.asnumpy() for a in fp32(x)], [a.asnumpy() for a in int8(x)]
-    assert got[0].shape == want[0].shape and (got[0] >= 0).sum() > 10
-    symbol = json.loads(int8._cached_graph[1].tojson())
-    ops = [n["op"] for n in symbol["nodes"]]
-    assert "Convolution" not in ops and ops.count("_sg_mkldnn_conv") == 47
-    with pytest.raises(ValueError, match="calib_mode"):
-        quantize_deploy(fp32, images, calib_mode="kl")
-
-
 @pytest.mark.slow
 def test_the_signed_variant_is_tensorrts_qdq_form(split):
     """accelerator.int8-signed.onnx: every activation signed int8 with zero point 0, each ReLU

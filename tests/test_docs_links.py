@@ -1,4 +1,5 @@
-"""Every relative link in README.md and docs/ leads somewhere: the file is in the repository
+"""Every relative link in README.md, docs/ and studies/ leads somewhere: the file is in the
+repository
 and, for a '#heading' anchor, the target page has that heading (GitHub's anchor rule)."""
 import glob
 import os
@@ -10,8 +11,9 @@ pytestmark = [pytest.mark.docs]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINK = re.compile(r"\]\(([^)\s]+)\)")
-PAGES = ["README.md"] + sorted(os.path.relpath(p, ROOT) for p in glob.glob(
-    os.path.join(ROOT, "docs", "**", "*.md"), recursive=True))
+PAGES = ["README.md"] + sorted(os.path.relpath(p, ROOT) for folder in ("docs", "studies")
+                               for p in glob.glob(os.path.join(ROOT, folder, "**", "*.md"),
+                                                  recursive=True))
 
 
 def anchor(heading: str) -> str:

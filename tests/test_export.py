@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon
 
+from conftest import save_stock_model
+
 from ssd_nobias.config import load_config
 from ssd_nobias.errors import DataError
 from ssd_nobias.evaluation.evaluate import evaluate_checkpoint
 from ssd_nobias.export.deploy import FoldedConv, ShiftError, export_deploy, fold_conv_norm
 from ssd_nobias.model.ssd import ConvNorm, UnitRecipe
-from ssd_nobias.analysis.naive_fix import export_zero_shift
 from ssd_nobias.model.norm import NoBiasBatchNorm, UncenteredBatchNorm
 from ssd_nobias.data.synthetic import make_synthetic
 from ssd_nobias.engine.train import train
@@ -121,18 +122,8 @@ def test_stock_batchnorm_folds_into_conv_with_bias(trained, tmp_path):
         ("data.root", cfg.data.root), ("data.train_splits", "[train]"),
         ("data.val_splits", "[val]"), ("data.classes", "[classes.txt]"),
         ("output_dir", str(tmp_path)))])
-    from ssd_nobias.model.ssd import build_model
-    net = build_model(bn_cfg, ["circle", "square", "triangle", "star"])
-    net.initialize()
-    net(mx.nd.zeros((1, 3, 300, 300)))
-    rng = np.random.RandomState(0)
-    for pname, p in net.collect_params().items():
-        if pname.endswith(("running_mean", "beta")):
-            p.set_data(mx.nd.array(rng.normal(0, 0.1, p.shape)))
-        elif pname.endswith("running_var"):
-            p.set_data(mx.nd.array(rng.uniform(0.5, 2, p.shape)))
     params = str(tmp_path / "bn.params")
-    net.save_parameters(params)
+    save_stock_model(bn_cfg, params)
     report = export_deploy(bn_cfg, params, str(tmp_path / "deploy"))
     assert report["bias_free_layers"] == 0
     assert report["parity"]["class_logits"] <= 1e-4 and report["parity"]["box_offsets"] <= 1e-4
@@ -141,12 +132,6 @@ def test_stock_batchnorm_folds_into_conv_with_bias(trained, tmp_path):
     with pytest.raises(ShiftError, match=r"35 norm layers .* features\.conv0\.norm 0\.\d+"):
         export_deploy(cfg, params, str(tmp_path / "refused"))
     assert not os.path.exists(tmp_path / "refused")
-    forced = export_zero_shift(cfg, params, str(tmp_path / "forced"))
-    assert forced["bias_free_layers"] == 35
-    assert forced["parity"]["class_logits"] <= 1e-4
-    price = forced["forced_zero_shift"]
-    assert len(price["layers"]) == 35 and min(price["layers"].values()) > 0
-    assert 0 <= price["before"] <= 1 and 0 <= price["after"] <= 1
 
 
 def test_bad_input_is_named(trained, tmp_path):

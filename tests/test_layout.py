@@ -1,5 +1,6 @@
 """The package's floors: each subpackage imports only from those below it, no module imports
-itself back through others, and inference loads without the training side."""
+itself back through others, nothing imports the studies, and inference loads without the
+training side."""
 import ast
 import os
 import subprocess
@@ -12,8 +13,7 @@ from ssd_nobias.config import save_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "ssd_nobias")
 # Bottom to top. The ground floor's modules sit at the package's top level.
-FLOORS = ["", "model", "data", "runtime", "evaluation", "engine", "export", "analysis",
-          "commands"]
+FLOORS = ["", "model", "data", "runtime", "evaluation", "engine", "export", "commands"]
 TOP = {"ssd_nobias"}  # the lazy public names
 
 
@@ -32,15 +32,15 @@ def modules():
                 tree = ast.parse(f.read())
             found = set()
             for node in ast.walk(tree):
-                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
-                        "ssd_nobias"):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == \
+                        "ssd_nobias":
                     assert node.level == 0, f"{dotted}: relative import"
                     for alias in node.names:  # `from ssd_nobias.model import native`
                         full = f"{node.module}.{alias.name}"
                         found.add(full if full.replace(".", os.sep) + ".py" in files else
                                   node.module)
                 elif isinstance(node, ast.Import):
-                    found |= {a.name for a in node.names if a.name.startswith("ssd_nobias")}
+                    found |= {a.name for a in node.names if a.name.split(".")[0] == "ssd_nobias"}
             graph[dotted] = found
     return graph
 
@@ -66,6 +66,21 @@ def test_every_import_goes_down_or_across():
     assert {m.split(".")[1] for m in graph if m.count(".") == 2} == set(FLOORS[1:])
     up = [(m, d) for m, deps in graph.items() for d in deps if floor(d) > floor(m)]
     assert up == []
+
+
+def test_nothing_in_the_package_imports_the_studies():
+    """The studies (studies/) build on the package; the wheel holds none of their code."""
+    found = []
+    for base, _, names in os.walk(PACKAGE):
+        for name in (n for n in names if n.endswith(".py")):
+            with open(os.path.join(base, name)) as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                imported = [node.module or ""] if isinstance(node, ast.ImportFrom) else [
+                    a.name for a in node.names] if isinstance(node, ast.Import) else []
+                found += [(name, m) for m in imported if m.split(".")[0] == "ssd_nobias_studies"]
+    assert found == []
+    assert not os.path.exists(os.path.join(PACKAGE, "analysis"))
 
 
 def test_no_import_cycle():
@@ -96,8 +111,7 @@ import importlib.abc, sys
 class Refuse(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         parts = name.split(".")
-        if parts[0] == "ssd_nobias" and parts[1:2] in (["engine"], ["export"], ["analysis"],
-                                                          ["evaluation"]):
+        if parts[0] == "ssd_nobias" and parts[1:2] in (["engine"], ["export"], ["evaluation"]):
             raise ImportError("training side: " + name)
 sys.meta_path.insert(0, Refuse())
 import mxnet as mx
@@ -117,5 +131,4 @@ print(sorted(m for m in sys.modules if m.startswith("ssd_nobias.")))
     lines = done.stdout.splitlines()
     assert lines[0].startswith("['circle', 'square', 'triangle', 'star']") and len(lines) == 3
     loaded = eval(lines[-1])
-    assert not [m for m in loaded if m.split(".")[1] in ("engine", "export", "analysis",
-                                                          "evaluation")]
+    assert not [m for m in loaded if m.split(".")[1] in ("engine", "export", "evaluation")]

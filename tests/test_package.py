@@ -49,7 +49,8 @@ def test_the_wheel_holds_the_operator_sources_and_ranges_not_pins(installed):
     assert {"ssd_nobias/csrc/nobias_bn.cc", "ssd_nobias/csrc/gpu_kernels.cuh",
             "ssd_nobias/commands/train.py", "ssd_nobias/runtime/host.py",
             "ssd_nobias/configs/demo_synthetic.yaml"} <= set(names)
-    assert not [n for n in names if n.startswith(("tests/", "scripts/", "bench/"))]
+    assert not [n for n in names if n.startswith(("tests/", "scripts/", "bench/", "studies/",
+                                                   "ssd_nobias_studies", "ssd_nobias/analysis"))]
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     assert requires and not [r for r in requires if "==" in r.split(";")[0]], requires
     assert "Requires-Python: <3.12,>=3.10" in metadata

@@ -11,7 +11,7 @@ import pytest
 from mxnet.gluon import nn
 
 from ssd_nobias.model.norm import NoBiasBatchNorm
-from ssd_nobias.analysis.precise_bn import norm_layers, recalibrate
+from ssd_nobias.engine.precise_bn import norm_layers, recalibrate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,7 +68,7 @@ def test_too_few_batches_is_an_error_and_leaves_momentum_alone():
 
 
 def test_training_batches_are_augmented_the_same_way_every_time(alive_model):
-    from ssd_nobias.analysis.precise_bn import training_batches
+    from ssd_nobias.engine.precise_bn import training_batches
 
     cfg = alive_model[0].clone()
     cfg.defrost()

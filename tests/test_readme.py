@@ -86,7 +86,7 @@ def tiny(command: str, sandbox: str) -> str:
 def sandbox(tmp_path_factory):
     """A directory like a checkout after `make demo`, with data for every README command."""
     box = str(tmp_path_factory.mktemp("readme"))
-    for name in ("configs", "scripts", "bench"):
+    for name in ("configs", "scripts", "bench", "studies"):
         os.symlink(os.path.join(ROOT, name), os.path.join(box, name))
     make_synthetic(os.path.join(box, "voc"), train=4, val=2, size=96, layout="voc2007")
     make_synthetic(os.path.join(box, "coco"), train=4, val=2, size=96, fmt="coco")
@@ -113,6 +113,9 @@ def sandbox(tmp_path_factory):
                              sorted(os.listdir(os.path.join(box, "data", "synthetic",
                                                             "JPEGImages")))[0]),
                 os.path.join(box, "photo.jpg"))
+    os.makedirs(os.path.join(box, "photos"))
+    for name in ("a.jpg", "b.jpg"):  # pictures like those a deployed model will see
+        shutil.copy(os.path.join(box, "photo.jpg"), os.path.join(box, "photos", name))
     return box
 
 

@@ -1,11 +1,14 @@
 """Fold BatchNorm into the convolutions and write a deploy graph checked against the trained model.
 
     python scripts/export_ssd.py --params runs/x/x-best.params [--out DIR] [--device cpu]
-        [--formats onnx accelerator int8] [--force-zero-shift] [--recalibrate N]
-        [--calib-images N] [--calib-method minmax|entropy|percentile] [--int8-heads int8|int32]
+        [--formats onnx accelerator int8] [--recalibrate N]
+        [--calib-images N|FOLDER|GLOB] [--calib-method minmax|entropy|percentile]
+        [--int8-heads int8|int32] [--sample-images FOLDER|GLOB] [--eval]
 
 The deploy graph (MXNet) is always written; --formats adds the others. The config is the one
-recorded beside the checkpoint unless --config names one.
+recorded beside the checkpoint unless --config names one. The dataset is not needed: parity is
+checked on --sample-images (else the val images when the dataset is here, else noise), INT8
+calibrates on --calib-images; --eval adds the val metric of the INT8 pairs.
 """
 import os
 
@@ -16,8 +19,7 @@ from ssd_nobias.export.split import export_accelerator, format_accelerator
 from ssd_nobias.export.deploy import add_to_report, export_deploy, format_report
 from ssd_nobias.export.staging import MANIFEST, staged
 from ssd_nobias.errors import require
-from ssd_nobias.analysis.naive_fix import export_zero_shift
-from ssd_nobias.analysis.precise_bn import format_recalibration, recalibrate_params
+from ssd_nobias.engine.precise_bn import format_recalibration, recalibrate_params
 
 
 FORMATS = ("onnx", "accelerator", "int8", "int8-signed", "int8-cpu")
@@ -38,30 +40,38 @@ def main(argv=None) -> int:
                         "the Q/DQ form TensorRT takes); int8-cpu (its variant with 7-bit "
                         "weights, computed exactly by CPUs without VNNI too)")
     cli.add_device(p)
-    p.add_argument("--force-zero-shift", action="store_true",
-                   help="params trained with stock BatchNorm: drop the shifts (beta, running "
-                        "mean) the config's bias-free layers cannot fold, and report the mAP "
-                        "before and after")
     p.add_argument("--recalibrate", type=int, default=0, metavar="N",
                    help="first recompute every norm's statistics over N training batches with "
                         "the weights frozen (PreciseBN), write <out>/recalibrated.params and "
                         "export that; reports the val metric before and after")
+    p.add_argument("--sample-images", metavar="FOLDER|GLOB",
+                   help="images the exported graphs are checked against the trained model on "
+                        "(the first 8; default: the val images when the dataset is here, else "
+                        "seeded noise)")
     int8 = p.add_argument_group("INT8 (--formats int8)")
-    int8.add_argument("--calib-images", type=int, default=64, metavar="N",
-                      help="training images that calibrate the INT8 ranges (default 64)")
+    int8.add_argument("--calib-images", default="64", metavar="N|FOLDER|GLOB",
+                      help="what calibrates the INT8 ranges: N training images (default 64), "
+                           "or the images of a folder or glob (no dataset needed)")
+    int8.add_argument("--eval", action="store_true",
+                      help="also measure the val metric of the float32 and INT8 pairs (needs "
+                           "the dataset)")
     int8.add_argument("--calib-method", choices=CALIB_METHODS, default="minmax")
     int8.add_argument("--int8-heads", choices=HEAD_OUTPUTS, default="int8",
                       help="the 12 head outputs as symmetric int8, each channel equalized to "
                            "the full range and dequantized on the host (default), or as the "
                            "convs' int32 accumulators (ONNX Runtime runs those convs in float)")
+    cli.retired(p, "--force-zero-shift", "is gone: dropping a stock model's shifts (the naive "
+                "fix) is measured by the studies, studies/ssd_nobias_studies/naive_fix.py")
     for flag in ("--onnx", "--accelerator", "--int8"):
         cli.retired(p, flag, f"names a model to run in eval and detect; export writes formats: "
                              f"--formats {flag[2:]}")
     args = p.parse_args(argv)
-    if args.calib_images < 1:
-        p.error("--calib-images must be at least 1")
-    if args.recalibrate < 0 or (args.recalibrate and args.force_zero_shift):
-        p.error("--recalibrate takes N >= 1 batches, and not with --force-zero-shift")
+    if args.calib_images.isdigit():
+        args.calib_images = int(args.calib_images)
+        if args.calib_images < 1:
+            p.error("--calib-images must be at least 1")
+    if args.recalibrate < 0:
+        p.error("--recalibrate takes N >= 1 batches")
     formats = set(args.formats)
     cfg = options.config_or_sidecar(args, "export")
     if formats & set(FORMATS):  # fail now, not after the deploy graph
@@ -85,10 +95,8 @@ def _export(cfg, args, formats, out: str, show) -> None:
                                            device=args.device)
         params = recalibration["file"]
         show(format_recalibration(recalibration))
-    if args.force_zero_shift:
-        report = export_zero_shift(cfg, params, out, "onnx" in formats, args.device)
-    else:
-        report = export_deploy(cfg, params, out, onnx="onnx" in formats, device=args.device)
+    report = export_deploy(cfg, params, out, onnx="onnx" in formats, device=args.device,
+                           sample_images=args.sample_images)
     if args.recalibrate:
         add_to_report(out, "recalibration", recalibration)
     show(format_report(report))
@@ -101,5 +109,6 @@ def _export(cfg, args, formats, out: str, show) -> None:
                                    int8_cpu="int8-cpu" in formats,
                                    calib_images=args.calib_images,
                                    calib_method=args.calib_method,
-                                   int8_heads=args.int8_heads, device=args.device)
+                                   int8_heads=args.int8_heads, device=args.device,
+                                   sample_images=args.sample_images, evaluate=args.eval)
         show(format_accelerator(split))

@@ -1,4 +1,4 @@
-"""VOC07 AP50 and COCO AP[.5:.95] from per-image matches, and a paired image bootstrap.
+"""VOC07 AP50 and COCO AP[.5:.95] from per-image matches, affordable on any resample of images.
 
 Both metrics match detections to ground truth image by image, so an image's matches can be
 computed once and any resample of images scored from them (`Pooled`): that is what makes a
@@ -9,7 +9,7 @@ Difficult ground truth is ignored by VOC07 and is a crowd region (iscrowd) for C
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -241,33 +241,6 @@ def coco_precision(images: Sequence[ImageMatches]) -> np.ndarray:
 def coco_ap(images: Sequence[ImageMatches]) -> Dict[str, float]:
     """COCO AP[.5:.95], AP50 and AP75 (101-point, area all, 100 detections per image)."""
     return Pooled(images).coco_ap()
-
-
-METRICS: Dict[str, Callable[[Pooled, np.ndarray], float]] = {
-    "ap50": Pooled.voc07_ap50, "ap": lambda pooled, idx: pooled.coco_ap(idx)["AP"]}
-
-
-def paired_bootstrap(arm: Sequence[Sequence[ImageMatches]], other: Sequence[Sequence[ImageMatches]],
-                     metric: str, samples: int = 2000, seed: int = 0) -> Dict[str, float]:
-    """The difference mean-over-seeds(arm) - mean-over-seeds(other) of `metric` (a METRICS
-    key) on the test images, and its 95 % percentile interval from resampling images with
-    replacement, the same images for both arms and every seed (the runs are paired by image).
-    `arm` and `other`: per seed, the ImageMatches of the same test images in the same order."""
-    score = METRICS[metric]
-    n = len(arm[0])
-    if any(len(run) != n for run in list(arm) + list(other)):
-        raise ValueError("every run must be scored on the same test images")
-    arm, other = [Pooled(run) for run in arm], [Pooled(run) for run in other]
-
-    def diff(idx) -> float:
-        return float(np.mean([score(run, idx) for run in arm]) -
-                     np.mean([score(run, idx) for run in other]))
-
-    rng = np.random.default_rng(seed)
-    draws = np.array([diff(rng.integers(0, n, n)) for _ in range(samples)])
-    lo, hi = np.percentile(draws, [2.5, 97.5])
-    return {"difference": diff(np.arange(n)), "low": float(lo), "high": float(hi),
-            "samples": samples, "images": n, "runs": [len(arm), len(other)]}
 
 
 def matches_of(records: List[dict]) -> List[ImageMatches]:

@@ -20,14 +20,14 @@ from mxnet.gluon import nn
 
 from ssd_nobias.atomic import write_json
 from ssd_nobias.devices import inference_device
-from ssd_nobias.data.datasets import val_set
 from ssd_nobias.data.transforms import ValTransform
 from ssd_nobias.data.preprocess import Preprocess
+from ssd_nobias.export.inputs import parity_inputs
 from ssd_nobias.errors import DataError, UserError, mxnet_reason
-from ssd_nobias.model.ssd import (STOCK_RECIPE, ConvNorm, MobileNetSSDFeatures, activate,
+from ssd_nobias.model.ssd import (ConvNorm, MobileNetSSDFeatures, activate,
                                   bias_report, build_model)
 from ssd_nobias.model.norm import NoBiasBatchNorm
-from ssd_nobias.runtime.predictors import load_deploy, load_trained
+from ssd_nobias.runtime.predictors import load_deploy, load_trained, trained_classes
 
 PARITY_RTOL = 1e-4  # of the output's magnitude: raw predictor outputs, deploy against trained
 
@@ -178,38 +178,20 @@ def _nobias_layers(net: SSD) -> List[str]:
             if isinstance(pair.norm, NoBiasBatchNorm)]
 
 
-def _load_zero_shift(cfg, params_path: str, ctx, classes: Sequence[str]):
-    """The config's bias-free model with stock-BN params loaded and their shifts dropped."""
-    net, classes = load_trained(cfg, params_path, ctx, ignore_extra=True,  # no betas
-                                classes=classes)
-    for param in net.collect_params(".*running_mean").values():
-        param.set_data(mx.nd.zeros(param.shape))
-    return net, classes
-
-
-def with_stock_recipe(cfg):
-    """cfg with its 'auto' recipe keys set to what stock BatchNorm units get."""
-    out = cfg.clone()
-    out.defrost()
-    for key, value in STOCK_RECIPE.items():
-        if out.model[key] == "auto":
-            out.model[key] = value
-    out.freeze()
-    return out
-
-
-def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = False,
-                  onnx: bool = False, device: Optional[str] = None) -> dict:
+def export_deploy(cfg, params_path: str, out_dir: str, onnx: bool = False,
+                  device: Optional[str] = None, sample_images: Optional[str] = None) -> dict:
     """Fold the trained model, write the deploy graph, preprocessing and report; check parity.
 
     With `onnx`, also write `<model>.onnx` and check it with ONNX Runtime against the deploy
     graph: no BatchNormalization node, the same convolutions without bias, the same raw outputs.
     `device` ('cpu', 'gpu0'): where the model is folded and checked (devices.inference_device).
+    The dataset is not needed: the class names come from the checkpoint's sidecar, and parity
+    is checked on `sample_images` (a folder, glob or image), else the val images when the
+    dataset is here, else seeded noise (export/inputs.py); the report's parity says which.
 
     Params whose norm layers have a shift (beta or running mean, i.e. trained with stock
     BatchNorm) where the config asks for NoBiasBatchNorm cannot be folded without a bias:
-    ShiftError names them, unless force_zero_shift, which drops the shifts and lists them in the
-    report's forced_zero_shift (naive_fix.export_zero_shift adds the mAP before and after).
+    ShiftError names them.
     Raises ParityError (after writing the report) when the deploy graph's raw class and box
     outputs differ from the model's by more than PARITY_RTOL of their magnitude.
     """
@@ -219,25 +201,21 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
         raise DataError(f"params file '{params_path}' does not exist")
     ctx = inference_device(cfg.train.ctx, device)
     shifts = norm_shifts(params_path)
-    dataset, classes = val_set(cfg)
+    classes = trained_classes(cfg, params_path)
     nobias = _nobias_layers(build_model(cfg, classes))
     shifted = {layer: shifts[layer] for layer in nobias if shifts.get(layer, 0.0) > 0}
-    if shifted and not force_zero_shift:
+    if shifted:
         listing = ", ".join(f"{k} {v:.3g}" for k, v in list(shifted.items())[:6])
         raise ShiftError(f"{params_path}: {len(shifted)} norm layers the config makes bias-free "
                          f"were trained with a shift (max |shift| per layer: {listing}"
                          f"{', ...' if len(shifted) > 6 else ''}); folding them needs a bias. "
-                         f"--force-zero-shift drops the shifts and reports the mAP it costs")
+                         f"Train with model.norm=nobias, or export with the norm it was "
+                         f"trained with (model.norm=batchnorm) and keep the biases")
     os.makedirs(out_dir, exist_ok=True)
-    if shifted:
-        # The naive fix drops the shifts and nothing else: the stock model's plain convs and
-        # activation stay, whatever the bias-free recipe would build.
-        cfg = with_stock_recipe(cfg)
-        net, classes = _load_zero_shift(cfg, params_path, ctx, classes)
-    else:
-        net, classes = load_trained(cfg, params_path, ctx, classes=classes)
+    net, classes = load_trained(cfg, params_path, ctx, classes=classes)
     preprocess = Preprocess.from_config(cfg)
-    x = parity_images(dataset, preprocess).as_in_context(ctx[0])
+    x, source = parity_inputs(cfg, sample_images)
+    x = x.as_in_context(ctx[0])
     trained_cls, trained_box = raw_outputs(net, x)
     trained_det = [a.asnumpy() for a in net(x)]
 
@@ -254,7 +232,7 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
     deploy_cls, deploy_box = deploy_raw_outputs(prefix, x, len(classes))
     # each folded conv holds its effective weight; 'weights' says how it was trained
     layers = [dict(vars(r), weights=modes.get(r.name, r.weights)) for r in bias_report(folded)]
-    parity = {"images": int(x.shape[0]),
+    parity = {"images": int(x.shape[0]), "inputs": source,
               "class_logits": relative_error(deploy_cls, trained_cls),
               "box_offsets": relative_error(deploy_box, trained_box),
               # after NMS, for information: near-ties may reorder or swap detections
@@ -267,8 +245,6 @@ def export_deploy(cfg, params_path: str, out_dir: str, force_zero_shift: bool = 
               "parity": parity, "parity_rtol": PARITY_RTOL}
     if onnx:
         report["onnx"] = check_onnx(prefix, x, (deploy_cls, deploy_box), deploy_det)
-    if shifted:
-        report["forced_zero_shift"] = {"layers": shifted}
     write_json(os.path.join(out_dir, "export_report.json"), report)
     worst = max(parity["class_logits"], parity["box_offsets"])
     if worst > PARITY_RTOL:
@@ -349,8 +325,8 @@ def format_report(report: Dict) -> str:
     p = report["parity"]
     rows.append(f"{report['bias_free_layers']} of {len(report['layers'])} convolutions have no "
                 f"bias")
-    rows.append(f"parity on {p['images']} images, deploy graph against the trained model "
-                f"(max error over max magnitude): class logits {p['class_logits']:.2g}, box "
+    rows.append(f"parity on {p.get('inputs', str(p['images']) + ' images')}, deploy graph "
+                f"against the trained model (max error over max magnitude): class logits {p['class_logits']:.2g}, box "
                 f"offsets {p['box_offsets']:.2g}; same detections after NMS: "
                 f"{p['same_detections']}")
     onnx = report.get("onnx")
@@ -361,10 +337,5 @@ def format_report(report: Dict) -> str:
                     f"Runtime against the deploy graph: class logits {q['class_logits']:.2g}, "
                     f"box offsets {q['box_offsets']:.2g}; same detections after NMS: "
                     f"{q['same_detections']}")
-    forced = report.get("forced_zero_shift")
-    if forced:
-        rows.append(f"--force-zero-shift: dropped the shift of {len(forced['layers'])} norm "
-                    f"layers; val {forced['metric']} {forced['before']:.4f} with it, "
-                    f"{forced['after']:.4f} without")
     return "\n".join(rows)
 

@@ -3,7 +3,7 @@ the deploy graph, checked against it, proven from the saved files, reported."""
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import mxnet as mx
 import numpy as np
@@ -12,11 +12,10 @@ from mxnet import gluon
 from ssd_nobias.config import base_size, eval_metric
 from ssd_nobias.devices import inference_device
 from ssd_nobias.data.preprocess import Preprocess
-from ssd_nobias.data.datasets import build_dataset, val_set
-from ssd_nobias.data.transforms import ValTransform
+from ssd_nobias.data.datasets import val_set
 from ssd_nobias.errors import UserError, require
 from ssd_nobias.export.deploy import (PARITY_RTOL, ParityError, add_to_report, fold_ssd,
-                                      parity_images, raw_outputs, relative_error)
+                                      raw_outputs, relative_error)
 from ssd_nobias.runtime.onnxrt import session
 from ssd_nobias.model.ssd import layer_names
 from ssd_nobias.evaluation.evaluate import EvalSettings, evaluate
@@ -27,6 +26,7 @@ from ssd_nobias.runtime.accelerator import (ACCELERATOR_DIR, FLOAT_ONNX, HOST_IN
                                             OnnxAccelerator)
 from ssd_nobias.runtime.host import HostPart
 from ssd_nobias.export.int8 import layer_tensor, quantize, sqnr_db, weight_scale_spread
+from ssd_nobias.export.inputs import calibration_inputs, parity_inputs
 from ssd_nobias.export.proof import Proof, prove
 from ssd_nobias.onnx_files import load_onnx
 
@@ -36,20 +36,18 @@ class ProofError(UserError):
 
 def calibration_images(cfg, count: int, seed: int = 0) -> List[np.ndarray]:
     """`count` training images (a seeded draw), resized and normalized as for inference."""
-    dataset = build_dataset(cfg, "train")
-    transform = ValTransform(Preprocess.from_config(cfg))
-    order = np.random.RandomState(seed).permutation(len(dataset))[:count]
-    return [transform(*dataset[int(i)])[0].asnumpy() for i in order]
+    return calibration_inputs(cfg, count, seed)[0]
 
 
 INT8_KEYS = ("int8", "int8_signed", "int8_cpu")  # the INT8 graphs' entries in the report
 
 
 def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = False,
-                       calib_images: int = 64, calib_method: str = "minmax",
+                       calib_images: Union[int, str] = 64, calib_method: str = "minmax",
                        int8_heads: str = "int8", progress: bool = True,
                        device: Optional[str] = None, int8_signed: bool = False,
-                       int8_cpu: bool = False) -> Dict:
+                       int8_cpu: bool = False, sample_images: Optional[str] = None,
+                       evaluate: bool = False) -> Dict:
     """Write `export_dir`/accelerator/ (see export/accelerator.py) after export_deploy wrote the
     deploy graph there; with `int8` also accelerator.int8.onnx (head outputs `int8_heads`:
     int8, or the convs' int32 accumulators, see export/int8.py). Adds an 'accelerator' entry to
@@ -61,13 +59,19 @@ def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = Fals
     entry 'int8_signed' has the same figures as 'int8'. `int8_cpu`: also
     accelerator.int8-cpu.onnx, the uint8 graph with 7-bit weights, for CPUs without VNNI
     (their pair-saturating kernels cannot overflow on it); entry 'int8_cpu'. Neither variant
-    changes accelerator.int8.onnx."""
+    changes accelerator.int8.onnx. Without the dataset: parity on `sample_images` (or noise,
+    see export/inputs.py) and calibration on `calib_images` given as a folder or glob (a
+    count draws that many training images). `evaluate`: each INT8 graph's entry gets "val",
+    the val metric of the float32 and INT8 pairs (needs the dataset); otherwise it says
+    "val": {"measured": false}."""
     require("onnx", "onnxruntime", extra="onnx", what="the accelerator export")
     deploy_prefix(export_dir, cfg.model.name)  # before any training-side work
     ctx = inference_device(cfg.train.ctx, device)
-    dataset, classes = val_set(cfg)
-    net, classes = load_trained(cfg, params_path, ctx, classes=classes)
-    x = parity_images(dataset, Preprocess.from_config(cfg)).as_in_context(ctx[0])
+    net, classes = load_trained(cfg, params_path, ctx)
+    if evaluate:
+        dataset, classes = val_set(cfg)  # before any work: fails now if the dataset is absent
+    x, source = parity_inputs(cfg, sample_images)
+    x = x.as_in_context(ctx[0])
     trained = raw_outputs(net, x)
     deploy, _ = load_deploy(export_dir, ctx)
     deploy_det = [a.asnumpy() for a in deploy(x)]
@@ -84,7 +88,8 @@ def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = Fals
               "host": [os.path.join(folder, n) for n in ("host.json", "host.npz", HOST_ONNX)],
               "head_biases_on_host": sum(b is not None for b in host.biases),
               "proof": _proof_entry(prove(float_path)),
-              "parity": _parity(prefix, host, x, outputs, trained, deploy_det, folder)}
+              "parity": dict(_parity(prefix, host, x, outputs, trained, deploy_det, folder),
+                             inputs=source)}
     variants = [("int8", INT8_ONNX, int8_heads, "uint8", False)] if int8 else []
     if int8_signed:
         variants.append(("int8_signed", INT8_SIGNED_ONNX, "int8", "int8", False))
@@ -94,9 +99,11 @@ def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = Fals
         report[key] = _int8(cfg, float_path, os.path.join(folder, name), host, calib_images,
                             calib_method, heads, progress, activations, seven_bit)
         report[key]["val"] = {
-            "metric": eval_metric(cfg),
+            "measured": True, "metric": eval_metric(cfg),
             "float32_pair": pair_val_map(cfg, dataset, classes, folder, FLOAT_ONNX, progress),
-            "int8_pair": pair_val_map(cfg, dataset, classes, folder, name, progress)}
+            "int8_pair": pair_val_map(cfg, dataset, classes, folder, name, progress)} \
+            if evaluate else {"measured": False, "why": "not asked (export --eval, or the eval "
+                                                        "command on the pair)"}
     add_to_report(export_dir, "accelerator", report)
     _raise_failures(report, export_dir)
     return report
@@ -151,19 +158,20 @@ def pair_val_map(cfg, dataset, classes, folder: str, graph: str, progress: bool)
     return round(result.value, 6)
 
 
-def _int8(cfg, float_path: str, int8_path: str, host: HostPart, count: int, method: str,
+def _int8(cfg, float_path: str, int8_path: str, host: HostPart, count: Union[int, str],
+          method: str,
           heads: str, progress: bool, activations: str = "uint8",
           seven_bit_weights: bool = False) -> Dict:
     """Quantize; with int8 head outputs, save the host part again with their scales and write
     host.int8.onnx; prove, and measure per layer: weight-scale spread and SQNR."""
-    images = calibration_images(cfg, count)
+    images, calibration = calibration_inputs(cfg, count)
     scales = quantize(float_path, int8_path, images, method, progress, heads, activations,
                       seven_bit_weights)
     folder = os.path.dirname(int8_path)
     host_int8 = os.path.join(folder, HOST_INT8_ONNX)
     entry = {"file": int8_path, "head_outputs": heads, "activations": activations,
              "weight_bits": 7 if seven_bit_weights else 8,
-             "calibration": {"images": len(images), "method": method, "split": "train"},
+             "calibration": dict(calibration, method=method),
              "proof": _proof_entry(prove(int8_path))}
     if scales is None:
         if os.path.exists(host_int8):
@@ -277,11 +285,12 @@ def format_accelerator(report: Dict) -> str:
         sqnr = [layer["sqnr_db"] for layer in q["layers"]]
         spread = [layer["weight_scale_max_over_median"] for layer in q["layers"]
                   if layer["weight_scale_max_over_median"] is not None]
-        v = q["val"]
+        v, c = q["val"], q["calibration"]
         rows += [f"INT8 ({q.get('activations', 'uint8')} activations, "
                  f"{q.get('weight_bits', 8)}-bit weights): {q['file']}, "
-                 f"{q['calibration']['method']} on "
-                 f"{q['calibration']['images']} training images, head outputs "
+                 f"{c['method']} on {c['images']} "
+                 f"{'training images' if 'split' in c else 'images of ' + c['source']}, head "
+                 f"outputs "
                  f"{q['head_outputs']}" + (f"; host part {q['host']} (dequantizes them), "
                                            f"= NumPy host: {q['host_onnx_same_as_numpy']}"
                                            if "host" in q else ""),
@@ -290,7 +299,7 @@ def format_accelerator(report: Dict) -> str:
                  f"{float(np.median(sqnr)):.1f}); weight scales max/median up to "
                  f"{max(spread):.1f}",
                  f"val {v['metric']}: float32 pair {v['float32_pair']:.4f}, INT8 pair "
-                 f"{v['int8_pair']:.4f}"]
+                 f"{v['int8_pair']:.4f}" if v["measured"] else f"val: not measured, {v['why']}"]
     return "\n".join(rows)
 
 

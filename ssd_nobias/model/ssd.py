@@ -98,7 +98,8 @@ class UnitRecipe:
     impl: str = "auto"  # NoBiasBatchNorm's implementation (nn.IMPLS)
 
 
-# What a bias-free unit gets unless told otherwise (the ablation in docs/results.md chose it):
+# What a bias-free unit gets unless told otherwise (the ablation in studies/results/README.md chose
+# it):
 # centered full and pointwise filters, depthwise filters with a non-negative sum, ReLU.
 BIAS_FREE_RECIPE = {"conv_weights": "centered", "depthwise_weights": "dc_positive",
                     "activation": "relu"}

@@ -43,6 +43,23 @@ def net_predictor(net: gluon.HybridBlock) -> Predictor:
     return net
 
 
+def trained_classes(cfg, params_path: str) -> List[str]:
+    """The class names a checkpoint was trained on: its sidecar's, else the config's dataset's.
+
+    Raises:
+        DataError when there is neither (a checkpoint without its sidecar, the dataset not on
+        this machine).
+    """
+    meta = read_meta(params_path)
+    if meta and meta.get("classes"):
+        return list(meta["classes"])
+    try:
+        return dataset_classes(cfg)
+    except DataError as err:
+        raise DataError(f"{params_path} has no sidecar that records its classes, and the "
+                        f"dataset's cannot be read: {err}") from None
+
+
 def load_trained(cfg, params_path: str, ctx: Sequence[mx.Context], ignore_extra: bool = False,
                  classes: Optional[Sequence[str]] = None) -> Tuple[gluon.HybridBlock, List[str]]:
     """The config's model with a training .params file loaded, and its class names: those its

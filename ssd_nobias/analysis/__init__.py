@@ -1,2 +1,0 @@
-"""Studies of the recipe, not artifacts: the naive fix measured, PreciseBN recalibration, dead
-channels, MXNet's own INT8."""
