@@ -165,6 +165,10 @@ SCHEMA: Dict[str, Key] = {
     "train.wd": Key(5e-4, "weight decay (not on biases, nor on norms' scale and shift unless "
                     "train.norm_wd)", check=_non_negative, need="must be >= 0"),
     "train.norm_wd": Key(False, "also decay the norms' scale and shift (gamma, beta)"),
+    "train.ema_decay": Key(0.0, "0: off; else an exponential moving average of every "
+                           "parameter with this decay (0.999: about the last 1000 steps) is "
+                           "what validation sees and checkpoints hold (engine/ema.py)",
+                           check=lambda v: 0 <= v < 1, need="must be in [0, 1)"),
     "train.kvstore": Key("device", "gradient reduction: device or local (one machine), "
                          "dist_sync (CPU workers), dist_device_sync (GPU workers)",
                          choices=KVSTORES),

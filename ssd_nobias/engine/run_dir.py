@@ -13,7 +13,7 @@ from ssd_nobias.atomic import make_folder
 from ssd_nobias.config import load_config
 from ssd_nobias.errors import ConfigError, Stopped, UserError
 from ssd_nobias.engine.preemption import LOCK_FILE
-from ssd_nobias.model.checkpoint import names_a_file_beside
+from ssd_nobias.model.checkpoint import FILE_KINDS, names_a_file_beside
 from ssd_nobias.model.ssd import with_anchor_sizes
 
 # What training, evaluation and the default export write into a run directory.
@@ -53,12 +53,12 @@ def _own_file(out_dir: str, name) -> bool:
 
 
 def checkpoints(out_dir: str) -> List[str]:
-    """Names of the checkpoint files (.params, .states and their .json sidecars) in out_dir:
-    only plain files in out_dir itself, whatever else a sidecar names."""
+    """Names of the checkpoint files (.params, .states, .training.params and their .json
+    sidecars) in out_dir: only plain files in out_dir itself, whatever else a sidecar names."""
     names = []
     for sidecar, meta in _sidecars(out_dir).items():
         names.append(sidecar)
-        names += [meta[kind].get("file") for kind in ("params", "states")
+        names += [meta[kind].get("file") for kind in FILE_KINDS
                   if isinstance(meta.get(kind), dict)
                   and _own_file(out_dir, meta[kind].get("file"))]
     return names

@@ -12,6 +12,7 @@ import statistics
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -31,6 +32,7 @@ from ssd_nobias.devices import contexts
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import build_dataset, val_set
 from ssd_nobias.data.loaders import EpochSampler, split_batch, train_loader
+from ssd_nobias.engine.ema import WeightAverage
 from ssd_nobias.engine.distributed import (RunningStatsSync, StopVote, Worker, connect,
                                            params_checksum)
 from ssd_nobias.errors import ConfigError, UserError
@@ -239,6 +241,8 @@ class Trainer:
         self._build_data_and_model()
         self._build_optimizer()
         self.loss_fn = SSDMultiBoxLoss()
+        self.average = WeightAverage(self.net, cfg.train.ema_decay) \
+            if cfg.train.ema_decay else None
         self.epoch, self.iteration, self.best_map = 0, 0, -1.0
         self.stepped = False
 
@@ -294,7 +298,7 @@ class Trainer:
         path = find_resume(self.out_dir, self.cfg.name) if spec == "auto" else spec or None
         if path is None:
             return
-        meta = load_checkpoint(path, self.net, self.trainer, self.ctx)
+        meta = load_checkpoint(path, self.net, self.trainer, self.ctx, self.average)
         self.epoch, self.iteration = meta["epoch"], meta["iteration"]
         self.best_map = meta.get("best_map", -1.0)
         log.info("resumed from %s: epoch %d, iteration %d", path, self.epoch, self.iteration)
@@ -463,6 +467,8 @@ class Trainer:
                 f"loss {values[0]}, cls {values[1]}, box {values[2]}; the last checkpoint is "
                 f"intact; lower train.lr or add train.warmup_iters")
         self.trainer.step(self.worker.num_workers)  # servers sum the workers' mean gradients
+        if self.average is not None:
+            self.average.update(self.iteration)
         return values
 
     def check_finite(self) -> None:
@@ -481,8 +487,9 @@ class Trainer:
         pictured = cfg.eval.num_images if metrics.sink is not None else 0
         settings = EvalSettings(cfg.eval.batch_size, cfg.data.num_workers, eval_metric(cfg),
                                 pictured)
-        result = evaluate(net_predictor(self.net), self.val_set, self.classes, self.ctx,
-                          Preprocess.from_config(cfg), settings)
+        with self.average.swapped() if self.average is not None else nullcontext():
+            result = evaluate(net_predictor(self.net), self.val_set, self.classes, self.ctx,
+                              Preprocess.from_config(cfg), settings)
         log.info("epoch %d val %s %.4f", self.epoch, result.metric, result.value)
         metrics.add(epoch=float(self.epoch), iteration=self.iteration, val_map=result.value)
         if result.samples:
@@ -498,7 +505,7 @@ class Trainer:
         meta = {"epoch": self.epoch, "iteration": self.iteration, "best_map": self.best_map,
                 "classes": self.classes, "config": self.cfg.dump()}
         return save_checkpoint(os.path.join(self.out_dir, f"{self.cfg.name}-{tag}"), self.net,
-                               self.trainer if with_states else None, meta)
+                               self.trainer if with_states else None, meta, self.average)
 
 
 def train(cfg: CfgNode, overwrite: bool = False) -> Optional[EvalResult]:

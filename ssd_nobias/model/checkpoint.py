@@ -1,5 +1,7 @@
-"""Checkpoints that are whole or absent: `<prefix>.params`, `.states` (optimizer) and a `.json`
-sidecar (epoch, iteration, classes, resolved config, CRC32 of the other two files).
+"""Checkpoints that are whole or absent: `<prefix>.params`, `.states` (optimizer), with a
+weight average `.training.params` (the weights training goes on from, .params holding the
+averaged ones), and a `.json` sidecar (epoch, iteration, classes, resolved config, CRC32 of the
+other files).
 
 Each file is written under a temporary name and renamed; the sidecar goes last and vouches for
 the others by CRC. A kill at any moment never leaves a checkpoint that looks whole and is not:
@@ -14,6 +16,7 @@ import os
 import pickle
 import tempfile
 import zlib
+from contextlib import nullcontext
 from typing import Optional, Sequence
 
 import mxnet as mx
@@ -97,10 +100,19 @@ def _crc32(path: str) -> int:
     return crc
 
 
+FILE_KINDS = ("params", "states", "training")  # the files a sidecar may vouch for
+
+
 def save_checkpoint(prefix: str, net: gluon.Block, trainer: Optional[gluon.Trainer],
-                    meta: dict) -> str:
-    """Write prefix.params (+ .states when a trainer is given) and prefix.json; return .params."""
+                    meta: dict, average=None) -> str:
+    """Write prefix.params (+ .states when a trainer is given) and prefix.json; return .params.
+
+    With `average` (engine/ema.py's WeightAverage), prefix.params holds the averaged weights,
+    what evaluation and export read, and prefix.training.params the net's own, which resume
+    continues from."""
     files = {"params": prefix + ".params"}
+    if average is not None:
+        files["training"] = prefix + ".training.params"
     if trainer is not None:
         files["states"] = prefix + ".states"
     # each file is about the parameters' size (SGD's states: one momentum per parameter)
@@ -109,6 +121,9 @@ def save_checkpoint(prefix: str, net: gluon.Block, trainer: Optional[gluon.Train
     for kind, path in files.items():
         try:
             if kind == "params":
+                with average.swapped() if average is not None else nullcontext():
+                    net.save_parameters(temp_path(path))
+            elif kind == "training":
                 net.save_parameters(temp_path(path))
             else:
                 trainer.save_states(temp_path(path))
@@ -138,7 +153,7 @@ def read_meta(params_path: str) -> Optional[dict]:
             any(not isinstance(meta.get(key, 0), int) for key in ("iteration", "epoch")):
         return None
     folder = os.path.dirname(params_path)
-    for kind in ("params", "states"):
+    for kind in FILE_KINDS:
         if kind not in meta:
             continue
         name = meta[kind].get("file") if isinstance(meta[kind], dict) else None
@@ -162,8 +177,10 @@ def find_resume(out_dir: str, name: str) -> Optional[str]:
 
 
 def load_checkpoint(params_path: str, net: gluon.Block, trainer: Optional[gluon.Trainer],
-                    ctx: Sequence[mx.Context]) -> dict:
-    """Load weights (and optimizer state when a trainer is given); return the sidecar."""
+                    ctx: Sequence[mx.Context], average=None) -> dict:
+    """Load the weights training goes on from (and optimizer state when a trainer is given);
+    with `average`, the averaged weights into it (a checkpoint without them starts the
+    average from its weights). Returns the sidecar."""
     if not os.path.isfile(params_path):
         raise DataError(f"checkpoint '{params_path}' does not exist")
     meta = read_meta(params_path)
@@ -171,6 +188,11 @@ def load_checkpoint(params_path: str, net: gluon.Block, trainer: Optional[gluon.
         raise DataError(f"checkpoint '{params_path}' has no matching .json sidecar, or its files "
                         f"do not match the CRCs the sidecar records (an interrupted write?)")
     net.load_parameters(params_path, ctx=list(ctx))
+    if average is not None:
+        average.take(net)
+    if "training" in meta:
+        net.load_parameters(os.path.join(os.path.dirname(params_path),
+                                         meta["training"]["file"]), ctx=list(ctx))
     if trainer is not None:
         if "states" not in meta:
             raise DataError(f"checkpoint '{params_path}' has no optimizer state to resume from")

@@ -1,15 +1,27 @@
 #!/bin/sh
-# Recipe v2's screen (studies/results/recipe_v2/screening.md), started or resumed on this machine or a new
-# one: a git worktree at the commit the screen is pinned to, the runs already published under
-# studies/results/recipe_v2/NAME/runs restored into its results, then one 1-thread runner in the
-# background through each screening protocol in turn.
-#     sh studies/scripts/recipe_v2.sh [TREE]        # default ../recipe_v2; log in TREE/recipe_v2.log
-# The tree keeps the layout of its commit: the runner and protocols there are bench/ and docs/.
+# Recipe v2's screens (studies/results/recipe_v2/screening.md), started or resumed on this
+# machine or a new one: each from a git worktree at the commit it is pinned to, the runs already
+# published under studies/results/recipe_v2/NAME/runs restored into its results, then one
+# 1-thread runner in the background.
+#     sh studies/scripts/recipe_v2.sh NAME        # NAME: warmup_36ep | ema_36ep
+# Publish: python studies/scripts/screen_report.py --out TREE/OUT --publish studies/results/recipe_v2/NAME
+# A tree keeps the layout of its commit: before the studies moved, bench/ and docs/.
 set -eu
-COMMIT=9e0f4ac2979a33d0275e977c7b4f5fdf6da3c445
 MAIN=$(git rev-parse --show-toplevel)
-TREE=$(realpath -m "${1:-$MAIN/../recipe_v2}")
-NAMES="warmup_36ep"
+NAME=${1:?"name a screen: warmup_36ep or ema_36ep"}
+case $NAME in
+    warmup_36ep)
+        COMMIT=9e0f4ac2979a33d0275e977c7b4f5fdf6da3c445 TREE=$MAIN/../recipe_v2 ARMS=nobias
+        RUNNER=bench/study_trees.py PROTOCOL=docs/recipe_v2 OUT=bench/results/recipe_v2 ;;
+    ema_36ep)
+        COMMIT=PINNED TREE=$MAIN/../recipe_v2_ema ARMS="nobias nobias_ema"
+        RUNNER=studies/scripts/study_trees.py PROTOCOL=studies/results/recipe_v2
+        OUT=studies/output/recipe_v2 ;;
+    *)
+        echo "no screen $NAME: warmup_36ep or ema_36ep" >&2
+        exit 2 ;;
+esac
+TREE=$(realpath -m "$TREE")
 
 if [ -f "$TREE/recipe_v2.pid" ] && kill -0 "$(cat "$TREE/recipe_v2.pid")" 2>/dev/null; then
     echo "the screen already runs in $TREE (pid $(cat "$TREE/recipe_v2.pid"))" >&2
@@ -18,20 +30,17 @@ fi
 . "$(dirname "$0")/pinned_worktree.sh"
 pinned_worktree "$MAIN" "$TREE" "$COMMIT"
 
-for name in $NAMES; do
-    published=$MAIN/studies/results/recipe_v2/$name/runs
-    mkdir -p "$TREE/bench/results/recipe_v2/$name/runs"
-    if [ -n "$(ls -A "$published" 2>/dev/null)" ]; then
-        cp -n "$published"/* "$TREE/bench/results/recipe_v2/$name/runs/"
-    fi
-done
+published=$MAIN/studies/results/recipe_v2/$NAME/runs
+mkdir -p "$TREE/$OUT/$NAME/runs"
+if [ -n "$(ls -A "$published" 2>/dev/null)" ]; then
+    cp -n "$published"/* "$TREE/$OUT/$NAME/runs/"
+fi
 
 cd "$TREE"
 export OMP_NUM_THREADS=1
-(for name in $NAMES; do
-    .venv/bin/python bench/study_trees.py --protocol "docs/recipe_v2/$name.json" --arms nobias \
-        --out "bench/results/recipe_v2/$name" --work "runs/recipe_v2/$name" \
-        --data "data/recipe_v2/$name" || exit 1
-done) > recipe_v2.log 2>&1 &
+# shellcheck disable=SC2086  # ARMS is a list
+.venv/bin/python "$RUNNER" --protocol "$PROTOCOL/$NAME.json" --arms $ARMS \
+    --out "$OUT/$NAME" --work "runs/recipe_v2/$NAME" --data "data/recipe_v2/$NAME" \
+    > recipe_v2.log 2>&1 &
 echo $! > recipe_v2.pid
 echo "the screen runs in $TREE: tail -f $TREE/recipe_v2.log"

@@ -28,9 +28,9 @@ from ssd_nobias.evaluation.ap_stats import matches_from_json, matches_of, matche
 from ssd_nobias_studies import tables as study_tables
 from ssd_nobias_studies.intervals import (direction, paired_bootstrap, two_level_bootstrap,
                                           verdict)
-from ssd_nobias_studies.runner import (ARMS, LONG, METRICS, PROTOCOL, ROOT, TRAINED, ZERO_SHIFT,
-                                          Run, kept_splits, load_protocol, lr_of, plan,
-                                          read_records, val_of)
+from ssd_nobias_studies.runner import (ARMS, CANDIDATES, LONG, METRICS, PROTOCOL, ROOT,
+                                       TRAINED, ZERO_SHIFT, Run, kept_splits, load_protocol,
+                                       lr_of, plan, read_records, val_of)
 
 STOCK = ("batchnorm", "batchnorm_reparam", "batchnorm_uncentered")
 MARGIN = 0.01  # non-inferiority margin: 1 point
@@ -361,7 +361,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.path.join(ROOT, "studies", "output", "study_v3"))
     p.add_argument("--samples", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--title", default=TITLE, help="the figure's title")
-    p.add_argument("--arms", nargs="+", choices=list(TRAINED), default=list(TRAINED),
+    p.add_argument("--arms", nargs="+", choices=list(TRAINED),
+                   default=[a for a in TRAINED if a not in CANDIDATES],
                    help="the study's trained arms (default: all; study v4 runs some protocols "
                         "with fewer): the best stock arm is chosen among these")
     p.add_argument("--publish", metavar="DIR",

@@ -1,10 +1,11 @@
 """The tuned studies' runner. Study v3: the bias-free claim on real pixels (NEON tree crowns),
-under the protocol fixed in studies/results/study_v3/protocol.md before any of its runs; study v4
-holds the
-synthetic claims to the same protocol (studies/results/study_v4/protocol.md, through --protocol).
+under the protocol fixed in studies/results/study_v3/protocol.md before any of its runs; study
+v4 holds the synthetic claims to the same protocol (studies/results/study_v4/protocol.md,
+through --protocol); recipe v2's screen its candidates (studies/results/recipe_v2/).
 
 Trained arms (configs/neon_trees.yaml plus TRAINED[arm]): (a) nobias, (e) nobias_noheadbias,
-(b) batchnorm, (d) batchnorm_reparam, (f) batchnorm_uncentered. Exported arms, made from a
+(b) batchnorm, (d) batchnorm_reparam, (f) batchnorm_uncentered; recipe v2's candidates (run
+only when --arms names them): (i) nobias_ema. Exported arms, made from a
 stock arm's params by dropping its norms' shifts (beta and running mean) at export:
 (c) from (b), (g) from (d), (h) from (f). Per trained arm, in order (`plan`):
   1. lr on the grid 0.025 * sqrt(2)^k: k = -2, 0, 2 on the tuning seeds, the grid extended by
@@ -66,7 +67,10 @@ from ssd_nobias.engine.train import run_curves
 # The checkout: the studies run its scripts and configs.
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPE_WEIGHTS = ["model.conv_weights=centered", "model.depthwise_weights=dc_positive"]
+EMA_DECAY = 0.998  # recipe v2's weight-average candidate: about the last 500 steps
+CANDIDATES = ("nobias_ema",)  # recipe v2's screen arms: run when named, not by default
 TRAINED = {"nobias": ["model.norm=nobias"],
+           "nobias_ema": ["model.norm=nobias", f"train.ema_decay={EMA_DECAY}"],
            "nobias_noheadbias": ["model.norm=nobias", "model.heads_bias=false"],
            "batchnorm": ["model.norm=batchnorm"],
            "batchnorm_reparam": ["model.norm=batchnorm"] + RECIPE_WEIGHTS,
@@ -75,6 +79,7 @@ TRAINED = {"nobias": ["model.norm=nobias"],
 ZERO_SHIFT = {"batchnorm": "naive", "batchnorm_reparam": "reparam_zero_shift",
               "batchnorm_uncentered": "uncentered_zero_shift"}
 ARMS = {"nobias": "(a) NoBiasBatchNorm, the recipe",
+        "nobias_ema": "(i) the recipe, weights averaged (train.ema_decay 0.998)",
         "nobias_noheadbias": "(e) NoBiasBatchNorm, no head biases",
         "batchnorm": "(b) stock BatchNorm",
         "batchnorm_reparam": "(d) stock BatchNorm, recipe's weights",
@@ -446,7 +451,8 @@ def protocol_classes(protocol: dict) -> Tuple[str, ...]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--arms", nargs="+", choices=list(TRAINED), default=list(TRAINED),
+    p.add_argument("--arms", nargs="+", choices=list(TRAINED),
+                   default=[a for a in TRAINED if a not in CANDIDATES],
                    help="trained arms, in the order they are run")
     p.add_argument("--out", default=os.path.join(ROOT, "studies", "output", "study_v3"))
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "study_v3"))
