@@ -26,7 +26,7 @@ from ssd_nobias.errors import ConfigError
 _VARIANTS = [(300, m) for m in ("1.0", "0.75", "0.5", "0.25")] + [(512, "1.0")]
 MODEL_NAMES = tuple(f"ssd_{size}_mobilenet{mult}_{data}"
                     for size, mult in _VARIANTS for data in ("voc", "coco", "custom"))
-NORMS = ("nobias", "batchnorm", "batchnorm_uncentered")  # nn.NORM_LAYERS implements them
+NORMS = ("nobias", "batchnorm", "batchnorm_uncentered")  # model/norm.py NORM_LAYERS implements them
 WEIGHT_MODES = ("plain", "centered", "dc_positive")  # reparam.effective_weight computes them
 ACTIVATIONS = ("relu", "leaky")
 IMPLS = ("auto", "native", "ops")  # NoBiasBatchNorm's implementations

@@ -5,7 +5,7 @@ covers a dataset's boxes: the fraction of ground-truth boxes whose best anchor h
 The 300 models' first map has stride 16 (MobileNet's 19x19), and a 21 px anchor on a 16 px
 grid overlaps a 21 px box by IoU >= 0.5 only when the box's centre is within a few pixels of a
 cell centre; the sizes GluonCV ships for them come from its stride-8 VGG presets, and the
-models here take SSD's scales instead (model.py).
+models here take SSD's scales instead (model/ssd.py).
 """
 from __future__ import annotations
 

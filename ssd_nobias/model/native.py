@@ -200,7 +200,7 @@ def gpu_error() -> Optional[str]:
 
 
 def lib_api_only() -> bool:
-    """Whether the operator runs lib_api's compute, which is given no `req` (see nn.py)."""
+    """Whether the operator runs lib_api's compute, which is given no `req` (see model/norm.py)."""
     return os.environ.get(PLAIN_LAYOUT_ENV, "0") == "1"
 
 

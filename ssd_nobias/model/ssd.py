@@ -95,7 +95,7 @@ class UnitRecipe:
     weights: str = "plain"  # a reparam.WEIGHT_MODES entry
     activation: str = "relu"  # relu | leaky
     slope: float = 0.1  # of the leaky activation's negative side
-    impl: str = "auto"  # NoBiasBatchNorm's implementation (nn.IMPLS)
+    impl: str = "auto"  # NoBiasBatchNorm's implementation (config.IMPLS)
 
 
 # What a bias-free unit gets unless told otherwise (the ablation in studies/results/README.md chose

@@ -3,7 +3,7 @@ weights, calibrated), as GluonCV's eval_ssd.py --calibration does it: for MXNet 
 
 It is no artifact for a bias-free integer engine: its params stay float32 and are quantized
 at the first forward, Softmax/decoding/NMS stay inside, and mx.onnx cannot convert the
-quantized operators. The accelerator export (split_export.py) is that artifact.
+quantized operators. The accelerator export (ssd_nobias/export/split.py) is that artifact.
 """
 from __future__ import annotations
 
