@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -111,9 +111,18 @@ def _save(fig: Figure, path: str) -> None:
     _atomic_png(path, lambda tmp: fig.savefig(tmp, dpi=100))
 
 
-def plot_pr_curves(path: str, curves: Mapping[str, Tuple[np.ndarray, np.ndarray, float]],
-                   title: str = "") -> None:
-    """Precision against recall, one small panel per class, AP in each title."""
+class PRCurve(NamedTuple):
+    """One class's precision against recall, its AP and how many objects it has."""
+
+    recall: np.ndarray
+    precision: np.ndarray
+    ap: float
+    objects: int
+
+
+def plot_pr_curves(path: str, curves: Mapping[str, PRCurve], title: str = "") -> None:
+    """Precision against recall, one small panel per class, AP in each title; a class with
+    objects and no detection is drawn at AP 0, not as a class without ground truth."""
     names = list(curves)
     ncols = min(5, max(1, len(names)))
     nrows = max(1, math.ceil(len(names) / ncols))
@@ -122,14 +131,19 @@ def plot_pr_curves(path: str, curves: Mapping[str, Tuple[np.ndarray, np.ndarray,
     for ax in axes.flat[len(names):]:
         ax.set_axis_off()
     for ax, name in zip(axes.flat, names):
-        recall, precision, ap = curves[name]
+        recall, precision, ap, objects = curves[name]
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
-        if len(recall) == 0 or ap is None or math.isnan(ap):
+        if not objects:
             ax.set_title(name, fontsize=9)
             ax.text(0.5, 0.5, "no ground truth", ha="center", va="center", fontsize=8)
+            continue
+        if len(recall) == 0:
+            ax.set_title(f"{name} AP=0.000", fontsize=9)
+            ax.text(0.5, 0.5, f"no detection of its {objects} objects", ha="center",
+                    va="center", fontsize=8)
             continue
         ax.plot(recall, precision, lw=1.5)
         ax.set_title(f"{name} AP={ap:.3f}", fontsize=9)

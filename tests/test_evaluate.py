@@ -96,7 +96,8 @@ def test_known_pr_curve_gives_known_ap():
                       [40, 0, 50, 10]], np.float32)
     scorer.update(Detections(0, boxes, np.zeros(5, int), np.array([.9, .8, .7, .65, .6]), gt))
     metrics, per_class, curves = scorer.result()
-    recall, precision, ap = curves["a"]
+    recall, precision, ap, objects = curves["a"]
+    assert objects == 4  # the difficult one is not counted
     # the difficult match repeats the previous point (it counts neither way)
     np.testing.assert_allclose(recall, [.25, .25, .5, .5, .75])
     np.testing.assert_allclose(precision, [1, .5, 2 / 3, 2 / 3, .75])
@@ -104,6 +105,20 @@ def test_known_pr_curve_gives_known_ap():
     assert metrics["VOC07 mAP"] == pytest.approx((3 * 1 + 5 * .75) / 11)
     # all-point: .25 * 1 + .5 * .75
     assert metrics["VOC mAP"] == pytest.approx(.625)
+
+
+def test_a_class_with_objects_and_no_detection_is_not_a_class_without_ground_truth():
+    """pr_curves.png draws a class from its curve: one never detected has objects (AP 0), one
+    absent from the val set has none."""
+    scorer = VocScorer(["a", "b", "c"])
+    gt = np.array([[0, 0, 10, 10, 0, 0], [20, 0, 30, 10, 1, 0], [40, 0, 50, 10, 1, 0]],
+                  np.float32)
+    scorer.update(Detections(0, np.array([[0, 0, 10, 10]], np.float32), np.zeros(1, int),
+                             np.array([.9]), gt))
+    _, _, curves = scorer.result()
+    assert curves["a"].objects == 1 and curves["a"].ap == pytest.approx(1.0)
+    assert curves["b"].objects == 2 and len(curves["b"].recall) == 0 and curves["b"].ap == 0.0
+    assert curves["c"].objects == 0
 
 
 def test_no_ground_truth_is_an_error():

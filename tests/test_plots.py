@@ -4,7 +4,7 @@ import os
 import cv2
 import numpy as np
 
-from ssd_nobias.plots import (GT_COLOR, draw_boxes, palette, plot_detections, plot_pr_curves,
+from ssd_nobias.plots import (GT_COLOR, PRCurve, draw_boxes, palette, plot_detections, plot_pr_curves,
                               plot_training_curves)
 
 NAMES = ("circle", "square")
@@ -51,8 +51,10 @@ def test_detection_grid(tmp_path):
 
 def test_pr_curves_and_training_curves_are_written(tmp_path):
     recall = np.linspace(0, 1, 11)
-    plot_pr_curves(str(tmp_path / "pr.png"), {"circle": (recall, 1 - recall / 2, 0.75),
-                                              "square": (np.zeros(0), np.zeros(0), None)})
+    plot_pr_curves(str(tmp_path / "pr.png"), {
+        "circle": PRCurve(recall, 1 - recall / 2, 0.75, 11),
+        "square": PRCurve(np.zeros(0), np.zeros(0), 0.0, 0),       # no ground truth
+        "triangle": PRCurve(np.zeros(0), np.zeros(0), 0.0, 11)})   # never detected
     rows = [{"epoch": "0.5", "iteration": "1", "loss": "3.0", "cls_loss": "2.0",
              "box_loss": "1.0", "lr": "0.1", "val_map": ""},
             {"epoch": "1.0", "iteration": "2", "loss": "", "lr": "", "val_map": "0.25"}]

@@ -139,6 +139,18 @@ def test_resume_after_interrupt_equals_uninterrupted(finished_run, data_root, tm
     assert iterations == [1, 2, 3, 4]
 
 
+def test_a_warmup_longer_than_the_run_is_named(data_root, tmp_path, caplog):
+    trainer = Trainer(tiny(data_root, str(tmp_path), "train.warmup_iters=4",
+                           "train.base_batch_size=4"))
+    with caplog.at_level("WARNING", logger="ssd_nobias"):
+        trainer._announce()
+    assert "is not shorter than the run (4): the lr never reaches" in caplog.text
+    caplog.clear()
+    Trainer(tiny(data_root, str(tmp_path / "short"), "train.warmup_iters=3",
+                 "train.base_batch_size=4"))._announce()
+    assert "never reaches" not in caplog.text
+
+
 def test_divergence_stops_with_the_checkpoint_intact(finished_run, data_root, tmp_path):
     out = str(tmp_path)
     cfg = tiny(data_root, out, "train.epochs=1")

@@ -356,6 +356,10 @@ class Trainer:
                  "(%d worker(s) x %d context(s))", self.schedule.lr, scaled, schedule,
                  self.schedule.warmup_iters, t.batch_size, self.batch_size // len(self.ctx),
                  self.worker.num_workers, len(self.ctx))
+        if self.schedule.warmup_iters >= total:
+            log.warning("train.warmup_iters (%d iterations here) is not shorter than the run "
+                        "(%d): the lr never reaches %g", self.schedule.warmup_iters, total,
+                        self.schedule.lr)
         for kind, recipe in recipe_summary(self.net).items():
             log.info("recipe %s: %s", kind, recipe)
         log.info("NoBiasBatchNorm: %s", impl_summary(self.net))

@@ -27,7 +27,7 @@ from ssd_nobias.data.datasets import val_set
 from ssd_nobias.data.images import read_image
 from ssd_nobias.data.loaders import split_batch, val_loader
 from ssd_nobias.data.transforms import boxes_to_image
-from ssd_nobias.plots import detections_grid, plot_pr_curves, save_image
+from ssd_nobias.plots import PRCurve, detections_grid, plot_pr_curves, save_image
 from ssd_nobias.runtime.predictors import Predictor, load_predictor
 
 COCO_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -51,7 +51,7 @@ class EvalResult:
     metric: str  # voc07 | voc | coco
     metrics: Dict[str, float]
     per_class: Dict[str, float]
-    curves: Dict[str, Tuple[np.ndarray, np.ndarray, float]]
+    curves: Dict[str, PRCurve]
     num_images: int
     images_per_s: float
     samples: List[Detections] = field(default_factory=list)
@@ -178,7 +178,9 @@ class VocScorer:
             rec = recalls[k] if k < len(recalls) and recalls[k] is not None else np.zeros(0)
             prec = precisions[k] if k < len(precisions) and recalls[k] is not None \
                 else np.zeros(0)
-            curves[name] = (np.asarray(rec), np.nan_to_num(np.asarray(prec)), float(aps07[k]))
+            curves[name] = PRCurve(np.asarray(rec), np.nan_to_num(np.asarray(prec)),
+                                   float(np.nan_to_num(aps07[k])),
+                                   int(self.voc07._n_pos.get(k, 0)))
         return {"VOC07 mAP": float(aps07[-1]), "VOC mAP": float(aps[-1])}, per_class, curves
 
 
@@ -207,10 +209,14 @@ class CocoScorer:
         if self.out_dir:
             write_json(path, self.results)
         names = list(self.dataset.classes)
+        to_json = self.dataset.contiguous_id_to_json
+        objects = {k: len(gt.getAnnIds(catIds=[to_json[k]], iscrowd=False))
+                   for k in range(len(names))}
         if not self.results:
             nan = float("nan")
             return ({n: 0.0 for n in COCO_NAMES}, {n: nan for n in names},
-                    {n: (np.zeros(0), np.zeros(0), nan) for n in names})
+                    {n: PRCurve(np.zeros(0), np.zeros(0), 0.0, objects.get(k, 0))
+                     for k, n in enumerate(names)})
         with contextlib.redirect_stdout(io.StringIO()):
             dt = gt.loadRes(self.results)
             coco_eval = COCOeval(gt, dt, "bbox")
@@ -226,7 +232,8 @@ class CocoScorer:
             per_class[name] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
             p50 = precision[0, :, k, 0, -1]
             valid = p50 > -1
-            curves[name] = (recall_points[valid], p50[valid], per_class[name])
+            curves[name] = PRCurve(recall_points[valid], p50[valid],
+                                   float(np.nan_to_num(per_class[name])), objects[k])
         return metrics, per_class, curves
 
 
