@@ -97,14 +97,19 @@ def summary(report: dict) -> str:
     return figures(report, f"arm ({seeds} seeds, mean +- std)", chosen=False, worst=False)
 
 
+def reading(e: dict) -> str:
+    """The verdict, with "behind" where the interval lies below 0 and the verdict does not say
+    so (non-inferior or undecided)."""
+    behind = e.get("direction") == "behind" and e["verdict"] in ("non-inferior", "undecided")
+    return e["verdict"] + (", behind" if behind else "")
+
+
 def interval_cell(e: dict) -> str:
     """A difference in points, its 95 % interval and verdict, "behind" or "ahead" where the
     verdict does not say it, and the image-only interval where the report has one."""
     def points(x):
         return f"{100 * x:+.2f}"
-    text = f"{points(e['difference'])} [{points(e['low'])}, {points(e['high'])}] {e['verdict']}"
-    if e.get("direction") == "behind":
-        text += ", behind"
+    text = f"{points(e['difference'])} [{points(e['low'])}, {points(e['high'])}] {reading(e)}"
     if "image_only" in e:
         text += (f"; images only [{points(e['image_only']['low'])}, "
                  f"{points(e['image_only']['high'])}]")
@@ -162,10 +167,9 @@ def headline(reports: Dict[str, dict]) -> str:
             e = next(e for e in c["test"] if (e["arm"], e["other"], e["metric"]) ==
                      ("nobias", best, metric))
             means = [100 * report["arms"][arm]["test"][metric]["mean"] for arm in ("nobias", best)]
-            says = e["verdict"] + (", behind" if e.get("direction") == "behind" else "")
             lines.append(row([setting, name, f"{means[0]:.1f}", f"{means[1]:.1f} {label(best)}",
                               f"{100 * e['difference']:+.2f} [{100 * e['low']:+.2f}, "
-                              f"{100 * e['high']:+.2f}]", says]))
+                              f"{100 * e['high']:+.2f}]", reading(e)]))
     return table(lines)
 
 
