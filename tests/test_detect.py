@@ -12,7 +12,7 @@ import pytest
 from gluoncv.data.transforms import image as timage
 
 from ssd_nobias.data.preprocess import Preprocess
-from ssd_nobias.runtime.detect import Detector, find_inputs, run
+from ssd_nobias.runtime.detect import Detector, Result, find_inputs, run
 from ssd_nobias.errors import DataError
 from ssd_nobias.data.images import ImageError
 from ssd_nobias.runtime.predictors import load_predictor
@@ -96,6 +96,36 @@ def test_threshold_and_class_filter(model, tmp_path):
     assert only == [d for d in every if d["class"] in some]
     with pytest.raises(DataError, match="--classes dog: not a class of this model"):
         Detector(loaded, Preprocess(300, MEAN, STD), 0.0, ["dog"])
+
+
+def test_a_detector_opens_a_path_and_takes_files_pil_images_arrays_and_lists(model, tmp_path):
+    from PIL import Image
+    cfg, params, deploy, _ = model
+    paths = pictures(str(tmp_path / "in"))
+    detector = Detector(deploy, thresh=0.3)  # an export folder, as from_export opens it
+    bgr = cv2.imread(paths[0])
+    result = detector(paths[0])
+    assert isinstance(result, Result) and len(result) > 0
+    assert detector(bgr[..., ::-1].copy()) == result  # RGB arrays by default
+    assert detector(bgr, channels="BGR") == result    # cv2.imread's order, said so
+    assert detector(Image.open(paths[0])) == result
+    assert result.boxes.shape == (len(result), 4) and result.labels == [d["class"] for d in result]
+    assert (np.diff(result.scores) <= 0).all() and set(result.class_ids) <= {0, 1, 2, 3}
+    drawn = result.draw()
+    assert drawn.shape == bgr.shape and not np.array_equal(drawn, result.image)
+    batch = detector(paths)  # one forward pass for the list
+    assert [r.image.shape for r in batch] == [cv2.imread(p).shape for p in paths]
+    for got, alone in zip(batch, (detector(p) for p in paths)):
+        assert got[0]["class"] == alone[0]["class"]
+        np.testing.assert_allclose(got[0]["box"], alone[0]["box"], atol=0.05)
+    checkpoint = Detector(params, thresh=0.3)  # a .params checkpoint with its sidecar
+    assert checkpoint.model.classes == CLASSES and checkpoint(paths[0]).labels
+    with pytest.raises(ValueError, match="channels must be one of RGB, BGR"):
+        detector(bgr, channels="BRG")
+    with pytest.raises(DataError, match="HxWx3 uint8"):
+        detector(bgr.astype(np.float32))
+    with pytest.raises(TypeError, match="give a path to open one"):
+        Detector(detector.model)
 
 
 def test_inputs_from_folders_globs_and_files(tmp_path):

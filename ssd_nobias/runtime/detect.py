@@ -21,7 +21,7 @@ from ssd_nobias.errors import DataError, StorageError, UserError
 from ssd_nobias.data.images import MAX_PIXELS, ImageError, read_image
 from ssd_nobias.plots import draw_boxes
 from ssd_nobias.runtime.accelerator import FLOAT_ONNX
-from ssd_nobias.runtime.predictors import LoadedModel, checkpoint_config, load_predictor
+from ssd_nobias.runtime.predictors import checkpoint_config, load_predictor
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -52,11 +52,59 @@ def is_video(path: str) -> bool:
     return path.lower().endswith(VIDEO_EXTS)
 
 
-class Detector:
-    """A loaded model with its preprocessing: RGB uint8 image in, detections in its pixels."""
+class Result(list):
+    """One image's detections, best first: a list of {"class", "class_id", "score", "box"}
+    dicts (what detect writes as JSON) with the same as arrays and a drawing of them."""
 
-    def __init__(self, model: LoadedModel, prep: Preprocess, thresh: float = 0.5,
-                 keep_classes: Optional[Sequence[str]] = None):
+    def __init__(self, detections: List[Dict], image: np.ndarray, classes: Sequence[str]):
+        super().__init__(detections)
+        self.image, self.classes = image, list(classes)
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """(N, 4) x0, y0, x1, y1 in the image's pixels."""
+        return np.array([d["box"] for d in self], np.float32).reshape(-1, 4)
+
+    @property
+    def scores(self) -> np.ndarray:
+        return np.array([d["score"] for d in self], np.float32)
+
+    @property
+    def class_ids(self) -> np.ndarray:
+        return np.array([d["class_id"] for d in self], np.int64)
+
+    @property
+    def labels(self) -> List[str]:
+        return [d["class"] for d in self]
+
+    def draw(self) -> np.ndarray:
+        """The image (RGB) with the detections drawn: box, class and score."""
+        if not self:
+            return self.image.copy()
+        return draw_boxes(self.image, self.boxes, self.class_ids, self.classes, self.scores)
+
+
+CHANNELS = ("RGB", "BGR")
+
+
+class Detector:
+    """A loaded model with its preprocessing: images in (files, PIL images or arrays, one or a
+    list), detections in each image's pixels out.
+
+    `Detector(path)` opens what training or export wrote: a .params checkpoint, an export
+    folder, an accelerator folder or an .onnx file (from_checkpoint / from_export say more)."""
+
+    def __init__(self, model, prep: Optional[Preprocess] = None, thresh: float = 0.5,
+                 keep_classes: Optional[Sequence[str]] = None, **options):
+        if isinstance(model, (str, os.PathLike)):
+            path = os.fspath(model)
+            opened = Detector.from_checkpoint(path, thresh, keep_classes, **options) \
+                if path.endswith(".params") else \
+                Detector.from_export(path, thresh=thresh, keep_classes=keep_classes, **options)
+            model, prep = opened.model, opened.prep
+        elif prep is None or options:
+            raise TypeError("Detector(model, prep, ...) takes a loaded model with its "
+                            "preprocessing; give a path to open one")
         self.model, self.prep, self.thresh = model, prep, thresh
         self.transform = ValTransform(prep)
         names = list(model.classes)
@@ -99,15 +147,40 @@ class Detector:
             model = load_predictor(deploy_dir=path, device=device)
         return cls(model, Preprocess.load(folder), thresh, keep_classes)
 
-    def __call__(self, image: np.ndarray) -> List[Dict]:
-        """Detections of an HxWx3 RGB uint8 image: class, class_id, score, box (x0, y0, x1, y1
-        in the image's pixels), best first."""
+    def __call__(self, images, channels: str = "RGB"):
+        """Detections of one image, or a list of them for a list (run as one batch).
+
+        Args:
+            images: an image file's path, a PIL image, an HxWx3 uint8 array, or a list of
+                those.
+            channels: the channel order of arrays: "RGB" (PIL, imageio, this package's
+                readers) or "BGR" (cv2.imread). Files and PIL images are read as RGB.
+        Returns:
+            a Result (a list of {"class", "class_id", "score", "box": [x0, y0, x1, y1] in the
+            image's pixels} dicts, best first, with .boxes, .scores, .labels and .draw()), or
+            a list of them.
+        """
+        if channels not in CHANNELS:
+            raise ValueError(f"channels must be one of {', '.join(CHANNELS)}, not {channels!r}")
+        if isinstance(images, (list, tuple)):
+            return self._batch([_rgb(i, channels) for i in images])
+        return self._batch([_rgb(images, channels)])[0]
+
+    def _batch(self, images: List[np.ndarray]) -> List[Result]:
+        if not images:
+            return []
+        x = mx.nd.stack(*[self.transform(mx.nd.array(i, dtype=np.uint8), np.zeros((0, 5)))[0]
+                          for i in images])
+        ids, scores, boxes = self.model.predictor(x.as_in_context(self.model.ctx[0]))
+        ids, scores, boxes = (a.asnumpy() if hasattr(a, "asnumpy") else np.asarray(a)
+                              for a in (ids, scores, boxes))
+        return [self._result(image, ids[n, :, 0], scores[n, :, 0], boxes[n])
+                for n, image in enumerate(images)]
+
+    def _result(self, image: np.ndarray, ids: np.ndarray, scores: np.ndarray,
+                boxes: np.ndarray) -> Result:
         h, w = image.shape[:2]
-        x, _, _ = self.transform(mx.nd.array(image, dtype=np.uint8), np.zeros((0, 5)))
-        ids, scores, boxes = self.model.predictor(x.expand_dims(0).as_in_context(
-            self.model.ctx[0]))
-        ids, scores = ids[0, :, 0].asnumpy(), scores[0, :, 0].asnumpy()
-        boxes = boxes_to_image(boxes[0].asnumpy(), w, h, self.prep.size)
+        boxes = boxes_to_image(boxes, w, h, self.prep.size)
         out = []
         for k in np.argsort(-scores, kind="stable"):
             cid = int(ids[k])
@@ -117,14 +190,23 @@ class Detector:
             out.append({"class": self.model.classes[cid], "class_id": cid,
                         "score": round(float(scores[k]), 6),
                         "box": [round(float(v), 3) for v in boxes[k]]})
-        return out
+        return Result(out, image, self.model.classes)
 
     def draw(self, image: np.ndarray, detections: List[Dict]) -> np.ndarray:
-        if not detections:
-            return image.copy()
-        return draw_boxes(image, np.array([d["box"] for d in detections]),
-                          np.array([d["class_id"] for d in detections]), self.model.classes,
-                          np.array([d["score"] for d in detections]))
+        """`image` (RGB) with `detections` of it drawn (Result.draw for a Result)."""
+        return Result(detections, image, self.model.classes).draw()
+
+
+def _rgb(image, channels: str) -> np.ndarray:
+    """An HxWx3 uint8 RGB array of an image file's path, a PIL image or an array."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(os.fspath(image)).asnumpy()
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image, any mode
+        return np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise DataError(f"an image array must be HxWx3 uint8, not {array.shape} {array.dtype}")
+    return array[:, :, ::-1] if channels == "BGR" else array
 
 
 @dataclass
