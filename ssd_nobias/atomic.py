@@ -43,6 +43,17 @@ def sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def numbered_folder(base: str) -> str:
+    """`base` if nothing is there yet, else the first of base2, base3, ... that is free: a
+    default output folder that never takes an earlier result's place."""
+    if not os.path.lexists(base):
+        return base
+    k = 2
+    while os.path.lexists(f"{base}{k}"):
+        k += 1
+    return f"{base}{k}"
+
+
 def make_folder(path: str) -> None:
     """os.makedirs(path, exist_ok=True), a failure (a read-only place, a file in the way) a
     StorageError naming the folder."""

@@ -153,3 +153,14 @@ def _wait_for_sigterm(ready):
     ready.set()
     while True:
         time.sleep(0.05)
+
+
+def test_a_default_folder_that_is_taken_gets_the_next_number(tmp_path):
+    from ssd_nobias.atomic import numbered_folder
+    base = str(tmp_path / "eval")
+    assert numbered_folder(base) == base
+    os.makedirs(base)
+    assert numbered_folder(base) == base + "2"
+    os.makedirs(base + "2")
+    (tmp_path / "eval3").write_text("a file takes the name too")
+    assert numbered_folder(base) == base + "4"

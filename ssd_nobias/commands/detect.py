@@ -20,7 +20,9 @@ def main(argv=None) -> int:
     options.add_model(p)
     p.add_argument("--input", dest="inputs", action="append", default=[], metavar="PATH",
                    help="an image, a folder, a glob or a video (repeatable; or give them last)")
-    p.add_argument("--out", default="detections", help="output folder (default: detections)")
+    p.add_argument("--out", help="output folder (default: detect beside the model: the "
+                                 "checkpoint's folder, or the one holding the export; detect2, "
+                                 "detect3, ... when taken)")
     cli.add_device(p)
     p.add_argument("--thresh", type=float, default=0.5, help="lowest score kept (default 0.5)")
     p.add_argument("--classes", nargs="+", metavar="NAME", help="keep only these classes")
@@ -46,12 +48,13 @@ def main(argv=None) -> int:
     else:
         detector = Detector.from_export(args.deploy or args.onnx or args.accelerator, args.int8,
                                         args.thresh, args.classes, args.device, args.runtime)
+    out = args.out or options.default_out(args, "detect")
     with stopping_on_signals():
-        summary = run(detector, find_inputs(inputs), args.out, skip_bad=args.skip_bad,
+        summary = run(detector, find_inputs(inputs), out, skip_bad=args.skip_bad,
                       max_pixels=args.max_pixels)
     skipped = f"; skipped {len(summary.skipped)} unreadable: " \
               f"{', '.join(summary.skipped)}" if summary.skipped else ""
     print(f"{summary.images} image(s) at {summary.images_per_s:.1f} images/s; wrote annotated "
-          f"copies and <name>.json under {args.out}{skipped}")
+          f"copies and <name>.json under {out}{skipped}")
     return 0
 

@@ -7,7 +7,6 @@
 
 The dataset is the config's: --config's, or for a checkpoint the one recorded beside it.
 """
-import os
 
 from ssd_nobias import cli
 from ssd_nobias.atomic import stopping_on_signals
@@ -19,14 +18,16 @@ from ssd_nobias.runtime.kernels import int8_verdict
 def main(argv=None) -> int:
     p = cli.parser(__doc__.splitlines()[0], config_required=False)
     options.add_model(p)
-    p.add_argument("--out", help="output folder (default: <output_dir>/eval)")
+    p.add_argument("--out", help="output folder (default: eval beside the model: the "
+                                 "checkpoint's folder, or the one holding the export; eval2, "
+                                 "eval3, ... when taken)")
     cli.add_device(p)
     args = p.parse_args(argv)
     options.check_model(p, args)
     cfg = options.config_or_sidecar(args, "the dataset to evaluate on")
     if options.runs_int8(args):
         print(int8_verdict(args.runtime))
-    out = args.out or os.path.join(cfg.output_dir, "eval")
+    out = args.out or options.default_out(args, "eval")
     with stopping_on_signals():
         result = evaluate_checkpoint(cfg, args.params, out, deploy_dir=args.deploy,
                                      onnx_path=args.onnx, accelerator_dir=args.accelerator,

@@ -29,7 +29,9 @@ def main(argv=None) -> int:
     p = cli.parser(__doc__.splitlines()[0], config_required=False)
     p.add_argument("--params", required=True, metavar="FILE",
                    help="a .params checkpoint written by training")
-    p.add_argument("--out", help="output folder (default: <output_dir>/export)")
+    p.add_argument("--out", help="output folder (default: export beside the checkpoint; export2, "
+                                 "export3, ... when taken); an --out that export wrote before "
+                                 "is replaced whole")
     p.add_argument("--formats", nargs="+", choices=FORMATS, default=[], metavar="FORMAT",
                    help="also write: onnx (<model>.onnx, per-class NMS, checked in ONNX "
                         "Runtime); accelerator (accelerator/: the graph a bias-free accelerator "
@@ -76,7 +78,7 @@ def main(argv=None) -> int:
     cfg = options.config_or_sidecar(args, "export")
     if formats & set(FORMATS):  # fail now, not after the deploy graph
         require("onnx", "onnxruntime", extra="onnx", what=f"--formats {' '.join(args.formats)}")
-    out = os.path.normpath(args.out or os.path.join(cfg.output_dir, "export"))
+    out = os.path.normpath(args.out or options.default_out(args, "export"))
     with staged(out, args.params) as stage:
         def show(text: str) -> None:
             print(text.replace(stage, out))

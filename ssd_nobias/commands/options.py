@@ -3,10 +3,12 @@ config it comes with."""
 from __future__ import annotations
 
 import argparse
+import os
 
 from yacs.config import CfgNode
 
 from ssd_nobias import cli
+from ssd_nobias.atomic import numbered_folder
 from ssd_nobias.errors import ConfigError
 from ssd_nobias.runtime.accelerator import is_int8_graph
 from ssd_nobias.runtime.predictors import INTEGER_RUNTIMES, RUNTIMES, checkpoint_config
@@ -63,3 +65,19 @@ def config_or_sidecar(args: argparse.Namespace, needed_for: str) -> CfgNode:
         return checkpoint_config(args.params, args.overrides)
     raise ConfigError(f"--config is needed for {needed_for} (only a --params checkpoint "
                       f"carries its own)")
+
+
+def default_out(args: argparse.Namespace, name: str) -> str:
+    """Where a command writes when --out is not given: beside the model it reads (a
+    checkpoint's run folder; beside an export folder, not in it), in `name`, or name2, name3,
+    ... when that is taken: a default output never replaces an earlier one."""
+    if args.params:
+        home = os.path.dirname(os.path.abspath(args.params))
+    else:
+        model = os.path.abspath(args.deploy or args.onnx or args.accelerator)
+        if model.endswith(".onnx"):
+            model = os.path.dirname(model)  # the folder holding the graph
+        if args.accelerator:
+            model = os.path.dirname(model)  # accelerator/ sits in an export folder
+        home = os.path.dirname(model)
+    return numbered_folder(os.path.join(home, name))
