@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from ssd_nobias.commands.options import default_out
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,6 +32,8 @@ def test_a_command_writes_beside_the_model_it_reads(tmp_path, monkeypatch):
     assert default_out(model(params="runs/a/a-best.params"), "eval") == str(run / "eval2")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_detect_twice_without_out_keeps_both_results(alive_model, tmp_path):
     _, params, _, _ = alive_model
     picture = tmp_path / "in.png"

@@ -16,6 +16,7 @@ from ssd_nobias import cli
 from ssd_nobias.commands import options
 from ssd_nobias.export.int8 import CALIB_METHODS, HEAD_OUTPUTS
 from ssd_nobias.export.split import export_accelerator, format_accelerator
+from ssd_nobias.export.inputs import check_calibration
 from ssd_nobias.export.deploy import add_to_report, export_deploy, format_report
 from ssd_nobias.export.staging import MANIFEST, staged
 from ssd_nobias.errors import require
@@ -78,6 +79,8 @@ def main(argv=None) -> int:
     cfg = options.config_or_sidecar(args, "export")
     if formats & set(FORMATS):  # fail now, not after the deploy graph
         require("onnx", "onnxruntime", extra="onnx", what=f"--formats {' '.join(args.formats)}")
+    if formats & {"int8", "int8-signed", "int8-cpu"}:
+        check_calibration(cfg, args.calib_images)
     out = os.path.normpath(args.out or options.default_out(args, "export"))
     with staged(out, args.params) as stage:
         def show(text: str) -> None:

@@ -82,6 +82,16 @@ def parity_inputs(cfg, sample_images: Optional[str] = None,
     return mx.nd.array(np.stack(images)), source
 
 
+def check_calibration(cfg, source: Union[int, str]) -> None:
+    """Raise DataError now, before any export work, if `source` is a count of training images
+    and the dataset is not on this machine."""
+    if isinstance(source, int) and not dataset_present(cfg):
+        raise DataError(f"INT8 calibration reads {source} training images, and the dataset "
+                        f"(data.root {cfg.data.root}) is not on this machine: give "
+                        f"--calib-images a folder or glob of images like those the model "
+                        f"will see")
+
+
 def calibration_inputs(cfg, source: Union[int, str], seed: int = 0
                        ) -> Tuple[List[np.ndarray], dict]:
     """INT8 calibration images, normalized for inference, and what they are: `source` training
@@ -95,11 +105,7 @@ def calibration_inputs(cfg, source: Union[int, str], seed: int = 0
         paths = image_files(source)
         return load_images(paths, preprocess), {"images": len(paths), "source": source}
     count = int(source)
-    if not dataset_present(cfg):
-        raise DataError(f"INT8 calibration reads {count} training images, and the dataset "
-                        f"(data.root {cfg.data.root}) is not on this machine: give "
-                        f"--calib-images a folder or glob of images like those the model "
-                        f"will see")
+    check_calibration(cfg, count)
     dataset = build_dataset(cfg, "train")
     transform = ValTransform(preprocess)
     order = np.random.RandomState(seed).permutation(len(dataset))[:count]
