@@ -230,6 +230,8 @@ def plan_joint(arm: str, val: Dict[tuple, float], protocol: dict):
             for seed in seeds:
                 if (point[0], point[1], seed) not in val:
                     return Run(arm, point[0], point[1], seed, protocol["lr_base"])
+        if len(points) == 1:  # a fixed point (one lr, one warmup): nothing to walk to
+            break
         best = max(points[1:], key=rank)
         if mean(best) <= mean(centre):
             break

@@ -47,10 +47,12 @@ def rule(candidate: dict, baseline: dict) -> dict:
 
 
 def report(out: str, arm: str = "nobias") -> dict:
-    """The screen's state from OUT's records and recorded protocol."""
+    """Where `arm`'s search stands in OUT's records (under its recorded protocol), and once it
+    is done the rule applied to its choice against the baseline, (a) at BASELINE."""
     protocol = load_protocol(os.path.join(out, "protocol.json"))
     records = read_records(out)
     tried = points(records, arm, protocol["tune_seeds"])
+    baseline = points(records, "nobias", protocol["tune_seeds"]).get(BASELINE)
     step = plan(arm, val_of(records, arm, protocol["choice_metric"]), protocol)
     result = {"protocol": protocol, "runs": len(records),
               "points": [dict(k=k, warmup=w, **p) for (k, w), p in sorted(tried.items())]}
@@ -63,8 +65,8 @@ def report(out: str, arm: str = "nobias") -> dict:
                                      "warmup": warmup},
                   bracketed={"lr": protocol["k_range"][0] < k < protocol["k_range"][1],
                              "warmup": 0 < ladder.index(warmup) < len(ladder) - 1})
-    if BASELINE in tried and (k, warmup) in tried:
-        result["rule"] = rule(tried[(k, warmup)], tried[BASELINE])
+    if baseline is not None and (k, warmup) in tried:
+        result["rule"] = rule(tried[(k, warmup)], baseline)
     return result
 
 
@@ -102,9 +104,10 @@ def main(argv=None) -> int:
     p.add_argument("--publish", metavar="DIR",
                    help="also copy screen.json, the protocol and the run records to DIR")
     args = p.parse_args(argv)
-    result = report(args.out)
+    arms = sorted({r["arm"] for r in read_records(args.out).values()})
+    result = {arm: report(args.out, arm) for arm in arms}  # {arm: its search and verdict}
     write_json(os.path.join(args.out, "screen.json"), result)
     if args.publish:
         publish(args.out, args.publish, result)
-    print(markdown(result))
+    print("\n\n".join(f"{arm}:\n{markdown(r)}" for arm, r in result.items()))
     return 0

@@ -93,7 +93,7 @@ JOINT = dict(tuning="joint", warmups=[50, 200, 500, 1000, 2000], start_warmup=20
 
 def drive_joint(study, surface, **changes):
     """Run the joint plan() to the end with val figure = surface(k, warmup) on every seed."""
-    protocol = dict(study.PROTOCOL, **JOINT, **changes)
+    protocol = dict(study.PROTOCOL, **dict(JOINT, **changes))
     val, asked = {}, []
     while True:
         step = study.plan("nobias", val, protocol)
@@ -126,6 +126,13 @@ def test_joint_tuning_stops_at_the_ladder_end_and_breaks_ties_low(study):
     assert len(asked) == 5 * 2 + 3
     asked, choice = drive_joint(study, lambda k, w: float((k, w) in {(-1, 200), (0, 50)}))
     assert choice == (-1, 200)  # (-1, 200) and (0, 50) tie as neighbours: the smaller lr
+
+
+def test_a_joint_protocol_with_one_point_runs_its_seeds_there(study):
+    """A candidate screened at fixed settings (k_range one k, a ladder of one warmup)."""
+    asked, choice = drive_joint(study, lambda k, w: 0.5, warmups=[200], k_range=[0, 0])
+    assert choice == (0, 200) and [(r.k, r.warmup, r.seed) for r in asked] == [
+        (0, 200, 1), (0, 200, 2), (0, 200, 3), (0, 200, 4), (0, 200, 5)]
 
 
 def test_a_joint_protocol_names_its_start_on_the_ladder_and_a_known_metric(study, tmp_path):

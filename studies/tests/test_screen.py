@@ -43,6 +43,25 @@ def test_a_longer_warmup_that_gains_a_point_passes_the_rule(tmp_path):
     assert text.endswith("AP[.5:.95] +1.00 points, AP50 +0.00: passes")
 
 
+def test_a_candidate_arm_is_judged_against_the_baselines_runs(tmp_path):
+    out = str(tmp_path / "out")
+    write_runs(out, lambda k, w: (0.60, 0.90))  # (a): every point alike, the start kept
+    for name in os.listdir(os.path.join(out, "runs")):
+        with open(os.path.join(out, "runs", name)) as f:
+            record = json.load(f)
+        if (record["k"], record["warmup"]) != (0, 200):
+            continue
+        record.update(arm="nobias_ema", run=record["run"].replace("nobias", "nobias_ema"))
+        record["splits"]["val"]["ap"] += 0.007
+        with open(os.path.join(out, "runs", record["run"] + ".json"), "w") as f:
+            json.dump(record, f)
+    with open(os.path.join(out, "protocol.json"), "w") as f:  # the candidate's fixed point
+        json.dump(dict(PROTOCOL, warmups=[200], k_range=[0, 0]), f)
+    result = screen.report(out, "nobias_ema")
+    assert result["done"] and [(p["k"], p["warmup"]) for p in result["points"]] == [(0, 200)]
+    assert abs(result["rule"]["ap_gain"] - 0.007) < 1e-12 and result["rule"]["passes"]
+
+
 def test_a_gain_bought_with_ap50_or_too_small_does_not_pass():
     base = {"ap": 0.60, "ap50": 0.90}
     assert not screen.rule({"ap": 0.604, "ap50": 0.90}, base)["passes"]
@@ -58,5 +77,7 @@ def test_an_unfinished_search_names_its_next_run_and_publishes(tmp_path):
     assert not result["done"] and result["next"] == "nobias-k0-w500-s2"
     assert screen.markdown(result).endswith("searching: next run nobias-k0-w500-s2")
     assert screen.main(["--out", str(out), "--publish", str(tmp_path / "docs")]) == 0
+    with open(tmp_path / "docs" / "screen.json") as f:
+        assert list(json.load(f)) == ["nobias"]  # one entry per arm the records hold
     assert sorted(os.listdir(tmp_path / "docs")) == ["protocol.json", "runs", "screen.json"]
     assert len(os.listdir(tmp_path / "docs" / "runs")) == len(os.listdir(out / "runs"))
