@@ -14,7 +14,7 @@ case $NAME in
         COMMIT=9e0f4ac2979a33d0275e977c7b4f5fdf6da3c445 TREE=$MAIN/../recipe_v2 ARMS=nobias
         RUNNER=bench/study_trees.py PROTOCOL=docs/recipe_v2 OUT=bench/results/recipe_v2 ;;
     ema_36ep)
-        COMMIT=d05514e3feec40197b65292ce2b76ac1fdef07d1 TREE=$MAIN/../recipe_v2_ema ARMS="nobias nobias_ema"
+        COMMIT=b0e93372b5fe4816e23783ac0eaa6f0912b23161 TREE=$MAIN/../recipe_v2_ema ARMS="nobias nobias_ema"
         RUNNER=studies/scripts/study_trees.py PROTOCOL=studies/results/recipe_v2
         OUT=studies/output/recipe_v2 ;;
     *)
