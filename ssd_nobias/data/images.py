@@ -21,6 +21,7 @@ import mxnet as mx
 from ssd_nobias.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")  # what detect and export read as pictures
 MAX_PIXELS = 100_000_000  # data.max_pixels' default: 10000 x 10000, about 300 MB decoded
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -20,7 +20,6 @@ from mxnet.gluon import nn
 
 from ssd_nobias.atomic import write_json
 from ssd_nobias.devices import inference_device
-from ssd_nobias.data.transforms import ValTransform
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.export.inputs import parity_inputs
 from ssd_nobias.errors import DataError, UserError, mxnet_reason
@@ -147,12 +146,6 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
         return 0.0
     got, want = got[finite], want[finite]
     return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12))
-
-
-def parity_images(dataset, preprocess: Preprocess, count: int = 8) -> mx.nd.NDArray:
-    """Up to `count` val images as a normalized (N, 3, size, size) batch."""
-    transform = ValTransform(preprocess)
-    return mx.nd.stack(*[transform(*dataset[i])[0] for i in range(min(count, len(dataset)))])
 
 
 def norm_shifts(params_path: str) -> Dict[str, float]:

@@ -11,12 +11,11 @@ import mxnet as mx
 import numpy as np
 
 from ssd_nobias.data.datasets import build_dataset
-from ssd_nobias.data.images import read_image
+from ssd_nobias.data.images import IMAGE_EXTS, read_image
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.transforms import ValTransform
 from ssd_nobias.errors import DataError
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 PARITY_IMAGES = 8
 
 
@@ -51,6 +50,12 @@ def load_images(paths: List[str], preprocess: Preprocess) -> List[np.ndarray]:
     return [transform(read_image(p), np.zeros((0, 6)))[0].asnumpy() for p in paths]
 
 
+def parity_images(dataset, preprocess: Preprocess, count: int = 8) -> mx.nd.NDArray:
+    """Up to `count` val images as a normalized (N, 3, size, size) batch."""
+    transform = ValTransform(preprocess)
+    return mx.nd.stack(*[transform(*dataset[i])[0] for i in range(min(count, len(dataset)))])
+
+
 def parity_inputs(cfg, sample_images: Optional[str] = None,
                   count: int = PARITY_IMAGES) -> Tuple[mx.nd.NDArray, str]:
     """A normalized (N, 3, size, size) batch the exported graphs are checked on, and what it
@@ -65,9 +70,7 @@ def parity_inputs(cfg, sample_images: Optional[str] = None,
         paths = image_files(sample_images)[:count]
         images, source = load_images(paths, preprocess), f"{len(paths)} images of {sample_images}"
     elif dataset_present(cfg):
-        dataset = build_dataset(cfg, "val")
-        transform = ValTransform(preprocess)
-        images = [transform(*dataset[i])[0].asnumpy() for i in range(min(count, len(dataset)))]
+        images = list(parity_images(build_dataset(cfg, "val"), preprocess, count).asnumpy())
         source = f"{len(images)} val images of {cfg.data.root}"
     else:
         rng = np.random.RandomState(0)

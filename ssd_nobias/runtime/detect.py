@@ -18,12 +18,11 @@ from ssd_nobias.atomic import make_folder, remove_stale_temps, replacing, write_
 from ssd_nobias.data.transforms import ValTransform, boxes_to_image
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.errors import DataError, StorageError, UserError
-from ssd_nobias.data.images import MAX_PIXELS, ImageError, read_image
+from ssd_nobias.data.images import IMAGE_EXTS, MAX_PIXELS, ImageError, read_image
 from ssd_nobias.plots import draw_boxes
 from ssd_nobias.runtime.accelerator import FLOAT_ONNX
 from ssd_nobias.runtime.predictors import checkpoint_config, load_predictor
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 

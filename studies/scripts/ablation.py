@@ -25,7 +25,7 @@ from ssd_nobias.config import load_config
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import build_dataset
 from ssd_nobias_studies.diagnostics import dead_fraction, unit_activity
-from ssd_nobias.export.deploy import parity_images
+from ssd_nobias.export.inputs import parity_images
 from ssd_nobias.runtime.predictors import load_trained
 
 PLAIN = ["model.conv_weights=plain", "model.depthwise_weights=plain"]

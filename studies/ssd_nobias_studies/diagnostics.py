@@ -27,7 +27,7 @@ from ssd_nobias.config import load_config
 from ssd_nobias.data.datasets import val_set
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.engine.train import initialized_model
-from ssd_nobias.export.deploy import parity_images
+from ssd_nobias.export.inputs import parity_images
 from ssd_nobias.model.norm import NoBiasBatchNorm
 from ssd_nobias.model.ssd import ConvNorm, MobileNetSSDFeatures, activate
 from ssd_nobias.runtime.predictors import load_trained

@@ -18,7 +18,8 @@ from ssd_nobias.data.datasets import val_set
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.errors import DataError, require
 from ssd_nobias.export.accelerator import deploy_prefix, write_float_pair
-from ssd_nobias.export.deploy import fold_ssd, parity_images
+from ssd_nobias.export.deploy import fold_ssd
+from ssd_nobias.export.inputs import parity_images
 from ssd_nobias.export.int8 import quantize_ordinary
 from ssd_nobias.export.split import calibration_images, layer_figures, pair_val_map
 from ssd_nobias.runtime.accelerator import FLOAT_ONNX, INT8_ONNX
