@@ -414,6 +414,27 @@ def validate(cfg: CfgNode) -> None:
          f"({t.batch_size}) must be divisible by the number of contexts ({len(t.ctx)})")
 
 
+PATH_KEYS = ("output_dir", "data.root", "model.pretrained_base", "train.resume")
+
+
+def with_absolute_paths(cfg: CfgNode) -> CfgNode:
+    """A frozen copy of `cfg` whose paths (PATH_KEYS) are absolute, `~` expanded: what a run
+    records in config.yaml and its checkpoints, so that they mean the same from any folder (a
+    relative classes.txt in data.classes is data.root's, so it follows)."""
+    out = cfg.clone()
+    out.defrost()
+
+    def absolute(value: str) -> str:
+        keep = not value or value == "auto"  # no path: '' or train.resume's 'auto'
+        return value if keep else os.path.abspath(os.path.expanduser(value))
+
+    for key in PATH_KEYS:
+        node, leaf = _lookup(out, key)
+        node[leaf] = absolute(node[leaf])
+    out.freeze()
+    return out
+
+
 def save_config(cfg: CfgNode, path: str) -> None:
     """Write the resolved config as YAML, atomically."""
     write_text(path, cfg.dump())

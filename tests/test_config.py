@@ -6,7 +6,7 @@ import re
 import mxnet as mx
 import pytest
 
-from ssd_nobias.config import defaults, eval_metric, load_config, save_config
+from ssd_nobias.config import defaults, eval_metric, load_config, save_config, with_absolute_paths
 from ssd_nobias.devices import contexts
 from ssd_nobias.errors import ConfigError, DataError
 
@@ -210,3 +210,18 @@ def test_a_shipped_config_loads_by_name_from_anywhere(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"'demo\.yaml' does not exist; shipped configs, by "
                                           r"name: demo_synthetic, neon_trees, ssd300_mobi"):
         load_config("demo.yaml")
+
+
+def test_paths_made_absolute_mean_what_they_meant_where_the_run_started(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("demo_synthetic", ["data.root=data/syn", "output_dir=runs/a",
+                                         "model.pretrained_base=~/base.params"])
+    fixed = with_absolute_paths(cfg)
+    assert fixed.data.root == str(tmp_path / "data" / "syn")
+    assert fixed.output_dir == str(tmp_path / "runs" / "a")
+    assert fixed.model.pretrained_base == os.path.expanduser("~/base.params")
+    assert fixed.train.resume == "" and fixed.is_frozen()
+    assert cfg.data.root == "data/syn"  # the config given is left as it was
+    resumed = with_absolute_paths(load_config("demo_synthetic", ["train.resume=auto"]))
+    assert resumed.train.resume == "auto"
+    assert with_absolute_paths(fixed).dump() == fixed.dump()

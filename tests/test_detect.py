@@ -16,6 +16,8 @@ from ssd_nobias.runtime.detect import Detector, Result, find_inputs, run
 from ssd_nobias.errors import DataError
 from ssd_nobias.data.images import ImageError
 from ssd_nobias.runtime.predictors import load_predictor
+from ssd_nobias.machine import cpu_info
+from ssd_nobias.provenance import fingerprint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DETECT = [sys.executable, os.path.join(ROOT, "scripts", "detect.py")]
@@ -235,6 +237,27 @@ def test_one_call_loads_any_model_file_without_a_config(model, tmp_path):
         Detector.from_export(deploy, int8=True)
 
 
+def test_detect_json_records_the_model_file_its_hash_the_runtime_and_the_machine(model,
+                                                                                 tmp_path):
+    _, params, deploy, onnx_path = model
+    paths = pictures(str(tmp_path / "in"), sizes=((120, 90),))
+    os.rename(paths[0], tmp_path / "in" / "detect.png")  # its detections must not take the name
+    for which, path, kind, runtime in (("deploy", deploy, "deploy", "mxnet"),
+                                       ("onnx", onnx_path, "onnx", "onnxruntime"),
+                                       ("params", params, "params", "mxnet")):
+        out = tmp_path / which
+        run(Detector(path, thresh=0.3), [str(tmp_path / "in" / "detect.png")], str(out),
+            progress=False)
+        assert (out / "detect-2.json").is_file() and (out / "detect-2.png").is_file()
+        record = json.load(open(out / "detect.json"))
+        assert record["inputs"] == [str(tmp_path / "in" / "detect.png")] and record["images"] == 1
+        made = record["provenance"]
+        assert made["model"] == {"path": os.path.abspath(path), "sha256": fingerprint(path),
+                                 "kind": kind, "runtime": runtime}
+        assert made["device"] == "cpu(0)" and made["cpu"]["model"] == cpu_info().model
+    assert fingerprint(deploy) != fingerprint(params)
+
+
 def test_an_out_folder_holding_an_input_is_refused_and_a_failed_picture_write_leaves_nothing(
         model, tmp_path, monkeypatch):
     """Annotated copies never replace the inputs; a picture OpenCV could not write (full disk,
@@ -304,4 +327,5 @@ def test_sigterm_mid_run_keeps_whole_files_only_and_the_next_run_clears_a_killed
     dead.wait()
     (out / f"pic1.png.tmp-{dead.pid}.png").write_bytes(b"half")
     assert cli.run(detect_command.main, ["--params", params, *inputs, "--out", str(out)]) == 0
-    assert sorted(os.listdir(out)) == ["pic0.json", "pic0.png", "pic1.json", "pic1.png"]
+    assert sorted(os.listdir(out)) == ["detect.json", "pic0.json", "pic0.png", "pic1.json",
+                                       "pic1.png"]

@@ -174,3 +174,20 @@ def test_device_chooses_where_inference_runs_whatever_the_config_trained_on(mode
             load_predictor(cfg, params_path=params, device="gpu0")
     with pytest.raises(ConfigError, match=r"'--device': 'tpu' is not cpu, cpuN or gpuN"):
         load_predictor(cfg, params_path=params, device="tpu")
+
+
+def test_a_deploy_graph_loads_and_runs_without_a_warning(alive_model):
+    """MXNet's SymbolBlock.imports warns "Cannot decide type" on every load; load_deploy
+    declares the input's type instead, and gives the trained model's detections."""
+    import warnings
+
+    cfg, params, deploy, _ = alive_model
+    x = mx.nd.array(np.random.RandomState(0).uniform(-2, 2, (1, 3, 300, 300)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        block, classes = load_deploy(deploy, [mx.cpu()])
+        ids, scores, boxes = block(x)
+    trained = load_predictor(cfg, params_path=params, device="cpu").predictor
+    want = trained(x)
+    assert classes == CLASSES
+    np.testing.assert_allclose(scores.asnumpy(), want[1].asnumpy(), atol=1e-4)

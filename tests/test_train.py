@@ -1,6 +1,7 @@
 """The training recipe on a tiny synthetic dataset: run files, exact resume, divergence stop,
 torn checkpoints, the schedule and weight-decay exclusions, and the scripts' error edge."""
 import csv
+import json
 import os
 import re
 import subprocess
@@ -91,6 +92,14 @@ def test_the_first_lines_of_a_run_say_what_trains_and_how(finished_run):
                         lines[9])
 
 
+def test_every_progress_line_of_a_run_says_how_long_is_left(finished_run):
+    with open(os.path.join(finished_run[0], "train.log")) as f:
+        progress = [line for line in f if " loss " in line]
+    assert len(progress) == 4  # log_interval 1, 4 iterations
+    assert all(re.search(r"img/s, ETA \d+:\d\d$", line.rstrip()) for line in progress)
+    assert progress[-1].rstrip().endswith("ETA 0:00")  # nothing left after the last
+
+
 def test_the_recipe_summary_lists_each_variant_of_a_kind():
     net = get_model("ssd_300_mobilenet0.25_custom", classes=["a"], bias_free=["dw1", "pw*"],
                     heads_bias=False)
@@ -152,6 +161,31 @@ def test_a_warmup_longer_than_the_run_is_named(data_root, tmp_path, caplog):
     Trainer(tiny(data_root, str(tmp_path / "short"), "train.warmup_iters=3",
                  "train.base_batch_size=4"))._announce()
     assert "never reaches" not in caplog.text
+
+
+@pytest.mark.slow
+def test_a_run_started_with_relative_paths_is_evaluated_from_another_folder(data_root, tmp_path,
+                                                                             monkeypatch):
+    """The run records its paths absolute, so eval --params from the parent folder finds the
+    dataset, writes beside the checkpoint, and eval.json names the checkpoint and its hash."""
+    from ssd_nobias import cli
+    from ssd_nobias.atomic import sha256
+    from ssd_nobias.commands import evaluate as eval_command
+
+    start = tmp_path / "work"
+    start.mkdir()
+    monkeypatch.chdir(start)
+    train(tiny(os.path.relpath(data_root), "runs/a", "train.epochs=1"))
+    run = start / "runs" / "a"
+    assert load_config(str(run / "config.yaml")).data.root == data_root
+    monkeypatch.chdir(tmp_path)
+    assert cli.run(eval_command.main, ["--params", "work/runs/a/tiny-best.params"]) == 0
+    with open(run / "eval" / "eval.json") as f:
+        made = json.load(f)["provenance"]
+    assert made["model"] == {"path": str(run / "tiny-best.params"),
+                             "sha256": sha256(str(run / "tiny-best.params")),
+                             "kind": "params", "runtime": "mxnet"}
+    assert made["device"] == "cpu(0),cpu(1)"  # where it trained: tiny() runs on two
 
 
 def test_divergence_stops_with_the_checkpoint_intact(finished_run, data_root, tmp_path):

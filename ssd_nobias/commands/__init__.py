@@ -37,16 +37,6 @@ JOBS = {
 }
 
 
-def version() -> str:
-    """The installed distribution's version (the checkout's pyproject.toml when not installed)."""
-    from importlib import metadata
-
-    try:
-        return metadata.version("ssd_nobias")
-    except metadata.PackageNotFoundError:
-        return "unknown (not installed)"
-
-
 def usage() -> str:
     lines = ["usage: ssd-nobias <job> [arguments]   (ssd-nobias <job> --help for each; "
              "--version)", "", "jobs:"]
@@ -62,6 +52,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(usage())
         return 0 if argv else 2
     if argv[0] in ("-V", "--version"):
+        from ssd_nobias.provenance import version
         print(f"ssd-nobias {version()}")
         return 0
     job, rest = argv[0], argv[1:]

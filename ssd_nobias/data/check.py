@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from tqdm import tqdm
 from yacs.config import CfgNode
 
 from ssd_nobias.data.coco import coco_image_candidates
@@ -25,6 +24,7 @@ from ssd_nobias.data.voc import VOCObject, find_image, parse_voc_xml, read_split
 from ssd_nobias.data.yolo import image_size as yolo_image_size
 from ssd_nobias.data.yolo import label_path, parse_labels, yolo_classes, yolo_images
 from ssd_nobias.errors import DataError
+from ssd_nobias.progress import tracked
 
 CLEAN, PROBLEMS, UNUSABLE = 0, 1, 2  # exit statuses
 
@@ -102,8 +102,8 @@ def check_dataset(cfg: CfgNode, workers: int = 0, progress: bool = True) -> Chec
                                            f"data.{split}_splits lists no image"))
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         checked = pool.map(partial(_decode, max_pixels=cfg.data.max_pixels), items)
-        for item, problem in tqdm(zip(items, checked), total=len(items), unit="image",
-                                  desc="decoding", disable=not progress):
+        for item, problem in tracked(zip(items, checked), total=len(items),
+                                            unit="image", desc="decoding", enabled=progress):
             _check_item(report, item, problem)
     return report
 

@@ -18,7 +18,6 @@ import numpy as np
 from gluoncv.model_zoo.ssd import SSD
 from mxnet import gluon
 from mxnet.gluon import nn
-from tqdm import tqdm
 
 from ssd_nobias.model.checkpoint import read_meta, save_checkpoint
 from ssd_nobias.config import base_size, eval_metric, per_image
@@ -29,6 +28,7 @@ from ssd_nobias.data.loaders import SeededTransform
 from ssd_nobias.data.transforms import SSDTrainTransform
 from ssd_nobias.errors import DataError
 from ssd_nobias.evaluation.evaluate import EvalSettings, evaluate
+from ssd_nobias.progress import tracked
 from ssd_nobias.runtime.predictors import load_trained, net_predictor
 
 
@@ -87,8 +87,8 @@ def recalibrate(net: SSD, batches: Iterable[mx.nd.NDArray], count: int,
     try:
         for b in layers:
             b._kwargs["momentum"] = 0.0  # the running value after a forward: that batch's
-        for x in tqdm(batches, total=count, desc="recalibrate", unit="batch", leave=False,
-                      disable=not progress):
+        for x in tracked(batches, total=count, desc="recalibrate", unit="batch",
+                          enabled=progress):
             # MXNet's stock BatchNorm updates its running statistics in the backward pass;
             # the gradients go nowhere (a GluonCV SSD's third output, the anchors, has none)
             with mx.autograd.record():

@@ -27,7 +27,8 @@ from ssd_nobias.model import native
 from ssd_nobias.atomic import make_folder, remove_stale_temps, replacing
 from ssd_nobias.model.checkpoint import (find_resume, first_non_finite, load_checkpoint,
                                          save_checkpoint)
-from ssd_nobias.config import base_size, eval_metric, save_config, scaled_lr
+from ssd_nobias.config import (base_size, eval_metric, save_config, scaled_lr,
+                               with_absolute_paths)
 from ssd_nobias.devices import contexts
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import build_dataset, val_set
@@ -36,6 +37,7 @@ from ssd_nobias.engine.ema import WeightAverage
 from ssd_nobias.engine.distributed import (RunningStatsSync, StopVote, Worker, connect,
                                            params_checksum)
 from ssd_nobias.errors import ConfigError, UserError
+from ssd_nobias.progress import duration, eta
 from ssd_nobias.evaluation.evaluate import (EvalResult, EvalSettings, detections_picture,
                                              evaluate)
 from ssd_nobias.machine import cpu_info, omp_threads
@@ -314,6 +316,7 @@ class Trainer:
         metrics = MetricsLog(self.out_dir, self.iteration, sink) if self.worker.is_chief \
             else None
         self._announce()
+        self.timer = (time.monotonic(), self.iteration)  # the ETA's rate: this process's
         result = None
         try:
             while self.epoch < self.cfg.train.epochs:
@@ -440,8 +443,12 @@ class Trainer:
         if metrics is None:  # other workers: rank 0 speaks for the run
             return
         epoch = self.iteration / self.iters_per_epoch
-        log.info("epoch %.2f iter %d loss %.4f (cls %.4f box %.4f) lr %.5g %.1f img/s", epoch,
-                 self.iteration, loss, cls_loss, box_loss, lr, speed)
+        started, first = self.timer
+        left = eta(self.iteration - first, self.cfg.train.epochs * self.iters_per_epoch - first,
+                   time.monotonic() - started)
+        log.info("epoch %.2f iter %d loss %.4f (cls %.4f box %.4f) lr %.5g %.1f img/s, ETA %s",
+                 epoch, self.iteration, loss, cls_loss, box_loss, lr, speed,
+                 "?" if left is None else duration(left))
         metrics.add(epoch=epoch, iteration=self.iteration, loss=loss, cls_loss=cls_loss,
                     box_loss=box_loss, lr=lr, images_per_s=speed)
         bar.set_postfix(loss=f"{loss:.3f}")
@@ -493,7 +500,7 @@ class Trainer:
                                 pictured)
         with self.average.swapped() if self.average is not None else nullcontext():
             result = evaluate(net_predictor(self.net), self.val_set, self.classes, self.ctx,
-                              Preprocess.from_config(cfg), settings)
+                              Preprocess.from_config(cfg), settings, progress=True)
         log.info("epoch %d val %s %.4f", self.epoch, result.metric, result.value)
         metrics.add(epoch=float(self.epoch), iteration=self.iteration, val_map=result.value)
         if result.samples:
@@ -517,8 +524,10 @@ def train(cfg: CfgNode, overwrite: bool = False) -> Optional[EvalResult]:
 
     A directory that holds another run is refused unless train.resume is 'auto' or
     `overwrite` removes that run first (run_dir.claim); a start that fails before its first
-    step leaves the directory as it was (run_dir.StartGuard).
+    step leaves the directory as it was (run_dir.StartGuard). The run records its paths
+    absolute (config.with_absolute_paths).
     """
+    cfg = with_absolute_paths(cfg)
     worker = connect(cfg.train.kvstore)
     if not worker.is_chief:  # rank 0 alone writes in the run directory: it holds and cleans it
         make_folder(cfg.output_dir)

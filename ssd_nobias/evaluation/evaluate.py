@@ -17,7 +17,6 @@ import mxnet as mx
 import numpy as np
 from gluoncv.utils.bbox import bbox_xyxy_to_xywh
 from gluoncv.utils.metrics.voc_detection import VOC07MApMetric, VOCMApMetric
-from tqdm import tqdm
 
 from ssd_nobias.atomic import make_folder, write_json
 from ssd_nobias.config import eval_metric
@@ -28,6 +27,8 @@ from ssd_nobias.data.images import read_image
 from ssd_nobias.data.loaders import split_batch, val_loader
 from ssd_nobias.data.transforms import boxes_to_image
 from ssd_nobias.plots import PRCurve, detections_grid, plot_pr_curves, save_image
+from ssd_nobias.progress import tracked
+from ssd_nobias.provenance import model_source, provenance
 from ssd_nobias.runtime.predictors import Predictor, load_predictor
 
 COCO_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -99,8 +100,7 @@ def predict(predictor: Predictor, dataset, ctx: Sequence[mx.Context], preprocess
 
     def run():
         index = 0
-        bar = tqdm(loader, desc="eval", unit="batch", disable=not progress, leave=False)
-        for batch in bar:
+        for batch in tracked(loader, desc="eval", unit="batch", enabled=progress):
             images, labels, sizes = split_batch(batch, ctx)
             start = time.perf_counter()
             outputs = [predictor(x) for x in images]
@@ -251,10 +251,14 @@ def format_table(result: EvalResult) -> str:
 
 
 def write_report(result: EvalResult, dataset, class_names: Sequence[str], out_dir: str,
-                 score_thresh: float = 0.5) -> None:
-    """eval.json, pr_curves.png and detections.png (the first sampled val images) in out_dir."""
+                 score_thresh: float = 0.5, made_by: Optional[dict] = None) -> None:
+    """eval.json (with `made_by`, provenance's record of the model and machine, if given),
+    pr_curves.png and detections.png (the first sampled val images) in out_dir."""
     make_folder(out_dir)
-    write_json(os.path.join(out_dir, "eval.json"), result.to_json())
+    record = result.to_json()
+    if made_by is not None:
+        record["provenance"] = made_by
+    write_json(os.path.join(out_dir, "eval.json"), record)
     plot_pr_curves(os.path.join(out_dir, "pr_curves.png"), result.curves,
                    title=f"{result.metric} {result.value:.3f}")
     if result.samples:
@@ -289,5 +293,7 @@ def evaluate_checkpoint(cfg, params_path: Optional[str], out_dir: str, progress:
                                              device=device, runtime=runtime)
     result = evaluate(predictor, dataset, classes, ctx, Preprocess.from_config(cfg),
                       EvalSettings.from_config(cfg), out_dir=out_dir, progress=progress)
-    write_report(result, dataset, classes, out_dir, cfg.eval.score_thresh)
+    source = model_source(params_path, deploy_dir, onnx_path, accelerator_dir, int8, runtime)
+    write_report(result, dataset, classes, out_dir, cfg.eval.score_thresh,
+                 provenance(source, ",".join(str(c) for c in ctx)))
     return result

@@ -22,8 +22,8 @@ import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
+from ssd_nobias.progress import progress_bar
 from ssd_nobias.runtime.integer import layer_tensor
 from ssd_nobias.onnx_files import load_onnx
 
@@ -37,8 +37,7 @@ class _Reader:
 
     def __init__(self, images: Sequence[np.ndarray], progress: bool):
         self.images = list(images)
-        self.bar = tqdm(total=len(self.images), desc="calibrate", unit="img", leave=False,
-                        disable=not progress)
+        self.bar = progress_bar(len(self.images), "calibrate", "img", enabled=progress)
         self.index = 0
 
     def get_next(self):

@@ -7,7 +7,6 @@ from typing import Dict, List, Optional, Union
 
 import mxnet as mx
 import numpy as np
-from mxnet import gluon
 
 from ssd_nobias.config import base_size, eval_metric
 from ssd_nobias.devices import inference_device
@@ -19,7 +18,7 @@ from ssd_nobias.export.deploy import (PARITY_RTOL, ParityError, add_to_report, f
 from ssd_nobias.runtime.onnxrt import session
 from ssd_nobias.model.ssd import layer_names
 from ssd_nobias.evaluation.evaluate import EvalSettings, evaluate
-from ssd_nobias.runtime.predictors import SplitPredictor, load_deploy, load_trained
+from ssd_nobias.runtime.predictors import SplitPredictor, import_graph, load_deploy, load_trained
 from ssd_nobias.export.accelerator import deploy_prefix, host_onnx, write_float_pair
 from ssd_nobias.runtime.accelerator import (ACCELERATOR_DIR, FLOAT_ONNX, HOST_INT8_ONNX, HOST_ONNX,
                                             INT8_CPU_ONNX, INT8_ONNX, INT8_SIGNED_ONNX,
@@ -112,8 +111,7 @@ def export_accelerator(cfg, params_path: str, export_dir: str, int8: bool = Fals
 def _parity(prefix: str, host: HostPart, x: mx.nd.NDArray, outputs: List[np.ndarray],
             trained, deploy_det, folder: str) -> Dict:
     """The pair against the trained model (raw outputs) and the deploy graph (detections)."""
-    symbol = gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
-                                       prefix + "-0000.params", ctx=x.context)
+    symbol = import_graph(prefix, x.context)
     mx_logits, mx_offsets = host.raw([o.asnumpy() for o in symbol(x)])
     logits, offsets = host.raw(outputs)
     n = len(logits)

@@ -12,7 +12,6 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import mxnet as mx
 import numpy as np
-from tqdm import tqdm
 
 from ssd_nobias.atomic import make_folder, remove_stale_temps, replacing, write_json
 from ssd_nobias.data.transforms import ValTransform, boxes_to_image
@@ -20,7 +19,9 @@ from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.errors import DataError, StorageError, UserError
 from ssd_nobias.data.images import IMAGE_EXTS, MAX_PIXELS, ImageError, read_image
 from ssd_nobias.plots import draw_boxes
-from ssd_nobias.runtime.accelerator import FLOAT_ONNX
+from ssd_nobias.progress import progress_bar, tracked
+from ssd_nobias.provenance import model_source, provenance
+from ssd_nobias.runtime.accelerator import FLOAT_ONNX, is_int8_graph
 from ssd_nobias.runtime.predictors import checkpoint_config, load_predictor
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -91,20 +92,24 @@ class Detector:
     list), detections in each image's pixels out.
 
     `Detector(path)` opens what training or export wrote: a .params checkpoint, an export
-    folder, an accelerator folder or an .onnx file (from_checkpoint / from_export say more)."""
+    folder, an accelerator folder or an .onnx file (from_checkpoint / from_export say more).
+    `source`: where the model came from (provenance.model_source; set when opened from a path),
+    recorded in what detect writes."""
 
     def __init__(self, model, prep: Optional[Preprocess] = None, thresh: float = 0.5,
-                 keep_classes: Optional[Sequence[str]] = None, **options):
+                 keep_classes: Optional[Sequence[str]] = None, source: Optional[dict] = None,
+                 **options):
         if isinstance(model, (str, os.PathLike)):
             path = os.fspath(model)
             opened = Detector.from_checkpoint(path, thresh, keep_classes, **options) \
                 if path.endswith(".params") else \
                 Detector.from_export(path, thresh=thresh, keep_classes=keep_classes, **options)
-            model, prep = opened.model, opened.prep
+            model, prep, source = opened.model, opened.prep, opened.source
         elif prep is None or options:
             raise TypeError("Detector(model, prep, ...) takes a loaded model with its "
                             "preprocessing; give a path to open one")
         self.model, self.prep, self.thresh = model, prep, thresh
+        self.source = source
         self.transform = ValTransform(prep)
         names = list(model.classes)
         unknown = sorted(set(keep_classes or ()) - set(names))
@@ -121,7 +126,8 @@ class Detector:
         (or `cfg`); `device`: 'cpu', 'gpu0', ... (default: where it trained, if here)."""
         cfg = cfg if cfg is not None else checkpoint_config(params)
         model = load_predictor(cfg, params_path=params, device=device)
-        return cls(model, Preprocess.from_config(cfg), thresh, keep_classes)
+        return cls(model, Preprocess.from_config(cfg), thresh, keep_classes,
+                   source=model_source(params=params))
 
     @classmethod
     def from_export(cls, path: str, int8: bool = False, thresh: float = 0.5,
@@ -140,11 +146,15 @@ class Detector:
                             f"writes <export>/accelerator/)")
         if accelerator:  # the folder, or one of its graphs (the signed INT8, say)
             model = load_predictor(accelerator_dir=path, int8=int8, runtime=runtime)
+            source = model_source(accelerator=path, int8=is_int8_graph(path, int8),
+                                  runtime=runtime)
         elif graph:
             model = load_predictor(onnx_path=path, runtime=runtime)
+            source = model_source(onnx=path, runtime=runtime)
         else:
             model = load_predictor(deploy_dir=path, device=device)
-        return cls(model, Preprocess.load(folder), thresh, keep_classes)
+            source = model_source(deploy=path)
+        return cls(model, Preprocess.load(folder), thresh, keep_classes, source=source)
 
     def __call__(self, images, channels: str = "RGB"):
         """Detections of one image, or a list of them for a list (run as one batch).
@@ -221,6 +231,9 @@ class Summary:
         return self.images / self.seconds if self.seconds else 0.0
 
 
+SUMMARY = "detect"  # detect.json; an input named detect.jpg writes detect-2.json
+
+
 def _out_stem(path: str, taken: set) -> str:
     stem = os.path.splitext(os.path.basename(path))[0]
     name, k = stem, 1
@@ -255,7 +268,8 @@ def _video_frames(path: str) -> Tuple[Iterator[np.ndarray], int, float]:
 def run(detector: Detector, inputs: Sequence[str], out_dir: str, skip_bad: bool = False,
         progress: bool = True, max_pixels: int = MAX_PIXELS) -> Summary:
     """Detect on every input; write <stem>.<ext> (annotated) and <stem>.json under out_dir,
-    each whole or not at all. An out_dir that holds an input is refused: its annotated copy
+    each whole or not at all, and detect.json: the inputs, what was skipped and what ran them
+    (provenance: the model file and its hash, the runtime, the device and CPU). An out_dir that holds an input is refused: its annotated copy
     would replace it."""
     own = os.path.realpath(out_dir)
     held = [p for p in inputs if os.path.dirname(os.path.realpath(p)) == own]
@@ -264,8 +278,8 @@ def run(detector: Detector, inputs: Sequence[str], out_dir: str, skip_bad: bool 
                         f"would replace; write the detections to another folder")
     make_folder(out_dir)
     remove_stale_temps(out_dir)  # what a killed detect left
-    summary, taken = Summary(), set()
-    bar = tqdm(total=len(inputs), unit="file", disable=not progress, desc="detect")
+    summary, taken = Summary(), {SUMMARY}
+    bar = progress_bar(len(inputs), "detect", "file", enabled=progress)
     for path in inputs:
         stem = _out_stem(path, taken)
         try:
@@ -279,6 +293,11 @@ def run(detector: Detector, inputs: Sequence[str], out_dir: str, skip_bad: bool 
             summary.skipped.append(path)
         bar.update()
     bar.close()
+    device = ",".join(str(c) for c in getattr(detector.model, "ctx", ())) or "cpu"
+    write_json(os.path.join(out_dir, SUMMARY + ".json"), {
+        "inputs": [os.path.abspath(p) for p in inputs], "images": summary.images,
+        "images_per_s": round(summary.images_per_s, 2), "skipped": summary.skipped,
+        "thresh": detector.thresh, "provenance": provenance(detector.source, device)})
     return summary
 
 
@@ -326,8 +345,8 @@ def _write_video(detector: Detector, frames, count: int, fps: float, tmp: str,
     """Draw every frame's detections into the video `tmp`; (height, width) of the frames."""
     writer, h, w = None, 0, 0
     try:
-        for image in tqdm(frames, total=count or None, unit="frame", leave=False,
-                          desc=os.path.basename(path)):
+        for image in tracked(frames, total=count or None, unit="frame",
+                              desc=os.path.basename(path)):
             if writer is None:
                 h, w = image.shape[:2]
                 writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))

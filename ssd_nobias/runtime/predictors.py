@@ -121,6 +121,17 @@ def export_classes(folder: str) -> List[str]:
                         f"{err}") from None
 
 
+def import_graph(prefix: str, ctx) -> gluon.SymbolBlock:
+    """<prefix>-symbol.json with <prefix>-0000.params, as SymbolBlock.imports loads them, but
+    with a float32 input declared: imports' untyped input makes MXNet warn "Cannot decide
+    type" on every load."""
+    block = gluon.SymbolBlock(mx.sym.load(prefix + "-symbol.json"),
+                              mx.sym.var("data", dtype="float32"))
+    block.collect_params().load(prefix + "-0000.params", ctx=ctx, cast_dtype=True,
+                                dtype_source="saved")
+    return block
+
+
 def load_deploy(deploy_dir: str, ctx: Sequence[mx.Context]
                 ) -> Tuple[gluon.SymbolBlock, List[str]]:
     """The exported graph as a SymbolBlock, and its class names from preprocess.json."""
@@ -132,8 +143,7 @@ def load_deploy(deploy_dir: str, ctx: Sequence[mx.Context]
     prefix = os.path.join(deploy_dir, symbols[0][: -len("-symbol.json")])
     classes = export_classes(deploy_dir)
     try:
-        block = gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
-                                          prefix + "-0000.params", ctx=list(ctx))
+        block = import_graph(prefix, ctx)
     except (mx.base.MXNetError, AssertionError, OSError) as err:
         raise DataError(f"cannot load the deploy graph {prefix}: "
                         f"{mxnet_reason(err)}") from None
