@@ -14,7 +14,8 @@ from conftest import save_stock_model
 from ssd_nobias.config import load_config
 from ssd_nobias.errors import DataError
 from ssd_nobias.evaluation.evaluate import evaluate_checkpoint
-from ssd_nobias.export.deploy import FoldedConv, ShiftError, export_deploy, fold_conv_norm
+from ssd_nobias.export.deploy import (FoldedConv, ShiftError, export_deploy, fold_conv_norm,
+                                      format_report)
 from ssd_nobias.model.ssd import ConvNorm, UnitRecipe
 from ssd_nobias.model.norm import NoBiasBatchNorm, UncenteredBatchNorm
 from ssd_nobias.data.synthetic import make_synthetic
@@ -89,6 +90,12 @@ def test_deploy_graph_has_no_norm_and_no_bias_where_none_was_asked(trained):
     assert report["bias_free_layers"] == 35
     assert report["parity"]["class_logits"] <= 1e-4
     assert report["parity"]["box_offsets"] <= 1e-4
+    # the console gets the count and the biased layers by name; the table only when asked
+    short, table = format_report(report).splitlines(), format_report(report, layers=True)
+    heads = [r["name"] for r in report["layers"] if not r["bias_free"]]
+    assert short[0] == (f"35 of 47 convolutions have no bias; with a bias: {', '.join(heads[:3])}"
+                        f" and 9 more (--layers lists every one)") and len(short) == 2
+    assert len(table.splitlines()) == 1 + 47 + 2 and "YES" in table
     with open(os.path.join(out, "preprocess.json")) as f:
         pre = json.load(f)
     assert pre["shape"] == [1, 3, 300, 300] and pre["mean"] == list(cfg.data.mean)

@@ -94,3 +94,21 @@ def test_an_unwritable_build_folder_falls_back_to_the_portable_version(tmp_path)
     assert f"cannot build the NoBiasBatchNorm operator in {blocker / 'build'}" in warning
     assert "set SSD_NOBIAS_BUILD_DIR to a writable folder" in warning
     assert refused == "NativeUnavailable"
+
+
+def test_a_build_says_what_it_does_before_and_when_done(monkeypatch, tmp_path, capfd):
+    """The first command of a new install compiles for a minute: it says so first."""
+    compiler = tmp_path / "fake-g++"  # writes whatever -o names: a build that succeeds
+    compiler.write_text('#!/bin/sh\nwhile [ $# -gt 1 ]; do [ "$1" = -o ] && : > "$2"; shift; '
+                        'done\nexit 0\n')
+    compiler.chmod(0o755)
+    monkeypatch.setenv("SSD_NOBIAS_BUILD_DIR", str(tmp_path / "build"))
+    monkeypatch.setenv("CXX", str(compiler))
+    path = native.build()
+    lines = capfd.readouterr().err.splitlines()
+    assert path.is_file() and path.parent == tmp_path / "build"
+    assert lines[0] == (f"ssd_nobias: building the NoBiasBatchNorm operator for this CPU and "
+                        f"MXNet, once ({compiler} -march=native, about a minute on 2 cores) ...")
+    assert lines[1].startswith(f"ssd_nobias: built {path} in ") and len(lines) == 2
+    native.build()  # built: nothing to say
+    assert capfd.readouterr().err == ""

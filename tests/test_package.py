@@ -1,5 +1,6 @@
 """The package as a user installs it: a wheel built from this checkout, installed into a fresh
 virtualenv (its dependencies borrowed from the test environment), runs `ssd-nobias` jobs."""
+import glob
 import os
 import shutil
 import subprocess
@@ -26,7 +27,7 @@ def installed(tmp_path_factory):
     source = base / "source"  # a copy: setuptools builds in the tree it is given
     shutil.copytree(os.path.join(ROOT, "ssd_nobias"), source / "ssd_nobias",
                     ignore=shutil.ignore_patterns("_build", "__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(os.path.join(ROOT, name), source / name)
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
         "-w", base / "dist", source)
@@ -75,3 +76,25 @@ def test_the_console_command_runs_jobs_from_the_installed_package(installed, tmp
     assert "train.lr = 0.2  (default 0.001)" in config
     bad = subprocess.run([bin_dir / "ssd-nobias", "trian"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown job 'trian'" in bad.stderr
+
+
+def other_python():
+    """An interpreter this project does not run on (3.12 or later, 3.9 or earlier), if any."""
+    pyenv = os.path.join(os.environ.get("PYENV_ROOT", "~/.pyenv"), "versions")
+    kept = sorted(glob.glob(os.path.join(os.path.expanduser(pyenv), "3.1[2-9]*", "bin",
+                                         "python3")))
+    for found in [shutil.which(n) for n in ("python3.12", "python3.13", "python3.9")] + kept:
+        if found and subprocess.run([found, "-c", "pass"], capture_output=True).returncode == 0:
+            return found
+    return None
+
+
+@pytest.mark.skipif(other_python() is None, reason="no Python outside 3.10-3.11 here")
+def test_an_unsupported_python_is_told_so_before_anything_is_built(tmp_path):
+    """pip runs setup.py before it builds any dependency: there, and not in numpy's sdist
+    build, a Python 3.12 user learns what to install."""
+    done = subprocess.run([other_python(), os.path.join(ROOT, "setup.py"), "--name"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.startswith("ssd_nobias needs Python 3.10 or 3.11 (MXNet 1.9 needs numpy")
+    assert "pip install -U pip" in done.stderr

@@ -7,7 +7,8 @@ dry-run. `tiny()` shrinks each command without changing what it exercises: fewer
 epochs, recalibration batches and COCO-like boxes, CPU contexts instead of GPUs, two workers
 instead of four, the synthetic dataset in the layout the command's config expects (with COCO, a
 model head for its 4 classes), a stand-in ssh that runs the remote command here. Python blocks
-then run in one interpreter, in order, in the same sandbox.
+then run in one interpreter, in order, in the same sandbox. The install block (```bash) is
+tests/test_package.py's: it builds the wheel and installs it into a fresh venv.
 """
 import os
 import re

@@ -43,6 +43,8 @@ def main(argv=None) -> int:
                         "the Q/DQ form TensorRT takes); int8-cpu (its variant with 7-bit "
                         "weights, computed exactly by CPUs without VNNI too)")
     cli.add_device(p)
+    p.add_argument("--layers", action="store_true",
+                   help="print every convolution's bias (export_report.json holds them always)")
     p.add_argument("--recalibrate", type=int, default=0, metavar="N",
                    help="first recompute every norm's statistics over N training batches with "
                         "the weights frozen (PreciseBN), write <out>/recalibrated.params and "
@@ -104,7 +106,7 @@ def _export(cfg, args, formats, out: str, show) -> None:
                            sample_images=args.sample_images)
     if args.recalibrate:
         add_to_report(out, "recalibration", recalibration)
-    show(format_report(report))
+    show(format_report(report, layers=args.layers))
     onnx = f"{report['onnx']['file']}, " if "onnx" in report else ""
     show(f"wrote {report['symbol']}, {report['deploy_params']}, {onnx}{out}/preprocess.json, "
          f"{out}/export_report.json")

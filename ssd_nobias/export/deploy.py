@@ -309,15 +309,21 @@ def _raise_onnx_failures(check: dict, out_dir: str) -> None:
                           f"{'; '.join(problems)}; see {out_dir}/export_report.json")
 
 
-def format_report(report: Dict) -> str:
-    """The layer table and parity figures, for the console."""
-    rows = [f"{'layer':44s} {'bias':5s} {'max |bias|':>10s}"]
-    for r in report["layers"]:
-        bias = "-" if r["max_abs_bias"] is None else f"{r['max_abs_bias']:.3g}"
-        rows.append(f"{r['name']:44s} {'no' if r['bias_free'] else 'YES':5s} {bias:>10s}")
+def format_report(report: Dict, layers: bool = False) -> str:
+    """The bias count and parity figures for the console; with `layers`, every convolution's
+    row first (export_report.json always holds them)."""
+    rows = []
+    if layers:
+        rows.append(f"{'layer':44s} {'bias':5s} {'max |bias|':>10s}")
+        for r in report["layers"]:
+            bias = "-" if r["max_abs_bias"] is None else f"{r['max_abs_bias']:.3g}"
+            rows.append(f"{r['name']:44s} {'no' if r['bias_free'] else 'YES':5s} {bias:>10s}")
     p = report["parity"]
+    biased = [r["name"] for r in report["layers"] if not r["bias_free"]]
+    named = ", ".join(biased[:3]) + (f" and {len(biased) - 3} more" if len(biased) > 3 else "")
     rows.append(f"{report['bias_free_layers']} of {len(report['layers'])} convolutions have no "
-                f"bias")
+                f"bias" + (f"; with a bias: {named}" if biased else "") +
+                ("" if layers else " (--layers lists every one)"))
     rows.append(f"parity on {p.get('inputs', str(p['images']) + ' images')}, deploy graph "
                 f"against the trained model (max error over max magnitude): class logits {p['class_logits']:.2g}, box "
                 f"offsets {p['box_offsets']:.2g}; same detections after NMS: "

@@ -20,7 +20,9 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -139,6 +141,10 @@ def build(force: bool = False) -> Path:
         raise NativeUnavailable(
             f"building the NoBiasBatchNorm operator needs a C++ compiler; '{cxx}' was not found "
             "(install g++ or set CXX)")
+    # the first command of a new install spends a minute here: say so before, and when done
+    print(f"ssd_nobias: building the NoBiasBatchNorm operator for this CPU and MXNet, once "
+          f"({cxx} -march=native, about a minute on 2 cores) ...", file=sys.stderr, flush=True)
+    start = time.monotonic()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as workdir:
@@ -151,6 +157,8 @@ def build(force: bool = False) -> Path:
         raise NativeUnavailable(f"cannot build the NoBiasBatchNorm operator in {target.parent}: "
                                 f"{err.strerror or err} (set SSD_NOBIAS_BUILD_DIR to a writable "
                                 f"folder)") from None
+    print(f"ssd_nobias: built {target} in {time.monotonic() - start:.0f} s", file=sys.stderr,
+          flush=True)
     return target
 
 
