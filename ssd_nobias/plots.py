@@ -154,6 +154,38 @@ def plot_pr_curves(path: str, curves: Mapping[str, PRCurve], title: str = "") ->
     _save(fig, path)
 
 
+def plot_confusion_matrix(path: str, counts: np.ndarray, class_names: Sequence[str],
+                          score_thresh: float) -> None:
+    """confusion.ConfusionMatrix's counts as a heat map: each true class's row as shares of
+    its boxes (colour) with the counts written in; background last."""
+    _save(confusion_figure(counts, class_names, score_thresh), path)
+
+
+def confusion_figure(counts: np.ndarray, class_names: Sequence[str],
+                     score_thresh: float) -> Figure:
+    names = [*class_names, "background"]
+    n = len(names)
+    rows = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    side = 1.6 + 0.55 * n
+    fig = Figure(figsize=(side + 1.2, side), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            if counts[i, j]:
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if shares[i, j] > 0.6 else "black")
+    ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"score >= {score_thresh:g}, IoU >= 0.5; rows: share of the true class",
+                 fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return fig
+
+
 def _column(rows, key: str):
     xs, ys = [], []
     for row in rows:
@@ -201,26 +233,38 @@ def plot_training_curves(path: str, rows: Sequence[Mapping[str, object]]) -> Non
 def plot_run_comparison(path: str, runs: Mapping[str, Sequence[Mapping[str, object]]]) -> None:
     """Several runs' total loss, learning rate and val metric against epochs, one colour per
     run, from their metrics.csv rows."""
+    _save(run_comparison_figure(runs), path)
+
+
+def run_comparison_figure(runs: Mapping[str, Sequence[Mapping[str, object]]]) -> Figure:
+    """plot_run_comparison's picture. A series of one or two points is drawn as markers (a
+    line of one point is invisible); a panel no run has a point for says so."""
     fig = Figure(figsize=(13, 4), layout="constrained")
     ax_loss, ax_lr, ax_map = fig.subplots(1, 3)
     colors = palette(len(runs))
     positive = True
     for (name, rows), color in zip(runs.items(), colors):
         color = tuple(c / 255 for c in color)
-        xs, ys = _column(rows, "loss")
-        if xs:
-            ax_loss.plot(xs, ys, color=color, lw=1.2, label=name)
-            positive = positive and min(ys) > 0
-        ax_lr.plot(*_column(rows, "lr"), color=color, lw=1.2, label=name)
-        xs, ys = _column(rows, "val_map")
-        ax_map.plot(xs, ys, color=color, marker="o", ms=3, lw=1.2, label=name)
-    if positive and any(ax_loss.lines):
+        for ax, key in ((ax_loss, "loss"), (ax_lr, "lr"), (ax_map, "val_map")):
+            xs, ys = _column(rows, key)
+            if not xs:
+                continue
+            marked = key == "val_map" or len(xs) < 3
+            ax.plot(xs, ys, color=color, lw=1.2, label=name, marker="o" if marked else None,
+                    ms=3 if key == "val_map" else 5)
+            if key == "loss":
+                positive = positive and min(ys) > 0
+    if positive and ax_loss.lines:
         ax_loss.set_yscale("log")
     for ax, title in ((ax_loss, "training loss"), (ax_lr, "learning rate"),
                       (ax_map, "val metric")):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+        if not ax.lines:
+            ax.text(0.5, 0.5, "no point logged", ha="center", va="center",
+                    transform=ax.transAxes, color="0.5")
     ax_map.set_ylim(bottom=0)
-    ax_map.legend(fontsize=8)
-    _save(fig, path)
+    if ax_map.lines:
+        ax_map.legend(fontsize=8)
+    return fig

@@ -171,7 +171,12 @@ def test_report_files(tmp_path):
     assert report["metric"] == "voc07" and report["value"] == 1.0  # rounded to 6 places
     assert report["per_class_ap"] == {"circle": 1.0, "square": 1.0, "triangle": None}
     assert report["num_images"] == 5 and report["images_per_s"] > 0
-    for name in ("pr_curves.png", "detections.png"):
+    # ground truth as predictions: every box found as its own class, nothing else
+    counts = np.array(report["confusion_matrix"]["counts"])
+    assert report["confusion_matrix"]["classes"] == [*CLASSES, "background"]
+    assert (counts == np.diag(np.diag(counts))).all() and counts[-1, -1] == 0
+    assert counts.trace() == 5 + 3  # five circles, the three squares not marked difficult
+    for name in ("pr_curves.png", "detections.png", "confusion_matrix.png"):
         assert (tmp_path / "out" / name).stat().st_size > 1000
     table = format_table(result)
     assert "circle" in table and "VOC07 mAP" in table and "n/a" in table

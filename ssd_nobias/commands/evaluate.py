@@ -33,5 +33,5 @@ def main(argv=None) -> int:
                                      onnx_path=args.onnx, accelerator_dir=args.accelerator,
                                      int8=args.int8, device=args.device, runtime=args.runtime)
     print(format_table(result))
-    print(f"wrote {out}/eval.json, pr_curves.png, detections.png")
+    print(f"wrote {out}/eval.json, pr_curves.png, confusion_matrix.png, detections.png")
     return 0

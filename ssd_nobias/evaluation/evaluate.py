@@ -26,7 +26,9 @@ from ssd_nobias.data.datasets import val_set
 from ssd_nobias.data.images import read_image
 from ssd_nobias.data.loaders import split_batch, val_loader
 from ssd_nobias.data.transforms import boxes_to_image
-from ssd_nobias.plots import PRCurve, detections_grid, plot_pr_curves, save_image
+from ssd_nobias.evaluation.confusion import ConfusionMatrix
+from ssd_nobias.plots import (PRCurve, detections_grid, plot_confusion_matrix, plot_pr_curves,
+                              save_image)
 from ssd_nobias.progress import tracked
 from ssd_nobias.provenance import model_source, provenance
 from ssd_nobias.runtime.predictors import Predictor, load_predictor
@@ -56,6 +58,7 @@ class EvalResult:
     num_images: int
     images_per_s: float
     samples: List[Detections] = field(default_factory=list)
+    confusion: Optional[ConfusionMatrix] = None
 
     @property
     def value(self) -> float:
@@ -63,10 +66,13 @@ class EvalResult:
         return self.metrics[{"voc07": "VOC07 mAP", "voc": "VOC mAP", "coco": "AP"}[self.metric]]
 
     def to_json(self) -> dict:
-        return {"metric": self.metric, "value": _num(self.value),
-                "metrics": {k: _num(v) for k, v in self.metrics.items()},
-                "per_class_ap": {k: _num(v) for k, v in self.per_class.items()},
-                "num_images": self.num_images, "images_per_s": round(self.images_per_s, 2)}
+        record = {"metric": self.metric, "value": _num(self.value),
+                  "metrics": {k: _num(v) for k, v in self.metrics.items()},
+                  "per_class_ap": {k: _num(v) for k, v in self.per_class.items()},
+                  "num_images": self.num_images, "images_per_s": round(self.images_per_s, 2)}
+        if self.confusion is not None:
+            record["confusion_matrix"] = self.confusion.to_json(list(self.per_class))
+        return record
 
 
 def _num(x: float) -> Optional[float]:
@@ -82,11 +88,12 @@ class EvalSettings:
     num_workers: int = 0
     metric: str = "voc07"
     num_samples: int = 0
+    score_thresh: float = 0.5  # the confusion matrix's
 
     @classmethod
     def from_config(cls, cfg) -> "EvalSettings":
         return cls(cfg.eval.batch_size, cfg.data.num_workers, eval_metric(cfg),
-                   cfg.eval.num_images)
+                   cfg.eval.num_images, cfg.eval.score_thresh)
 
 
 def predict(predictor: Predictor, dataset, ctx: Sequence[mx.Context], preprocess: Preprocess,
@@ -141,14 +148,16 @@ def evaluate(predictor: Predictor, dataset, class_names: Sequence[str],
                                  settings.num_workers, progress, transform)
     scorer = CocoScorer(dataset, out_dir) if metric == "coco" else VocScorer(class_names)
     samples = []
+    confusion = ConfusionMatrix(len(class_names), settings.score_thresh)
     for det in detections:
         scorer.update(det)
+        confusion.update(det.boxes, det.labels, det.scores, det.gt)
         if len(samples) < num_samples:
             samples.append(det)
     metrics, per_class, curves = scorer.result()
     seconds = max(timing["seconds"], 1e-9)
     return EvalResult(metric, metrics, per_class, curves, timing["images"],
-                      timing["images"] / seconds, samples)
+                      timing["images"] / seconds, samples, confusion)
 
 
 class VocScorer:
@@ -253,7 +262,8 @@ def format_table(result: EvalResult) -> str:
 def write_report(result: EvalResult, dataset, class_names: Sequence[str], out_dir: str,
                  score_thresh: float = 0.5, made_by: Optional[dict] = None) -> None:
     """eval.json (with `made_by`, provenance's record of the model and machine, if given),
-    pr_curves.png and detections.png (the first sampled val images) in out_dir."""
+    pr_curves.png, confusion_matrix.png and detections.png (the first sampled val images) in
+    out_dir."""
     make_folder(out_dir)
     record = result.to_json()
     if made_by is not None:
@@ -261,6 +271,10 @@ def write_report(result: EvalResult, dataset, class_names: Sequence[str], out_di
     write_json(os.path.join(out_dir, "eval.json"), record)
     plot_pr_curves(os.path.join(out_dir, "pr_curves.png"), result.curves,
                    title=f"{result.metric} {result.value:.3f}")
+    if result.confusion is not None:
+        plot_confusion_matrix(os.path.join(out_dir, "confusion_matrix.png"),
+                              result.confusion.counts, class_names,
+                              result.confusion.score_thresh)
     if result.samples:
         save_image(os.path.join(out_dir, "detections.png"),
                    detections_picture(result, dataset, class_names, score_thresh))
