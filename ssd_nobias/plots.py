@@ -106,6 +106,27 @@ def detections_grid(images: Sequence[np.ndarray],
     return grid
 
 
+def labelled_grid(samples: Sequence[Tuple[np.ndarray, np.ndarray]],
+                  class_names: Sequence[str], ncols: int = 4, title: str = "") -> np.ndarray:
+    """RGB images at their own size (a training batch: all the input side) with their boxes
+    (N, 5+: corners, class) drawn in their class's colour, in one grid with a title line."""
+    ncols = max(1, min(ncols, len(samples)))
+    nrows = max(1, math.ceil(len(samples) / ncols))
+    h = max(image.shape[0] for image, _ in samples)
+    w = max(image.shape[1] for image, _ in samples)
+    legend, gap = 24, 6
+    grid = np.full((nrows * (h + gap) + legend, ncols * (w + gap) - gap, 3), 40, np.uint8)
+    for i, (image, boxes) in enumerate(samples):
+        boxes = np.asarray(boxes).reshape(-1, max(5, np.asarray(boxes).shape[-1]))
+        drawn = draw_boxes(image, boxes[:, :4], boxes[:, 4], class_names)
+        r, c = divmod(i, ncols)
+        grid[r * (h + gap):r * (h + gap) + drawn.shape[0],
+             c * (w + gap):c * (w + gap) + drawn.shape[1]] = drawn
+    cv2.putText(grid, title, (6, nrows * (h + gap) + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                (230, 230, 230), 1, cv2.LINE_AA)
+    return grid
+
+
 def _save(fig: Figure, path: str) -> None:
     FigureCanvasAgg(fig)
     _atomic_png(path, lambda tmp: fig.savefig(tmp, dpi=100))

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from ssd_nobias.data.images import ImageError
-from ssd_nobias.data.loaders import EpochSampler, split_batch, train_loader, val_loader
+from ssd_nobias.data.loaders import (EpochSampler, augmented_batch, split_batch, to_pixels,
+                                     train_loader, val_loader)
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.errors import DataError
 from data_files import CLASSES, bomb_png, custom, obj, write_item
@@ -85,6 +86,31 @@ def test_train_loader_targets(tmp_path):
     np.testing.assert_array_equal(again[0][0].asnumpy(), images.asnumpy())  # seeded augmentation
     with pytest.raises(DataError, match="fewer than one batch"):
         train_loader(ds, anchors, PREP_300, 8, 0, EpochSampler(4, 0))
+
+
+def test_the_pictured_first_batch_is_the_batch_the_model_trains_on(tmp_path):
+    """augmented_batch redraws the first batch with the same seeds: its pixels are the
+    loader's images with the normalization undone, and its boxes are the ones that became the
+    batch's anchor targets."""
+    from ssd_nobias.model.ssd import get_model, ssd_anchors
+    for i in range(4):
+        write_item(tmp_path, f"{i}", [obj("circle", (10, 10, 50, 40)),
+                                      obj("square", (60, 30, 110, 80))], size=(120, 90))
+    ds = custom(tmp_path)
+    net = get_model("ssd_300_mobilenet0.25_custom", classes=CLASSES)
+    net.initialize()
+    anchors = ssd_anchors(net, 300, mx.cpu())
+    images, cls_t, _ = next(iter(train_loader(ds, anchors, PREP_300, 2, 0, EpochSampler(4, 7))))
+    pictured = augmented_batch(ds, PREP_300, EpochSampler(4, 7), 2)
+    assert len(pictured) == 2
+    for k, (pixels, boxes) in enumerate(pictured):
+        assert pixels.dtype == np.uint8 and pixels.shape == (300, 300, 3)
+        np.testing.assert_array_equal(pixels, to_pixels(images[k].asnumpy(), PREP_300))
+        # every class with a box left after the crop has anchors matched to it, and no other
+        assert set(boxes[:, 4].astype(int) + 1) == set(np.unique(cls_t[k].asnumpy())) - {0}
+    normalized = (np.arange(12, dtype=np.float64).reshape(3, 2, 2) / 11 - 0.5) / 0.25
+    np.testing.assert_array_equal(to_pixels(normalized, PREP_300)[0, 1],
+                                  np.rint(np.array([1, 5, 9]) / 11 * 255))
 
 
 def training_set_with_a_bad_image(root):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -116,6 +116,38 @@ def train_loader(dataset, anchors: mx.nd.NDArray, preprocess: Preprocess, batch_
                                  batch_sampler=batches,
                                  batchify_fn=BTuple(Stack(), Stack(), Stack()),
                                  num_workers=num_workers)
+
+
+def augmented_batch(dataset, preprocess: Preprocess, sampler: EpochSampler, batch_size: int,
+                    max_expand: float = 4.0, bad_images: str = "error"
+                    ) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """The first batch of the sampler's epoch as the model gets it, before anchor matching:
+    (the normalized image as uint8 RGB pixels again, its boxes (N, 5+) in them) per image. The
+    same per-sample seeds give the same augmentation as train_loader's batch: the target
+    generator draws no random number."""
+    size = preprocess.size
+    transform = SSDTrainTransform(size, size, None, max_expand, preprocess.per_image,
+                                  mean=tuple(preprocess.mean), std=tuple(preprocess.std))
+    seeded = SeededTransform(dataset, transform, bad_images)
+    keys = list(sampler)[:batch_size]
+    out = []
+    for key in keys:
+        image, boxes = seeded[key]
+        out.append((to_pixels(image.asnumpy(), preprocess), np.asarray(boxes)))
+    return out
+
+
+def to_pixels(image: np.ndarray, preprocess: Preprocess) -> np.ndarray:
+    """A normalized (3, H, W) image as uint8 (H, W, 3) RGB: the normalization undone, or for
+    per-image normalization (not invertible) stretched to 0-255."""
+    chw = image.astype(np.float64)
+    if preprocess.per_image:
+        low, high = chw.min(), chw.max()
+        pixels = (chw - low) / max(high - low, 1e-12) * 255
+    else:
+        std, mean = np.asarray(preprocess.std), np.asarray(preprocess.mean)
+        pixels = (chw * std[:, None, None] + mean[:, None, None]) * 255
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
 def pad_labels(labels: Sequence[np.ndarray]) -> mx.nd.NDArray:

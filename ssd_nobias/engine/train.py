@@ -32,7 +32,7 @@ from ssd_nobias.config import (base_size, eval_metric, save_config, scaled_lr,
 from ssd_nobias.devices import contexts
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import build_dataset, val_set
-from ssd_nobias.data.loaders import EpochSampler, split_batch, train_loader
+from ssd_nobias.data.loaders import EpochSampler, augmented_batch, split_batch, train_loader
 from ssd_nobias.engine.ema import WeightAverage
 from ssd_nobias.engine.distributed import (RunningStatsSync, StopVote, Worker, connect,
                                            params_checksum)
@@ -44,7 +44,7 @@ from ssd_nobias.machine import cpu_info, omp_threads
 from ssd_nobias.model.ssd import (CONV_INIT, build_model, recipe_summary, ssd_anchors,
                                   with_anchor_sizes)
 from ssd_nobias.model.norm import impl_summary
-from ssd_nobias.plots import plot_training_curves
+from ssd_nobias.plots import labelled_grid, plot_training_curves, save_image
 from ssd_nobias.runtime.predictors import net_predictor
 from ssd_nobias.engine.preemption import Preempted, RunLock, StopRequest
 from ssd_nobias.engine.run_dir import StartGuard, claim
@@ -316,6 +316,8 @@ class Trainer:
         metrics = MetricsLog(self.out_dir, self.iteration, sink) if self.worker.is_chief \
             else None
         self._announce()
+        if self.iteration == 0 and self.worker.is_chief:
+            self.picture_first_batch()
         self.timer = (time.monotonic(), self.iteration)  # the ETA's rate: this process's
         result = None
         try:
@@ -367,6 +369,18 @@ class Trainer:
             log.info("recipe %s: %s", kind, recipe)
         log.info("NoBiasBatchNorm: %s", impl_summary(self.net))
         log.info("OpenMP threads %s; CPU %s", omp_threads(), cpu_info().describe())
+
+    def picture_first_batch(self) -> None:
+        """train_batch.png: the first batch (up to 16 images) as the model gets it, after
+        augmentation, with its boxes: what the data and augmentation really give."""
+        cfg = self.cfg
+        self.sampler.set_epoch(0)
+        samples = augmented_batch(self.train_set, Preprocess.from_config(cfg), self.sampler,
+                                  min(self.batch_size, 16), cfg.data.max_expand,
+                                  cfg.data.bad_images)
+        save_image(os.path.join(self.out_dir, "train_batch.png"), labelled_grid(
+            samples, self.classes, title=f"the first training batch, augmented "
+                                         f"({len(samples)} of {self.batch_size} images)"))
 
     def end_epoch(self, metrics: Optional[MetricsLog]) -> Optional[EvalResult]:
         """Close the epoch just trained: norm statistics agreed, a stop honoured; on rank 0,
