@@ -59,6 +59,15 @@ def test_a_run_writes_its_files(finished_run):
                  "tiny-0001.params", "tiny-0002.params", "tiny-best.params", "tiny-best.json"):
         assert os.path.isfile(os.path.join(out, name)), name
     assert not os.path.exists(os.path.join(out, "tiny-best.states"))
+    # the numbered checkpoint of the last epoch is the last one under a second name: a hard
+    # link, its sidecar naming its own files, loadable as any checkpoint
+    last, numbered = (os.stat(os.path.join(out, f"tiny-{t}.params")) for t in ("last", "0002"))
+    assert (last.st_ino, last.st_nlink) == (numbered.st_ino, 2)
+    meta = read_meta(os.path.join(out, "tiny-0002.params"))
+    assert meta["params"]["file"] == "tiny-0002.params" and meta["states"]["file"] == \
+        "tiny-0002.states" and meta["iteration"] == 4
+    assert read_meta(os.path.join(out, "tiny-best.params"))["params"]["file"] == \
+        "tiny-best.params"
     with open(os.path.join(out, "metrics.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == CSV_FIELDS

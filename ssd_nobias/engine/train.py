@@ -25,8 +25,8 @@ from yacs.config import CfgNode
 
 from ssd_nobias.model import native
 from ssd_nobias.atomic import make_folder, remove_stale_temps, replacing
-from ssd_nobias.model.checkpoint import (find_resume, first_non_finite, load_checkpoint,
-                                         save_checkpoint)
+from ssd_nobias.model.checkpoint import (find_resume, first_non_finite, link_checkpoint,
+                                         load_checkpoint, save_checkpoint)
 from ssd_nobias.config import (base_size, eval_metric, save_config, scaled_lr,
                                with_absolute_paths)
 from ssd_nobias.devices import contexts
@@ -396,9 +396,15 @@ class Trainer:
             return None
         last = self.epoch == t.epochs
         result = self.validate(metrics) if self.epoch % t.val_interval == 0 or last else None
+        improved = result is not None and result.value > self.best_map
+        if improved:
+            self.best_map = result.value
         self.save("last", with_states=True)
+        # the same weights under other names: hard links, no second copy on disk
+        if improved:
+            self.name_checkpoint("last", "best", with_states=False)
         if self.epoch % t.save_interval == 0 or last:
-            self.save(f"{self.epoch:04d}", with_states=True)
+            self.name_checkpoint("last", f"{self.epoch:04d}", with_states=True)
         metrics.draw()
         return result
 
@@ -520,10 +526,12 @@ class Trainer:
         if result.samples:
             metrics.sink.add_picture("val/detections", detections_picture(
                 result, self.val_set, self.classes, cfg.eval.score_thresh), self.iteration)
-        if result.value > self.best_map:
-            self.best_map = result.value
-            self.save("best", with_states=False)
         return result
+
+    def name_checkpoint(self, saved: str, tag: str, with_states: bool) -> str:
+        """The checkpoint just saved as `saved`, also as `tag` (checkpoint.link_checkpoint)."""
+        prefix = os.path.join(self.out_dir, f"{self.cfg.name}-")
+        return link_checkpoint(prefix + saved, prefix + tag, with_states)
 
     def save(self, tag: str, with_states: bool) -> str:
         self.check_finite()

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import tempfile
 import zlib
 from contextlib import nullcontext
@@ -139,6 +140,33 @@ def save_checkpoint(prefix: str, net: gluon.Block, trainer: Optional[gluon.Train
         os.replace(temp_path(path), path)
     write_json(prefix + ".json", record)  # last: it vouches for the files above
     return files["params"]
+
+
+def link_checkpoint(source: str, prefix: str, with_states: bool) -> str:
+    """prefix.params (+ .training.params, + .states with `with_states`) as hard links to the
+    files of the checkpoint saved as `source` (a prefix), and prefix.json naming them: a
+    second name for the same weights costs no disk (files are replaced, never rewritten in
+    place, so the links never change). Copies where the file system has no hard links."""
+    with open(source + ".json") as f:
+        record = json.load(f)
+    files = {}
+    for kind in ("params", "training", "states"):
+        if kind not in record or (kind == "states" and not with_states):
+            record.pop(kind, None)
+            continue
+        suffix = record[kind]["file"][len(os.path.basename(source)):]
+        files[kind] = (os.path.join(os.path.dirname(source), record[kind]["file"]),
+                       prefix + suffix)
+        record[kind] = {**record[kind], "file": os.path.basename(prefix + suffix)}
+    for src, dst in files.values():
+        try:
+            os.link(src, temp_path(dst))
+        except OSError:
+            shutil.copyfile(src, temp_path(dst))
+    for _, dst in files.values():
+        os.replace(temp_path(dst), dst)
+    write_json(prefix + ".json", record)
+    return files["params"][1]
 
 
 def read_meta(params_path: str) -> Optional[dict]:
