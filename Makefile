@@ -73,7 +73,7 @@ demo: setup
 		--eval
 	$(BIN)/python scripts/audit_params.py --params runs/demo/export/$(DEMO_MODEL)-0000.params --summary \
 		--symbol runs/demo/export/$(DEMO_MODEL)-symbol.json --expect-bias-free '*features*'
-	$(BIN)/python scripts/audit_params.py --onnx runs/demo/export/accelerator/accelerator.int8.onnx --summary
+	$(BIN)/python scripts/audit_params.py --accelerator runs/demo/export/accelerator --int8 --summary
 	$(CORES) $(BIN)/python scripts/eval_ssd.py --config configs/demo_synthetic.yaml \
 		--params runs/demo/demo-best.params --out runs/demo
 
@@ -93,7 +93,7 @@ demo-trees: data-trees
 	$(CORES) $(BIN)/python scripts/export_ssd.py --config configs/neon_trees.yaml \
 		--params runs/trees/trees-last.params --out runs/trees/export --formats onnx accelerator int8 \
 		--eval
-	$(BIN)/python scripts/audit_params.py --onnx runs/trees/export/accelerator/accelerator.int8.onnx --summary
+	$(BIN)/python scripts/audit_params.py --accelerator runs/trees/export/accelerator --int8 --summary
 	$(CORES) $(BIN)/python scripts/eval_ssd.py --config configs/neon_trees.yaml \
 		--params runs/trees/trees-last.params --out runs/trees/test "data.val_splits=[test]"
 	$(CORES) $(BIN)/python scripts/eval_ssd.py --config configs/neon_trees.yaml \

@@ -7,7 +7,7 @@ from typing import Callable, Optional, Sequence
 
 from yacs.config import CfgNode
 
-from ssd_nobias.config import load_config
+from ssd_nobias.config import load_config, shipped_configs
 from ssd_nobias.errors import Stopped, UserError
 
 
@@ -23,10 +23,11 @@ def parser(description: str, config_required: bool = True) -> argparse.ArgumentP
     """An ArgumentParser with the shared --config and key=value overrides anywhere."""
     p = ConfigParser(description=description,
                                 epilog="Overrides: any config key, e.g. train.lr=0.05 "
-                                       "train.ctx=[gpu0,gpu1]; `train_ssd.py --print-config` "
-                                       "lists every key with what it does")
+                                       "train.ctx=[gpu0,gpu1]; `ssd-nobias train "
+                                       "--print-config` lists every key with what it does")
     p.add_argument("--config", required=config_required, metavar="YAML",
-                   help="run configuration (see configs/)")
+                   help=f"a YAML file, or a shipped config by name: "
+                        f"{', '.join(shipped_configs())}")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value",
                    help="config overrides, applied after the file")
     return p

@@ -278,20 +278,26 @@ def test_the_proof_names_the_node_that_breaks_a_rule(split, alive_model, tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_audit_takes_an_onnx_file(split, alive_model):
+def test_audit_takes_an_accelerator_folder_or_graph_and_refuses_onnx_by_name(split, alive_model):
     folder = os.path.join(split[2], "accelerator")
-    for name, code in (("accelerator.int8.onnx", 0), ("accelerator.onnx", 0)):
+    for name, given in (("accelerator.int8.onnx", [folder, "--int8"]),
+                        ("accelerator.onnx", [folder]),
+                        ("accelerator.int8.onnx", [os.path.join(folder, "accelerator.int8.onnx")])):
         done = subprocess.run([sys.executable, os.path.join(SCRIPTS, "audit_params.py"),
-                               "--onnx", os.path.join(folder, name)], capture_output=True, text=True,
+                               "--accelerator", *given], capture_output=True, text=True,
                               timeout=120)
-        assert done.returncode == code, done.stdout + done.stderr
+        assert done.returncode == 0, done.stdout + done.stderr
         assert ": OK; 47 Conv without bias" in done.stdout
         # what an integer engine runs: one int32 multiplier and right shift per channel
         assert ("requantization: 47 convs, per output channel an int32 multiplier in [2^30, "
                 "2^31)" in done.stdout) == name.endswith("int8.onnx")
     done = subprocess.run([sys.executable, os.path.join(SCRIPTS, "audit_params.py"),
-                           "--onnx", alive_model[3]], capture_output=True, text=True, timeout=120)
+                           "--accelerator", alive_model[3]], capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 1 and "NonMaxSuppression is not allowed" in done.stdout
+    done = subprocess.run([sys.executable, os.path.join(SCRIPTS, "audit_params.py"),
+                           "--onnx", alive_model[3]], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--onnx names a whole model in eval and detect" in done.stderr
 
 
 @pytest.mark.slow

@@ -329,3 +329,21 @@ def test_sigterm_mid_run_keeps_whole_files_only_and_the_next_run_clears_a_killed
     assert cli.run(detect_command.main, ["--params", params, *inputs, "--out", str(out)]) == 0
     assert sorted(os.listdir(out)) == ["detect.json", "pic0.json", "pic0.png", "pic1.json",
                                        "pic1.png"]
+
+
+def test_the_default_threshold_is_the_models_eval_score_thresh(model, tmp_path):
+    """detect keeps what eval draws: the config the model carries says eval.score_thresh;
+    an override or --thresh changes it."""
+    from ssd_nobias import cli
+    from ssd_nobias.commands import detect as detect_command
+
+    cfg, params, deploy, _ = model
+    image = pictures(str(tmp_path / "in"), sizes=((120, 90),))[0]
+    for k, (extra, want) in enumerate((([], cfg.eval.score_thresh),
+                                       (["eval.score_thresh=0.6"], 0.6),
+                                       (["--thresh", "0.2"], 0.2))):
+        for which in (["--deploy", deploy], ["--params", params]):
+            out = tmp_path / f"out{k}{which[0]}"
+            assert cli.run(detect_command.main, [*which, image, *extra, "--out", str(out)]) == 0
+            assert json.load(open(out / "detect.json"))["thresh"] == want
+    assert cfg.eval.score_thresh != 0.5  # the demo config's 0.3: not the fallback

@@ -102,6 +102,22 @@ def test_deploy_graph_has_no_norm_and_no_bias_where_none_was_asked(trained):
     assert pre["classes"] == ["circle", "square", "triangle", "star"]
 
 
+def test_an_export_carries_its_config_so_eval_needs_none(trained, tmp_path):
+    from ssd_nobias import cli
+    from ssd_nobias.commands import evaluate as eval_command
+
+    cfg, params, base = trained
+    out = tmp_path / "export"
+    export_deploy(cfg, params, str(out))
+    assert load_config(str(out / "config.yaml")).dump() == cfg.dump()
+    assert cli.run(eval_command.main, ["--deploy", str(out), "--out", str(tmp_path / "e")]) == 0
+    with open(tmp_path / "e" / "eval.json") as f:
+        report = json.load(f)
+    assert report["num_images"] == 4 and report["provenance"]["model"]["kind"] == "deploy"
+    (out / "config.yaml").unlink()  # an export from before: --config is asked for, by name
+    assert cli.run(eval_command.main, ["--deploy", str(out)]) == 2
+
+
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_deploy_graph_loads_without_project_code_and_matches(trained):

@@ -94,7 +94,7 @@ def test_bad_model_files_are_named(model_files, tmp_path):
     for name in os.listdir(deploy_dir):
         if name.endswith(("-symbol.json", "-0000.params")):
             (bare / name).write_bytes(open(os.path.join(deploy_dir, name), "rb").read())
-    with pytest.raises(DataError, match=r"bare/preprocess\.json \(written by export_ssd\.py\)"):
+    with pytest.raises(DataError, match=r"bare/preprocess\.json \(written by `ssd-nobias export`\)"):
         load_deploy(str(bare), [mx.cpu()])
     with pytest.raises(ValueError, match="exactly one of"):
         load_predictor(cfg, params_path=params, deploy_dir=deploy_dir)

@@ -29,7 +29,7 @@ def test_config_to_file_and_back(tmp_path, normalize):
 
 def test_a_broken_file_is_named(tmp_path):
     (tmp_path / PREPROCESS_FILE).write_text('{"shape": [1, 3]')
-    with pytest.raises(DataError, match=r"preprocess\.json \(written by export_ssd\.py\)"):
+    with pytest.raises(DataError, match=r"preprocess\.json \(written by `ssd-nobias export`\)"):
         Preprocess.load(str(tmp_path))
     with pytest.raises(DataError, match="missing or unreadable"):
         Preprocess.load(str(tmp_path / "nowhere"))

@@ -5,7 +5,8 @@ accelerator ONNX graph: operators, bias inputs, INT8 zero points.
 
     python scripts/audit_params.py --params FILE.params [--symbol FILE-symbol.json]
         [--expect-bias-free GLOB ...] [--summary]
-    python scripts/audit_params.py --onnx accelerator.onnx|accelerator.int8.onnx [--summary]
+    python scripts/audit_params.py --accelerator DIR [--int8] [--summary]
+    python scripts/audit_params.py --accelerator DIR/accelerator.int8-signed.onnx
 
 An INT8 graph's requantization is listed as an integer engine applies it: per output channel an
 int32 multiplier and a right shift (runtime/integer.py).
@@ -16,10 +17,13 @@ convolutions, ReLU and layout operators (INT8: every conv quantized, every zero 
 1 otherwise.
 """
 import argparse
+import os
 
+from ssd_nobias import cli
 from ssd_nobias.export.audit import audit, expected, format_audit
 from ssd_nobias.errors import DataError
 from ssd_nobias.export.proof import prove
+from ssd_nobias.runtime.accelerator import FLOAT_ONNX, INT8_ONNX
 from ssd_nobias.runtime.integer import IntegerAccelerator, format_requant
 
 
@@ -28,21 +32,31 @@ def main(argv=None) -> int:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--params", metavar="FILE",
                        help="a .params file: a checkpoint, an exported or a model-zoo one")
-    which.add_argument("--onnx", metavar="FILE",
-                       help="an accelerator graph: accelerator.onnx or accelerator.int8.onnx")
+    which.add_argument("--accelerator", metavar="DIR|FILE",
+                       help="an accelerator folder written by export (its float graph, the "
+                            "INT8 one with --int8) or one .onnx graph, checked against the "
+                            "accelerator's rules")
+    p.add_argument("--int8", action="store_true", help="with --accelerator DIR: its INT8 graph")
     p.add_argument("--symbol", help="its -symbol.json, to pair convs and norms by the graph")
     p.add_argument("--expect-bias-free", nargs="+", default=[], metavar="GLOB",
                    help="convolution names that must have no bias once folded")
     p.add_argument("--summary", action="store_true", help="print only the verdict line")
+    cli.retired(p, "--onnx", "names a whole model in eval and detect; audit an accelerator "
+                             "graph with --accelerator DIR [--int8] or --accelerator FILE.onnx")
     args = p.parse_args(argv)
-    if args.onnx:
-        proof = prove(args.onnx)
+    if args.int8 and not args.accelerator:
+        p.error("--int8 goes with --accelerator DIR")
+    if args.accelerator:
+        graph = args.accelerator
+        if os.path.isdir(graph):
+            graph = os.path.join(graph, INT8_ONNX if args.int8 else FLOAT_ONNX)
+        proof = prove(graph)
         print(proof.summary())
         if proof.problems and not args.summary:
             print("\n".join(f"  {problem}" for problem in proof.problems))
         if proof.ok and proof.int8:  # what an integer engine needs to run it
             try:
-                table = IntegerAccelerator(args.onnx).requant_table()
+                table = IntegerAccelerator(graph).requant_table()
                 print(format_requant(table, per_layer=not args.summary))
             except DataError as err:  # int32 heads: the head convs end in float
                 print(f"requantization: not listed: {err}")

@@ -8,11 +8,9 @@
 from ssd_nobias import cli
 from ssd_nobias.atomic import stopping_on_signals
 from ssd_nobias.commands import options
-from ssd_nobias.config import load_config
 from ssd_nobias.data.images import MAX_PIXELS
 from ssd_nobias.runtime.detect import Detector, find_inputs, run
 from ssd_nobias.runtime.kernels import int8_verdict
-from ssd_nobias.runtime.predictors import checkpoint_config
 
 
 def main(argv=None) -> int:
@@ -24,7 +22,9 @@ def main(argv=None) -> int:
                                  "checkpoint's folder, or the one holding the export; detect2, "
                                  "detect3, ... when taken)")
     cli.add_device(p)
-    p.add_argument("--thresh", type=float, default=0.5, help="lowest score kept (default 0.5)")
+    p.add_argument("--thresh", type=float,
+                   help="lowest score kept (default: the model's eval.score_thresh, as eval "
+                        "draws it; 0.5 for an export that carries no config)")
     p.add_argument("--classes", nargs="+", metavar="NAME", help="keep only these classes")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip (and count) unreadable inputs instead of stopping at the first")
@@ -40,14 +40,15 @@ def main(argv=None) -> int:
         p.error("give at least one input: an image, a folder, a glob or a video")
     if options.runs_int8(args):
         print(int8_verdict(args.runtime))
-    if args.params:  # the config the sidecar records, unless --config
-        cfg = load_config(args.config, overrides) if args.config else \
-            checkpoint_config(args.params, overrides)
-        detector = Detector.from_checkpoint(args.params, args.thresh, args.classes,
-                                            args.device, cfg)
+    args.overrides = overrides
+    cfg = options.config_if_any(args)  # --config, else the one the model carries
+    thresh = args.thresh if args.thresh is not None else \
+        cfg.eval.score_thresh if cfg is not None else 0.5
+    if args.params:
+        detector = Detector.from_checkpoint(args.params, thresh, args.classes, args.device, cfg)
     else:
         detector = Detector.from_export(args.deploy or args.onnx or args.accelerator, args.int8,
-                                        args.thresh, args.classes, args.device, args.runtime)
+                                        thresh, args.classes, args.device, args.runtime)
     out = args.out or options.default_out(args, "detect")
     with stopping_on_signals():
         summary = run(detector, find_inputs(inputs), out, skip_bad=args.skip_bad,

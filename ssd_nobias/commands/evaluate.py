@@ -1,11 +1,13 @@
 """Evaluate a trained SSD: VOC07/VOC mAP or COCO AP, per-class table, eval.json and pictures.
 
     python scripts/eval_ssd.py --params runs/x/x-best.params [--out DIR] [--device cpu]
-    python scripts/eval_ssd.py --config C.yaml --deploy runs/x/export [--out DIR]
-    python scripts/eval_ssd.py --config C.yaml --onnx runs/x/export/MODEL.onnx [--out DIR]
-    python scripts/eval_ssd.py --config C.yaml --accelerator runs/x/export/accelerator [--int8]
+    python scripts/eval_ssd.py --deploy runs/x/export [--out DIR]
+    python scripts/eval_ssd.py --onnx runs/x/export/MODEL.onnx [--out DIR]
+    python scripts/eval_ssd.py --accelerator runs/x/export/accelerator [--int8]
 
-The dataset is the config's: --config's, or for a checkpoint the one recorded beside it.
+The dataset is the config's: --config's, else the one the model carries (recorded beside a
+checkpoint, or in an export folder's config.yaml); key=value overrides change it
+(data.root=..., say).
 """
 
 from ssd_nobias import cli

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Optional
 
 from yacs.config import CfgNode
 
 from ssd_nobias import cli
 from ssd_nobias.atomic import numbered_folder
+from ssd_nobias.config import load_config
 from ssd_nobias.errors import ConfigError
+from ssd_nobias.export.staging import CONFIG
 from ssd_nobias.runtime.accelerator import is_int8_graph
 from ssd_nobias.runtime.predictors import INTEGER_RUNTIMES, RUNTIMES, checkpoint_config
 
@@ -57,14 +60,37 @@ def runs_int8(args: argparse.Namespace) -> bool:
 
 
 def config_or_sidecar(args: argparse.Namespace, needed_for: str) -> CfgNode:
-    """--config + overrides, else the config recorded beside --params (+ overrides); `needed_for`
-    says, in the error, what the config is needed for when neither is there."""
+    """--config + overrides, else the config the model carries (+ overrides): a checkpoint's
+    sidecar, an export folder's config.yaml; `needed_for` says, in the error, what the config
+    is needed for when there is none."""
+    cfg = config_if_any(args)
+    if cfg is None:
+        raise ConfigError(f"--config is needed for {needed_for}: "
+                          f"{os.path.join(export_folder(args), CONFIG)} is not there (a "
+                          f"checkpoint carries its config beside it, an export folder in "
+                          f"config.yaml)")
+    return cfg
+
+
+def config_if_any(args: argparse.Namespace) -> Optional[CfgNode]:
+    """config_or_sidecar's config, or None where an export folder carries none (an export
+    from before exports wrote config.yaml)."""
     if args.config:
         return cli.config_from(args)
     if getattr(args, "params", None):
         return checkpoint_config(args.params, args.overrides)
-    raise ConfigError(f"--config is needed for {needed_for} (only a --params checkpoint "
-                      f"carries its own)")
+    carried = os.path.join(export_folder(args), CONFIG)
+    return load_config(carried, args.overrides) if os.path.isfile(carried) else None
+
+
+def export_folder(args: argparse.Namespace) -> str:
+    """The export folder --deploy, --onnx or --accelerator names or lies in (absolute)."""
+    model = os.path.abspath(args.deploy or args.onnx or args.accelerator)
+    if model.endswith(".onnx"):
+        model = os.path.dirname(model)  # the folder holding the graph
+    if args.accelerator:
+        model = os.path.dirname(model)  # accelerator/ sits in an export folder
+    return model
 
 
 def default_out(args: argparse.Namespace, name: str) -> str:
@@ -74,10 +100,5 @@ def default_out(args: argparse.Namespace, name: str) -> str:
     if args.params:
         home = os.path.dirname(os.path.abspath(args.params))
     else:
-        model = os.path.abspath(args.deploy or args.onnx or args.accelerator)
-        if model.endswith(".onnx"):
-            model = os.path.dirname(model)  # the folder holding the graph
-        if args.accelerator:
-            model = os.path.dirname(model)  # accelerator/ sits in an export folder
-        home = os.path.dirname(model)
+        home = os.path.dirname(export_folder(args))
     return numbered_folder(os.path.join(home, name))

@@ -55,5 +55,5 @@ class Preprocess:
             return cls(int(spec["shape"][-1]), tuple(spec["mean"]), tuple(spec["std"]),
                        spec.get("normalize", "dataset") == "per_image")
         except (OSError, ValueError, KeyError, IndexError) as err:
-            raise DataError(f"{path} (written by export_ssd.py) is missing or unreadable: "
+            raise DataError(f"{path} (written by `ssd-nobias export`) is missing or unreadable: "
                             f"{err}") from None

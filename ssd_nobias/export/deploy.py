@@ -19,9 +19,11 @@ from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
 from ssd_nobias.atomic import write_json
+from ssd_nobias.config import save_config
 from ssd_nobias.devices import inference_device
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.export.inputs import parity_inputs
+from ssd_nobias.export.staging import CONFIG
 from ssd_nobias.errors import DataError, UserError, mxnet_reason
 from ssd_nobias.model.ssd import (ConvNorm, MobileNetSSDFeatures, activate,
                                   bias_report, build_model)
@@ -220,6 +222,7 @@ def export_deploy(cfg, params_path: str, out_dir: str, onnx: bool = False,
     folded.export(prefix, epoch=0)
 
     preprocess.save(out_dir, classes)
+    save_config(cfg, os.path.join(out_dir, CONFIG))  # eval of the export needs no --config
     deploy, _ = load_deploy(out_dir, ctx)
     deploy_det = [a.asnumpy() for a in deploy(x)]
     deploy_cls, deploy_box = deploy_raw_outputs(prefix, x, len(classes))

@@ -21,11 +21,12 @@ from typing import Dict, Iterator, Set
 from ssd_nobias.atomic import replacing_folder, sha256, stopping_on_signals, write_json
 
 MANIFEST = "manifest.json"
+CONFIG = "config.yaml"  # the config the model was exported with
 REPORT = "export_report.json"
 # What an export writes at the top of its folder, besides what a manifest lists: the names a
 # re-export may replace in a folder written before manifests existed.
-FIXED_NAMES = {"accelerator", "preprocess.json", REPORT, MANIFEST, "recalibrated.params",
-               "recalibrated.json"}
+FIXED_NAMES = {"accelerator", "preprocess.json", REPORT, MANIFEST, CONFIG,
+               "recalibrated.params", "recalibrated.json"}
 MODEL_FILES = re.compile(r".+(-symbol\.json|-0000\.params|\.onnx)$")
 
 

@@ -117,7 +117,7 @@ def export_classes(folder: str) -> List[str]:
         with open(path) as f:
             return json.load(f)["classes"]
     except (OSError, ValueError, KeyError) as err:
-        raise DataError(f"{path} (written by export_ssd.py) is missing or unreadable: "
+        raise DataError(f"{path} (written by `ssd-nobias export`) is missing or unreadable: "
                         f"{err}") from None
 
 
@@ -139,7 +139,7 @@ def load_deploy(deploy_dir: str, ctx: Sequence[mx.Context]
         if os.path.isdir(deploy_dir) else []
     if len(symbols) != 1:
         raise DataError(f"'{deploy_dir}' should hold one <model>-symbol.json written by "
-                        f"export_ssd.py, found {len(symbols)}")
+                        f"`ssd-nobias export`, found {len(symbols)}")
     prefix = os.path.join(deploy_dir, symbols[0][: -len("-symbol.json")])
     classes = export_classes(deploy_dir)
     try:
@@ -202,8 +202,8 @@ class SplitPredictor:
         name = graph or (INT8_ONNX if int8 else FLOAT_ONNX)
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
-            hint = " (export_ssd.py --formats int8 writes it)" if int8 else \
-                " (export_ssd.py --formats accelerator writes it)"
+            hint = " (`ssd-nobias export --formats int8` writes it)" if int8 else \
+                " (`ssd-nobias export --formats accelerator` writes it)"
             raise DataError(f"'{path}' does not exist{hint}")
         kind = {"onnxruntime": OnnxAccelerator, "openvino": OpenVinoAccelerator}
         self.accelerator = IntegerAccelerator(path, INTEGER_RUNTIMES[runtime]) \
