@@ -74,8 +74,11 @@ def plot_detections(path: str, images: Sequence[np.ndarray],
 
 
 def save_image(path: str, image: np.ndarray) -> None:
-    """An RGB uint8 image as a PNG, written under a temporary name and renamed."""
-    _atomic_png(path, lambda tmp: cv2.imwrite(tmp, image[:, :, ::-1]))
+    """An RGB uint8 image as a PNG or, for a .jpg path, a JPEG (photographs: a tenth of the
+    size), written under a temporary name and renamed."""
+    suffix = ".jpg" if path.lower().endswith((".jpg", ".jpeg")) else ".png"
+    with replacing(path, suffix) as tmp:  # OpenCV picks the format by extension
+        cv2.imwrite(tmp, image[:, :, ::-1])
 
 
 def detections_grid(images: Sequence[np.ndarray],

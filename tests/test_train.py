@@ -54,7 +54,7 @@ def finished_run(data_root, tmp_path_factory):
 def test_a_run_writes_its_files(finished_run):
     out, result = finished_run
     assert result.metric == "voc07" and 0.0 <= result.value <= 1.0
-    for name in ("config.yaml", "train.log", "metrics.csv", "curves.png", "train_batch.png",
+    for name in ("config.yaml", "train.log", "metrics.csv", "curves.png", "train_batch.jpg",
                  "tiny-last.params", "tiny-last.states", "tiny-last.json",
                  "tiny-0001.params", "tiny-0002.params", "tiny-best.params", "tiny-best.json"):
         assert os.path.isfile(os.path.join(out, name)), name

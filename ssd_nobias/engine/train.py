@@ -371,14 +371,14 @@ class Trainer:
         log.info("OpenMP threads %s; CPU %s", omp_threads(), cpu_info().describe())
 
     def picture_first_batch(self) -> None:
-        """train_batch.png: the first batch (up to 16 images) as the model gets it, after
+        """train_batch.jpg: the first batch (up to 16 images) as the model gets it, after
         augmentation, with its boxes: what the data and augmentation really give."""
         cfg = self.cfg
         self.sampler.set_epoch(0)
         samples = augmented_batch(self.train_set, Preprocess.from_config(cfg), self.sampler,
                                   min(self.batch_size, 16), cfg.data.max_expand,
                                   cfg.data.bad_images)
-        save_image(os.path.join(self.out_dir, "train_batch.png"), labelled_grid(
+        save_image(os.path.join(self.out_dir, "train_batch.jpg"), labelled_grid(
             samples, self.classes, title=f"the first training batch, augmented "
                                          f"({len(samples)} of {self.batch_size} images)"))
 
