@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 
-from ssd_nobias.engine.train import read_metrics
+from ssd_nobias.engine.metrics import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -169,6 +169,11 @@ SCHEMA: Dict[str, Key] = {
                            "parameter with this decay (0.999: about the last 1000 steps) is "
                            "what validation sees and checkpoints hold (engine/ema.py)",
                            check=lambda v: 0 <= v < 1, need="must be in [0, 1)"),
+    "train.precise_bn_batches": Key(0, "0: off; else before each validation every norm's "
+                                    "running statistics are recomputed over this many "
+                                    "training batches with the weights frozen (PreciseBN, "
+                                    "engine/precise_bn.py)", check=_non_negative,
+                                    need="must be >= 0"),
     "train.kvstore": Key("device", "gradient reduction: device or local (one machine), "
                          "dist_sync (CPU workers), dist_device_sync (GPU workers)",
                          choices=KVSTORES),

@@ -10,7 +10,7 @@ from conftest import DEMO_CONFIG
 from ssd_nobias.commands import compare
 from ssd_nobias.config import load_config, save_config
 from ssd_nobias.engine.compare import compare_runs, run_names
-from ssd_nobias.engine.train import CSV_FIELDS
+from ssd_nobias.engine.metrics import CSV_FIELDS
 from ssd_nobias.errors import DataError
 from ssd_nobias.plots import run_comparison_figure
 

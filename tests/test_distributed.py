@@ -11,7 +11,7 @@ import pytest
 
 from ssd_nobias.errors import UserError
 from ssd_nobias.engine.launch import plan, read_hostfile
-from ssd_nobias.engine.train import read_metrics
+from ssd_nobias.engine.metrics import read_metrics
 
 from conftest import make_tiny_data, tiny_overrides
 

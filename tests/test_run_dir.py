@@ -10,7 +10,8 @@ import pytest
 from ssd_nobias.config import load_config
 from ssd_nobias.engine.preemption import LOCK_FILE
 from ssd_nobias.engine.run_dir import RunDirectoryTaken, StartGuard, claim, previous_run
-from ssd_nobias.engine.train import read_metrics, train
+from ssd_nobias.engine.metrics import read_metrics
+from ssd_nobias.engine.train import train
 
 from conftest import make_tiny_data, tiny_overrides
 

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import DEMO_CONFIG, tiny_overrides
 from ssd_nobias.config import load_config
-from ssd_nobias.engine.train import read_metrics, train
+from ssd_nobias.engine.metrics import read_metrics
+from ssd_nobias.engine.train import train
 
 pytest.importorskip("tensorboardX")
 

@@ -18,7 +18,8 @@ from ssd_nobias.config import load_config, scaled_lr
 from ssd_nobias.errors import DataError
 from ssd_nobias.model.ssd import get_model, recipe_summary
 from ssd_nobias.data.loaders import split_batch
-from ssd_nobias.engine.train import (CSV_FIELDS, Schedule, Trainer, TrainingDiverged, amp_fp32_ops,
+from ssd_nobias.engine.metrics import CSV_FIELDS
+from ssd_nobias.engine.train import (Schedule, Trainer, TrainingDiverged, amp_fp32_ops,
                                      no_decay_params, train)
 
 from conftest import make_tiny_data
@@ -417,7 +418,7 @@ def test_amp_casts_up_to_the_operator_only_where_it_has_no_gpu_compute(monkeypat
 
 
 def test_run_curves_average_the_losses_per_epoch_and_keep_each_val_point(tmp_path):
-    from ssd_nobias.engine.train import CSV_FIELDS, run_curves
+    from ssd_nobias.engine.metrics import CSV_FIELDS, run_curves
 
     rows = [  # epoch, iteration, loss, cls, box, lr, images/s, val
         ("0.5", "1", "4", "3", "1", "0.1", "5", ""),  # the first speed is left out

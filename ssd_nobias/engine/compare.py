@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
 
 from ssd_nobias.config import load_config
-from ssd_nobias.engine.train import read_metrics
+from ssd_nobias.engine.metrics import read_metrics
 from ssd_nobias.errors import DataError
 from ssd_nobias.plots import plot_run_comparison
 

@@ -2,19 +2,16 @@
 atomic checkpoints with optimizer state, resume, and the run directory's logs and curves."""
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
 import random
 import signal
-import statistics
 import sys
-import time
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import mxnet as mx
 import numpy as np
@@ -24,36 +21,27 @@ from tqdm import tqdm
 from yacs.config import CfgNode
 
 from ssd_nobias.model import native
-from ssd_nobias.atomic import make_folder, remove_stale_temps, replacing
+from ssd_nobias.atomic import make_folder, remove_stale_temps
 from ssd_nobias.model.checkpoint import (find_resume, first_non_finite, link_checkpoint,
                                          load_checkpoint, save_checkpoint)
-from ssd_nobias.config import (base_size, eval_metric, save_config, scaled_lr,
-                               with_absolute_paths)
+from ssd_nobias.config import base_size, save_config, scaled_lr, with_absolute_paths
 from ssd_nobias.devices import contexts
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import build_dataset, val_set
-from ssd_nobias.data.loaders import EpochSampler, augmented_batch, split_batch, train_loader
-from ssd_nobias.engine.ema import WeightAverage
+from ssd_nobias.data.loaders import EpochSampler, split_batch, train_loader
+from ssd_nobias.engine.hooks import Hook, default_hooks, running
 from ssd_nobias.engine.distributed import (RunningStatsSync, StopVote, Worker, connect,
                                            params_checksum)
 from ssd_nobias.errors import ConfigError, UserError
-from ssd_nobias.progress import duration, eta
-from ssd_nobias.evaluation.evaluate import (EvalResult, EvalSettings, detections_picture,
-                                             evaluate)
+from ssd_nobias.evaluation.evaluate import EvalResult
 from ssd_nobias.machine import cpu_info, omp_threads
 from ssd_nobias.model.ssd import (CONV_INIT, build_model, recipe_summary, ssd_anchors,
                                   with_anchor_sizes)
 from ssd_nobias.model.norm import impl_summary
-from ssd_nobias.plots import labelled_grid, plot_training_curves, save_image
-from ssd_nobias.runtime.predictors import net_predictor
 from ssd_nobias.engine.preemption import Preempted, RunLock, StopRequest
 from ssd_nobias.engine.run_dir import StartGuard, claim
-from ssd_nobias.engine.tracking import TensorBoardSink
 
 log = logging.getLogger("ssd_nobias")
-
-CSV_FIELDS = ("epoch", "iteration", "loss", "cls_loss", "box_loss", "lr", "images_per_s",
-              "val_map")
 
 
 class TrainingDiverged(UserError):
@@ -142,95 +130,13 @@ def setup_logging(out_dir: Optional[str]) -> Optional[logging.Handler]:
     return handler
 
 
-def read_metrics(out_dir: str) -> List[Dict[str, str]]:
-    """The rows of a run's metrics.csv (CSV_FIELDS, as strings; empty where not measured)."""
-    with open(os.path.join(out_dir, "metrics.csv"), newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def run_curves(out: str) -> dict:
-    """A run's val metric per validated epoch ([epoch, value]), its training losses averaged
-    per epoch ([epoch, loss, class, box]) and its median images/s (the first row left out:
-    it includes the warm-up), from metrics.csv."""
-    rows = read_metrics(out)
-    val = [(float(r["epoch"]), float(r["val_map"])) for r in rows if r["val_map"]]
-    per_epoch: Dict[int, list] = {}
-    for r in rows:
-        if r["loss"]:
-            per_epoch.setdefault(int(np.ceil(float(r["epoch"]) - 1e-9)), []).append(
-                [float(r["loss"]), float(r["cls_loss"]), float(r["box_loss"])])
-    losses = [[e] + np.round(np.mean(v, 0), 4).tolist() for e, v in sorted(per_epoch.items())]
-    speeds = [float(r["images_per_s"]) for r in rows if r["images_per_s"]]
-    return {"val_curve": val, "loss_curve": losses,
-            "train_images_per_s": statistics.median(speeds[1:] or speeds)}
-
-
-class MetricsLog:
-    """metrics.csv of a run (appended, truncated past the resume point) and its curves.png;
-    each row also goes to `sink` (TensorBoard) if given."""
-
-    def __init__(self, out_dir: str, resume_iteration: int,
-                 sink: Optional[TensorBoardSink] = None):
-        self.path = os.path.join(out_dir, "metrics.csv")
-        self.plot = os.path.join(out_dir, "curves.png")
-        self.sink = sink
-        rows = []
-        if resume_iteration and os.path.exists(self.path):
-            rows = [r for r in read_metrics(out_dir) if int(r["iteration"]) <= resume_iteration]
-        self.rows: List[Dict[str, str]] = rows
-        self._write_all()
-
-    def add(self, **values) -> None:
-        row = {k: _fmt(values.get(k)) for k in CSV_FIELDS}
-        self.rows.append(row)
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, CSV_FIELDS).writerow(row)
-        if self.sink is not None:
-            self.sink.add_row({k: values.get(k) for k in CSV_FIELDS})
-
-    def draw(self) -> None:
-        plot_training_curves(self.plot, self.rows)
-
-    def _write_all(self) -> None:
-        with replacing(self.path) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, CSV_FIELDS)
-            writer.writeheader()
-            writer.writerows(self.rows)
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return ""
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
-class _Meter:
-    """Loss sums, iterations and images since the last log line."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self) -> None:
-        self.sums, self.count, self.images = np.zeros(3), 0, 0
-        self.start = time.perf_counter()
-
-    def add(self, losses: np.ndarray, images: int) -> None:
-        self.sums, self.count, self.images = self.sums + losses, self.count + 1, \
-            self.images + images
-
-    def means(self) -> List[float]:
-        return [float(v) for v in self.sums / self.count]
-
-    def images_per_s(self) -> float:
-        return self.images / (time.perf_counter() - self.start)
-
-
 class Trainer:
     """One run: model, data, optimizer and run directory built from a config."""
 
     def __init__(self, cfg: CfgNode, worker: Optional[Worker] = None,
                  stop: Optional[StopRequest] = None,
-                 on_first_step: Callable[[], None] = lambda: None):
+                 on_first_step: Callable[[], None] = lambda: None,
+                 hooks: Sequence[Hook] = ()):
         self.cfg = with_anchor_sizes(cfg)  # recorded in config.yaml and every checkpoint
         self.stop = stop or StopRequest()  # never requested unless installed
         self.on_first_step = on_first_step
@@ -243,10 +149,11 @@ class Trainer:
         self._build_data_and_model()
         self._build_optimizer()
         self.loss_fn = SSDMultiBoxLoss()
-        self.average = WeightAverage(self.net, cfg.train.ema_decay) \
-            if cfg.train.ema_decay else None
         self.epoch, self.iteration, self.best_map = 0, 0, -1.0
-        self.stepped = False
+        self.stepped, self.bar = False, None
+        self.result: Optional[EvalResult] = None  # the last validation's (EvalHook)
+        self.average = None  # a WeightAverage, when WeightAverageHook keeps one
+        self.hooks = running([*default_hooks(self), *hooks], self.worker.is_chief)
 
     def _check_devices(self) -> None:
         t = self.cfg.train
@@ -310,21 +217,13 @@ class Trainer:
         if self.worker.is_chief:
             save_config(self.cfg, os.path.join(self.out_dir, "config.yaml"))
         self.resume()
-        sink = TensorBoardSink(os.path.join(self.out_dir, "tensorboard"), self.iteration,
-                               eval_metric(self.cfg)) \
-            if self.cfg.train.tensorboard and self.worker.is_chief else None
-        metrics = MetricsLog(self.out_dir, self.iteration, sink) if self.worker.is_chief \
-            else None
         self._announce()
-        if self.iteration == 0 and self.worker.is_chief:
-            self.picture_first_batch()
-        self.timer = (time.monotonic(), self.iteration)  # the ETA's rate: this process's
-        result = None
+        for hook in self.hooks:
+            hook.before_train(self)
         try:
             while self.epoch < self.cfg.train.epochs:
-                self.train_one_epoch(metrics)
-                validated = self.end_epoch(metrics)
-                result = validated or result
+                self.train_one_epoch()
+                self.end_epoch()
         except _StopNow:
             self.stopped()
         except KeyboardInterrupt:
@@ -334,12 +233,12 @@ class Trainer:
                          self.iteration, path)
             raise
         finally:
-            if sink is not None:
-                sink.close()
+            for hook in self.hooks:
+                hook.after_train(self)
         if self.worker.kvstore is not None:
             log.info("rank %d done at iteration %d; parameters sha256 %s", self.worker.rank,
                      self.iteration, params_checksum(self.net))
-        return result
+        return self.result
 
     def _announce(self) -> None:
         """The run's first lines: what trains, on what, with which schedule and recipe."""
@@ -370,43 +269,17 @@ class Trainer:
         log.info("NoBiasBatchNorm: %s", impl_summary(self.net))
         log.info("OpenMP threads %s; CPU %s", omp_threads(), cpu_info().describe())
 
-    def picture_first_batch(self) -> None:
-        """train_batch.jpg: the first batch (up to 16 images) as the model gets it, after
-        augmentation, with its boxes: what the data and augmentation really give."""
-        cfg = self.cfg
-        self.sampler.set_epoch(0)
-        samples = augmented_batch(self.train_set, Preprocess.from_config(cfg), self.sampler,
-                                  min(self.batch_size, 16), cfg.data.max_expand,
-                                  cfg.data.bad_images)
-        save_image(os.path.join(self.out_dir, "train_batch.jpg"), labelled_grid(
-            samples, self.classes, title=f"the first training batch, augmented "
-                                         f"({len(samples)} of {self.batch_size} images)"))
-
-    def end_epoch(self, metrics: Optional[MetricsLog]) -> Optional[EvalResult]:
-        """Close the epoch just trained: norm statistics agreed, a stop honoured; on rank 0,
-        validation when due and checkpoints. Returns the validation result, if one ran."""
-        t = self.cfg.train
+    def end_epoch(self) -> None:
+        """Close the epoch just trained: norm statistics agreed, a stop honoured, then the
+        hooks (validation, checkpoints, ... on rank 0)."""
         self.epoch += 1
         mx.nd.waitall()  # norm statistics written in backward operators land (portable.py)
         if self.stats_sync is not None:
             self.stats_sync()
-        if self.epoch < t.epochs:
+        if self.epoch < self.cfg.train.epochs:
             self.check_stop()
-        if not self.worker.is_chief:
-            return None
-        last = self.epoch == t.epochs
-        result = self.validate(metrics) if self.epoch % t.val_interval == 0 or last else None
-        improved = result is not None and result.value > self.best_map
-        if improved:
-            self.best_map = result.value
-        self.save("last", with_states=True)
-        # the same weights under other names: hard links, no second copy on disk
-        if improved:
-            self.name_checkpoint("last", "best", with_states=False)
-        if self.epoch % t.save_interval == 0 or last:
-            self.name_checkpoint("last", f"{self.epoch:04d}", with_states=True)
-        metrics.draw()
-        return result
+        for hook in self.hooks:
+            hook.after_epoch(self)
 
     def check_stop(self) -> None:
         """Raise _StopNow if this process, or in a distributed run any worker, got a signal."""
@@ -427,51 +300,27 @@ class Trainer:
                  path or "written by rank 0")
         raise Preempted(signum, self.iteration, path)
 
-    def train_one_epoch(self, metrics: Optional[MetricsLog]) -> None:
+    def train_one_epoch(self) -> None:
         """Train the rest of the current epoch (all of it unless resumed mid-epoch)."""
         t = self.cfg.train
         done = self.iteration - self.epoch * self.iters_per_epoch
         self.sampler.set_epoch(self.epoch, skip=done * self.batch_size)
         self.net.hybridize(static_alloc=True, static_shape=True)  # retrace in training mode
-        meter = _Meter()
-        bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{t.epochs}", unit="it",
-                   leave=False, disable=None, initial=done, total=self.iters_per_epoch)
-        for batch in bar:
-            lr = self.schedule(self.iteration)
-            self.trainer.set_learning_rate(lr)
-            meter.add(self.step(batch), batch[0].shape[0])
+        self.bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{t.epochs}", unit="it",
+                        leave=False, disable=None, initial=done, total=self.iters_per_epoch)
+        for batch in self.bar:
+            self.trainer.set_learning_rate(self.schedule(self.iteration))
+            self.step_losses, self.step_images = self.step(batch), batch[0].shape[0]
             self.iteration += 1
             if not self.stepped:
                 self.stepped = True
                 self.on_first_step()
-            if self.iteration % t.log_interval == 0 or \
-                    self.iteration % self.iters_per_epoch == 0:
-                self._log_progress(meter, lr, metrics, bar)
+            for hook in self.hooks:
+                hook.after_step(self)
             if self.iteration % self.iters_per_epoch:  # epoch ends are end_epoch()'s
                 self.check_stop()
-                if t.checkpoint_iters and self.iteration % t.checkpoint_iters == 0 and \
-                        self.worker.is_chief:
-                    self.save("last", with_states=True)
-        bar.close()
-
-    def _log_progress(self, meter: _Meter, lr: float, metrics: Optional[MetricsLog],
-                      bar) -> None:
-        """Log and record the losses and speed since the last report; reset the meter."""
-        loss, cls_loss, box_loss = meter.means()
-        speed = meter.images_per_s() * self.worker.num_workers  # each worker's share as long
-        meter.reset()
-        if metrics is None:  # other workers: rank 0 speaks for the run
-            return
-        epoch = self.iteration / self.iters_per_epoch
-        started, first = self.timer
-        left = eta(self.iteration - first, self.cfg.train.epochs * self.iters_per_epoch - first,
-                   time.monotonic() - started)
-        log.info("epoch %.2f iter %d loss %.4f (cls %.4f box %.4f) lr %.5g %.1f img/s, ETA %s",
-                 epoch, self.iteration, loss, cls_loss, box_loss, lr, speed,
-                 "?" if left is None else duration(left))
-        metrics.add(epoch=epoch, iteration=self.iteration, loss=loss, cls_loss=cls_loss,
-                    box_loss=box_loss, lr=lr, images_per_s=speed)
-        bar.set_postfix(loss=f"{loss:.3f}")
+        self.bar.close()
+        self.bar = None
 
     def step(self, batch) -> np.ndarray:
         """One SGD step on a batch split over the contexts; returns [loss, cls, box] means."""
@@ -498,8 +347,6 @@ class Trainer:
                 f"loss {values[0]}, cls {values[1]}, box {values[2]}; the last checkpoint is "
                 f"intact; lower train.lr or add train.warmup_iters")
         self.trainer.step(self.worker.num_workers)  # servers sum the workers' mean gradients
-        if self.average is not None:
-            self.average.update(self.iteration)
         return values
 
     def check_finite(self) -> None:
@@ -512,21 +359,9 @@ class Trainer:
                 f"nothing of it is saved and the last checkpoint is intact; lower train.lr or "
                 f"add train.warmup_iters")
 
-    def validate(self, metrics: MetricsLog) -> EvalResult:
-        self.check_finite()
-        cfg = self.cfg
-        pictured = cfg.eval.num_images if metrics.sink is not None else 0
-        settings = EvalSettings(cfg.eval.batch_size, cfg.data.num_workers, eval_metric(cfg),
-                                pictured)
-        with self.average.swapped() if self.average is not None else nullcontext():
-            result = evaluate(net_predictor(self.net), self.val_set, self.classes, self.ctx,
-                              Preprocess.from_config(cfg), settings, progress=True)
-        log.info("epoch %d val %s %.4f", self.epoch, result.metric, result.value)
-        metrics.add(epoch=float(self.epoch), iteration=self.iteration, val_map=result.value)
-        if result.samples:
-            metrics.sink.add_picture("val/detections", detections_picture(
-                result, self.val_set, self.classes, cfg.eval.score_thresh), self.iteration)
-        return result
+    def averaged(self):
+        """A context in which the net holds the weight average, if the run keeps one."""
+        return self.average.swapped() if self.average is not None else nullcontext()
 
     def name_checkpoint(self, saved: str, tag: str, with_states: bool) -> str:
         """The checkpoint just saved as `saved`, also as `tag` (checkpoint.link_checkpoint)."""
@@ -541,8 +376,10 @@ class Trainer:
                                self.trainer if with_states else None, meta, self.average)
 
 
-def train(cfg: CfgNode, overwrite: bool = False) -> Optional[EvalResult]:
-    """Run the training a config describes; everything lands in cfg.output_dir.
+def train(cfg: CfgNode, overwrite: bool = False, hooks: Sequence[Hook] = ()
+          ) -> Optional[EvalResult]:
+    """Run the training a config describes; everything lands in cfg.output_dir. `hooks`
+    (engine/hooks.py) run after the run's own at each point of the loop.
 
     A directory that holds another run is refused unless train.resume is 'auto' or
     `overwrite` removes that run first (run_dir.claim); a start that fails before its first
@@ -555,7 +392,7 @@ def train(cfg: CfgNode, overwrite: bool = False) -> Optional[EvalResult]:
         make_folder(cfg.output_dir)
         setup_logging(None)
         with StopRequest() as stop:
-            return Trainer(cfg, worker, stop).fit()
+            return Trainer(cfg, worker, stop, hooks=hooks).fit()
     with StartGuard(cfg.output_dir) as guard, RunLock(cfg.output_dir):
         removed = claim(cfg.output_dir, cfg.train.resume, overwrite)
         handler = setup_logging(cfg.output_dir)
@@ -566,7 +403,8 @@ def train(cfg: CfgNode, overwrite: bool = False) -> Optional[EvalResult]:
             # installed before the loader's worker processes fork, which inherit it: a signal
             # to the whole process group (Ctrl-C, Slurm) does not kill them mid-epoch
             with StopRequest() as stop:
-                return Trainer(cfg, worker, stop, on_first_step=guard.started).fit()
+                return Trainer(cfg, worker, stop, on_first_step=guard.started,
+                               hooks=hooks).fit()
         finally:
             log.removeHandler(handler)
             handler.close()

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from ssd_nobias_studies.diagnostics import run_trajectory
 from ssd_nobias.atomic import replacing
-from ssd_nobias.engine.train import run_curves
+from ssd_nobias.engine.metrics import run_curves
 
 
 def snapshot_epochs(labels: Sequence[str], last_epoch: int) -> list:

@@ -62,7 +62,7 @@ from ssd_nobias.evaluation.evaluate import predict
 from ssd_nobias.export.deploy import export_deploy
 from ssd_nobias_studies.naive_fix import export_zero_shift
 from ssd_nobias.runtime.predictors import load_predictor
-from ssd_nobias.engine.train import run_curves
+from ssd_nobias.engine.metrics import run_curves
 
 # The checkout: the studies run its scripts and configs.
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -59,7 +59,7 @@ from ssd_nobias.model.ssd import BIAS_FREE_RECIPE, STOCK_RECIPE
 from ssd_nobias_studies.naive_fix import export_zero_shift
 from ssd_nobias.data.synthetic import VARIANTS
 from ssd_nobias.engine.run_dir import continues
-from ssd_nobias.engine.train import read_metrics
+from ssd_nobias.engine.metrics import read_metrics
 
 
 # The checkout: the studies run its scripts and configs.
