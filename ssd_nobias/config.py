@@ -56,6 +56,9 @@ class Key:
         return ""
 
 
+MAX_PIXELS = 100_000_000  # data.max_pixels' default: 10000 x 10000, about 300 MB decoded
+
+
 def _positive(v) -> bool:
     return v > 0
 
@@ -132,7 +135,7 @@ SCHEMA: Dict[str, Key] = {
     "data.bad_images": Key("error", "a broken training image: error (stop, naming it) | skip "
                            "(warn, take the next); validation and evaluation always stop",
                            choices=("error", "skip")),
-    "data.max_pixels": Key(100_000_000, "an image whose header says it holds more pixels is "
+    "data.max_pixels": Key(MAX_PIXELS, "an image whose header says it holds more pixels is "
                            "not decoded (a decompression bomb): a bad image, see "
                            "data.bad_images", check=_positive, need="must be positive"),
     "data.max_expand": Key(4.0, "SSD's zoom-out augmentation (p 0.5) up to this factor; 1 "

@@ -20,6 +20,25 @@ def test_the_job_list_imports_no_job_and_no_mxnet():
         assert f"  {job:16s}{about}" in lines
 
 
+def test_each_jobs_help_prints_without_importing_mxnet():
+    """A job's --help answers at once: its module imports MXNet (seconds) only after its
+    arguments are parsed."""
+    code = ("import contextlib, io, sys\n"
+            "from ssd_nobias.commands import JOBS, main\n"
+            "for job in JOBS:\n"
+            "    out = io.StringIO()\n"
+            "    with contextlib.redirect_stdout(out):\n"
+            "        try:\n"
+            "            main([job, '--help'])\n"
+            "        except SystemExit as stop:\n"
+            "            assert stop.code == 0, job\n"
+            "    assert out.getvalue().startswith('usage: '), job\n"
+            "    print(job, 'mxnet' in sys.modules, 'onnxruntime' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"{job} False False" for job in JOBS]
+
+
 def test_each_jobs_line_is_its_modules_first_docstring_line_and_a_whole_sentence():
     for job, (module, _, about) in JOBS.items():
         doc = importlib.import_module(f"ssd_nobias.commands.{module}").__doc__

@@ -15,6 +15,7 @@ from ssd_nobias import cli
 from ssd_nobias.commands import export as export_command
 from ssd_nobias.errors import StorageError, UserError
 from ssd_nobias.atomic import remove_dead_stages, sha256
+from ssd_nobias.export import deploy, split
 from ssd_nobias.export.staging import MANIFEST
 
 
@@ -69,7 +70,7 @@ def test_a_failed_export_leaves_the_previous_one_and_no_stage(exported, tmp_path
     def disk_full(*args, **kwargs):
         raise StorageError("cannot write accelerator.onnx: No space left on device")
 
-    monkeypatch.setattr(export_command, "export_accelerator", disk_full)
+    monkeypatch.setattr(split, "export_accelerator", disk_full)  # what export runs
     with pytest.raises(StorageError):
         export(params, out, "accelerator")
     assert files_of(out) == before and sorted(os.listdir(tmp_path)) == ["export"]
@@ -80,14 +81,14 @@ def test_sigterm_during_an_export_unwinds_to_the_previous_export(exported, tmp_p
                                                                  monkeypatch):
     params, out = exported
     before = files_of(out)
-    real = export_command.export_deploy
+    real = deploy.export_deploy
 
     def terminated_after_the_deploy_graph(*args, **kwargs):
         report = real(*args, **kwargs)
         os.kill(os.getpid(), signal.SIGTERM)
         return report
 
-    monkeypatch.setattr(export_command, "export_deploy", terminated_after_the_deploy_graph)
+    monkeypatch.setattr(deploy, "export_deploy", terminated_after_the_deploy_graph)
     code = cli.run(export_command.main, ["--params", params, "--out", str(out)])
     assert code == 128 + signal.SIGTERM
     assert files_of(out) == before and sorted(os.listdir(tmp_path)) == ["export"]

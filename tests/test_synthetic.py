@@ -10,7 +10,7 @@ from gluoncv.data import VOCDetection
 
 from ssd_nobias.data.coco import COCOFormatDetection
 from ssd_nobias.data.voc import VOCFormatDetection
-from ssd_nobias.data.synthetic import HARD_CLASSES, SHAPE_CLASSES, VOC_NAMES, make_synthetic
+from ssd_nobias.data.synthetic import HARD_CLASSES, SHAPE_CLASSES, make_synthetic, voc_names
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,7 +97,7 @@ def test_hard_variant_has_eight_classes_and_more_smaller_objects(tmp_path, custo
 def test_voc2007_layout_loads_in_gluoncv_unchanged(tmp_path):
     info = make_synthetic(str(tmp_path), train=6, val=3, size=128, seed=1, layout="voc2007")
     assert info["root"] == str(tmp_path / "VOCdevkit")
-    assert info["classes"] == [VOC_NAMES[c] for c in SHAPE_CLASSES]
+    assert info["classes"] == [voc_names()[c] for c in SHAPE_CLASSES]
     trainval = VOCDetection(root=info["root"], splits=[(2007, "trainval")])
     test = VOCDetection(root=info["root"], splits=[(2007, "test")])
     assert (len(trainval), len(test)) == (6, 3)

@@ -15,8 +15,6 @@ from ssd_nobias.model.anchors import (ANCHOR_PRESETS, coco_like_boxes, coverage,
                                       format_coverage, ssd_anchors_np)
 from ssd_nobias.atomic import write_json
 from ssd_nobias.config import base_size
-from ssd_nobias.data.datasets import build_dataset
-from ssd_nobias.model.ssd import preset
 
 
 def main(argv=None) -> int:
@@ -30,6 +28,9 @@ def main(argv=None) -> int:
                    help="also N boxes with COCO's size mix")
     p.add_argument("--out", metavar="FILE.json", help="also write the figures here")
     args = p.parse_args(argv)
+    from ssd_nobias.data.datasets import build_dataset  # MXNet: after --help
+    from ssd_nobias.model.ssd import preset
+
     cfg = cli.config_from(args)
     size = base_size(cfg)
     layout = preset(cfg.model.name)

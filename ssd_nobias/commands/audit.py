@@ -20,11 +20,8 @@ import argparse
 import os
 
 from ssd_nobias import cli
-from ssd_nobias.export.audit import audit, expected, format_audit
 from ssd_nobias.errors import DataError
-from ssd_nobias.export.proof import prove
 from ssd_nobias.runtime.accelerator import FLOAT_ONNX, INT8_ONNX
-from ssd_nobias.runtime.integer import IntegerAccelerator, format_requant
 
 
 def main(argv=None) -> int:
@@ -46,6 +43,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.int8 and not args.accelerator:
         p.error("--int8 goes with --accelerator DIR")
+    # MXNet and ONNX are imported only now: --help answers at once
+    from ssd_nobias.export.audit import audit, expected, format_audit
+    from ssd_nobias.export.proof import prove
+    from ssd_nobias.runtime.integer import IntegerAccelerator, format_requant
+
     if args.accelerator:
         graph = args.accelerator
         if os.path.isdir(graph):

@@ -7,17 +7,16 @@ The model is the config's (default: the stock defaults), built with fresh weight
 batch of training statistics; no dataset is read (a *_custom model gets placeholder classes:
 the report does not depend on them).
 """
-import mxnet as mx
-from mxnet import autograd
-
 from ssd_nobias import cli
 from ssd_nobias.config import base_size
-from ssd_nobias.model.ssd import bias_report, build_model, format_bias_report, standard_classes
 
 
 def main(argv=None) -> int:
     p = cli.parser(__doc__.splitlines()[0], config_required=False)
     args = p.parse_args(argv)
+    import mxnet as mx  # after --help, which answers at once
+    from ssd_nobias.model.ssd import bias_report, build_model, format_bias_report, standard_classes
+
     cfg = cli.config_from(args)
     kind = cfg.model.name.rsplit("_", 1)[1]
     classes = standard_classes(kind) if kind != "custom" else \
@@ -25,7 +24,7 @@ def main(argv=None) -> int:
     net = build_model(cfg, classes)
     net.initialize()
     size = base_size(cfg)
-    with autograd.train_mode():  # one batch of statistics, as training would gather
+    with mx.autograd.train_mode():  # one batch of statistics, as training would gather
         net(mx.nd.random.uniform(shape=(2, 3, size, size)))
     print(format_bias_report(bias_report(net)))
     return 0

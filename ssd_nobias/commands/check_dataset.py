@@ -8,7 +8,6 @@ Exit status: 0 clean, 1 problems found (listed with their files), 2 the data can
 import sys
 
 from ssd_nobias import cli
-from ssd_nobias.data.check import check_dataset, format_findings, format_summary
 
 
 def main(argv=None) -> int:
@@ -17,6 +16,8 @@ def main(argv=None) -> int:
     p.add_argument("--list", type=int, default=20, metavar="N",
                    help="problems listed per kind (default 20)")
     args = p.parse_args(argv)
+    from ssd_nobias.data.check import check_dataset, format_findings, format_summary  # MXNet
+
     cfg = cli.config_from(args)
     report = check_dataset(cfg, workers=args.threads)
     if report.unusable:

@@ -11,7 +11,6 @@ import argparse
 import os
 
 from ssd_nobias.atomic import make_folder, numbered_folder, write_json
-from ssd_nobias.engine.compare import compare_runs, comparison_json, format_comparison
 
 
 def main(argv=None) -> int:
@@ -25,6 +24,8 @@ def main(argv=None) -> int:
     if args.out and args.out.endswith(".png"):
         p.error(f"--out is a folder, as in every command (it gets compare.png and "
                 f"compare.json): --out {os.path.dirname(args.out) or '.'}")
+    from ssd_nobias.engine.compare import compare_runs, comparison_json, format_comparison
+
     out = args.out or numbered_folder("compare")
     make_folder(out)
     picture, rows = os.path.join(out, "compare.png"), os.path.join(out, "compare.json")

@@ -8,9 +8,7 @@
 from ssd_nobias import cli
 from ssd_nobias.atomic import stopping_on_signals
 from ssd_nobias.commands import options
-from ssd_nobias.data.images import MAX_PIXELS
-from ssd_nobias.runtime.detect import Detector, find_inputs, run
-from ssd_nobias.runtime.kernels import int8_verdict
+from ssd_nobias.config import MAX_PIXELS
 
 
 def main(argv=None) -> int:
@@ -36,6 +34,10 @@ def main(argv=None) -> int:
     inputs = args.inputs + [w for w in args.overrides if "=" not in w]
     overrides = [w for w in args.overrides if "=" in w]
     options.check_model(p, args)
+    # MXNet is imported only now: --help answers at once
+    from ssd_nobias.runtime.detect import Detector, find_inputs, run
+    from ssd_nobias.runtime.kernels import int8_verdict
+
     if not inputs:
         p.error("give at least one input: an image, a folder, a glob or a video")
     if options.runs_int8(args):

@@ -13,8 +13,6 @@ checkpoint, or in an export folder's config.yaml); key=value overrides change it
 from ssd_nobias import cli
 from ssd_nobias.atomic import stopping_on_signals
 from ssd_nobias.commands import options
-from ssd_nobias.evaluation.evaluate import evaluate_checkpoint, format_table
-from ssd_nobias.runtime.kernels import int8_verdict
 
 
 def main(argv=None) -> int:
@@ -26,6 +24,10 @@ def main(argv=None) -> int:
     cli.add_device(p)
     args = p.parse_args(argv)
     options.check_model(p, args)
+    # MXNet is imported only now: --help answers at once
+    from ssd_nobias.evaluation.evaluate import evaluate_checkpoint, format_table
+    from ssd_nobias.runtime.kernels import int8_verdict
+
     cfg = options.config_or_sidecar(args, "the dataset to evaluate on")
     if options.runs_int8(args):
         print(int8_verdict(args.runtime))

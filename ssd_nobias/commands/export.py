@@ -15,12 +15,8 @@ import os
 from ssd_nobias import cli
 from ssd_nobias.commands import options
 from ssd_nobias.export.int8 import CALIB_METHODS, HEAD_OUTPUTS
-from ssd_nobias.export.split import export_accelerator, format_accelerator
-from ssd_nobias.export.inputs import check_calibration
-from ssd_nobias.export.deploy import add_to_report, export_deploy, format_report
 from ssd_nobias.export.staging import MANIFEST, staged
 from ssd_nobias.errors import require
-from ssd_nobias.engine.precise_bn import format_recalibration, recalibrate_params
 
 
 FORMATS = ("onnx", "accelerator", "int8", "int8-signed", "int8-cpu")
@@ -82,6 +78,7 @@ def main(argv=None) -> int:
     if formats & set(FORMATS):  # fail now, not after the deploy graph
         require("onnx", "onnxruntime", extra="onnx", what=f"--formats {' '.join(args.formats)}")
     if formats & {"int8", "int8-signed", "int8-cpu"}:
+        from ssd_nobias.export.inputs import check_calibration  # MXNet: not for --help
         check_calibration(cfg, args.calib_images)
     out = os.path.normpath(args.out or options.default_out(args, "export"))
     with staged(out, args.params) as stage:
@@ -95,6 +92,10 @@ def main(argv=None) -> int:
 
 def _export(cfg, args, formats, out: str, show) -> None:
     """Every step of the export into the (staged) folder `out`; `show` prints a result."""
+    from ssd_nobias.engine.precise_bn import format_recalibration, recalibrate_params
+    from ssd_nobias.export.deploy import add_to_report, export_deploy, format_report
+    from ssd_nobias.export.split import export_accelerator, format_accelerator
+
     params = args.params
     if args.recalibrate:
         recalibration = recalibrate_params(cfg, params, os.path.join(out, "recalibrated"),

@@ -9,11 +9,11 @@ tiling and split rules are in ssd_nobias/data/neon_trees.py.
 import argparse
 
 from ssd_nobias.atomic import stopping_on_signals
-from ssd_nobias.data.neon_trees import fetch_wheel, make_neon_trees
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True,
                    help="output folder: new, empty, or one this command wrote (replaced whole)")
     p.add_argument("--cache", default="data/cache", help="where the wheel is kept")
@@ -22,6 +22,8 @@ def main(argv=None) -> int:
                    metavar=("TRAIN", "VAL", "TEST"),
                    help="band heights of the large same-site crop")
     args = p.parse_args(argv)
+    from ssd_nobias.data.neon_trees import fetch_wheel, make_neon_trees  # MXNet: after --help
+
     with stopping_on_signals():  # a stopped build leaves no half dataset beside --out
         summary = make_neon_trees(args.out, fetch_wheel(args.cache), args.tile, args.fractions)
     for split, c in summary["counts"].items():

@@ -11,7 +11,8 @@ from ssd_nobias.data.synthetic import VARIANTS, make_synthetic
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True,
                    help="output folder: new, empty, or one this command wrote (replaced whole)")
     p.add_argument("--train", type=int, default=200, help="training images")
@@ -19,12 +20,13 @@ def main(argv=None) -> int:
     p.add_argument("--test", type=int, default=0,
                    help="test images, a split of their own (layout custom only; default none)")
     p.add_argument("--size", type=int, default=300, help="typical image side (varies +-25%%)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the generator's seed: same seed, same "
+                                                       "dataset")
     p.add_argument("--layout", choices=["custom", "voc2007"], default="custom",
                    help="custom: a VOC-format folder with classes.txt; voc2007: "
                         "VOCdevkit/VOC2007 with VOC class names")
     p.add_argument("--format", dest="fmt", choices=["voc", "coco", "yolo"], default="voc",
-                   help="voc (default), coco (instances_*.json), or yolo (data.yaml, "
+                   help="voc, coco (instances_*.json), or yolo (data.yaml, "
                         "images/ and labels/ as Ultralytics writes them)")
     p.add_argument("--variant", choices=list(VARIANTS), default="shapes",
                    help="shapes: four classes (the demo's); hard: eight classes, more and "

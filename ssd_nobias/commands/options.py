@@ -14,7 +14,7 @@ from ssd_nobias.config import load_config
 from ssd_nobias.errors import ConfigError
 from ssd_nobias.export.staging import CONFIG
 from ssd_nobias.runtime.accelerator import is_int8_graph
-from ssd_nobias.runtime.predictors import INTEGER_RUNTIMES, RUNTIMES, checkpoint_config
+from ssd_nobias.runtime.runtimes import INTEGER_RUNTIMES, RUNTIMES
 
 
 def add_model(p: argparse.ArgumentParser) -> None:
@@ -78,6 +78,7 @@ def config_if_any(args: argparse.Namespace) -> Optional[CfgNode]:
     if args.config:
         return cli.config_from(args)
     if getattr(args, "params", None):
+        from ssd_nobias.runtime.predictors import checkpoint_config  # MXNet: not for --help
         return checkpoint_config(args.params, args.overrides)
     carried = os.path.join(export_folder(args), CONFIG)
     return load_config(carried, args.overrides) if os.path.isfile(carried) else None

@@ -7,8 +7,6 @@
 
 from ssd_nobias import cli
 from ssd_nobias.config import describe
-from ssd_nobias.model.ssd import MODEL_NAMES
-from ssd_nobias.engine.train import train
 
 
 def main(argv=None) -> int:
@@ -21,6 +19,10 @@ def main(argv=None) -> int:
                         "what it does) and exit")
     p.add_argument("--list-models", action="store_true", help="print model.name choices")
     args = p.parse_args(argv)
+    # MXNet is imported only now: --help answers at once
+    from ssd_nobias.engine.train import train
+    from ssd_nobias.model.ssd import MODEL_NAMES
+
     if args.list_models:
         print("\n".join(MODEL_NAMES))
         return 0

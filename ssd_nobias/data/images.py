@@ -18,11 +18,11 @@ from typing import Optional, Tuple
 
 import mxnet as mx
 
+from ssd_nobias.config import MAX_PIXELS  # the readers' default, data.max_pixels'
 from ssd_nobias.errors import DataError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")  # what detect and export read as pictures
-MAX_PIXELS = 100_000_000  # data.max_pixels' default: 10000 x 10000, about 300 MB decoded
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")  # what datasets, detect and export read
+
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"

@@ -15,14 +15,17 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 import yaml
-from gluoncv.data import VOCDetection
 
 from ssd_nobias.atomic import replacing_folder
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "star")
 HARD_CLASSES = SHAPE_CLASSES + ("hexagon", "diamond", "cross", "ring")
 # The voc2007 layout names the shapes after the first VOC classes.
-VOC_NAMES = dict(zip(HARD_CLASSES, VOCDetection.CLASSES[:8]))
+def voc_names() -> Dict[str, str]:
+    """Each class's VOC name in the voc2007 layout: the first eight of VOC's classes (GluonCV's
+    list, imported here only: it brings MXNet, which make-synthetic --help does without)."""
+    from gluoncv.data import VOCDetection
+    return dict(zip(HARD_CLASSES, VOCDetection.CLASSES[:8]))
 _COLORS = {"circle": (215, 50, 45), "square": (40, 100, 225), "triangle": (235, 195, 30),
            "star": (40, 170, 70), "hexagon": (150, 70, 200), "diamond": (240, 130, 40),
            "cross": (40, 185, 195), "ring": (205, 60, 150)}  # RGB
@@ -226,7 +229,7 @@ def _write(out: str, train: int, val: int, size: int, seed: int, layout: str, fm
            variant: str, test: int) -> dict:
     """make_synthetic's work, into the empty folder `out`."""
     kind = VARIANTS[variant]
-    names = VOC_NAMES if layout == "voc2007" else {c: c for c in kind.classes}
+    names = voc_names() if layout == "voc2007" else {c: c for c in kind.classes}
     classes = [names[c] for c in kind.classes]
     split_names = ("trainval", "test") if layout == "voc2007" else ("train", "val")
     if fmt in ("coco", "yolo"):

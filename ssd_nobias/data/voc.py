@@ -16,7 +16,7 @@ import numpy as np
 from gluoncv.data import VOCDetection
 
 from ssd_nobias.data.boxes import clip_box
-from ssd_nobias.data.images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, read_image,
+from ssd_nobias.data.images import (IMAGE_EXTS, MAX_PIXELS, ImageError, read_image,
                                     size_mismatch)
 from ssd_nobias.errors import DataError
 
@@ -42,9 +42,9 @@ def read_split(base: str, name: str) -> List[str]:
 
 
 def find_image(base: str, image_id: str) -> Optional[str]:
-    """base/JPEGImages/<image_id> with the first IMAGE_EXTENSIONS that exists, or None."""
+    """base/JPEGImages/<image_id> with the first IMAGE_EXTS that exists, or None."""
     stem = os.path.join(base, "JPEGImages", image_id)
-    return next((stem + ext for ext in IMAGE_EXTENSIONS if os.path.isfile(stem + ext)), None)
+    return next((stem + ext for ext in IMAGE_EXTS if os.path.isfile(stem + ext)), None)
 
 
 def parse_voc_xml(path: str) -> Tuple[Optional[Tuple[float, float]], List[VOCObject]]:

@@ -19,7 +19,7 @@ from mxnet import gluon
 from PIL import Image
 
 from ssd_nobias.data.boxes import clip_box
-from ssd_nobias.data.images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, header_size,
+from ssd_nobias.data.images import (IMAGE_EXTS, MAX_PIXELS, ImageError, header_size,
                                     read_image)
 from ssd_nobias.errors import DataError
 
@@ -70,7 +70,7 @@ def yolo_classes(root: str) -> List[str]:
 
 def _images_in(folder: str) -> List[str]:
     return sorted(os.path.join(base, name) for base, _, names in os.walk(folder)
-                  for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
+                  for name in names if name.lower().endswith(IMAGE_EXTS))
 
 
 def _resolve(base: str, entry: str) -> str:

@@ -300,7 +300,7 @@ def evaluate_checkpoint(cfg, params_path: Optional[str], out_dir: str, progress:
     `accelerator_dir`, INT8 with `int8`; ONNX files run on the CPU), on the
     configured val set and write the report. `device`: where a checkpoint or deploy graph
     runs ('cpu', 'gpu0', ...; default: the config's train.ctx if this machine has it);
-    `runtime`: what runs an ONNX file (predictors.RUNTIMES)."""
+    `runtime`: what runs an ONNX file (runtimes.RUNTIMES)."""
     dataset, config_classes = val_set(cfg)
     predictor, classes, ctx = load_predictor(cfg, params_path, deploy_dir, onnx_path,
                                              accelerator_dir, int8, classes=config_classes,

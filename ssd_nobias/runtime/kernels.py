@@ -18,7 +18,7 @@ from ssd_nobias.errors import require
 from ssd_nobias.machine import CpuInfo, cpu_info
 from ssd_nobias.runtime.onnxrt import session
 from ssd_nobias.runtime.openvino import OpenVinoGraph
-from ssd_nobias.runtime.predictors import INTEGER_RUNTIMES
+from ssd_nobias.runtime.runtimes import INTEGER_RUNTIMES
 
 EXACT, SATURATED = 2 * 255 * 127, 32767  # the probe's accumulator either way
 
@@ -63,7 +63,7 @@ def int8_kernels(runtime: str) -> str:
     """'exact' if `runtime` ('onnxruntime', 'openvino') computes uint8 x int8 dot products
     exactly in this process, else the runtime's name: the pair-saturating kernels
     IntegerAccelerator(kernels=...) emulates. The integer runtimes compute what their
-    kernels say (predictors.INTEGER_RUNTIMES)."""
+    kernels say (runtimes.INTEGER_RUNTIMES)."""
     if runtime in INTEGER_RUNTIMES:
         return INTEGER_RUNTIMES[runtime]
     if runtime not in ("onnxruntime", "openvino"):

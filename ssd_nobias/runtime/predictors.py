@@ -18,6 +18,7 @@ from ssd_nobias.model.checkpoint import first_non_finite, read_meta, sidecar_pat
 from ssd_nobias.config import loads_config
 from ssd_nobias.devices import contexts, inference_contexts
 from ssd_nobias.data.datasets import dataset_classes
+from ssd_nobias.runtime.runtimes import INTEGER_RUNTIMES, RUNTIMES
 from ssd_nobias.runtime.accelerator import FLOAT_ONNX, INT8_ONNX, OnnxAccelerator, is_int8_graph
 from ssd_nobias.runtime.host import HostPart
 from ssd_nobias.runtime.integer import IntegerAccelerator
@@ -177,15 +178,6 @@ def load_onnx(onnx_path: str, runtime: str = "onnxruntime") -> Tuple[OnnxPredict
     """The ONNX model as a predictor, and its class names from preprocess.json beside it."""
     predictor = OnnxPredictor(onnx_path, runtime)
     return predictor, export_classes(os.path.dirname(os.path.abspath(onnx_path)))
-
-
-# The integer-only reference, exact or emulating what a runtime's kernels compute on a CPU
-# without VNNI (runtime/integer.py): runtime name -> its kernels.
-INTEGER_RUNTIMES = {"integer": "exact", "onnxruntime-novnni": "onnxruntime",
-                    "openvino-novnni": "openvino"}
-# what runs an ONNX file: ONNX Runtime, OpenVINO, or (an INT8 accelerator graph) the
-# integer-only reference
-RUNTIMES = ("onnxruntime", "openvino") + tuple(INTEGER_RUNTIMES)
 
 
 class SplitPredictor:
