@@ -30,7 +30,7 @@ test-fast: setup
 # On a machine with a GPU and MXNet's CUDA build in .venv (README, "GPUs", says how):
 # NoBiasBatchNorm on GPUs against the CPU operator, two GPUs, AMP, export. Skips without a GPU.
 test-gpu: setup
-	$(BIN)/python -m pytest -q -rs tests/test_gpu.py
+	$(BIN)/python -m pytest -q -rs tests/model/test_gpu.py
 
 # The first thing to run on a new GPU, with or without MXNet (tools/gpu_check/run.sh): the GPU
 # kernels against the CPU arithmetic, their bits run to run, their speed against PyTorch's
@@ -55,8 +55,8 @@ check-cuda-build: setup
 	$(CU_VENV)/bin/python tools/cuda_stubs.py $$libs/mxnet/libmxnet.so $(CU_VENV)/cuda-stubs && \
 	LD_LIBRARY_PATH=$(CU_VENV)/cuda-stubs:$$libs/nvidia/cuda_runtime/lib:$$libs/nvidia/cuda_nvrtc/lib \
 	SSD_NOBIAS_BUILD_DIR=$(CU_VENV)/nobias-build $(CU_VENV)/bin/python -m pytest -q \
-		-p no:cacheprovider tests/test_nn.py tests/test_native.py tests/test_gpu_compute.py \
-		tests/test_model.py tests/test_export.py tests/test_gpu.py
+		-p no:cacheprovider tests/model/test_norm.py tests/model/test_native.py tests/model/test_gpu_compute.py \
+		tests/model/test_ssd.py tests/export/test_deploy.py tests/model/test_gpu.py
 
 # The demo: synthetic data (generated once), a bias-free SSD trained on the CPU, exported
 # (deploy graph + ONNX, accelerator graph in float32 and INT8 + host part), audited, evaluated.

@@ -8,7 +8,7 @@ import sys
 from typing import Optional, Sequence
 
 # job -> (module under ssd_nobias.commands, the script of a checkout, the module's first
-# docstring line): the list prints without importing MXNet (tests/test_commands.py holds the
+# docstring line): the list prints without importing MXNet (tests/commands/test_commands.py holds the
 # descriptions to the modules')
 JOBS = {
     "train": ("train", "train_ssd.py", "Train a (bias-free) MobileNet-SSD from a YAML config."),

@@ -3,7 +3,7 @@
 Both metrics match detections to ground truth image by image, so an image's matches can be
 computed once and any resample of images scored from them (`Pooled`): that is what makes a
 bootstrap over images affordable. The numbers equal GluonCV's VOC07MApMetric and pycocotools'
-COCOeval (bbox, area 'all', 100 detections per image) exactly (tests/test_ap_stats.py).
+COCOeval (bbox, area 'all', 100 detections per image) exactly (tests/evaluation/test_ap_stats.py).
 Difficult ground truth is ignored by VOC07 and is a crowd region (iscrowd) for COCO.
 """
 from __future__ import annotations
@@ -123,7 +123,7 @@ class Pooled:
     Precision and recall are evaluated where true positives land only: a false positive or an
     ignored detection never raises precision and leaves recall as it is, so every maximum and
     every precision-at-recall that VOC07 and COCOeval take over all positions is taken at one
-    of those: the figures are the full curves' (tests/test_ap_stats.py holds them to GluonCV's
+    of those: the figures are the full curves' (tests/evaluation/test_ap_stats.py holds them to GluonCV's
     and pycocotools' on resampled images)."""
 
     def __init__(self, images: Sequence[ImageMatches]):

@@ -124,7 +124,7 @@ def train_run(out: str, overrides: list, seed: int, data: str, budget: dict,
     """Train the demo recipe with `overrides`; its val mAP per validated epoch and images/s.
 
     With `resume`, a run a stopped study left part-trained in `out` with this very config
-    continues from its newest checkpoint (bitwise exact: tests/test_train.py); any other run
+    continues from its newest checkpoint (bitwise exact: tests/engine/test_train.py); any other run
     there starts over."""
     config = os.path.join(ROOT, "configs", "demo_synthetic.yaml")
     overrides = [f"data.root={data}", f"output_dir={out}", f"seed={seed}",

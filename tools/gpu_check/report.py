@@ -108,7 +108,7 @@ def markdown(check: dict, torch: Optional[dict], result: dict, versions: str) ->
              f"{dev['driver']}; {versions.strip() or 'toolkit version not recorded'}.", "",
              "## Correctness", "",
              f"- {s['cases']} cases against the CPU arithmetic (kernels.h) with the tolerances "
-             f"of tests/test_gpu_compute.py: {s['cases'] - len(ssd)} with odd sizes (settings x "
+             f"of tests/model/test_gpu_compute.py: {s['cases'] - len(ssd)} with odd sizes (settings x "
              f"float16/32/64 x training and inference), {len(ssd)} of the SSD model's layers "
              f"(batch {', '.join(batches) or '-'}, float32 and float16, training with ReLU). "
              f"{s['failed']} failed; worst error {s['worst_error_over_tolerance']:.3g} of its "

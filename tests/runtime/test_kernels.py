@@ -12,7 +12,7 @@ from ssd_nobias.runtime import kernels
 from ssd_nobias.runtime.kernels import int8_kernels, int8_verdict
 
 pytest.importorskip("onnxruntime")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])

@@ -9,7 +9,7 @@ import pytest
 
 from ssd_nobias.commands.options import default_out
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def model(**given):

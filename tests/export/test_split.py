@@ -18,7 +18,7 @@ from ssd_nobias.export.proof import prove
 from ssd_nobias.errors import DataError
 from ssd_nobias.runtime.predictors import load_predictor
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPTS = os.path.join(ROOT, "scripts")
 
 

@@ -21,7 +21,7 @@ from conftest import make_tiny_data, tiny_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = [sys.executable, "-u", os.path.join(ROOT, "scripts", "train_ssd.py"),
          "--config", os.path.join(ROOT, "configs", "demo_synthetic.yaml")]
 LAUNCH = [sys.executable, "-u", os.path.join(ROOT, "scripts", "launch_dist.py")]

@@ -11,7 +11,7 @@ from ssd_nobias.data.coco import COCOFormatDetection
 from ssd_nobias.data.images import ImageError
 from ssd_nobias.data.synthetic import make_synthetic
 from ssd_nobias.errors import DataError
-from data_files import write_coco
+from tests.data_files import write_coco
 
 
 def test_coco_json_loading(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from ssd_nobias.config import defaults
 from ssd_nobias.data.images import (MAX_PIXELS, ImageError, header_size, incomplete_reason,
                                     read_image)
-from data_files import bomb_png
+from tests.data_files import bomb_png
 
 
 def encoded(ext):

@@ -12,7 +12,7 @@ from ssd_nobias.data.coco import COCOFormatDetection
 from ssd_nobias.data.voc import VOCFormatDetection
 from ssd_nobias.data.synthetic import HARD_CLASSES, SHAPE_CLASSES, make_synthetic, voc_names
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def digest(folder):

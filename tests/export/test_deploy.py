@@ -21,7 +21,7 @@ from ssd_nobias.model.norm import NoBiasBatchNorm, UncenteredBatchNorm
 from ssd_nobias.data.synthetic import make_synthetic
 from ssd_nobias.engine.train import train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def script(name, *args):

@@ -1,8 +1,8 @@
 """The operator's GPU compute, checked without a GPU.
 
 - Emulated: gpu_compute.cc's host code, unchanged, drives gpu_kernels.cuh compiled by g++ with
-  tests/csrc/cuda_emulation.h (threads of a block as std::threads, __syncthreads a barrier),
-  through an emulated CUDA driver and NVRTC (tests/csrc/emulated_driver.cc). Its results are
+  tests/model/csrc/cuda_emulation.h (threads of a block as std::threads, __syncthreads a barrier),
+  through an emulated CUDA driver and NVRTC (tests/model/csrc/emulated_driver.cc). Its results are
   compared with the CPU operator (kernels.h) and with NumPy for float16.
 - Compiled: the library's own NVRTC call on the kernels, with pip's NVRTC 11.8, then ptxas for
   every GPU generation from Maxwell (sm_50) to Hopper (sm_90).
@@ -31,7 +31,7 @@ DTYPE_CODES = {"float32": 0, "float64": 1, "float16": 2}
 
 
 class Emulation:
-    """emu_compute from tests/csrc/gpu_emulation.cc, on NumPy arrays."""
+    """emu_compute from tests/model/csrc/gpu_emulation.cc, on NumPy arrays."""
 
     def __init__(self, path: Path):
         self.lib = ctypes.CDLL(str(path))

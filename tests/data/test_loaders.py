@@ -11,7 +11,7 @@ from ssd_nobias.data.loaders import (EpochSampler, augmented_batch, split_batch,
                                      train_loader, val_loader)
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.errors import DataError
-from data_files import CLASSES, bomb_png, custom, obj, write_item
+from tests.data_files import CLASSES, bomb_png, custom, obj, write_item
 
 PREP_64 = Preprocess(64, (0.5,) * 3, (0.25,) * 3)
 

@@ -11,7 +11,7 @@ import pytest
 from ssd_nobias.data.images import ImageError
 from ssd_nobias.data.voc import VOCFormatDetection
 from ssd_nobias.errors import DataError
-from data_files import CLASSES, custom, obj, write_item
+from tests.data_files import CLASSES, custom, obj, write_item
 
 
 def test_voc_xml_parsing(tmp_path):

@@ -15,7 +15,7 @@ from ssd_nobias.config import ConfigError, load_config
 from ssd_nobias.model.ssd import build_model, get_model, preset, ssd_anchors
 from ssd_nobias.data.synthetic import make_synthetic
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.mark.parametrize("name, sizes", [("ssd_300_mobilenet0.25_voc", None),

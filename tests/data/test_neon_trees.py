@@ -17,7 +17,7 @@ from ssd_nobias.data.check import CLEAN, check_dataset
 from ssd_nobias.errors import DataError, UserError
 from ssd_nobias.data.neon_trees import bands, cut, fetch_wheel, make_neon_trees, tile_origins
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIZES = {neon_trees.SPLIT_CROP: (600, 1000), neon_trees.TRAIN_CROP: (300, 260),
          "OSBS_029": (400, 400), "SOAP_061": (400, 400)}
 

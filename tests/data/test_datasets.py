@@ -5,7 +5,7 @@ import pytest
 from ssd_nobias.config import load_config
 from ssd_nobias.data.datasets import build_dataset, dataset_classes
 from ssd_nobias.errors import DataError
-from data_files import obj, write_item
+from tests.data_files import obj, write_item
 
 
 def test_voc_years_layout(tmp_path):

@@ -13,7 +13,7 @@ from ssd_nobias import get_model
 from ssd_nobias.export.audit import audit, expected
 from ssd_nobias.errors import DataError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def randomize_norms(net, shifts=True):

@@ -13,7 +13,7 @@ from mxnet.gluon import nn
 from ssd_nobias.model.norm import NoBiasBatchNorm
 from ssd_nobias.engine.precise_bn import norm_layers, recalibrate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def small_net():

@@ -17,7 +17,7 @@ from conftest import make_tiny_data, tiny_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAUNCH = [sys.executable, os.path.join(ROOT, "scripts", "launch_dist.py")]
 TRAIN = [sys.executable, os.path.join(ROOT, "scripts", "train_ssd.py"),
          "--config", os.path.join(ROOT, "configs", "demo_synthetic.yaml")]

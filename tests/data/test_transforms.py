@@ -9,7 +9,7 @@ import pytest
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.transforms import (SSDTrainTransform, ValTransform, per_image_normalize,
                                         random_crop_with_constraints)
-from data_files import CLASSES, custom, obj, write_item
+from tests.data_files import CLASSES, custom, obj, write_item
 
 
 def yiq_hue(rgb):

@@ -16,7 +16,7 @@ from ssd_nobias.config import load_config
 from ssd_nobias.data.check import CLEAN, PROBLEMS, UNUSABLE, check_dataset, format_summary
 from ssd_nobias.data.synthetic import make_synthetic
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = [sys.executable, os.path.join(ROOT, "scripts", "check_dataset.py")]
 DEMO = os.path.join(ROOT, "configs", "demo_synthetic.yaml")
 

@@ -18,7 +18,7 @@ from ssd_nobias.runtime.predictors import (OnnxPredictor, load_deploy, load_onnx
 from ssd_nobias.data.synthetic import make_synthetic
 from ssd_nobias.engine.train import initialized_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLASSES = ["circle", "square", "triangle", "star"]
 
 

@@ -15,7 +15,7 @@ from ssd_nobias.engine.train import train
 
 from conftest import make_tiny_data, tiny_overrides
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(ROOT, "configs", "demo_synthetic.yaml")
 TRAIN = [sys.executable, os.path.join(ROOT, "scripts", "train_ssd.py"), "--config", DEMO]
 

@@ -17,7 +17,7 @@ from ssd_nobias.export.deploy import export_deploy
 from ssd_nobias.data.synthetic import make_synthetic
 from ssd_nobias.engine.train import train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GPUS = mx.context.num_gpus()
 pytestmark = pytest.mark.skipif(GPUS == 0, reason="no GPU (mx.context.num_gpus() is 0): these "
                                                   "checks need an MXNet CUDA build and a GPU")

@@ -19,7 +19,7 @@ from ssd_nobias.runtime.predictors import load_predictor
 from ssd_nobias.machine import cpu_info
 from ssd_nobias.provenance import fingerprint
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DETECT = [sys.executable, os.path.join(ROOT, "scripts", "detect.py")]
 CLASSES = ["circle", "square", "triangle", "star"]
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -261,11 +261,11 @@ def test_plain_layout_switch_keeps_the_lib_api_compute(tmp_path):
     x = data(shape=(4, 3, 9, 7), mean=0.5)
     np.save(tmp_path / "x.npy", x)
     script = (
-        "import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import test_nn\n"
+        "import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import test_norm\n"
         "x = np.load(sys.argv[2] + '/x.npy')\n"
-        "out = test_nn.train_pass(test_nn.conv_norm_conv(8, True, 'float32'), x, 'float32')\n"
+        "out = test_norm.train_pass(test_norm.conv_norm_conv(8, True, 'float32'), x, 'float32')\n"
         "np.savez(sys.argv[2] + '/out.npz', *out)\n"
-        "print(sum(test_nn.native.layout_reads().values()))\n")
+        "print(sum(test_norm.native.layout_reads().values()))\n")
     env = dict(os.environ, **{native.PLAIN_LAYOUT_ENV: "1"})
     result = subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent),
                              str(tmp_path)], env=env, capture_output=True, text=True, check=True)

@@ -13,7 +13,7 @@ from ssd_nobias.export.deploy import PARITY_RTOL, relative_error
 pytest.importorskip("openvino")
 pytest.importorskip("onnxruntime")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from ssd_nobias.data.voc import VOCFormatDetection
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.evaluation.evaluate import (Detections, EvalSettings, VocScorer, evaluate,
                                             format_table, write_report)
-from data_files import CLASSES, obj, write_coco, write_item
+from tests.data_files import CLASSES, obj, write_coco, write_item
 
 SIZE = 64
 

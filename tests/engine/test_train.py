@@ -24,7 +24,7 @@ from ssd_nobias.engine.train import (Schedule, Trainer, TrainingDiverged, amp_fp
 
 from conftest import make_tiny_data
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")

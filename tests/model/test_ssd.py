@@ -266,7 +266,7 @@ def test_ops_implementation_trains_the_same_model_with_interchangeable_params(tm
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
     # deep float32 gradients differ by rounding by several percent between any two computes
     # (and an update is rounded to the parameter's float32 spacing); a wrong gradient would
-    # differ by its own size. test_nn.py checks the layer's gradients tightly.
+    # differ by its own size. test_norm.py checks the layer's gradients tightly.
     for (got, size), (want, _) in zip(updates["ops"], updates["native"]):
         assert np.abs(got - want).max() <= 0.2 * np.abs(want).max() + 4e-7 * size
     nets["ops"].save_parameters(str(tmp_path / "ops.params"))
