@@ -63,7 +63,7 @@ class AcceleratorNet(nn.HybridBlock):
 def deploy_anchors(prefix: str, cut: GraphCut, size: int) -> np.ndarray:
     """The (anchors, 4) center-form anchors the deploy graph decodes against."""
     sym = mx.sym.load(prefix + "-symbol.json").get_internals()[cut.anchors + "_output"]
-    block = gluon.SymbolBlock(sym, mx.sym.var("data"))
+    block = gluon.SymbolBlock(sym, mx.sym.var("data", dtype="float32"))  # typed: no warning
     block.collect_params().load(prefix + "-0000.params", ignore_extra=True,
                                 allow_missing=True)
     return block(mx.nd.zeros((1, 3, size, size))).asnumpy().reshape(-1, 4)

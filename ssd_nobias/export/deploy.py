@@ -129,7 +129,7 @@ def deploy_raw_outputs(prefix: str, x: mx.nd.NDArray, num_classes: int
     if set(found) != {num_classes + 1, 4}:
         raise ParityError(f"{prefix}-symbol.json: cannot find the raw predictor outputs")
     block = gluon.SymbolBlock(mx.sym.Group([found[num_classes + 1], found[4]]),
-                              mx.sym.var("data"))
+                              mx.sym.var("data", dtype="float32"))
     block.collect_params().load(prefix + "-0000.params", ctx=x.context, ignore_extra=True)
     cls, box = block(x)
     return cls.reshape((0, -1)).asnumpy(), box.reshape((0, -1)).asnumpy()
