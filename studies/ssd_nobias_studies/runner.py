@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -52,9 +53,10 @@ from ssd_nobias.atomic import write_json, write_json_gz, write_text
 from ssd_nobias.config import load_config
 from ssd_nobias.data.preprocess import Preprocess
 from ssd_nobias.data.datasets import build_dataset
-from ssd_nobias.data.neon_trees import CLASS as NEON_CLASS
+from ssd_nobias.data.neon_trees import CLASS as NEON_CLASS, fetch_wheel, make_neon_trees
 from ssd_nobias.data.synthetic import VARIANTS, make_synthetic
 from ssd_nobias.engine.run_dir import continues
+from ssd_nobias.engine.train import train as engine_train
 from ssd_nobias.errors import DataError
 from ssd_nobias.export.split import export_accelerator
 from ssd_nobias.machine import cpu_info
@@ -64,7 +66,7 @@ from ssd_nobias_studies.naive_fix import export_zero_shift
 from ssd_nobias.runtime.predictors import load_predictor
 from ssd_nobias.engine.metrics import run_curves
 
-# The checkout: the studies run its scripts and configs.
+# The checkout: the studies read its configs and data cache.
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPE_WEIGHTS = ["model.conv_weights=centered", "model.depthwise_weights=dc_positive"]
 EMA_DECAY = 0.998  # recipe v2's weight-average candidate: about the last 500 steps
@@ -264,14 +266,28 @@ def checkout_commit() -> str:
 
 
 def train(run: Run, out: str, data: str, protocol: dict = PROTOCOL) -> None:
-    """Train `run` into `out`; a part-trained run of the same config there continues."""
+    """Train `run` into `out` with the package's train(); a part-trained run of the same config
+    there continues. Each run trains in a fresh spawned process (a new MXNet: no operator,
+    graph or memory state carried from one run to the next), which the runner waits for."""
     args = overrides(run, out, data, protocol)
     config = os.path.join(ROOT, protocol["config"])
-    start = ["train.resume=auto"] if continues(out, config, args) else ["--overwrite"]
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train_ssd.py"),
-                           "--config", config] + args + start, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"training {run.key} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    resume = continues(out, config, args)
+    child = multiprocessing.get_context("spawn").Process(
+        target=_train, args=(config, args + (["train.resume=auto"] if resume else []),
+                             not resume))
+    child.start()
+    child.join()
+    if child.exitcode:
+        sys.exit(f"training {run.key} failed (exit status {child.exitcode}); its log: "
+                 f"{os.path.join(out, 'train.log')}")
+
+
+def _train(config: str, args: List[str], overwrite: bool) -> None:
+    """What train()'s spawned process runs: the config with the run's overrides, trained."""
+    # a spawned process makes spawn its default, and MXNet's DataLoader workers would then be
+    # spawned too and pass batches in a way that stalls: they fork, as in a script
+    multiprocessing.set_start_method("fork", force=True)
+    engine_train(load_config(config, args), overwrite=overwrite)
 
 
 def split_cfg(cfg, split: str):
@@ -438,9 +454,7 @@ def prepare_data(protocol: dict, data: str) -> None:
         if not os.path.isfile(os.path.join(data, "classes.txt")):  # make_synthetic's last file
             make_synthetic(data, **synthetic)
     elif not os.path.isfile(os.path.join(data, "summary.json")):
-        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_neon_trees.py"),
-                        "--out", data, "--cache", os.path.join(ROOT, "data", "cache")],
-                       check=True)
+        make_neon_trees(data, fetch_wheel(os.path.join(ROOT, "data", "cache")))
 
 
 def protocol_classes(protocol: dict) -> Tuple[str, ...]:
