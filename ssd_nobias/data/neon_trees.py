@@ -161,21 +161,36 @@ OUTPUT_NAMES = ("Annotations", "JPEGImages", "ImageSets", "classes.txt", "SOURCE
                 "summary.json")
 
 
+def fold_splits(folds: int, fold: int) -> List[str]:
+    """The split of each of `folds` equal bands in spatial cross-validation fold `fold`: that
+    band tests, the next (cyclically) validates, the others train. Over the folds every band
+    tests once, so every box of the large crop outside the gaps is tested once."""
+    if folds < 3 or not 0 <= fold < folds:
+        raise DataError(f"cross-validation needs at least 3 folds and a fold in 0..{folds - 1}"
+                        f", got fold {fold} of {folds}")
+    return ["test" if k == fold else "val" if k == (fold + 1) % folds else "train"
+            for k in range(folds)]
+
+
 def make_neon_trees(out: str, wheel: str, tile: int = 200,
-                    fractions: Sequence[float] = (0.4, 0.3, 0.3)) -> Dict:
+                    fractions: Sequence[float] = (0.4, 0.3, 0.3),
+                    folds: int = 0, fold: int = 0) -> Dict:
     """Write the tree-crown dataset under `out` from the deepforest `wheel` (fetch_wheel's):
     Annotations/, JPEGImages/ (PNG), ImageSets/Main/{train,val,test,test_othersite}.txt,
     classes.txt, SOURCE.md, summary.json. `fractions`: the large crop's band heights."""
     if tile < 64:
         raise DataError(f"tile size {tile} px is too small (64 at least)")
-    if len(fractions) != 3 or min(fractions) <= 0:
+    if folds:
+        fold_splits(folds, fold)  # checked before anything is written
+    elif len(fractions) != 3 or min(fractions) <= 0:
         raise DataError(f"fractions must be three positive numbers (train val test), "
                         f"got {list(fractions)}")
     with replacing_folder(out, OUTPUT_NAMES, "make-neon-trees") as tmp:
-        return _write(tmp, wheel, tile, fractions)
+        return _write(tmp, wheel, tile, fractions, folds, fold)
 
 
-def _write(out: str, wheel: str, tile: int, fractions: Sequence[float]) -> Dict:
+def _write(out: str, wheel: str, tile: int, fractions: Sequence[float], folds: int = 0,
+           fold: int = 0) -> Dict:
     """make_neon_trees' work, into the empty folder `out`."""
     scratch = os.path.join(out, "source")
     same, other = (read_scenes(wheel, names, scratch) for names in (SAME_SITE, OTHER_SITES))
@@ -191,7 +206,9 @@ def _write(out: str, wheel: str, tile: int, fractions: Sequence[float]) -> Dict:
         if scene.name == TRAIN_CROP:
             regions.append(("train", scene, 0, height))
             continue
-        for split, (y0, y1) in zip(SPLITS, bands(scene.boxes, height, fractions)):
+        splits = fold_splits(folds, fold) if folds else SPLITS
+        for split, (y0, y1) in zip(splits, bands(scene.boxes, height,
+                                                 [1.0] * folds if folds else fractions)):
             regions.append((split, scene, y0, y1))
     regions += [("test_othersite", scene, 0, scene.image.shape[0]) for scene in other]
     for split, scene, y0, y1 in regions:
@@ -218,8 +235,12 @@ def _write(out: str, wheel: str, tile: int, fractions: Sequence[float]) -> Dict:
     write_text(os.path.join(out, "classes.txt"), f"{CLASS}\n")
     summary = {"source": {"wheel": os.path.basename(wheel), "sha256": sha256(wheel),
                           "same_site": list(SAME_SITE), "other_sites": list(OTHER_SITES)},
-               "tile": tile, "fractions": list(fractions), "counts": counts,
-               "bands": {f"{scene.name}:{split}": [y0, y1] for split, scene, y0, y1 in regions}}
+               "tile": tile, "counts": counts,
+               "bands": [[scene.name, split, y0, y1] for split, scene, y0, y1 in regions]}
+    if folds:
+        summary["cross_validation"] = {"folds": folds, "fold": fold}
+    else:
+        summary["fractions"] = list(fractions)
     write_json(os.path.join(out, "summary.json"), summary)
     write_text(os.path.join(out, "SOURCE.md"), f"# NEON tree crowns\n\n{LICENCE}\n\n"
                f"Built by scripts/make_neon_trees.py from {summary['source']['wheel']} (sha256 "

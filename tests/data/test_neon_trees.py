@@ -15,7 +15,8 @@ from ssd_nobias.config import load_config
 from ssd_nobias.data.voc import parse_voc_xml, read_split
 from ssd_nobias.data.check import CLEAN, check_dataset
 from ssd_nobias.errors import DataError, UserError
-from ssd_nobias.data.neon_trees import bands, cut, fetch_wheel, make_neon_trees, tile_origins
+from ssd_nobias.data.neon_trees import (bands, cut, fetch_wheel, fold_splits, make_neon_trees,
+                                        tile_origins)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIZES = {neon_trees.SPLIT_CROP: (600, 1000), neon_trees.TRAIN_CROP: (300, 260),
@@ -90,17 +91,23 @@ def test_visibility_rule():
                                          [10, 10, 30, 30, 0]])
 
 
-def test_splits_share_no_tile_and_no_box(built, wheel):
-    out, summary = built
-    _, truth = wheel
-    owner = {}  # source box -> the splits whose tiles show any of it
+def owners(out, truth, tile=100):
+    """source box (scene, index) -> the splits whose tiles show any of it."""
+    owner = {}
     for split in ("train", "val", "test", "test_othersite"):
         for image_id, scene, x, y in tiles_of(out, split):
             boxes = truth[scene][1]
-            seen = (np.minimum(boxes[:, 2], x + 100) > np.maximum(boxes[:, 0], x)) & \
-                   (np.minimum(boxes[:, 3], y + 100) > np.maximum(boxes[:, 1], y))
+            seen = (np.minimum(boxes[:, 2], x + tile) > np.maximum(boxes[:, 0], x)) & \
+                   (np.minimum(boxes[:, 3], y + tile) > np.maximum(boxes[:, 1], y))
             for k in np.flatnonzero(seen):
                 owner.setdefault((scene, k), set()).add(split)
+    return owner
+
+
+def test_splits_share_no_tile_and_no_box(built, wheel):
+    out, summary = built
+    _, truth = wheel
+    owner = owners(out, truth)
     assert owner and all(len(splits) == 1 for splits in owner.values())
     assert {s for splits in owner.values() for s in splits} == {"train", "val", "test",
                                                                 "test_othersite"}
@@ -170,3 +177,28 @@ def test_a_folder_holding_other_files_is_refused_untouched_and_a_rebuild_replace
     summary = make_neon_trees(str(out), wheel[0], tile=200)
     assert summary["tile"] == 200 and json.loads((out / "summary.json").read_text()) == summary
     assert sorted(os.listdir(tmp_path)) == ["data", "trees"]
+
+
+def test_spatial_folds_test_every_band_of_the_large_crop_once(wheel, tmp_path):
+    """Cross-validation by bands: in fold k band k tests and band k + 1 validates; in each
+    fold no box is in two splits, and over the folds each box of the large crop is tested
+    once at most (never twice), most of them once."""
+    _, truth = wheel
+    assert fold_splits(3, 2) == ["val", "train", "test"]
+    assert fold_splits(4, 1) == ["train", "test", "val", "train"]
+    with pytest.raises(DataError, match="at least 3 folds"):
+        fold_splits(2, 0)
+    tested = {}
+    for fold in range(3):
+        out = str(tmp_path / f"fold{fold}")
+        summary = make_neon_trees(out, wheel[0], tile=100, folds=3, fold=fold)
+        assert summary["cross_validation"] == {"folds": 3, "fold": fold}
+        big = [b for b in summary["bands"] if b[0] == neon_trees.SPLIT_CROP]
+        assert [b[1] for b in big] == fold_splits(3, fold)
+        owner = owners(out, truth)
+        assert all(len(splits) == 1 for splits in owner.values())
+        for (scene, k), splits in owner.items():
+            if scene == neon_trees.SPLIT_CROP and splits == {"test"}:
+                tested.setdefault(k, []).append(fold)
+    assert all(len(folds) == 1 for folds in tested.values())
+    assert len(tested) >= 0.6 * len(truth[neon_trees.SPLIT_CROP][1])  # gaps, remainders
