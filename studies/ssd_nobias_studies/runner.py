@@ -70,10 +70,13 @@ from ssd_nobias.engine.metrics import run_curves
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPE_WEIGHTS = ["model.conv_weights=centered", "model.depthwise_weights=dc_positive"]
 EMA_DECAY = 0.998  # recipe v2's weight-average candidate: about the last 500 steps
-CANDIDATES = ("nobias_ema",)  # recipe v2's screen arms: run when named, not by default
+# Run when named, not by default: recipe v2's screen arms and study v5's new arm
+CANDIDATES = ("nobias_ema", "nobias_plain")
 TRAINED = {"nobias": ["model.norm=nobias"],
            "nobias_ema": ["model.norm=nobias", f"train.ema_decay={EMA_DECAY}"],
            "nobias_noheadbias": ["model.norm=nobias", "model.heads_bias=false"],
+           "nobias_plain": ["model.norm=nobias", "model.conv_weights=plain",
+                            "model.depthwise_weights=plain"],
            "batchnorm": ["model.norm=batchnorm"],
            "batchnorm_reparam": ["model.norm=batchnorm"] + RECIPE_WEIGHTS,
            "batchnorm_uncentered": ["model.norm=batchnorm_uncentered"] + RECIPE_WEIGHTS}
@@ -83,6 +86,7 @@ ZERO_SHIFT = {"batchnorm": "naive", "batchnorm_reparam": "reparam_zero_shift",
 ARMS = {"nobias": "(a) NoBiasBatchNorm, the recipe",
         "nobias_ema": "(i) the recipe, weights averaged (train.ema_decay 0.998)",
         "nobias_noheadbias": "(e) NoBiasBatchNorm, no head biases",
+        "nobias_plain": "(j) NoBiasBatchNorm, plain weights (the norm without the weights)",
         "batchnorm": "(b) stock BatchNorm",
         "batchnorm_reparam": "(d) stock BatchNorm, recipe's weights",
         "batchnorm_uncentered": "(f) BatchNorm without beta, recipe's weights",
@@ -446,15 +450,24 @@ def synthetic_args(protocol: dict) -> Optional[dict]:
     return spec["synthetic"] if isinstance(spec, dict) and "synthetic" in spec else None
 
 
+def neon_trees_args(protocol: dict) -> dict:
+    """make_neon_trees' keyword arguments: {} for study v3's fixed bands, {"folds": K,
+    "fold": k} where the protocol's data is {"neon_trees": {...}} (study v5's folds)."""
+    spec = protocol["data"]
+    return dict(spec["neon_trees"]) if isinstance(spec, dict) and "neon_trees" in spec else {}
+
+
 def prepare_data(protocol: dict, data: str) -> None:
     """Write the protocol's dataset at `data` unless it is there: the tree-crown tiles (study
-    v3) or, for {"synthetic": {...}}, make_synthetic's with those arguments."""
+    v3's bands, or a fold of them for {"neon_trees": {"folds": K, "fold": k}}) or, for
+    {"synthetic": {...}}, make_synthetic's with those arguments."""
     synthetic = synthetic_args(protocol)
     if synthetic is not None:
         if not os.path.isfile(os.path.join(data, "classes.txt")):  # make_synthetic's last file
             make_synthetic(data, **synthetic)
     elif not os.path.isfile(os.path.join(data, "summary.json")):
-        make_neon_trees(data, fetch_wheel(os.path.join(ROOT, "data", "cache")))
+        make_neon_trees(data, fetch_wheel(os.path.join(ROOT, "data", "cache")),
+                        **neon_trees_args(protocol))
 
 
 def protocol_classes(protocol: dict) -> Tuple[str, ...]:

@@ -255,3 +255,30 @@ def test_a_synthetic_protocols_data_is_written_once(study, tmp_path, monkeypatch
         raise AssertionError("the dataset was there and was written again")
     monkeypatch.setattr(study, "make_synthetic", written_again)
     study.prepare_data(protocol, str(tmp_path))
+
+
+def test_the_missing_factorial_cell_is_the_norm_with_plain_weights(study):
+    """(j) separates the norm from the weights: (a)'s NoBiasBatchNorm with (b)'s plain
+    weights, and like (a) bias-free; run only when named."""
+    from ssd_nobias.config import load_config
+    from ssd_nobias.model.ssd import build_model, recipe_summary
+
+    cfg = load_config(os.path.join(study.ROOT, "configs", "demo_synthetic.yaml"),
+                      study.TRAINED["nobias_plain"])
+    summary = recipe_summary(build_model(cfg, ["a"]))
+    for kind in ("full", "depthwise", "pointwise", "extras"):
+        assert summary[kind] == "NoBiasBatchNorm, plain weights, fused ReLU", kind
+    assert "nobias_plain" in study.CANDIDATES and study.ARMS["nobias_plain"].startswith("(j)")
+
+
+def test_a_fold_protocol_builds_its_fold_of_the_tree_crowns(study, tmp_path, monkeypatch):
+    """Study v5's tree settings name a fold ({"neon_trees": {"folds": 3, "fold": k}}); study
+    v3's data string keeps its fixed bands."""
+    made = []
+    monkeypatch.setattr(study, "fetch_wheel", lambda cache: "deepforest.whl")
+    monkeypatch.setattr(study, "make_neon_trees",
+                        lambda out, wheel, **kw: made.append((out, wheel, kw)))
+    study.prepare_data({"data": {"neon_trees": {"folds": 3, "fold": 1}}}, str(tmp_path / "f1"))
+    study.prepare_data({"data": study.PROTOCOL["data"]}, str(tmp_path / "v3"))
+    assert made == [(str(tmp_path / "f1"), "deepforest.whl", {"folds": 3, "fold": 1}),
+                    (str(tmp_path / "v3"), "deepforest.whl", {})]
