@@ -282,3 +282,24 @@ def test_a_fold_protocol_builds_its_fold_of_the_tree_crowns(study, tmp_path, mon
     study.prepare_data({"data": study.PROTOCOL["data"]}, str(tmp_path / "v3"))
     assert made == [(str(tmp_path / "f1"), "deepforest.whl", {"folds": 3, "fold": 1}),
                     (str(tmp_path / "v3"), "deepforest.whl", {})]
+
+
+@pytest.mark.parametrize("name, variant, epochs", [("shapes_36ep", "shapes", 36),
+                                                   ("hard_36ep", "hard", 36),
+                                                   ("trees_fold0", None, 60)])
+def test_study_v5s_protocols_load_as_their_document_says(study, name, variant, epochs):
+    """studies/results/study_v5/protocol.md, committed before the first run: joint tuning
+    from (k 0, warmup 200) over the ladder, three tuning seeds, five final seeds, a new
+    generator seed for the shapes, fold 0 of three for the trees."""
+    protocol = study.load_protocol(os.path.join(RESULTS, "study_v5", f"{name}.json"))
+    assert (protocol["tuning"], protocol["choice_metric"]) == ("joint", "ap")
+    assert (protocol["first_ks"], protocol["start_warmup"]) == ([0], 200)
+    assert protocol["warmups"] == [50, 200, 500, 1000, 1500]
+    assert (protocol["tune_seeds"], protocol["final_seeds"]) == ([1, 2, 3], [1, 2, 3, 4, 5])
+    assert protocol["epochs"] == epochs
+    if variant is None:
+        assert study.neon_trees_args(protocol) == {"folds": 3, "fold": 0}
+        assert protocol["splits"] == ["val", "test", "test_othersite"]
+    else:
+        data = study.synthetic_args(protocol)
+        assert (data["variant"], data["seed"], data["test"]) == (variant, 5, 300)
