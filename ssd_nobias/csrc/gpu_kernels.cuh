@@ -2,7 +2,7 @@
 //
 // The library embeds this file and compiles it at run time with NVRTC (gpu_compute.cc), so it
 // needs no nvcc and no header beyond gpu_args.h. It keeps to a subset of CUDA that a host
-// compiler can also run (tests/csrc/cuda_emulation.h): no warp intrinsics, no atomics, no
+// compiler can also run (tests/model/csrc/cuda_emulation.h): no warp intrinsics, no atomics, no
 // dynamic shared memory, one fixed-size shared array, and __syncthreads reached by every thread.
 //
 // Data of shape (N, C, inner) is N x C runs of `inner` values. A grid of runs * chunks blocks

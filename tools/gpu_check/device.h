@@ -1,6 +1,6 @@
 // The device the GPU check runs on: the driver and NVRTC tables gpu_compute.cc takes, plus the
 // memory, stream and event calls only the check makes. real_device.cc opens the machine's GPU
-// through its libcuda; tests/csrc/emulated_device.cc opens the CPU emulation.
+// through its libcuda; tests/model/csrc/emulated_device.cc opens the CPU emulation.
 
 #ifndef SSD_NOBIAS_GPU_CHECK_DEVICE_H_
 #define SSD_NOBIAS_GPU_CHECK_DEVICE_H_

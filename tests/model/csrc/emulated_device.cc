@@ -51,7 +51,7 @@ bool OpenDevice(Device* dev, std::string*) {
   dev->api = {MemAlloc, MemFree, HtoD, DtoH, DtoDAsync, StreamSynchronize, EventCreate,
               EventRecord, EventSynchronize, EventElapsedTime, EventDestroy};
   dev->stream = emulation::Stream();
-  dev->name = "emulated on the CPU (tests/csrc/emulated_driver.cc)";
+  dev->name = "emulated on the CPU (tests/model/csrc/emulated_driver.cc)";
   dev->driver = "emulated";
   dev->capability = 50;
   return true;

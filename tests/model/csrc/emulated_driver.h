@@ -1,5 +1,5 @@
 // The emulated CUDA driver and NVRTC (emulated_driver.cc), for code that drives gpu_compute.cc
-// on the CPU: tests/csrc/gpu_emulation.cc and the GPU check's emulated device.
+// on the CPU: tests/model/csrc/gpu_emulation.cc and the GPU check's emulated device.
 
 #ifndef SSD_NOBIAS_TESTS_EMULATED_DRIVER_H_
 #define SSD_NOBIAS_TESTS_EMULATED_DRIVER_H_
