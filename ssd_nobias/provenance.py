@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 from ssd_nobias.atomic import sha256
 from ssd_nobias.machine import cpu_info
@@ -39,8 +39,9 @@ def fingerprint(path: str) -> str:
 def model_source(params: Optional[str] = None, deploy: Optional[str] = None,
                  onnx: Optional[str] = None, accelerator: Optional[str] = None,
                  int8: bool = False, runtime: str = "onnxruntime") -> dict:
-    """The model one of the four model options names: path (absolute), sha256, kind and the
-    runtime that runs it (MXNet for a checkpoint or deploy graph)."""
+    """The model one of the four model options names: path (absolute), kind and the runtime
+    that runs it (MXNet for a checkpoint or deploy graph). Its hash is taken by provenance(),
+    when a result is written, not each time a model is opened."""
     given = [(kind, path) for kind, path in (("params", params), ("deploy", deploy),
                                              ("onnx", onnx), ("accelerator", accelerator))
              if path]
@@ -49,15 +50,17 @@ def model_source(params: Optional[str] = None, deploy: Optional[str] = None,
     kind, path = given[0]
     if kind == "accelerator" and int8:
         kind = "accelerator int8"
-    return {"path": os.path.abspath(path), "sha256": fingerprint(path), "kind": kind,
+    return {"path": os.path.abspath(path), "kind": kind,
             "runtime": "mxnet" if kind in ("params", "deploy") else runtime}
 
 
-def provenance(source: Optional[dict], device: str) -> dict:
-    """`source` (model_source's record; None for a model given as an object) with the device
-    it ran on, this machine's CPU, the package version and the time (UTC)."""
+def provenance(source: Optional[dict], ctx: Sequence) -> dict:
+    """`source` (model_source's record, with the model file's sha256 added; None for a model
+    given as an object) with the contexts it ran on, this machine's CPU, the package version
+    and the time (UTC)."""
     cpu = cpu_info()
-    return {"model": source, "device": device,
+    model = None if source is None else {**source, "sha256": fingerprint(source["path"])}
+    return {"model": model, "device": ",".join(str(c) for c in ctx) or "cpu",
             "cpu": {**cpu.record(), "vector_width": cpu.vector_width},
             "ssd_nobias": version(),
             "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     # positional words: key=value overrides, anything else an input
     inputs = args.inputs + [w for w in args.overrides if "=" not in w]
-    overrides = [w for w in args.overrides if "=" in w]
+    args.overrides = [w for w in args.overrides if "=" in w]
     options.check_model(p, args)
     # MXNet is imported only now: --help answers at once
     from ssd_nobias.runtime.detect import Detector, find_inputs, run
@@ -42,7 +42,6 @@ def main(argv=None) -> int:
         p.error("give at least one input: an image, a folder, a glob or a video")
     if options.runs_int8(args):
         print(int8_verdict(args.runtime))
-    args.overrides = overrides
     cfg = options.config_if_any(args)  # --config, else the one the model carries
     thresh = args.thresh if args.thresh is not None else \
         cfg.eval.score_thresh if cfg is not None else 0.5

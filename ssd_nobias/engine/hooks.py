@@ -137,7 +137,7 @@ class CheckpointHook(Hook):
     def after_epoch(self, trainer: Trainer) -> None:
         t = trainer.cfg.train
         trainer.save("last", with_states=True)
-        if getattr(trainer, "improved", False):
+        if trainer.improved:
             trainer.name_checkpoint("last", "best", with_states=False)
         if trainer.epoch % t.save_interval == 0 or trainer.epoch == t.epochs:
             trainer.name_checkpoint("last", f"{trainer.epoch:04d}", with_states=True)

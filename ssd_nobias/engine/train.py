@@ -152,6 +152,7 @@ class Trainer:
         self.epoch, self.iteration, self.best_map = 0, 0, -1.0
         self.stepped, self.bar = False, None
         self.result: Optional[EvalResult] = None  # the last validation's (EvalHook)
+        self.improved = False  # whether this epoch's validation beat best_map (EvalHook)
         self.average = None  # a WeightAverage, when WeightAverageHook keeps one
         self.hooks = running([*default_hooks(self), *hooks], self.worker.is_chief)
 

@@ -309,5 +309,5 @@ def evaluate_checkpoint(cfg, params_path: Optional[str], out_dir: str, progress:
                       EvalSettings.from_config(cfg), out_dir=out_dir, progress=progress)
     source = model_source(params_path, deploy_dir, onnx_path, accelerator_dir, int8, runtime)
     write_report(result, dataset, classes, out_dir, cfg.eval.score_thresh,
-                 provenance(source, ",".join(str(c) for c in ctx)))
+                 provenance(source, ctx))
     return result

@@ -50,7 +50,8 @@ def load_images(paths: List[str], preprocess: Preprocess) -> List[np.ndarray]:
     return [transform(read_image(p), np.zeros((0, 6)))[0].asnumpy() for p in paths]
 
 
-def parity_images(dataset, preprocess: Preprocess, count: int = 8) -> mx.nd.NDArray:
+def parity_images(dataset, preprocess: Preprocess, count: int = PARITY_IMAGES
+                  ) -> mx.nd.NDArray:
     """Up to `count` val images as a normalized (N, 3, size, size) batch."""
     transform = ValTransform(preprocess)
     return mx.nd.stack(*[transform(*dataset[i])[0] for i in range(min(count, len(dataset)))])

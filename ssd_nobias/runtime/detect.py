@@ -293,11 +293,10 @@ def run(detector: Detector, inputs: Sequence[str], out_dir: str, skip_bad: bool 
             summary.skipped.append(path)
         bar.update()
     bar.close()
-    device = ",".join(str(c) for c in getattr(detector.model, "ctx", ())) or "cpu"
     write_json(os.path.join(out_dir, SUMMARY + ".json"), {
         "inputs": [os.path.abspath(p) for p in inputs], "images": summary.images,
         "images_per_s": round(summary.images_per_s, 2), "skipped": summary.skipped,
-        "thresh": detector.thresh, "provenance": provenance(detector.source, device)})
+        "thresh": detector.thresh, "provenance": provenance(detector.source, getattr(detector.model, "ctx", ()))})
     return summary
 
 

@@ -196,7 +196,7 @@ def test_check_dataset_finds_annotation_tool_coco_files(tmp_path):
 @pytest.mark.parametrize("fmt", ["voc", "yolo"])
 def test_an_image_whose_header_claims_gigapixels_is_a_named_finding(tmp_path, fmt):
     """Found from the header alone (decoding would take gigabytes), in each format's reader."""
-    from data_files import bomb_png
+    from tests.data_files import bomb_png
 
     info = make_synthetic(str(tmp_path / fmt), train=3, val=2, size=96, seed=1, fmt=fmt)
     image = os.path.join(info["root"], "JPEGImages", "000002.jpg") if fmt == "voc" else \

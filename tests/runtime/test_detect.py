@@ -282,7 +282,7 @@ def test_an_out_folder_holding_an_input_is_refused_and_a_failed_picture_write_le
 
 
 def test_an_input_whose_header_claims_gigapixels_is_refused_or_skipped(model, tmp_path):
-    from data_files import bomb_png
+    from tests.data_files import bomb_png
 
     cfg, params, _, _ = model
     good = pictures(str(tmp_path / "in"), sizes=((64, 48),))[0]
